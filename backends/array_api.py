@@ -1,0 +1,211 @@
+"""The generic Array API backend: the reference implementation of every kernel.
+
+It serves any namespace that follows the Array API standard (NumPy through
+array-api-compat, array-api-strict, PyTorch, CuPy, Dask, ...). Specialised
+backends subclass it and replace kernels with fused ones; the tests compare
+each replacement with the methods here, bit for bit.
+
+Kernels never read a device value back to the host: they return arrays
+(0-d ones for statistics and problem counts) and leave reading them to the
+core, at its documented boundaries.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy
+
+from qarray._namespace import array_namespace, device_of, library_name, to_numpy
+
+__all__ = ["ArrayAPIBackend", "Bounds"]
+
+Bounds = Optional[Tuple[float, float]]
+"""An inclusive ``(low, high)`` range of integers, or None for no range."""
+
+
+class ArrayAPIBackend:
+    """Quantization kernels written against the Array API standard alone.
+
+    Args:
+        xp: the array namespace to compute with (as array-api-compat returns it).
+        name: the name the backend is registered under; defaults to the library's.
+
+    Example:
+        >>> import numpy, array_api_compat
+        >>> backend = ArrayAPIBackend(array_api_compat.array_namespace(numpy.zeros(1)))
+        >>> backend.name
+        'numpy'
+    """
+
+    #: whether the arrays this backend makes live in host memory (reading them back is free)
+    host_resident = False
+
+    def __init__(self, xp: Any, name: Optional[str] = None) -> None:
+        self.xp = xp
+        self.name = name or library_name(xp)
+
+    def __repr__(self) -> str:
+        return f"<qarray backend {self.name!r}>"
+
+    # -- moving data -----------------------------------------------------------------------
+
+    def owns(self, array: Any) -> bool:
+        """Return True if ``array`` already belongs to this backend's library."""
+        try:
+            return library_name(array_namespace(array)) == library_name(self.xp)
+        except TypeError:
+            return False
+
+    def asarray(self, values: Any, device: Any = None) -> Any:
+        """Return ``values`` as an array of this backend, copying across libraries via the host.
+
+        Arrays of this backend's library are returned as they are (no copy).
+        """
+        if self.owns(values):
+            return values
+        host = to_numpy(values) if not isinstance(values, numpy.ndarray) else values
+        if device is None:
+            return self.xp.asarray(host)
+        return self.xp.asarray(host, device=device)
+
+    def to_numpy(self, array: Any) -> numpy.ndarray:
+        """Return a host NumPy copy of ``array`` (the one named place data leaves the device)."""
+        return to_numpy(array)
+
+    def copy(self, array: Any) -> Any:
+        """Return a copy of ``array`` that shares no memory with it, on the same device."""
+        return self.xp.asarray(array, copy=True)
+
+    def device(self, array: Any) -> Any:
+        """Return the device ``array`` lives on."""
+        return device_of(array)
+
+    def parameter(self, host_value: Any, like: Any) -> Any:
+        """Return a quantization parameter ready to combine with ``like`` in this namespace.
+
+        Scalars become Python floats; arrays (per-channel zero points) become float64
+        arrays of this namespace on ``like``'s device.
+        """
+        if numpy.ndim(host_value) == 0:
+            return float(host_value)
+        xp = self.xp
+        return xp.asarray(numpy.asarray(host_value, dtype=numpy.float64), device=self.device(like))
+
+    # -- dtypes ----------------------------------------------------------------------------
+
+    def is_floating(self, array: Any) -> bool:
+        """Return True if ``array`` holds real floating-point numbers."""
+        return bool(self.xp.isdtype(array.dtype, "real floating"))
+
+    def is_integer(self, array: Any) -> bool:
+        """Return True if ``array`` holds (signed or unsigned) integers."""
+        return bool(self.xp.isdtype(array.dtype, "integral"))
+
+    def dtype(self, name: str) -> Any:
+        """Return this namespace's dtype called ``name`` (``"int8"``, ``"float64"``, ...)."""
+        return getattr(self.xp, name)
+
+    def size(self, array: Any) -> Optional[int]:
+        """Return the number of elements, or None when a lazy array does not know it yet."""
+        size = 1
+        for extent in array.shape:
+            if extent is None or extent != extent:  # unknown (None or NaN) extents
+                return None
+            size *= int(extent)
+        return size
+
+    # -- kernels ---------------------------------------------------------------------------
+
+    def minmax(self, values: Any, omit_nonfinite: bool = False) -> Tuple[Any, Any]:
+        """Return ``(min, max)`` of ``values`` as 0-d arrays, without reading them back.
+
+        NaN propagates into min and max, so any non-finite input shows as a non-finite
+        min or max. With ``omit_nonfinite`` NaN and ±Inf are left out; if nothing is
+        left, min is +Inf and max is -Inf.
+        """
+        xp = self.xp
+        if not omit_nonfinite:
+            return xp.min(values), xp.max(values)
+        finite = xp.isfinite(values)
+        inf = xp.asarray(float("inf"), dtype=values.dtype, device=self.device(values))
+        return xp.min(xp.where(finite, values, inf)), xp.max(xp.where(finite, values, -inf))
+
+    def count_nonfinite(self, values: Any) -> Any:
+        """Return the number of NaN and ±Inf in ``values`` as a 0-d integer array."""
+        xp = self.xp
+        return xp.sum(xp.astype(xp.logical_not(xp.isfinite(values)), xp.int64))
+
+    def unique_rounded(self, values: Any, omit_nonfinite: bool = False) -> Any:
+        """Return the sorted unique values of ``values`` rounded to 2 decimals, in float64.
+
+        Rounding follows NumPy's ``round(values, 2)``: multiply by 100, round half to
+        even, divide by 100, all in float64. Negative zero is folded into zero.
+        """
+        xp = self.xp
+        as_float64 = xp.astype(xp.reshape(values, (-1,)), xp.float64)
+        if omit_nonfinite:
+            as_float64 = as_float64[xp.isfinite(as_float64)]
+        rounded = xp.round(as_float64 * 100.0) / 100.0 + 0.0
+        return xp.sort(xp.unique_values(rounded))
+
+    def quantize(
+        self,
+        values: Any,
+        scale: float,
+        zero_point: Any,
+        clip: Bounds,
+        dtype: str,
+        check_finite: bool = True,
+        fit: Bounds = None,
+        out: Any = None,
+    ) -> Tuple[Any, Any]:
+        """Quantize: ``rint(values / scale + zero_point)`` in float64, clipped, cast to ``dtype``.
+
+        Args:
+            values: real floating-point array.
+            scale: the quantization step, a Python float.
+            zero_point: a Python number or a float64 array of this namespace.
+            clip: the inclusive range to clip to, or None for no clipping.
+            dtype: name of the integer dtype of the result.
+            check_finite: also count the non-finite values.
+            fit: when not clipping, the range the rounded values must lie in; those outside
+                it (NaN included) are counted.
+            out: an array of ``dtype`` and ``values``' shape to write into.
+
+        Returns:
+            ``(qvalues, problems)``: problems is None when nothing was checked, else a
+            length-2 integer array ``[n_nonfinite, n_outside_fit]`` on the device.
+        """
+        xp = self.xp
+        rounded = xp.round(xp.astype(values, xp.float64) / scale + zero_point)
+        if clip is not None:
+            rounded = xp.clip(rounded, clip[0], clip[1])
+        problems = None
+        if check_finite or fit is not None:
+            zero = xp.asarray(0, dtype=xp.int64, device=self.device(values))
+            n_nonfinite = self.count_nonfinite(values) if check_finite else zero
+            n_outside = zero
+            if fit is not None:
+                inside = xp.logical_and(rounded >= fit[0], rounded <= fit[1])
+                outside = xp.logical_not(inside)  # NaN counts as outside
+                n_outside = xp.sum(xp.astype(outside, xp.int64))
+            problems = xp.stack([n_nonfinite, n_outside])
+        return self._write(xp.astype(rounded, self.dtype(dtype)), out), problems
+
+    def dequantize(
+        self, qvalues: Any, scale: float, zero_point: Any, dtype: str, out: Any = None
+    ) -> Any:
+        """De-quantize: ``scale * (qvalues - zero_point)`` in float64, cast to ``dtype``."""
+        xp = self.xp
+        result = scale * (xp.astype(qvalues, xp.float64) - zero_point)
+        if dtype != "float64":
+            result = xp.astype(result, self.dtype(dtype))
+        return self._write(result, out)
+
+    def _write(self, result: Any, out: Any) -> Any:
+        """Copy ``result`` into ``out`` when the caller gave a buffer."""
+        if out is None:
+            return result
+        out[...] = result
+        return out

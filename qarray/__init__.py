@@ -1,0 +1,51 @@
+"""qarray: uniform (affine) quantization of arrays, bit-exact on every array library.
+
+The API is that of Concrete ML's quantizers (QuantizationOptions,
+MinMaxQuantizationStats, UniformQuantizationParameters, UniformQuantizer,
+QuantizedArray, fill_from_kwargs, STABILITY_CONST), written against the Python
+Array API standard: NumPy on the CPU, CuPy on NVIDIA GPUs, and any other Array
+API library give the same integers, bit for bit, and results stay in the
+caller's library and on its device.
+
+Example:
+    >>> import numpy, qarray
+    >>> qa = qarray.QuantizedArray(8, numpy.linspace(-1.0, 1.0, 5))
+    >>> qa.qvalues
+    array([  0,  64, 128, 191, 255])
+"""
+
+from __future__ import annotations
+
+from ._checks import MAX_N_BITS
+from .kwargs import fill_from_kwargs
+from .options import QuantizationOptions
+from .params import STABILITY_CONST, UniformQuantizationParameters
+from .quantized_array import QuantizedArray
+from .quantizer import UniformQuantizer
+from .serialization import FORMAT_VERSION, load, loads
+from .stats import MinMaxQuantizationStats
+
+try:
+    from . import backends
+except ImportError as error:  # pragma: no cover - only in a checkout that is not installed
+    raise ImportError(
+        "qarray.backends is missing: qarray is being imported from a source checkout that is "
+        "not installed. Install it first (pip install -e .)"
+    ) from error
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_N_BITS",
+    "MinMaxQuantizationStats",
+    "QuantizationOptions",
+    "QuantizedArray",
+    "STABILITY_CONST",
+    "UniformQuantizationParameters",
+    "UniformQuantizer",
+    "backends",
+    "fill_from_kwargs",
+    "load",
+    "loads",
+]

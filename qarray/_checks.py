@@ -1,0 +1,112 @@
+"""Argument checks shared by the public classes.
+
+Each check either returns the value in its canonical form (``int``, ``bool``,
+``numpy.float64``) or raises ``TypeError``/``ValueError`` with a message that
+names the argument, shows what was received and says what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Optional
+
+import numpy
+
+__all__ = [
+    "INTEGER_DTYPE_NAMES",
+    "MAX_N_BITS",
+    "check_bool",
+    "check_finite_real",
+    "check_int",
+    "check_n_bits",
+    "check_optional_real",
+    "integer_dtype_name",
+    "integer_dtype_range",
+]
+
+MAX_N_BITS = 53
+"""The widest supported quantization.
+
+Every integer up to ``2**53`` is exact in float64, the arithmetic quantization
+uses, so up to 53 bits every quantized value and clipping bound is exact.
+"""
+
+INTEGER_DTYPE_NAMES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+
+
+def check_bool(value: Any, argument: str) -> bool:
+    """Return ``value`` as a bool; refuse anything that is not a bool (1 and "yes" included)."""
+    if isinstance(value, (bool, numpy.bool_)):
+        return bool(value)
+    raise TypeError(f"{argument} must be a bool, got {value!r} ({type(value).__name__})")
+
+
+def check_int(value: Any, argument: str) -> int:
+    """Return ``value`` as an int; refuse bools, floats and strings."""
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{argument} must be an int, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def check_n_bits(value: Any, argument: str = "n_bits") -> int:
+    """Return ``value`` as an int in ``[1, MAX_N_BITS]``."""
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{argument} must be an int between 1 and {MAX_N_BITS}, "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    if not 1 <= int(value) <= MAX_N_BITS:
+        raise ValueError(f"{argument} must be an int between 1 and {MAX_N_BITS}, got {value!r}")
+    return int(value)
+
+
+def check_finite_real(value: Any, argument: str) -> numpy.float64:
+    """Return ``value`` as a finite ``numpy.float64``; accepts Python and NumPy real scalars."""
+    if isinstance(value, numpy.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{argument} must be a real number, got {value!r} ({type(value).__name__})"
+        )
+    converted = numpy.float64(value)
+    if not math.isfinite(converted):
+        raise ValueError(f"{argument} must be finite, got {value!r}")
+    return converted
+
+
+def check_optional_real(value: Any, argument: str) -> Optional[numpy.float64]:
+    """Like :func:`check_finite_real`, but ``None`` passes through (a field not yet computed)."""
+    return None if value is None else check_finite_real(value, argument)
+
+
+def integer_dtype_name(dtype: Any, xp: Any = None, argument: str = "dtype") -> str:
+    """Return the canonical name (``"int8"`` ...) of an integer dtype.
+
+    ``dtype`` may be a NumPy dtype or type, a name, or a dtype object of the
+    namespace ``xp`` (``torch.int8``).
+
+    Raises:
+        TypeError: if ``dtype`` is not an integer dtype.
+    """
+    if isinstance(dtype, str) and dtype in INTEGER_DTYPE_NAMES:
+        return dtype
+    if xp is not None:
+        for name in INTEGER_DTYPE_NAMES:
+            if getattr(xp, name, None) is not None and getattr(xp, name) == dtype:
+                return name
+    try:
+        name = numpy.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name in INTEGER_DTYPE_NAMES:
+        return name
+    raise TypeError(
+        f"{argument} must be an integer dtype ({', '.join(INTEGER_DTYPE_NAMES)}), got {dtype!r}"
+    )
+
+
+def integer_dtype_range(name: str) -> tuple:
+    """Return the smallest and largest value of the integer dtype called ``name``."""
+    info = numpy.iinfo(numpy.dtype(name))
+    return int(info.min), int(info.max)

@@ -1,0 +1,307 @@
+"""UniformQuantizationParameters: scale, zero point and offset, and how they are chosen.
+
+:func:`choose_parameters` is the whole rule of the specification as one plain
+function of host numbers; the class holds its result and validates what users
+set by hand.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Dict, Optional, Tuple, Union
+
+import numpy
+
+from ._checks import MAX_N_BITS, check_finite_real, check_int
+from ._namespace import is_array, to_numpy
+from ._serialization import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
+from .options import QuantizationOptions
+from .stats import MinMaxQuantizationStats, arrays_equal
+
+__all__ = ["STABILITY_CONST", "UniformQuantizationParameters", "choose_parameters"]
+
+STABILITY_CONST = 10**-6
+"""Ranges narrower than this (``rmax - rmin``) are treated as one single value."""
+
+ZERO_POINT_LIMIT = 2.0**63
+"""Zero points must be smaller than this in magnitude (they must fit int64)."""
+
+ZeroPoint = Union[int, numpy.float64, numpy.ndarray]
+
+
+def choose_parameters(
+    options: QuantizationOptions,
+    stats: MinMaxQuantizationStats,
+    previous_scale: Optional[numpy.float64] = None,
+) -> Tuple[numpy.float64, ZeroPoint, int]:
+    """Return ``(scale, zero_point, offset)`` for ``options`` and calibrated ``stats``.
+
+    Follows the specification step by step, in float64 with round half to even.
+    ``previous_scale`` is kept (asymmetric case) only when ``options.is_precomputed_qat``.
+
+    Raises:
+        ValueError: if the statistics are not calibrated or the options are invalid.
+    """
+    options.validate()
+    if stats.rmin is None or stats.rmax is None:
+        raise ValueError("stats must be calibrated first (rmin and rmax are None)")
+    n_bits = options.n_bits
+    rmin, rmax = numpy.float64(stats.rmin), numpy.float64(stats.rmax)
+    if rmin > rmax:
+        raise ValueError(f"stats.rmin ({rmin}) must not exceed stats.rmax ({rmax})")
+    offset = 2 ** (n_bits - 1) if options.is_signed else 0
+
+    if rmax - rmin < STABILITY_CONST:
+        # One single value: signed makes no sense, and the value should map to 1
+        # (or to the zero point when it is 0) so it is not lost in a product.
+        if abs(rmax) < STABILITY_CONST:
+            return numpy.float64(1.0), int(numpy.rint(-rmin)), 0
+        return numpy.float64(rmax), 0, 0
+
+    if options.is_symmetric:
+        scale = numpy.float64(max(abs(rmax), abs(rmin)) / (2**n_bits - 1 - offset))
+        return scale, 0, offset
+
+    scale = previous_scale if options.is_precomputed_qat else None
+    if (
+        scale is None
+        and options.is_qat
+        and not options.is_precomputed_qat
+        and stats.uvalues is not None
+        and stats.check_is_uniform_quantized(options)
+    ):
+        scale = stats.smallest_step()
+    if scale is None:
+        scale = numpy.float64((rmax - rmin) / (2**n_bits - 1))
+    if options.is_qat:
+        return numpy.float64(scale), 0, offset
+    levels = numpy.float64(2**n_bits - 1 - offset)
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        zero_point = numpy.round((rmax * -offset - rmin * levels) / (rmax - rmin))
+    if not abs(zero_point) < ZERO_POINT_LIMIT:
+        raise ValueError(
+            f"the calibration range [{rmin}, {rmax}] is too narrow for its distance from 0: "
+            f"its zero point ({zero_point}) does not fit int64"
+        )
+    return numpy.float64(scale), int(zero_point), offset
+
+
+class UniformQuantizationParameters(Serializable):
+    """Quantization parameters for uniform quantization.
+
+    Stores the parameters that map real values to integers,
+    ``q = rint(x / scale + zero_point)``; they are computed from quantization
+    options and calibration statistics, or given by hand.
+
+    Args:
+        scale: the quantization step, a finite non-zero float (stored as float64).
+        zero_point: the integer the value 0 maps to: an int, an integral float, or an
+            array of them (per-channel zero points, broadcast against the values).
+        offset: ``2**(n_bits - 1)`` for signed quantization, else 0.
+
+    Raises:
+        TypeError, ValueError: for a scale that is zero or not finite, a zero point that
+            is not integral, or an offset that is not an int >= 0.
+
+    Example:
+        >>> params = UniformQuantizationParameters(scale=0.5, zero_point=3, offset=0)
+        >>> float(params.scale), params.zero_point
+        (0.5, 3)
+    """
+
+    scale: Optional[numpy.float64]
+    zero_point: Optional[ZeroPoint]
+    offset: Optional[int]
+
+    _type_tag = "UniformQuantizationParameters"
+    _required_fields = ("scale", "zero_point", "offset")
+
+    def __init__(
+        self,
+        scale: Optional[float] = None,
+        zero_point: Optional[Union[int, float, Any]] = None,
+        offset: Optional[int] = None,
+    ) -> None:
+        self._scale: Optional[numpy.float64] = None
+        self._zero_point: Optional[ZeroPoint] = None
+        self._offset: Optional[int] = None
+        self.scale = scale
+        self.zero_point = zero_point
+        self.offset = offset
+
+    @property  # type: ignore[no-redef]
+    def scale(self) -> Optional[numpy.float64]:  # noqa: F811
+        """The quantization step (float64), or None before it is computed."""
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: Optional[float]) -> None:
+        self._scale = check_scale(value)
+
+    @property  # type: ignore[no-redef]
+    def zero_point(self) -> Optional[ZeroPoint]:  # noqa: F811
+        """The zero point (int, float64 or host NumPy array), or None."""
+        return self._zero_point
+
+    @zero_point.setter
+    def zero_point(self, value: Any) -> None:
+        self._zero_point = check_zero_point(value)
+
+    @property  # type: ignore[no-redef]
+    def offset(self) -> Optional[int]:  # noqa: F811
+        """The offset: ``2**(n_bits - 1)`` when signed, else 0; or None."""
+        return self._offset
+
+    @offset.setter
+    def offset(self, value: Optional[int]) -> None:
+        if value is not None:
+            value = check_int(value, "offset")
+            if not 0 <= value <= 2 ** (MAX_N_BITS - 1):
+                raise ValueError(f"offset must be between 0 and 2**{MAX_N_BITS - 1}, got {value}")
+        self._offset = value
+
+    def compute_quantization_parameters(
+        self, options: QuantizationOptions, stats: MinMaxQuantizationStats
+    ) -> None:
+        """Compute the quantization parameters from options and calibrated statistics.
+
+        Args:
+            options (QuantizationOptions): quantization options set
+            stats (MinMaxQuantizationStats): calibrated statistics for quantization
+
+        Raises:
+            ValueError: if the statistics are not calibrated or the options invalid.
+        """
+        if not isinstance(options, QuantizationOptions):
+            raise TypeError(f"options must be QuantizationOptions, got {type(options).__name__}")
+        if not isinstance(stats, MinMaxQuantizationStats):
+            raise TypeError(f"stats must be MinMaxQuantizationStats, got {type(stats).__name__}")
+        self._scale, self._zero_point, self._offset = choose_parameters(options, stats, self._scale)
+
+    def copy_params(self, params: "UniformQuantizationParameters") -> None:
+        """Copy the parameters from a different structure.
+
+        Args:
+            params (UniformQuantizationParameters): parameter structure to copy
+        """
+        if not isinstance(params, UniformQuantizationParameters):
+            raise TypeError(
+                f"params must be UniformQuantizationParameters, got {type(params).__name__}"
+            )
+        self._scale, self._zero_point, self._offset = params.scale, params.zero_point, params.offset
+
+    @property
+    def quant_params(self) -> "UniformQuantizationParameters":
+        """A fresh copy of these parameters."""
+        copy = UniformQuantizationParameters()
+        copy.copy_params(self)
+        return copy
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UniformQuantizationParameters):
+            return NotImplemented
+        return (
+            self.scale == other.scale
+            and zero_points_equal(self.zero_point, other.zero_point)
+            and self.offset == other.offset
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        zero_point = self.zero_point
+        shown = f"<array {zero_point.shape}>" if isinstance(zero_point, numpy.ndarray) else repr(zero_point)
+        scale = None if self.scale is None else float(self.scale)
+        return f"UniformQuantizationParameters(scale={scale!r}, zero_point={shown}, offset={self.offset!r})"
+
+    def dump_dict(self) -> Dict[str, Any]:
+        """Dump itself to a JSON-ready dict."""
+        return self._tagged(
+            {
+                "scale": None if self.scale is None else float(self.scale),
+                "zero_point": encode_zero_point(self.zero_point),
+                "offset": self.offset,
+            }
+        )
+
+    @classmethod
+    def load_dict(cls, metadata: Dict[str, Any]) -> "UniformQuantizationParameters":
+        """Load parameters from a dict made by :meth:`dump_dict`."""
+        fields = check_fields(metadata, cls._type_tag, ("scale", "zero_point", "offset"))
+        zero_point = fields["zero_point"]
+        if isinstance(zero_point, dict):
+            zero_point = decode_array(zero_point, "zero_point", ("int64", "float64"))
+        elif type(zero_point) is float:
+            zero_point = decode_float(zero_point, "zero_point")
+        elif zero_point is not None:
+            zero_point = decode_int(zero_point, "zero_point")
+        return cls(
+            scale=decode_float(fields["scale"], "scale"),
+            zero_point=zero_point,
+            offset=decode_int(fields["offset"], "offset"),
+        )
+
+
+def check_scale(value: Any) -> Optional[numpy.float64]:
+    """Return a scale as float64: finite and non-zero (negative only from a single negative value)."""
+    if value is None:
+        return None
+    if is_array(value) and not isinstance(value, numpy.generic):
+        host = to_numpy(value)
+        if host.ndim != 0:
+            raise TypeError(f"scale must be a scalar, got an array of shape {host.shape}")
+        value = host[()]
+    scale = check_finite_real(value, "scale")
+    if scale == 0:
+        raise ValueError("scale must be non-zero, got 0.0")
+    return scale
+
+
+def check_zero_point(value: Any) -> Optional[ZeroPoint]:
+    """Return a zero point: an int, an integral float64, or a host float64/int64 array of them."""
+    if value is None:
+        return None
+    if is_array(value) and not isinstance(value, numpy.generic):
+        host = numpy.array(to_numpy(value), copy=True)
+        if host.dtype.kind not in "iuf":
+            raise TypeError(f"zero_point must hold real numbers, got dtype {host.dtype}")
+        if host.ndim == 0:
+            value = host[()]
+        else:
+            as_float = host.astype(numpy.float64)
+            integral = numpy.all(numpy.isfinite(as_float)) and numpy.all(as_float == numpy.rint(as_float))
+            if not integral or not numpy.all(numpy.abs(as_float) < ZERO_POINT_LIMIT):
+                raise ValueError("zero_point must hold integral values within ±2**63")
+            return host.astype(numpy.float64 if host.dtype.kind == "f" else numpy.int64)
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"zero_point must be an int or an array, got {value!r} ({type(value).__name__})")
+    if isinstance(value, numbers.Integral):
+        if not abs(int(value)) < ZERO_POINT_LIMIT:
+            raise ValueError(f"zero_point must be within ±2**63, got {value}")
+        return int(value)
+    converted = check_finite_real(value, "zero_point")
+    if converted != numpy.rint(converted):
+        raise ValueError(f"zero_point must be an integer value, got {value!r}")
+    if not abs(converted) < ZERO_POINT_LIMIT:
+        raise ValueError(f"zero_point must be within ±2**63, got {value}")
+    return converted
+
+
+def zero_points_equal(first: Any, second: Any) -> bool:
+    """Compare zero points that may be numbers or arrays."""
+    if isinstance(first, numpy.ndarray) or isinstance(second, numpy.ndarray):
+        return (
+            isinstance(first, numpy.ndarray)
+            and isinstance(second, numpy.ndarray)
+            and arrays_equal(first, second)
+        )
+    return first == second
+
+
+def encode_zero_point(value: Optional[ZeroPoint]) -> Any:
+    """Encode a zero point for JSON: ints stay ints, floats floats, arrays exact arrays."""
+    if isinstance(value, numpy.ndarray):
+        return encode_array(value)
+    if isinstance(value, numpy.floating):
+        return float(value)
+    return value

@@ -1,0 +1,273 @@
+"""QuantizedArray: float values and their quantized integers, kept in sync.
+
+A QuantizedArray owns a :class:`~qarray.UniformQuantizer` and copies of the
+values it was given; both sides live in the library and on the device of the
+chosen backend (the values' own, unless ``backend=`` names another).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Optional
+
+import numpy
+
+from ._checks import check_bool, check_n_bits
+from ._namespace import as_array
+from ._serialization import Serializable, check_fields, decode_array, decode_int, encode_array
+from .kwargs import fill_from_kwargs
+from .options import QuantizationOptions
+from .params import UniformQuantizationParameters
+from .quantizer import UniformQuantizer
+from .stats import MinMaxQuantizationStats, arrays_equal, place
+
+__all__ = ["QuantizedArray"]
+
+
+class QuantizedArray(Serializable):
+    """Abstraction of quantized array.
+
+    Contains float values and their quantized integer counter-parts. Quantization
+    is performed by the quantizer member object. Float and int values are kept in
+    sync. See https://arxiv.org/abs/1712.05877.
+
+    Args:
+        n_bits (int): The number of bits to use for quantization.
+        values: Values to be quantized (any Array API library, or a list), or None.
+        value_is_float (bool, optional): Whether the passed values are real (float) values
+            or not. If False, the values are integers that are de-quantized with the
+            given parameters (which are then required). Defaults to True.
+        options (QuantizationOptions): Quantization options set
+        stats (Optional[MinMaxQuantizationStats]): Quantization batch statistics set
+        params (Optional[UniformQuantizationParameters]): Quantization parameters set
+            (scale, zero-point)
+        backend: None to use the values' own library, or a backend name (``"cupy"``)
+            to move the values there once.
+        kwargs: Any member of the options, stats, params sets as a key-value pair. The
+            parameter sets need to be completely parametrized if their members appear
+            in kwargs.
+
+    Raises:
+        TypeError: for values of the wrong kind, unknown keyword arguments or incomplete
+            parameter sets.
+        ValueError: for invalid options, empty or non-finite calibration values.
+
+    Example:
+        >>> import numpy
+        >>> qa = QuantizedArray(2, numpy.array([0.0, 0.5, 1.0, 1.5]))
+        >>> qa.qvalues
+        array([0, 1, 2, 3])
+        >>> qa.backend.name
+        'numpy'
+    """
+
+    quantizer: UniformQuantizer
+    values: Any
+    qvalues: Any
+
+    _type_tag = "QuantizedArray"
+
+    def __init__(
+        self,
+        n_bits: int,
+        values: Optional[Any],
+        value_is_float: bool = True,
+        options: Optional[QuantizationOptions] = None,
+        stats: Optional[MinMaxQuantizationStats] = None,
+        params: Optional[UniformQuantizationParameters] = None,
+        backend: Optional[Any] = None,
+        **kwargs: Any,
+    ) -> None:
+        n_bits = check_n_bits(n_bits)
+        value_is_float = check_bool(value_is_float, "value_is_float")
+        options = _copied(options, QuantizationOptions, "options") or QuantizationOptions(n_bits)
+        options.n_bits = n_bits
+        stats = _copied(stats, MinMaxQuantizationStats, "stats")
+        params = _copied(params, UniformQuantizationParameters, "params")
+        options, kwargs = fill_from_kwargs(options, QuantizationOptions, **kwargs)
+        stats, kwargs = fill_from_kwargs(stats, MinMaxQuantizationStats, **kwargs)
+        params, kwargs = fill_from_kwargs(params, UniformQuantizationParameters, **kwargs)
+        if kwargs:
+            raise TypeError(
+                f"unexpected keyword argument(s) {', '.join(sorted(kwargs))}: keyword arguments "
+                "must name fields of QuantizationOptions, MinMaxQuantizationStats or "
+                "UniformQuantizationParameters"
+            )
+        options.validate()
+        self.n_bits = n_bits
+        self.quantizer = UniformQuantizer(options, stats, params)
+        self.values = None
+        self.qvalues = None
+        self._backend = _resolve_backend(backend)
+        if values is not None:
+            self._values_setup(values, value_is_float, options, stats, params)
+
+    @property
+    def backend(self) -> Any:
+        """The backend holding the values (has ``.name``), or None before any values."""
+        return self._backend
+
+    def _values_setup(
+        self,
+        values: Any,
+        value_is_float: bool,
+        options: QuantizationOptions,
+        stats: Optional[MinMaxQuantizationStats],
+        params: Optional[UniformQuantizationParameters],
+    ) -> None:
+        if value_is_float:
+            self.values = self._own_copy(values, "values", "float")
+            if stats is None:
+                needs_uvalues = options.is_qat and not options.is_precomputed_qat
+                self.quantizer.compute_quantization_stats(self.values, with_uvalues=needs_uvalues)
+            if params is None:
+                self.quantizer.compute_quantization_parameters(options, self.quantizer.stats)
+            self.quant()
+        else:
+            if params is None:
+                raise ValueError(
+                    "value_is_float=False needs the quantization parameters: pass params= or "
+                    "the scale, zero_point and offset keyword arguments"
+                )
+            self.qvalues = self._own_copy(values, "values", "int")
+            self.dequant()
+
+    def _own_copy(self, values: Any, argument: str, kind: str) -> Any:
+        """Return a copy of ``values`` placed with this array's backend (checked for ``kind``)."""
+        from .backends import backend_for
+
+        values = as_array(values, argument, kind=kind)
+        backend = self._backend or backend_for(values)
+        placed = backend.asarray(values)
+        owned = backend.copy(placed) if placed is values else placed
+        checker = backend.is_floating if kind == "float" else backend.is_integer
+        if not checker(owned):
+            wanted = "floating-point" if kind == "float" else "integer"
+            hint = " (use value_is_float=False for integers)" if kind == "float" else ""
+            raise TypeError(f"{argument} must be a {wanted} array, got dtype {owned.dtype}{hint}")
+        self._backend = backend
+        return owned
+
+    def __call__(self) -> Optional[Any]:
+        """Return the quantized values."""
+        return self.qvalues
+
+    def quant(self) -> Optional[Any]:
+        """Quantize self.values (into self.qvalues, int64) and return them."""
+        self.qvalues = self.quantizer.quant(self.values)
+        return self.qvalues
+
+    def dequant(self) -> Any:
+        """De-quantize self.qvalues (into self.values, float64) and return them."""
+        self.values = self.quantizer.dequant(self.qvalues)
+        return self.values
+
+    def update_values(self, values: Any) -> Any:
+        """Replace the values (copied) and return the corresponding qvalues.
+
+        Args:
+            values: Values to replace self.values
+
+        Returns:
+            qvalues: Corresponding qvalues
+        """
+        self.values = self._own_copy(values, "values", "float")
+        return self.quant()
+
+    def update_quantized_values(self, qvalues: Any) -> Any:
+        """Replace the qvalues (copied) and return the corresponding values.
+
+        Args:
+            qvalues: Values to replace self.qvalues
+
+        Returns:
+            values: Corresponding values
+        """
+        self.qvalues = self._own_copy(qvalues, "qvalues", "int")
+        return self.dequant()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QuantizedArray):
+            return NotImplemented
+        return (
+            self.n_bits == other.n_bits
+            and self.quantizer == other.quantizer
+            and arrays_equal(self.values, other.values)
+            and arrays_equal(self.qvalues, other.qvalues)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shape = None if self.qvalues is None else tuple(self.qvalues.shape)
+        backend = None if self._backend is None else self._backend.name
+        return (
+            f"QuantizedArray(n_bits={self.n_bits}, shape={shape}, backend={backend!r}, "
+            f"scale={self.quantizer.scale!r}, zero_point={self.quantizer.zero_point!r})"
+        )
+
+    def dump_dict(self) -> Dict[str, Any]:
+        """Dump itself to a JSON-ready dict (values and qvalues copied to the host)."""
+        return self._tagged(
+            {
+                "n_bits": self.n_bits,
+                "quantizer": self.quantizer.dump_dict(),
+                "values": encode_array(self.values),
+                "qvalues": encode_array(self.qvalues),
+            }
+        )
+
+    @classmethod
+    def load_dict(cls, metadata: Dict[str, Any], backend: Optional[str] = None) -> "QuantizedArray":
+        """Load a QuantizedArray from a dict made by :meth:`dump_dict`, as it was (no recomputation).
+
+        Args:
+            metadata: the dict.
+            backend: the name of a backend to place the arrays with (default: NumPy).
+
+        Raises:
+            ValueError, TypeError: if the document is malformed or inconsistent.
+        """
+        fields = check_fields(metadata, cls._type_tag, ("n_bits", "quantizer", "values", "qvalues"))
+        n_bits = check_n_bits(decode_int(fields["n_bits"], "n_bits", optional=False))
+        quantizer = UniformQuantizer.load_dict(fields["quantizer"], backend=backend)
+        if quantizer.n_bits != n_bits:
+            raise ValueError(f"QuantizedArray: n_bits {n_bits} differs from the quantizer's {quantizer.n_bits}")
+        values = decode_array(fields["values"], "values", ("float16", "float32", "float64"))
+        qvalues = decode_array(
+            fields["qvalues"], "qvalues", ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+        )
+        if (values is None) != (qvalues is None):
+            raise ValueError("QuantizedArray: values and qvalues must both be present or both null")
+        if values is not None and values.shape != qvalues.shape:
+            raise ValueError(
+                f"QuantizedArray: values shape {values.shape} differs from qvalues shape {qvalues.shape}"
+            )
+        array = cls.__new__(cls)
+        array.n_bits = n_bits
+        array.quantizer = quantizer
+        array.values = place(values, backend)
+        array.qvalues = place(qvalues, backend)
+        array._backend = None
+        if values is not None:
+            from .backends import backend_for, get_backend
+
+            array._backend = get_backend(backend) if backend else backend_for(array.values)
+        return array
+
+
+def _copied(obj: Any, klass: type, argument: str) -> Any:
+    """Return a deep copy of a user's parameter structure, so filling it never mutates theirs."""
+    if obj is None:
+        return None
+    if not isinstance(obj, klass):
+        raise TypeError(f"{argument} must be a {klass.__name__} or None, got {type(obj).__name__}")
+    return copy.deepcopy(obj)
+
+
+def _resolve_backend(backend: Any) -> Any:
+    if backend is None:
+        return None
+    from .backends import get_backend
+
+    return get_backend(backend)

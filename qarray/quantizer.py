@@ -1,0 +1,373 @@
+"""UniformQuantizer: options, statistics and parameters composed, with quant and dequant.
+
+The quantizer reads its parameters as host numbers and hands them to the
+backend of each array it is given, so a quantizer calibrated on one library
+(or device) applies to arrays of any other. ``quant`` and ``dequant`` read
+nothing back from the device except the one problem count of the checks that
+are asked for (non-finite input; rounded values outside the output dtype when
+no clipping applies).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy
+
+from ._checks import check_bool, integer_dtype_name, integer_dtype_range
+from ._namespace import as_array
+from ._serialization import Serializable, check_fields
+from .options import QuantizationOptions
+from .params import UniformQuantizationParameters, choose_parameters
+from .stats import MinMaxQuantizationStats
+
+__all__ = ["UniformQuantizer"]
+
+_OPTION_FIELDS = ("n_bits", "is_signed", "is_symmetric", "is_qat", "is_narrow", "is_precomputed_qat")
+_STATS_FIELDS = ("rmax", "rmin", "uvalues")
+_PARAM_FIELDS = ("scale", "zero_point", "offset")
+_FLOAT_OUTPUTS = ("float32", "float64")
+
+
+class UniformQuantizer(Serializable):
+    """Uniform quantizer.
+
+    Contains all information necessary for uniform quantization and provides
+    quantization/de-quantization on arrays of any Array API library (NumPy,
+    CuPy, PyTorch, ...). The fields of its three parts are readable (and
+    settable) on the quantizer itself: ``n_bits``, ``is_signed``, ...,
+    ``rmin``, ``rmax``, ``uvalues``, ``scale``, ``zero_point``, ``offset``.
+
+    Args:
+        options (QuantizationOptions): Quantization options set
+        stats (Optional[MinMaxQuantizationStats]): Quantization batch statistics set
+        params (Optional[UniformQuantizationParameters]): Quantization parameters set
+            (scale, zero-point)
+        no_clipping (bool): never clip the quantized values to the n_bits range.
+
+    Example:
+        >>> import numpy
+        >>> from qarray import QuantizationOptions, UniformQuantizationParameters
+        >>> quantizer = UniformQuantizer(
+        ...     QuantizationOptions(8), params=UniformQuantizationParameters(0.1, 128, 0))
+        >>> quantizer.quant(numpy.array([-1.0, 0.0, 0.26]))
+        array([118, 128, 131])
+    """
+
+    _type_tag = "UniformQuantizer"
+
+    def __init__(
+        self,
+        options: Optional[QuantizationOptions] = None,
+        stats: Optional[MinMaxQuantizationStats] = None,
+        params: Optional[UniformQuantizationParameters] = None,
+        no_clipping: bool = False,
+    ) -> None:
+        self.options: Optional[QuantizationOptions] = None
+        self.stats = MinMaxQuantizationStats()
+        self.params = UniformQuantizationParameters()
+        if options is not None:
+            self.copy_opts(options)
+        if stats is not None:
+            self.copy_stats(stats)
+        if params is not None:
+            self.copy_params(params)
+        self.no_clipping = check_bool(no_clipping, "no_clipping")
+
+    # -- the parts -------------------------------------------------------------------------
+
+    def copy_opts(self, opts: QuantizationOptions) -> None:
+        """Copy the options from a different structure."""
+        if not isinstance(opts, QuantizationOptions):
+            raise TypeError(f"options must be QuantizationOptions, got {type(opts).__name__}")
+        self.options = opts.quant_options
+
+    def copy_stats(self, stats: MinMaxQuantizationStats) -> None:
+        """Copy the statistics from a different structure."""
+        self.stats.copy_stats(stats)
+
+    def copy_params(self, params: UniformQuantizationParameters) -> None:
+        """Copy the parameters from a different structure."""
+        self.params.copy_params(params)
+
+    @property
+    def quant_options(self) -> QuantizationOptions:
+        """A fresh copy of the options."""
+        return self._require_options().quant_options
+
+    @property
+    def quant_stats(self) -> MinMaxQuantizationStats:
+        """A fresh copy of the calibration statistics."""
+        return self.stats.quant_stats
+
+    @property
+    def quant_params(self) -> UniformQuantizationParameters:
+        """A fresh copy of the quantization parameters."""
+        return self.params.quant_params
+
+    def is_equal(self, opts: QuantizationOptions, ignore_sign_qat: bool = False) -> bool:
+        """Compare the options with ``opts`` (see :meth:`QuantizationOptions.is_equal`)."""
+        return self._require_options().is_equal(opts, ignore_sign_qat)
+
+    def compute_quantization_stats(self, values: Any, nan_policy: str = "raise", with_uvalues: bool = True) -> None:
+        """Calibrate on ``values`` (see :meth:`MinMaxQuantizationStats.compute_quantization_stats`)."""
+        self.stats.compute_quantization_stats(values, nan_policy=nan_policy, with_uvalues=with_uvalues)
+
+    def check_is_uniform_quantized(self, options: QuantizationOptions) -> bool:
+        """Check whether the statistics look uniformly quantized (QAT scale inference)."""
+        return self.stats.check_is_uniform_quantized(options)
+
+    def compute_quantization_parameters(
+        self, options: QuantizationOptions, stats: MinMaxQuantizationStats
+    ) -> None:
+        """Compute scale, zero point and offset from ``options`` and ``stats``."""
+        self.params.compute_quantization_parameters(options, stats)
+
+    # -- quantization ----------------------------------------------------------------------
+
+    def clip_range(self) -> Optional[Tuple[int, int]]:
+        """Return the inclusive integer range quant clips to, or None when it does not clip.
+
+        No clipping with ``no_clipping``, nor for QAT with inferred parameters (its
+        signedness cannot be known); otherwise ``[-offset (+1 if narrow), 2**n - 1 - offset]``.
+        """
+        options = self._require_options()
+        if self.no_clipping or (options.is_qat and not options.is_precomputed_qat):
+            return None
+        offset = self._require_params()[2]
+        low = -offset + (1 if options.is_narrow else 0)
+        return low, 2**options.n_bits - 1 - offset
+
+    def quant(
+        self, values: Any, dtype: Any = numpy.int64, check_finite: bool = True, out: Any = None
+    ) -> Any:
+        """Quantize values: ``rint(values / scale + zero_point)`` in float64, clipped.
+
+        Args:
+            values: real floating-point values of any Array API library (or a list).
+            dtype: the integer dtype of the result (default int64). It must hold the
+                clipped range; without clipping, every rounded value must fit it.
+            check_finite: refuse NaN and ±Inf (the default). ``False`` skips the check
+                and its read-back; non-finite values then give unspecified integers.
+            out: an array of ``dtype`` and ``values``' shape to write the result into.
+
+        Returns:
+            The quantized integers, in ``values``' library and on its device.
+
+        Raises:
+            TypeError: if ``values`` is not floating point or ``dtype`` not an integer dtype.
+            ValueError: if the quantizer has no parameters, ``dtype`` cannot hold the
+                range, or ``values`` holds NaN/±Inf (with ``check_finite``).
+        """
+        from .backends import backend_for
+
+        scale, zero_point, _ = self._require_params()
+        values = as_array(values, "values", kind="float")
+        backend = backend_for(values)
+        if not backend.is_floating(values):
+            raise TypeError(
+                f"values must be a real floating-point array to quantize, got dtype {values.dtype}"
+            )
+        check_finite = check_bool(check_finite, "check_finite")
+        name = integer_dtype_name(dtype, backend.xp)
+        low, high = integer_dtype_range(name)
+        clip = self.clip_range()
+        fit = None
+        if clip is not None and (clip[0] < low or clip[1] > high):
+            raise ValueError(
+                f"dtype {name} cannot hold the clipped range [{clip[0]}, {clip[1]}] of "
+                f"n_bits={self.n_bits}; use a wider integer dtype"
+            )
+        if clip is None:
+            fit = _float_bounds(low, high)
+        qvalues, problems = backend.quantize(
+            values,
+            float(scale),
+            backend.parameter(_broadcastable(zero_point, values), values),
+            clip,
+            name,
+            check_finite,
+            fit,
+            out,
+        )
+        if problems is not None:
+            _raise_on_problems(backend.to_numpy(problems), name, backend.size(values))
+        return qvalues
+
+    def dequant(self, qvalues: Any, dtype: Any = numpy.float64, out: Any = None) -> Any:
+        """De-quantize: ``scale * (qvalues - zero_point)``, computed in float64.
+
+        Args:
+            qvalues: integers of any Array API library (or a list of ints).
+            dtype: float64 (default) or float32 for the result.
+            out: an array of ``dtype`` and ``qvalues``' shape to write the result into.
+
+        Returns:
+            The real values, in ``qvalues``' library and on its device.
+
+        Raises:
+            TypeError: if ``qvalues`` is not an integer array or ``dtype`` not float32/64.
+            ValueError: if the quantizer has no parameters.
+        """
+        from .backends import backend_for
+
+        scale, zero_point, _ = self._require_params()
+        qvalues = as_array(qvalues, "qvalues", kind="int")
+        backend = backend_for(qvalues)
+        if not backend.is_integer(qvalues):
+            raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")
+        name = _float_dtype_name(dtype, backend.xp)
+        return backend.dequantize(
+            qvalues,
+            float(scale),
+            backend.parameter(_broadcastable(zero_point, qvalues), qvalues),
+            name,
+            out,
+        )
+
+    # -- comparison and serialization ------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UniformQuantizer):
+            return NotImplemented
+        return (
+            self.options == other.options
+            and self.stats == other.stats
+            and self.params == other.params
+            and self.no_clipping == other.no_clipping
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"UniformQuantizer({self.options!r}, {self.stats!r}, {self.params!r}, "
+            f"no_clipping={self.no_clipping})"
+        )
+
+    def dump_dict(self) -> Dict[str, Any]:
+        """Dump itself to a JSON-ready dict (its three parts nested)."""
+        return self._tagged(
+            {
+                "options": None if self.options is None else self.options.dump_dict(),
+                "stats": self.stats.dump_dict(),
+                "params": self.params.dump_dict(),
+                "no_clipping": self.no_clipping,
+            }
+        )
+
+    @classmethod
+    def load_dict(cls, metadata: Dict[str, Any], backend: Optional[str] = None) -> "UniformQuantizer":
+        """Load a quantizer from a dict made by :meth:`dump_dict`.
+
+        Args:
+            metadata: the dict.
+            backend: the name of a backend to place ``uvalues`` with (default: NumPy).
+        """
+        fields = check_fields(metadata, cls._type_tag, ("options", "stats", "params", "no_clipping"))
+        quantizer = cls(no_clipping=_loaded_bool(fields["no_clipping"], "no_clipping"))
+        if fields["options"] is not None:
+            quantizer.options = QuantizationOptions.load_dict(fields["options"])
+        quantizer.stats = MinMaxQuantizationStats.load_dict(fields["stats"], backend=backend)
+        quantizer.params = UniformQuantizationParameters.load_dict(fields["params"])
+        if quantizer.params.scale is not None and quantizer.options is None:
+            raise ValueError("UniformQuantizer: parameters without options cannot be used")
+        return quantizer
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _require_options(self) -> QuantizationOptions:
+        if self.options is None:
+            raise ValueError("this quantizer has no options; give QuantizationOptions first")
+        return self.options
+
+    def _require_params(self) -> Tuple[numpy.float64, Any, int]:
+        self._require_options().validate()
+        params = self.params
+        if params.scale is None or params.zero_point is None or params.offset is None:
+            raise ValueError(
+                "this quantizer has no quantization parameters yet (scale, zero_point, offset); "
+                "calibrate it or give UniformQuantizationParameters"
+            )
+        return params.scale, params.zero_point, params.offset
+
+
+def _delegate(part: str, name: str) -> property:
+    """A property of the quantizer that reads and writes field ``name`` of one of its parts."""
+
+    def getter(self: UniformQuantizer) -> Any:
+        owner = getattr(self, part)
+        return None if owner is None else getattr(owner, name)
+
+    def setter(self: UniformQuantizer, value: Any) -> None:
+        if part == "options" and self.options is None:
+            if name != "n_bits":
+                raise ValueError(f"set n_bits (or give options) before {name}")
+            self.options = QuantizationOptions(value)
+            return
+        setattr(getattr(self, part), name, value)
+
+    return property(getter, setter, doc=f"The ``{name}`` field of the quantizer's {part}.")
+
+
+for _part, _names in (("options", _OPTION_FIELDS), ("stats", _STATS_FIELDS), ("params", _PARAM_FIELDS)):
+    for _name in _names:
+        setattr(UniformQuantizer, _name, _delegate(_part, _name))
+
+
+def _loaded_bool(value: Any, argument: str) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"{argument} must be a JSON boolean, got {value!r}")
+    return value
+
+
+def _float_bounds(low: int, high: int) -> Tuple[float, float]:
+    """Return the float64 range that holds exactly the integers of ``[low, high]``."""
+    low_f, high_f = float(low), float(high)
+    if low_f < low:
+        low_f = float(numpy.nextafter(low_f, numpy.inf))
+    if high_f > high:
+        high_f = float(numpy.nextafter(high_f, -numpy.inf))
+    return low_f, high_f
+
+
+def _float_dtype_name(dtype: Any, xp: Any) -> str:
+    for name in _FLOAT_OUTPUTS:
+        if dtype == name or getattr(xp, name, None) == dtype:
+            return name
+    try:
+        name = numpy.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name in _FLOAT_OUTPUTS:
+        return name
+    raise TypeError(f"dtype must be float32 or float64 for de-quantized values, got {dtype!r}")
+
+
+def _broadcastable(zero_point: Any, values: Any) -> Any:
+    """Check that an array zero point broadcasts to ``values``' shape without growing it."""
+    if isinstance(zero_point, numpy.ndarray):
+        shape = tuple(values.shape)
+        try:
+            broadcast = numpy.broadcast_shapes(zero_point.shape, shape)
+        except ValueError:
+            broadcast = None
+        if broadcast != shape:
+            raise ValueError(
+                f"zero_point of shape {zero_point.shape} does not broadcast to values of shape {shape}"
+            )
+    return zero_point
+
+
+def _raise_on_problems(problems: numpy.ndarray, dtype: str, size: Optional[int]) -> None:
+    n_nonfinite, n_outside = (int(count) for count in problems)
+    if n_nonfinite:
+        raise ValueError(
+            f"values hold {n_nonfinite} non-finite value(s) (NaN or ±Inf) out of {size}; "
+            "clean them, or pass check_finite=False to skip this check"
+        )
+    if n_outside:
+        raise ValueError(
+            f"{n_outside} quantized value(s) do not fit dtype {dtype} (no clipping applies); "
+            "use a wider integer dtype"
+        )

@@ -1,0 +1,73 @@
+"""Module-level loading: ``qarray.load(file)`` and ``qarray.loads(text)`` for every class.
+
+The type tag of a document is looked up in a fixed table of qarray's five
+serializable classes; nothing named in a file is ever imported or executed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import IO, Any, Optional, Union
+
+from ._serialization import FORMAT_VERSION, parse_document
+from .options import QuantizationOptions
+from .params import UniformQuantizationParameters
+from .quantized_array import QuantizedArray
+from .quantizer import UniformQuantizer
+from .stats import MinMaxQuantizationStats
+
+__all__ = ["FORMAT_VERSION", "load", "load_dict", "loads"]
+
+_PLACED = {"MinMaxQuantizationStats", "UniformQuantizer", "QuantizedArray"}
+_CLASSES = {
+    "QuantizationOptions": QuantizationOptions,
+    "MinMaxQuantizationStats": MinMaxQuantizationStats,
+    "UniformQuantizationParameters": UniformQuantizationParameters,
+    "UniformQuantizer": UniformQuantizer,
+    "QuantizedArray": QuantizedArray,
+}
+
+
+def load_dict(metadata: Any, backend: Optional[str] = None) -> Any:
+    """Rebuild any qarray object from the dict its ``dump_dict()`` made.
+
+    Args:
+        metadata: the dict.
+        backend: a backend name (``"cupy"``) to place the arrays with; NumPy by default.
+
+    Raises:
+        TypeError, ValueError: for a malformed, unknown or inconsistent document.
+    """
+    if not isinstance(metadata, dict):
+        raise TypeError(f"a qarray document must be a JSON object, got {type(metadata).__name__}")
+    tag = metadata.get("type")
+    if not isinstance(tag, str) or tag not in _CLASSES:
+        raise ValueError(
+            f"unknown document type {tag!r:.60}; expected one of {', '.join(sorted(_CLASSES))}"
+        )
+    klass = _CLASSES[tag]
+    if tag in _PLACED:
+        return klass.load_dict(metadata, backend=backend)
+    return klass.load_dict(metadata)
+
+
+def loads(text: Union[str, bytes], backend: Optional[str] = None) -> Any:
+    """Load any qarray object from a JSON string made by its ``dumps()``.
+
+    Example:
+        >>> import qarray
+        >>> qarray.loads(qarray.QuantizationOptions(4).dumps())
+        QuantizationOptions(n_bits=4, is_signed=False, is_symmetric=False, is_qat=False, is_narrow=False, is_precomputed_qat=False)
+    """
+    return load_dict(parse_document(text), backend=backend)
+
+
+def load(file: Union[IO[str], str, "os.PathLike[str]"], backend: Optional[str] = None) -> Any:
+    """Load any qarray object from a text file object or a path written by ``dump()``."""
+    if isinstance(file, (str, os.PathLike)):
+        with open(file, "rb") as stream:
+            return loads(stream.read(), backend=backend)
+    read = getattr(file, "read", None)
+    if not callable(read):
+        raise TypeError(f"file must be a path or a readable file, got {type(file).__name__}")
+    return loads(read(), backend=backend)
