@@ -1,0 +1,89 @@
+"""One backend fixture for the whole suite.
+
+``xb`` is parametrized over every array library the tests can reach here:
+NumPy; array-api-strict on its non-default device; PyTorch (CPU) and Dask when
+installed; CuPy only when a CUDA GPU is visible. Libraries that are missing are
+skipped with the reason, so the same tests run everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+import numpy
+import pytest
+
+from qarray._namespace import to_numpy
+
+
+class ArrayLibrary:
+    """How a test makes arrays of one library and reads them back."""
+
+    def __init__(self, name: str, xp: Any, make: Callable[[numpy.ndarray], Any]) -> None:
+        self.name = name
+        self.xp = xp
+        self._make = make
+
+    def asarray(self, host: Any) -> Any:
+        """Return ``host`` (a NumPy array or list) as an array of this library."""
+        return self._make(numpy.asarray(host))
+
+    @staticmethod
+    def to_numpy(array: Any) -> numpy.ndarray:
+        """Return a host copy of ``array``."""
+        return to_numpy(array)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _numpy() -> ArrayLibrary:
+    return ArrayLibrary("numpy", numpy, lambda host: host.copy())
+
+
+def _array_api_strict() -> ArrayLibrary:
+    strict = importlib.import_module("array_api_strict")
+    device = strict.Device("device1")
+    return ArrayLibrary("array_api_strict", strict, lambda host: strict.asarray(host, device=device))
+
+
+def _torch() -> ArrayLibrary:
+    torch = importlib.import_module("torch")
+    return ArrayLibrary("torch", torch, lambda host: torch.asarray(host.copy()))
+
+
+def _dask() -> ArrayLibrary:
+    dask_array = importlib.import_module("dask.array")
+    return ArrayLibrary(
+        "dask", dask_array, lambda host: dask_array.from_array(host, chunks=max(1, host.shape[0] // 3) if host.ndim else ())
+    )
+
+
+def _cupy() -> ArrayLibrary:
+    cupy = importlib.import_module("cupy")
+    if cupy.cuda.runtime.getDeviceCount() < 1:
+        raise ImportError("no CUDA GPU is visible")
+    return ArrayLibrary("cupy", cupy, lambda host: cupy.asarray(host))
+
+
+LIBRARIES = {
+    "numpy": _numpy,
+    "array_api_strict": _array_api_strict,
+    "torch": _torch,
+    "cupy": _cupy,
+}
+
+
+def library(name: str) -> ArrayLibrary:
+    """Return the named library, skipping the test when it is not available here."""
+    try:
+        return LIBRARIES[name]()
+    except Exception as error:  # ImportError, or CUDA errors from CuPy without a GPU
+        pytest.skip(f"{name} is not available here: {error}")
+
+
+@pytest.fixture(params=sorted(LIBRARIES), ids=str)
+def xb(request: pytest.FixtureRequest) -> ArrayLibrary:
+    """Each available array library in turn (missing ones skip with the reason)."""
+    return library(request.param)
