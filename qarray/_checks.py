@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy
 
@@ -21,6 +21,7 @@ __all__ = [
     "check_int",
     "check_n_bits",
     "check_optional_real",
+    "dtype_name",
     "integer_dtype_name",
     "integer_dtype_range",
 ]
@@ -80,30 +81,30 @@ def check_optional_real(value: Any, argument: str) -> Optional[numpy.float64]:
     return None if value is None else check_finite_real(value, argument)
 
 
-def integer_dtype_name(dtype: Any, xp: Any = None, argument: str = "dtype") -> str:
-    """Return the canonical name (``"int8"`` ...) of an integer dtype.
+def dtype_name(dtype: Any, xp: Any, allowed: Sequence[str], argument: str = "dtype") -> str:
+    """Return the canonical name of ``dtype`` if it is one of ``allowed``.
 
-    ``dtype`` may be a NumPy dtype or type, a name, or a dtype object of the
+    ``dtype`` may be a name, a NumPy dtype or scalar type, or a dtype object of the
     namespace ``xp`` (``torch.int8``).
 
     Raises:
-        TypeError: if ``dtype`` is not an integer dtype.
+        TypeError: if ``dtype`` is not one of the allowed dtypes.
     """
-    if isinstance(dtype, str) and dtype in INTEGER_DTYPE_NAMES:
-        return dtype
-    if xp is not None:
-        for name in INTEGER_DTYPE_NAMES:
-            if getattr(xp, name, None) is not None and getattr(xp, name) == dtype:
-                return name
-    try:
+    name = None
+    if isinstance(dtype, str):
+        name = dtype
+    elif isinstance(dtype, numpy.dtype) or (isinstance(dtype, type) and issubclass(dtype, numpy.generic)):
         name = numpy.dtype(dtype).name
-    except TypeError:
-        name = None
-    if name in INTEGER_DTYPE_NAMES:
+    elif xp is not None:
+        name = next((n for n in allowed if getattr(xp, n, None) == dtype), None)
+    if name in allowed:
         return name
-    raise TypeError(
-        f"{argument} must be an integer dtype ({', '.join(INTEGER_DTYPE_NAMES)}), got {dtype!r}"
-    )
+    raise TypeError(f"{argument} must be one of {', '.join(allowed)}, got {dtype!r}")
+
+
+def integer_dtype_name(dtype: Any, xp: Any = None, argument: str = "dtype") -> str:
+    """Return the canonical name (``"int8"`` ...) of an integer dtype (see :func:`dtype_name`)."""
+    return dtype_name(dtype, xp, INTEGER_DTYPE_NAMES, argument)
 
 
 def integer_dtype_range(name: str) -> tuple:

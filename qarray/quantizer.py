@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy
 
-from ._checks import check_bool, integer_dtype_name, integer_dtype_range
+from ._checks import check_bool, dtype_name, integer_dtype_name, integer_dtype_range
 from ._namespace import as_array
 from ._serialization import Serializable, check_fields
 from .options import QuantizationOptions
@@ -216,7 +216,7 @@ class UniformQuantizer(Serializable):
         backend = backend_for(qvalues)
         if not backend.is_integer(qvalues):
             raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")
-        name = _float_dtype_name(dtype, backend.xp)
+        name = dtype_name(dtype, backend.xp, _FLOAT_OUTPUTS)
         return backend.dequantize(
             qvalues,
             float(scale),
@@ -329,19 +329,6 @@ def _float_bounds(low: int, high: int) -> Tuple[float, float]:
     if high_f > high:
         high_f = float(numpy.nextafter(high_f, -numpy.inf))
     return low_f, high_f
-
-
-def _float_dtype_name(dtype: Any, xp: Any) -> str:
-    for name in _FLOAT_OUTPUTS:
-        if dtype == name or getattr(xp, name, None) == dtype:
-            return name
-    try:
-        name = numpy.dtype(dtype).name
-    except TypeError:
-        name = None
-    if name in _FLOAT_OUTPUTS:
-        return name
-    raise TypeError(f"dtype must be float32 or float64 for de-quantized values, got {dtype!r}")
 
 
 def _broadcastable(zero_point: Any, values: Any) -> Any:
