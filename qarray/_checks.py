@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from typing import Any, Optional, Sequence
 
 import numpy
@@ -21,6 +22,7 @@ __all__ = [
     "check_int",
     "check_n_bits",
     "check_optional_real",
+    "describe",
     "dtype_name",
     "integer_dtype_name",
     "integer_dtype_range",
@@ -36,17 +38,43 @@ uses, so up to 53 bits every quantized value and clipping bound is exact.
 INTEGER_DTYPE_NAMES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
 
 
+class _BoundedRepr(reprlib.Repr):
+    """``reprlib.Repr`` that also survives ints too long for ``repr``."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return super().repr_int(x, level)
+        except ValueError:  # more digits than Python converts to str
+            return f"<int of {x.bit_length()} bits>"
+
+
+_bounded = _BoundedRepr()
+_bounded.maxstring = 60
+_bounded.maxother = 60
+
+
+def describe(value: Any) -> str:
+    """Return a short ``repr`` of ``value`` for an error message, bounded in size and depth.
+
+    Unlike ``repr``, it never fails on huge ints or deeply nested lists.
+    """
+    try:
+        return _bounded.repr(value)
+    except Exception:  # a user object whose __repr__ fails
+        return f"<{type(value).__name__} object>"
+
+
 def check_bool(value: Any, argument: str) -> bool:
     """Return ``value`` as a bool; refuse anything that is not a bool (1 and "yes" included)."""
     if isinstance(value, (bool, numpy.bool_)):
         return bool(value)
-    raise TypeError(f"{argument} must be a bool, got {value!r} ({type(value).__name__})")
+    raise TypeError(f"{argument} must be a bool, got {describe(value)} ({type(value).__name__})")
 
 
 def check_int(value: Any, argument: str) -> int:
     """Return ``value`` as an int; refuse bools, floats and strings."""
     if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{argument} must be an int, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{argument} must be an int, got {describe(value)} ({type(value).__name__})")
     return int(value)
 
 
@@ -55,10 +83,10 @@ def check_n_bits(value: Any, argument: str = "n_bits") -> int:
     if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(
             f"{argument} must be an int between 1 and {MAX_N_BITS}, "
-            f"got {value!r} ({type(value).__name__})"
+            f"got {describe(value)} ({type(value).__name__})"
         )
     if not 1 <= int(value) <= MAX_N_BITS:
-        raise ValueError(f"{argument} must be an int between 1 and {MAX_N_BITS}, got {value!r}")
+        raise ValueError(f"{argument} must be an int between 1 and {MAX_N_BITS}, got {describe(value)}")
     return int(value)
 
 
@@ -68,11 +96,14 @@ def check_finite_real(value: Any, argument: str) -> numpy.float64:
         value = value[()]
     if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(
-            f"{argument} must be a real number, got {value!r} ({type(value).__name__})"
+            f"{argument} must be a real number, got {describe(value)} ({type(value).__name__})"
         )
-    converted = numpy.float64(value)
+    try:
+        converted = numpy.float64(value)
+    except OverflowError:  # an int (or Fraction) beyond the float64 range
+        raise ValueError(f"{argument} must be finite, got a number beyond the float64 range") from None
     if not math.isfinite(converted):
-        raise ValueError(f"{argument} must be finite, got {value!r}")
+        raise ValueError(f"{argument} must be finite, got {describe(value)}")
     return converted
 
 
@@ -96,10 +127,23 @@ def dtype_name(dtype: Any, xp: Any, allowed: Sequence[str], argument: str = "dty
     elif isinstance(dtype, numpy.dtype) or (isinstance(dtype, type) and issubclass(dtype, numpy.generic)):
         name = numpy.dtype(dtype).name
     elif xp is not None:
-        name = next((n for n in allowed if getattr(xp, n, None) == dtype), None)
+        # compare only dtype objects of one kind: a dtype of another library is refused,
+        # and comparing across libraries warns in some (array-api-strict)
+        name = next(
+            (
+                n
+                for n in allowed
+                if getattr(xp, n, None) is dtype
+                or (type(getattr(xp, n, None)) is type(dtype) and getattr(xp, n) == dtype)
+            ),
+            None,
+        )
     if name in allowed:
         return name
-    raise TypeError(f"{argument} must be one of {', '.join(allowed)}, got {dtype!r}")
+    raise TypeError(
+        f"{argument} must be one of {', '.join(allowed)} (as a name, a NumPy dtype or a dtype "
+        f"of the array's own library), got {describe(dtype)}"
+    )
 
 
 def integer_dtype_name(dtype: Any, xp: Any = None, argument: str = "dtype") -> str:

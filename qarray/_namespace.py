@@ -17,6 +17,8 @@ from array_api_compat import array_namespace as _compat_namespace
 from array_api_compat import device as _compat_device
 from array_api_compat import is_array_api_obj, is_dask_array, is_numpy_array
 
+from ._checks import describe
+
 __all__ = [
     "ArrayLike",
     "array_namespace",
@@ -89,11 +91,11 @@ def as_array(value: Any, argument: str, kind: Optional[str] = None) -> Any:
             converted = numpy.asarray(value)
         except (ValueError, TypeError) as error:
             raise TypeError(
-                f"{argument} must be an array or a (nested) list of numbers, got {value!r:.80}: {error}"
+                f"{argument} must be an array or a (nested) list of numbers, got {describe(value)}: {error}"
             ) from None
         if converted.dtype.kind not in "iuf" or (kind == "int" and converted.dtype.kind == "f"):
             wanted = "integers" if kind == "int" else "real numbers"
-            raise TypeError(f"{argument} must hold {wanted}, got {converted.dtype} from {value!r:.80}")
+            raise TypeError(f"{argument} must hold {wanted}, got {converted.dtype} from {describe(value)}")
         if kind == "float":
             return converted.astype(numpy.float64)
         if kind == "int":
@@ -123,5 +125,11 @@ def to_numpy(array: Any) -> numpy.ndarray:
         pass
     cpu = getattr(array, "cpu", None)  # PyTorch tensors on an accelerator
     if callable(cpu):
-        return numpy.asarray(cpu().detach().numpy())
+        try:
+            return numpy.asarray(cpu().detach().numpy())
+        except (NotImplementedError, RuntimeError, TypeError) as error:  # meta tensors, bfloat16
+            raise TypeError(
+                f"cannot copy a {type(array).__name__} of dtype {getattr(array, 'dtype', '?')} "
+                f"on device {getattr(array, 'device', '?')} to the host as a NumPy array: {error}"
+            ) from None
     raise TypeError(f"cannot copy a {type(array).__name__} to the host as a NumPy array")

@@ -37,6 +37,8 @@ def fill_from_kwargs(obj: Optional[T], klass: Type[T], **kwargs: Any) -> Tuple[O
         >>> float(params.scale), rest
         (0.5, {'other': 1})
     """
+    if not isinstance(klass, type):
+        raise TypeError(f"klass must be a class, got {type(klass).__name__}")
     if obj is not None and not isinstance(obj, klass):
         raise TypeError(f"obj must be a {klass.__name__} or None, got {type(obj).__name__}")
     fields = get_type_hints(klass)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import IO, Any, Optional, Union
 
+from ._checks import describe
 from ._serialization import FORMAT_VERSION, parse_document
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
@@ -43,9 +44,13 @@ def load_dict(metadata: Any, backend: Optional[str] = None) -> Any:
     tag = metadata.get("type")
     if not isinstance(tag, str) or tag not in _CLASSES:
         raise ValueError(
-            f"unknown document type {tag!r:.60}; expected one of {', '.join(sorted(_CLASSES))}"
+            f"unknown document type {describe(tag)}; expected one of {', '.join(sorted(_CLASSES))}"
         )
     klass = _CLASSES[tag]
+    if backend is not None:
+        from .backends import get_backend
+
+        get_backend(backend)  # an unknown name is refused even when the document has no array
     if tag in _PLACED:
         return klass.load_dict(metadata, backend=backend)
     return klass.load_dict(metadata)
