@@ -1,7 +1,8 @@
 """qarray.backends: the registry of array libraries and their quantization kernels.
 
 Built in: ``numpy`` (blocked in-place kernels), ``cupy`` (GPU; CuPy is imported
-on first use), ``torch`` and ``array_api_strict`` (the generic Array API path over
+on first use), ``dask`` (lazy block-wise kernels over NumPy or CuPy chunks; Dask
+is imported on first use), ``torch`` and ``array_api_strict`` (the generic Array API path over
 their namespaces). Any other Array API library is served by the generic
 backend automatically.
 
@@ -41,6 +42,12 @@ def _make_cupy() -> ArrayAPIBackend:
     return make_cupy_backend()
 
 
+def _make_dask() -> ArrayAPIBackend:
+    from .dask_backend import make_dask_backend
+
+    return make_dask_backend()
+
+
 def _generic_factory(module: str, compat_module: str) -> BackendFactory:
     """Return a factory for the generic backend over ``module``'s namespace, imported lazily."""
 
@@ -59,5 +66,6 @@ def _generic_factory(module: str, compat_module: str) -> BackendFactory:
 
 register_backend("numpy", NumpyBackend)
 register_backend("cupy", _make_cupy)
+register_backend("dask", _make_dask)
 register_backend("torch", _generic_factory("torch", "array_api_compat.torch"))
 register_backend("array_api_strict", _generic_factory("array_api_strict", "array_api_strict"))

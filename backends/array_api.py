@@ -64,10 +64,15 @@ class ArrayAPIBackend:
         """
         if self.owns(values):
             return values
-        host = to_numpy(values) if not isinstance(values, numpy.ndarray) else values
+        # A NumPy input is the caller's memory: copy it, since xp.asarray may share it
+        # (PyTorch, array-api-strict); a host copy made by to_numpy is already private.
+        if isinstance(values, numpy.ndarray):
+            host, copy = values, True
+        else:
+            host, copy = to_numpy(values), None
         if device is None:
-            return self.xp.asarray(host)
-        return self.xp.asarray(host, device=device)
+            return self.xp.asarray(host, copy=copy)
+        return self.xp.asarray(host, device=device, copy=copy)
 
     def to_numpy(self, array: Any) -> numpy.ndarray:
         """Return a host NumPy copy of ``array`` (the one named place data leaves the device)."""
@@ -204,8 +209,27 @@ class ArrayAPIBackend:
         return self._write(result, out)
 
     def _write(self, result: Any, out: Any) -> Any:
-        """Copy ``result`` into ``out`` when the caller gave a buffer."""
+        """Copy ``result`` into ``out`` when the caller gave a buffer.
+
+        Raises:
+            TypeError: if ``out`` is not an array of this backend's library.
+            ValueError: if its shape, dtype or device differ from the result's (no
+                silent broadcasting or casting into it).
+        """
         if out is None:
             return result
+        if not self.owns(out):
+            raise TypeError(
+                f"out must be a {self.name} array like the input, got {type(out).__name__}"
+            )
+        if tuple(out.shape) != tuple(result.shape) or out.dtype != result.dtype:
+            raise ValueError(
+                f"out must have shape {tuple(result.shape)} and dtype {result.dtype}, "
+                f"got shape {tuple(out.shape)} and dtype {out.dtype}"
+            )
+        if self.device(out) != self.device(result):
+            raise ValueError(
+                f"out must be on the input's device {self.device(result)}, got {self.device(out)}"
+            )
         out[...] = result
         return out

@@ -24,6 +24,7 @@ from .quantized_array import QuantizedArray
 from .quantizer import UniformQuantizer
 from .serialization import FORMAT_VERSION, load, loads
 from .stats import MinMaxQuantizationStats
+from .streaming import calibrate
 
 try:
     from . import backends
@@ -45,6 +46,7 @@ __all__ = [
     "UniformQuantizationParameters",
     "UniformQuantizer",
     "backends",
+    "calibrate",
     "fill_from_kwargs",
     "load",
     "loads",

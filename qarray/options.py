@@ -107,6 +107,12 @@ class QuantizationOptions(Serializable):
         flags = ", ".join(f"{name}={self._flags[name]}" for name in _FLAGS)
         return f"QuantizationOptions(n_bits={self.n_bits}, {flags})"
 
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter (see :mod:`qarray.display`)."""
+        from .display import html_repr
+
+        return html_repr(self)
+
     def copy_opts(self, opts: "QuantizationOptions") -> None:
         """Copy the options from a different structure.
 

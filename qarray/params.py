@@ -7,12 +7,13 @@ set by hand.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy
 
-from ._checks import MAX_N_BITS, check_finite_real, check_int
+from ._checks import MAX_N_BITS, check_finite_real, check_int, describe
 from ._namespace import is_array, to_numpy
 from ._serialization import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
 from .options import QuantizationOptions
@@ -50,8 +51,10 @@ def choose_parameters(
     if rmin > rmax:
         raise ValueError(f"stats.rmin ({rmin}) must not exceed stats.rmax ({rmax})")
     offset = 2 ** (n_bits - 1) if options.is_signed else 0
+    with numpy.errstate(over="ignore"):
+        width = rmax - rmin  # +Inf when the range is wider than float64 can hold
 
-    if rmax - rmin < STABILITY_CONST:
+    if width < STABILITY_CONST:
         # One single value: signed makes no sense, and the value should map to 1
         # (or to the zero point when it is 0) so it is not lost in a product.
         if abs(rmax) < STABILITY_CONST:
@@ -62,6 +65,11 @@ def choose_parameters(
         scale = numpy.float64(max(abs(rmax), abs(rmin)) / (2**n_bits - 1 - offset))
         return scale, 0, offset
 
+    if not math.isfinite(width):
+        raise ValueError(
+            f"the calibration range [{rmin}, {rmax}] is too wide: rmax - rmin overflows "
+            "float64 (symmetric quantization handles such ranges)"
+        )
     scale = previous_scale if options.is_precomputed_qat else None
     if (
         scale is None
@@ -72,7 +80,9 @@ def choose_parameters(
     ):
         scale = stats.smallest_step()
     if scale is None:
-        scale = numpy.float64((rmax - rmin) / (2**n_bits - 1))
+        scale = numpy.float64(width / (2**n_bits - 1))
+    if not (math.isfinite(scale) and scale != 0):
+        raise ValueError(f"the scale inferred from the statistics ({scale}) is not a finite non-zero number")
     if options.is_qat:
         return numpy.float64(scale), 0, offset
     levels = numpy.float64(2**n_bits - 1 - offset)
@@ -157,7 +167,7 @@ class UniformQuantizationParameters(Serializable):
         if value is not None:
             value = check_int(value, "offset")
             if not 0 <= value <= 2 ** (MAX_N_BITS - 1):
-                raise ValueError(f"offset must be between 0 and 2**{MAX_N_BITS - 1}, got {value}")
+                raise ValueError(f"offset must be between 0 and 2**{MAX_N_BITS - 1}, got {describe(value)}")
         self._offset = value
 
     def compute_quantization_parameters(
@@ -214,6 +224,12 @@ class UniformQuantizationParameters(Serializable):
         scale = None if self.scale is None else float(self.scale)
         return f"UniformQuantizationParameters(scale={scale!r}, zero_point={shown}, offset={self.offset!r})"
 
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter (see :mod:`qarray.display`)."""
+        from .display import html_repr
+
+        return html_repr(self)
+
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict."""
         return self._tagged(
@@ -231,6 +247,8 @@ class UniformQuantizationParameters(Serializable):
         zero_point = fields["zero_point"]
         if isinstance(zero_point, dict):
             zero_point = decode_array(zero_point, "zero_point", ("int64", "float64"))
+            if zero_point.ndim == 0:  # dump_dict writes scalar zero points as numbers
+                raise ValueError("zero_point: an encoded array must have at least one dimension")
         elif type(zero_point) is float:
             zero_point = decode_float(zero_point, "zero_point")
         elif zero_point is not None:
@@ -274,16 +292,16 @@ def check_zero_point(value: Any) -> Optional[ZeroPoint]:
                 raise ValueError("zero_point must hold integral values within ±2**63")
             return host.astype(numpy.float64 if host.dtype.kind == "f" else numpy.int64)
     if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"zero_point must be an int or an array, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"zero_point must be an int or an array, got {describe(value)} ({type(value).__name__})")
     if isinstance(value, numbers.Integral):
         if not abs(int(value)) < ZERO_POINT_LIMIT:
-            raise ValueError(f"zero_point must be within ±2**63, got {value}")
+            raise ValueError(f"zero_point must be within ±2**63, got {describe(value)}")
         return int(value)
     converted = check_finite_real(value, "zero_point")
     if converted != numpy.rint(converted):
         raise ValueError(f"zero_point must be an integer value, got {value!r}")
     if not abs(converted) < ZERO_POINT_LIMIT:
-        raise ValueError(f"zero_point must be within ±2**63, got {value}")
+        raise ValueError(f"zero_point must be within ±2**63, got {describe(value)}")
     return converted
 
 

@@ -12,14 +12,14 @@ from typing import Any, Dict, Optional
 
 import numpy
 
-from ._checks import check_bool, check_n_bits
+from ._checks import check_bool, check_n_bits, describe
 from ._namespace import as_array
 from ._serialization import Serializable, check_fields, decode_array, decode_int, encode_array
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
-from .quantizer import UniformQuantizer
-from .stats import MinMaxQuantizationStats, arrays_equal, place
+from .quantizer import UniformQuantizer, _broadcastable
+from .stats import NAN_POLICIES, MinMaxQuantizationStats, arrays_equal, place
 
 __all__ = ["QuantizedArray"]
 
@@ -43,6 +43,14 @@ class QuantizedArray(Serializable):
             (scale, zero-point)
         backend: None to use the values' own library, or a backend name (``"cupy"``)
             to move the values there once.
+        nan_policy: what to do with NaN and ±Inf in float ``values`` (keyword only).
+            ``"raise"`` (the default) refuses them with a ValueError that counts them.
+            ``"omit"`` calibrates on the finite values only and quantizes without the
+            finiteness check: finite values get the same integers as without the
+            non-finite ones, ±Inf saturate to the ends of the clipping range (or raise
+            ValueError when no clipping applies, as for QAT), and NaN become an
+            unspecified integer. The policy also applies to :meth:`quant` and
+            :meth:`update_values` later on; a loaded array uses ``"raise"``.
         kwargs: Any member of the options, stats, params sets as a key-value pair. The
             parameter sets need to be completely parametrized if their members appear
             in kwargs.
@@ -50,7 +58,8 @@ class QuantizedArray(Serializable):
     Raises:
         TypeError: for values of the wrong kind, unknown keyword arguments or incomplete
             parameter sets.
-        ValueError: for invalid options, empty or non-finite calibration values.
+        ValueError: for invalid options, empty or (with ``nan_policy="raise"``) non-finite
+            values, or an unknown ``nan_policy``.
 
     Example:
         >>> import numpy
@@ -76,9 +85,14 @@ class QuantizedArray(Serializable):
         stats: Optional[MinMaxQuantizationStats] = None,
         params: Optional[UniformQuantizationParameters] = None,
         backend: Optional[Any] = None,
+        *,
+        nan_policy: str = "raise",
         **kwargs: Any,
     ) -> None:
         n_bits = check_n_bits(n_bits)
+        if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {describe(nan_policy)}")
+        self._nan_policy = nan_policy
         value_is_float = check_bool(value_is_float, "value_is_float")
         options = _copied(options, QuantizationOptions, "options") or QuantizationOptions(n_bits)
         options.n_bits = n_bits
@@ -119,7 +133,9 @@ class QuantizedArray(Serializable):
             self.values = self._own_copy(values, "values", "float")
             if stats is None:
                 needs_uvalues = options.is_qat and not options.is_precomputed_qat
-                self.quantizer.compute_quantization_stats(self.values, with_uvalues=needs_uvalues)
+                self.quantizer.compute_quantization_stats(
+                    self.values, nan_policy=self._nan_policy, with_uvalues=needs_uvalues
+                )
             if params is None:
                 self.quantizer.compute_quantization_parameters(options, self.quantizer.stats)
             self.quant()
@@ -144,7 +160,8 @@ class QuantizedArray(Serializable):
         if not checker(owned):
             wanted = "floating-point" if kind == "float" else "integer"
             hint = " (use value_is_float=False for integers)" if kind == "float" else ""
-            raise TypeError(f"{argument} must be a {wanted} array, got dtype {owned.dtype}{hint}")
+            article = "a" if kind == "float" else "an"
+            raise TypeError(f"{argument} must be {article} {wanted} array, got dtype {owned.dtype}{hint}")
         self._backend = backend
         return owned
 
@@ -154,7 +171,7 @@ class QuantizedArray(Serializable):
 
     def quant(self) -> Optional[Any]:
         """Quantize self.values (into self.qvalues, int64) and return them."""
-        self.qvalues = self.quantizer.quant(self.values)
+        self.qvalues = self.quantizer.quant(self.values, check_finite=self._nan_policy == "raise")
         return self.qvalues
 
     def dequant(self) -> Any:
@@ -199,12 +216,29 @@ class QuantizedArray(Serializable):
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
+        from .display import mode_name
+
         shape = None if self.qvalues is None else tuple(self.qvalues.shape)
         backend = None if self._backend is None else self._backend.name
+        dtype = None if self.values is None else str(self.values.dtype)
+        scale = None if self.quantizer.scale is None else float(self.quantizer.scale)
+        zero_point = self.quantizer.zero_point
+        if isinstance(zero_point, numpy.ndarray):
+            zero_point = f"<array {zero_point.shape}>"
+        elif zero_point is not None:
+            zero_point = int(zero_point)
         return (
             f"QuantizedArray(n_bits={self.n_bits}, shape={shape}, backend={backend!r}, "
-            f"scale={self.quantizer.scale!r}, zero_point={self.quantizer.zero_point!r})"
+            f"scale={scale!r}, zero_point={zero_point!s}, "
+            f"mode={mode_name(self.quantizer.options)!r}, dtype={dtype!r}, "
+            f"clip={self.quantizer.clip_range() if self.quantizer.offset is not None else None})"
         )
+
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter (see :mod:`qarray.display`)."""
+        from .display import html_repr
+
+        return html_repr(self)
 
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict (values and qvalues copied to the host)."""
@@ -243,7 +277,11 @@ class QuantizedArray(Serializable):
             raise ValueError(
                 f"QuantizedArray: values shape {values.shape} differs from qvalues shape {qvalues.shape}"
             )
+        zero_point = quantizer.zero_point
+        if values is not None and isinstance(zero_point, numpy.ndarray):
+            _broadcastable(zero_point, values)
         array = cls.__new__(cls)
+        array._nan_policy = "raise"
         array.n_bits = n_bits
         array.quantizer = quantizer
         array.values = place(values, backend)

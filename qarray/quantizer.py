@@ -180,16 +180,20 @@ class UniformQuantizer(Serializable):
             )
         if clip is None:
             fit = _float_bounds(low, high)
-        qvalues, problems = backend.quantize(
-            values,
-            float(scale),
-            backend.parameter(_broadcastable(zero_point, values), values),
-            clip,
-            name,
-            check_finite,
-            fit,
-            out,
-        )
+        # NaN, ±Inf and overflowing quotients are counted and reported below (or, with
+        # check_finite=False, accepted as documented): NumPy's own warnings about them
+        # would only repeat that.
+        with numpy.errstate(invalid="ignore", over="ignore"):
+            qvalues, problems = backend.quantize(
+                values,
+                float(scale),
+                backend.parameter(_broadcastable(zero_point, values), values),
+                clip,
+                name,
+                check_finite,
+                fit,
+                out,
+            )
         if problems is not None:
             _raise_on_problems(backend.to_numpy(problems), name, backend.size(values))
         return qvalues
@@ -244,6 +248,12 @@ class UniformQuantizer(Serializable):
             f"UniformQuantizer({self.options!r}, {self.stats!r}, {self.params!r}, "
             f"no_clipping={self.no_clipping})"
         )
+
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter (see :mod:`qarray.display`)."""
+        from .display import html_repr
+
+        return html_repr(self)
 
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict (its three parts nested)."""

@@ -13,8 +13,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy
 
-from ._checks import check_optional_real
-from ._namespace import array_namespace, as_array, is_array, to_numpy
+from ._checks import check_bool, check_optional_real
+from ._namespace import array_namespace, as_array, is_array, is_lazy, library_name, to_numpy
 from ._serialization import Serializable, check_fields, decode_array, decode_float, encode_array
 
 __all__ = ["MinMaxQuantizationStats", "NAN_POLICIES"]
@@ -30,6 +30,12 @@ class MinMaxQuantizationStats(Serializable):
     quantization range, and optionally the sorted unique values rounded to two
     decimals (``uvalues``), which QAT scale inference uses.
 
+    Statistics can also be built batch by batch: :meth:`update` folds one more batch
+    in and :meth:`merge` combines two sets; both give exactly what one
+    :meth:`compute_quantization_stats` call on the concatenated data gives. On
+    device backends the running min/max stay on the device until ``rmin`` or
+    ``rmax`` is first read.
+
     Args:
         rmax: the largest calibration value.
         rmin: the smallest calibration value.
@@ -41,6 +47,9 @@ class MinMaxQuantizationStats(Serializable):
         >>> stats.compute_quantization_stats(numpy.array([0.5, -1.0, 2.0]))
         >>> float(stats.rmin), float(stats.rmax)
         (-1.0, 2.0)
+        >>> stats.update(numpy.array([3.0, 0.0]))
+        >>> float(stats.rmin), float(stats.rmax)
+        (-1.0, 3.0)
     """
 
     rmax: Optional[float]
@@ -49,6 +58,9 @@ class MinMaxQuantizationStats(Serializable):
 
     _type_tag = "MinMaxQuantizationStats"
     _required_fields = ("rmax", "rmin")
+    # Streaming batches not read back yet: None, or a (min, max) pair of 0-d device arrays
+    # (host float64 numbers for host-resident backends). Not annotated: not a field.
+    _pending = None
 
     def __init__(
         self,
@@ -67,20 +79,32 @@ class MinMaxQuantizationStats(Serializable):
 
     @property  # type: ignore[no-redef]
     def rmax(self) -> Optional[numpy.float64]:  # noqa: F811
-        """The largest calibration value (a host float64), or None before calibration."""
+        """The largest calibration value (a host float64), or None before calibration.
+
+        Reading it reads pending streaming batches back first (see :meth:`update`), and
+        raises ``ValueError`` if they held NaN or ±Inf.
+        """
+        self._resolve_pending()
         return self._rmax
 
     @rmax.setter
     def rmax(self, value: Optional[float]) -> None:
+        self._resolve_pending()
         self._rmax = check_optional_real(_host_scalar(value), "rmax")
 
     @property  # type: ignore[no-redef]
     def rmin(self) -> Optional[numpy.float64]:  # noqa: F811
-        """The smallest calibration value (a host float64), or None before calibration."""
+        """The smallest calibration value (a host float64), or None before calibration.
+
+        Reading it reads pending streaming batches back first (see :meth:`update`), and
+        raises ``ValueError`` if they held NaN or ±Inf.
+        """
+        self._resolve_pending()
         return self._rmin
 
     @rmin.setter
     def rmin(self, value: Optional[float]) -> None:
+        self._resolve_pending()
         self._rmin = check_optional_real(_host_scalar(value), "rmin")
 
     @property  # type: ignore[no-redef]
@@ -123,12 +147,151 @@ class MinMaxQuantizationStats(Serializable):
         from .backends import backend_for
 
         omit = _check_nan_policy(nan_policy)
+        with_uvalues = check_bool(with_uvalues, "with_uvalues")
         values = as_array(values, "values", kind="float")
         backend = backend_for(values)
         _check_calibration_values(values, backend)
         rmin, rmax = _read_range(values, backend, omit)
-        self._rmin, self._rmax = rmin, rmax
+        self._rmin, self._rmax, self._pending = rmin, rmax, None
         self._uvalues = backend.unique_rounded(values, omit_nonfinite=omit) if with_uvalues else None
+
+    def update(self, values: Any, nan_policy: str = "raise", with_uvalues: bool = False) -> None:
+        """Fold one more batch of calibration data into the statistics.
+
+        After any sequence of updates (starting from empty statistics), ``rmin`` and
+        ``rmax`` are exactly those of one :meth:`compute_quantization_stats` call on the
+        concatenated batches, and so are ``uvalues`` when every update asked for them
+        (otherwise they are None). Batches may come from any array library.
+
+        Per-batch work stays on the batch's device: on device backends (CuPy, Dask,
+        ...) the running min and max are kept as 0-d device arrays, combined with
+        ``minimum``/``maximum``, and read back once, when ``rmin`` or ``rmax`` is first
+        read; NaN/±Inf in a batch then raise ``ValueError`` at that read. On
+        host-resident backends (NumPy) each batch is checked at once. Empty batches
+        add nothing.
+
+        Args:
+            values: floating-point calibration data of any array library.
+            nan_policy: ``"raise"`` refuses NaN and ±Inf; ``"omit"`` leaves them out.
+            with_uvalues: also merge this batch's unique values into ``uvalues`` (a sort;
+                only QAT scale inference uses them).
+
+        Raises:
+            TypeError: if ``values`` is not a floating-point array.
+            ValueError: if ``nan_policy`` is unknown, or (host-resident backends) the
+                batch holds NaN/±Inf under ``"raise"``.
+
+        Example:
+            >>> import numpy
+            >>> stats = MinMaxQuantizationStats()
+            >>> for batch in (numpy.array([0.5, 1.0]), numpy.array([-2.0, 0.25])):
+            ...     stats.update(batch)
+            >>> float(stats.rmin), float(stats.rmax)
+            (-2.0, 1.0)
+        """
+        from .backends import backend_for
+
+        omit = _check_nan_policy(nan_policy)
+        with_uvalues = check_bool(with_uvalues, "with_uvalues")
+        values = as_array(values, "values", kind="float")
+        backend = backend_for(values)
+        if not backend.is_floating(values):
+            raise TypeError(
+                f"values must be a floating-point array to calibrate on, got dtype {values.dtype}"
+            )
+        if backend.size(values) == 0:
+            return
+        had_data = self._has_data()
+        low, high = backend.minmax(values, omit_nonfinite=omit)
+        if backend.host_resident:
+            low, high = _read_pair(low, high, backend)
+            if not omit and not (math.isfinite(low) and math.isfinite(high)):
+                raise _nonfinite_error(values, backend)
+        uvalues = None
+        if with_uvalues and (not had_data or self._uvalues is not None):
+            batch_uvalues = backend.unique_rounded(values, omit_nonfinite=omit)
+            uvalues = batch_uvalues if not had_data else _merge_unique(self._uvalues, batch_uvalues)
+        self._fold(low, high)
+        self._uvalues = uvalues
+
+    def merge(self, other: "MinMaxQuantizationStats") -> "MinMaxQuantizationStats":
+        """Return new statistics that combine these with ``other`` (neither is changed).
+
+        The result is what one :meth:`compute_quantization_stats` call on both data sets
+        together gives: the smaller ``rmin``, the larger ``rmax``, and the merged
+        ``uvalues`` when both sides have them (else None). Pending device values of the
+        same library stay pending (nothing is read back).
+
+        Raises:
+            TypeError: if ``other`` is not a MinMaxQuantizationStats.
+
+        Example:
+            >>> import numpy
+            >>> first, second = MinMaxQuantizationStats(), MinMaxQuantizationStats()
+            >>> first.update(numpy.array([0.0, 1.0]))
+            >>> second.update(numpy.array([-1.0, 0.5]))
+            >>> merged = first.merge(second)
+            >>> float(merged.rmin), float(merged.rmax)
+            (-1.0, 1.0)
+        """
+        if not isinstance(other, MinMaxQuantizationStats):
+            raise TypeError(f"other must be MinMaxQuantizationStats, got {type(other).__name__}")
+        merged = MinMaxQuantizationStats()
+        merged.copy_stats(self)
+        if not other._has_data():
+            return merged
+        if not self._has_data():
+            merged.copy_stats(other)
+            return merged
+        merged._rmin = _host_min(self._rmin, other._rmin)
+        merged._rmax = _host_max(self._rmax, other._rmax)
+        if other._pending is not None:
+            merged._fold(*other._pending)
+        both = self._uvalues is not None and other._uvalues is not None
+        merged._uvalues = _merge_unique(self._uvalues, other._uvalues) if both else None
+        return merged
+
+    def _has_data(self) -> bool:
+        """Whether any calibration data (or a hand-set range) is in these statistics."""
+        return self._rmin is not None or self._rmax is not None or self._pending is not None
+
+    def _fold(self, low: Any, high: Any) -> None:
+        """Fold a batch's (min, max) into the pending pair, on the batch's device."""
+        pending = self._pending
+        if pending is not None and _library_of(pending[0]) != _library_of(low):
+            self._resolve_pending()  # a batch from another library: settle the old ones first
+            pending = None
+        if pending is None:
+            self._pending = (low, high)
+            return
+        xp = numpy if _library_of(low) == _HOST else array_namespace(low)
+        self._pending = (xp.minimum(pending[0], low), xp.maximum(pending[1], high))
+
+    def _resolve_pending(self) -> None:
+        """Read pending batches back to the host (once) and fold them into rmin/rmax.
+
+        Raises:
+            ValueError: if the pending batches held NaN/±Inf, or no finite value at all
+                (under ``nan_policy="omit"``); the statistics then keep raising on read.
+        """
+        pending = self._pending
+        if pending is None:
+            return
+        low, high = _read_pair(*pending)
+        if self._rmin is not None:
+            low = numpy.minimum(low, self._rmin)
+        if self._rmax is not None:
+            high = numpy.maximum(high, self._rmax)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            if low > high:
+                raise ValueError(
+                    "values given to update() hold no finite value to calibrate on (all NaN or ±Inf)"
+                )
+            raise ValueError(
+                "values given to update() hold non-finite value(s) (NaN or ±Inf); clean them, "
+                "or pass nan_policy='omit' to calibrate on the finite values only"
+            )
+        self._rmin, self._rmax, self._pending = numpy.float64(low), numpy.float64(high), None
 
     @property
     def quant_stats(self) -> "MinMaxQuantizationStats":
@@ -145,7 +308,9 @@ class MinMaxQuantizationStats(Serializable):
         """
         if not isinstance(stats, MinMaxQuantizationStats):
             raise TypeError(f"stats must be MinMaxQuantizationStats, got {type(stats).__name__}")
-        self._rmax, self._rmin, self._uvalues = stats.rmax, stats.rmin, stats.uvalues
+        # Pending device values are shared, not read back (they are never changed in place).
+        self._rmax, self._rmin, self._uvalues = stats._rmax, stats._rmin, stats.uvalues
+        self._pending = stats._pending
 
     def check_is_uniform_quantized(self, options: Any) -> bool:
         """Check if these statistics correspond to uniformly quantized values.
@@ -169,9 +334,14 @@ class MinMaxQuantizationStats(Serializable):
                 "with_uvalues=True"
             )
         uvalues = self.uvalues
+        if is_lazy(uvalues):  # a few values, already computed: check them on the host
+            uvalues = to_numpy(uvalues)
+        n_bits = getattr(options, "n_bits", None)
+        if isinstance(n_bits, bool) or not isinstance(n_bits, int):
+            raise TypeError(f"options must be QuantizationOptions, got {type(options).__name__}")
         xp = array_namespace(uvalues)
         count = int(uvalues.shape[0])
-        if count > 2**options.n_bits or count == 1:
+        if count > 2**n_bits or count < 2:  # none (set by hand) or one value: not uniform
             return False
         steps = xp.sort(xp.unique_values(uvalues[1:] - uvalues[:-1]))
         smallest = steps[0]
@@ -183,7 +353,7 @@ class MinMaxQuantizationStats(Serializable):
         """Return the smallest difference between consecutive unique values (QAT scale)."""
         if self.uvalues is None or int(self.uvalues.shape[0]) < 2:
             raise ValueError("the QAT scale needs at least two unique calibration values")
-        uvalues = self.uvalues
+        uvalues = to_numpy(self.uvalues) if is_lazy(self.uvalues) else self.uvalues
         xp = array_namespace(uvalues)
         return numpy.float64(to_numpy(xp.min(uvalues[1:] - uvalues[:-1])))
 
@@ -202,7 +372,17 @@ class MinMaxQuantizationStats(Serializable):
 
     def __repr__(self) -> str:
         count = None if self.uvalues is None else int(self.uvalues.shape[0])
-        return f"MinMaxQuantizationStats(rmin={_fmt(self.rmin)}, rmax={_fmt(self.rmax)}, uvalues={'None' if count is None else f'<{count} values>'})"
+        try:
+            shown = f"rmin={_fmt(self.rmin)}, rmax={_fmt(self.rmax)}"
+        except ValueError:  # pending batches held NaN/±Inf: reading raises, repr must not
+            shown = "rmin=<non-finite>, rmax=<non-finite>"
+        return f"MinMaxQuantizationStats({shown}, uvalues={'None' if count is None else f'<{count} values>'})"
+
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter (see :mod:`qarray.display`)."""
+        from .display import html_repr
+
+        return html_repr(self)
 
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict (uvalues copied to the host)."""
@@ -227,9 +407,14 @@ class MinMaxQuantizationStats(Serializable):
         rmin = decode_float(fields["rmin"], "rmin")
         if (rmax is None) != (rmin is None) or (rmax is not None and rmin > rmax):
             raise ValueError(f"{cls._type_tag}: rmin ({rmin}) and rmax ({rmax}) are inconsistent")
-        uvalues = decode_array(fields["uvalues"], "uvalues", ("float64",))
+        uvalues = decode_array(fields["uvalues"], "uvalues", ("float16", "float32", "float64"))
         if uvalues is not None and uvalues.ndim != 1:
             raise ValueError(f"uvalues must be 1-d, got shape {uvalues.shape}")
+        if uvalues is not None and (
+            bool(numpy.any(numpy.isnan(uvalues))) or not bool(numpy.all(uvalues[1:] > uvalues[:-1]))
+        ):
+            # sorted unique values: NaN, repeats and disorder cannot come from calibration
+            raise ValueError("uvalues must be sorted, unique and free of NaN")
         stats = cls(rmax=rmax, rmin=rmin)
         stats._uvalues = place(uvalues, backend)
         return stats
@@ -248,12 +433,15 @@ def place(array: Optional[numpy.ndarray], backend: Optional[str]) -> Any:
 
 
 def arrays_equal(first: Any, second: Any) -> bool:
-    """Return True if both are None, or both are arrays of equal shape, dtype and values."""
+    """Return True if both are None, or both are arrays of equal shape, dtype and values.
+
+    NaN equals NaN here, so that an array holding NaN equals its own copy.
+    """
     if first is None or second is None:
         return first is None and second is None
     left, right = to_numpy(first), to_numpy(second)
     return left.shape == right.shape and left.dtype == right.dtype and bool(
-        numpy.array_equal(left, right)
+        numpy.array_equal(left, right, equal_nan=left.dtype.kind in "fc")
     )
 
 
@@ -293,15 +481,74 @@ def _check_calibration_values(values: Any, backend: Any) -> None:
 def _read_range(values: Any, backend: Any, omit: bool) -> Tuple[numpy.float64, numpy.float64]:
     """Compute min/max on the device and read them back once, checking finiteness."""
     low, high = backend.minmax(values, omit_nonfinite=omit)
-    rmin = numpy.float64(backend.to_numpy(low))
-    rmax = numpy.float64(backend.to_numpy(high))
+    rmin, rmax = _read_pair(low, high, backend)
     if math.isfinite(rmin) and math.isfinite(rmax):
         return rmin, rmax
     if omit:
         raise ValueError("values hold no finite value to calibrate on (all NaN or ±Inf)")
+    raise _nonfinite_error(values, backend)
+
+
+def _nonfinite_error(values: Any, backend: Any) -> ValueError:
+    """The error for calibration data with NaN/±Inf, counting them (an error path only)."""
     n_bad = int(backend.to_numpy(backend.count_nonfinite(values)))
-    raise ValueError(
+    return ValueError(
         f"values hold {n_bad} non-finite value(s) (NaN or ±Inf) out of {backend.size(values)}; "
         "clean them, or pass nan_policy='omit' to calibrate on the finite values only"
     )
+
+
+_HOST = "host"
+
+
+def _library_of(value: Any) -> str:
+    """The library a pending value lives in; host NumPy numbers are ``"host"``."""
+    if isinstance(value, (numpy.ndarray, numpy.generic, float, int)):
+        return _HOST
+    return library_name(array_namespace(value))
+
+
+def _read_pair(low: Any, high: Any, backend: Any = None) -> Tuple[numpy.float64, numpy.float64]:
+    """Read two 0-d values back to the host together: one synchronisation (one compute).
+
+    Host numbers are converted directly; device (or lazy) arrays are stacked on their
+    device and read back as one array.
+    """
+    if _library_of(low) == _HOST and _library_of(high) == _HOST:
+        return numpy.float64(low), numpy.float64(high)
+    xp = array_namespace(low, high)
+    both = xp.stack([low, high])
+    host = backend.to_numpy(both) if backend is not None else to_numpy(both)
+    return numpy.float64(host[0]), numpy.float64(host[1])
+
+
+def _host_min(first: Optional[numpy.float64], second: Optional[numpy.float64]) -> Optional[numpy.float64]:
+    if first is None or second is None:
+        return second if first is None else first
+    return numpy.minimum(first, second)
+
+
+def _host_max(first: Optional[numpy.float64], second: Optional[numpy.float64]) -> Optional[numpy.float64]:
+    if first is None or second is None:
+        return second if first is None else first
+    return numpy.maximum(first, second)
+
+
+def _merge_unique(first: Any, second: Any) -> Any:
+    """Return the sorted unique values of two sorted unique arrays (no rounding again).
+
+    The result is in ``second``'s library and on its device (the newer batch's);
+    ``first`` is moved there if it lives elsewhere. Lazy (Dask) unique values are
+    small and already computed, so they are merged on the host.
+    """
+    from .backends import backend_for
+
+    if is_lazy(first) or is_lazy(second):
+        host = _merge_unique(to_numpy(first), to_numpy(second))
+        return backend_for(second if is_lazy(second) else first).asarray(host)
+    if library_name(array_namespace(first)) != library_name(array_namespace(second)):
+        backend = backend_for(second)
+        first = backend.asarray(first, device=backend.device(second))
+    xp = array_namespace(first, second)
+    return xp.sort(xp.unique_values(xp.concat([first, second])))
 

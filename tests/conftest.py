@@ -55,9 +55,14 @@ def _torch() -> ArrayLibrary:
 
 def _dask() -> ArrayLibrary:
     dask_array = importlib.import_module("dask.array")
-    return ArrayLibrary(
-        "dask", dask_array, lambda host: dask_array.from_array(host, chunks=max(1, host.shape[0] // 3) if host.ndim else ())
-    )
+
+    def make(host: numpy.ndarray) -> Any:
+        # About three blocks along the first axis, so block-wise code is exercised; a
+        # private copy, so that later changes to ``host`` do not show (as for torch).
+        chunks = ((max(1, -(-host.shape[0] // 3)),) + host.shape[1:]) if host.ndim else ()
+        return dask_array.from_array(host.copy(), chunks=chunks)
+
+    return ArrayLibrary("dask", dask_array, make)
 
 
 def _cupy() -> ArrayLibrary:
@@ -71,6 +76,7 @@ LIBRARIES = {
     "numpy": _numpy,
     "array_api_strict": _array_api_strict,
     "torch": _torch,
+    "dask": _dask,
     "cupy": _cupy,
 }
 

@@ -1,0 +1,163 @@
+"""Plots of quantization with matplotlib: value histograms on the grid, errors, bit sweeps.
+
+Small helpers for notebooks and reports. matplotlib is imported when a
+function is called, never by ``import qarray`` (install it with the ``plot``
+extra). Arrays of any library are accepted; they are copied to the host for
+plotting, so these helpers are meant for arrays that fit a figure, not for
+data sets too large for host memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy
+
+from ._namespace import to_numpy
+
+__all__ = ["plot_error", "plot_error_vs_bits", "plot_grid"]
+
+
+def _axes(ax: Any) -> Any:
+    """Return ``ax``, or new axes of a new figure when it is None."""
+    if ax is not None:
+        return ax
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError(
+            f"qarray.plot needs matplotlib (pip install 'qarray[plot]'): {error}"
+        ) from error
+    _, ax = plt.subplots(figsize=(7, 3.5))
+    return ax
+
+
+def _host(values: Any, argument: str) -> numpy.ndarray:
+    from ._namespace import as_array
+
+    return numpy.asarray(to_numpy(as_array(values, argument)), dtype=numpy.float64).reshape(-1)
+
+
+def plot_grid(
+    values: Any,
+    quantizer: Any,
+    ax: Any = None,
+    bins: int = 100,
+    max_lines: int = 64,
+) -> Any:
+    """Plot the histogram of ``values`` with the quantizer's grid of real values over it.
+
+    The grid is the de-quantized value of every integer of the clip range (the
+    calibration range when the quantizer does not clip); with more than
+    ``max_lines`` levels only the two ends are drawn.
+
+    Args:
+        values: real values of any array library.
+        quantizer: a fitted :class:`~qarray.UniformQuantizer` (or a QuantizedArray,
+            whose quantizer is used).
+        ax: matplotlib axes to draw on (new ones when None).
+        bins: the number of histogram bins.
+        max_lines: the most grid lines drawn one by one.
+
+    Returns:
+        The matplotlib axes.
+
+    Example:
+        >>> import numpy, qarray
+        >>> from qarray.plot import plot_grid
+        >>> qa = qarray.QuantizedArray(3, numpy.random.default_rng(0).normal(size=1000))
+        >>> ax = plot_grid(qa.values, qa.quantizer)  # doctest: +SKIP
+    """
+    quantizer = getattr(quantizer, "quantizer", quantizer)
+    host = _host(values, "values")
+    ax = _axes(ax)
+    ax.hist(host, bins=bins, color="tab:blue", alpha=0.7, label="values")
+    levels, count = _grid(quantizer, host)
+    shown = levels if levels.size <= max_lines else levels[[0, -1]]
+    for index, level in enumerate(shown):
+        ax.axvline(level, color="tab:red", linewidth=0.8, alpha=0.8, label="grid" if index == 0 else None)
+    ax.set_xlabel("value")
+    ax.set_ylabel("count")
+    ax.set_title(f"{quantizer.n_bits}-bit grid: {count} levels, scale {float(quantizer.scale):.4g}")
+    ax.legend(loc="upper right")
+    return ax
+
+
+def plot_error(values: Any, quantizer: Any, ax: Any = None, max_points: int = 20000) -> Any:
+    """Plot the round-trip error ``dequant(quant(values)) - values`` of each element.
+
+    Args:
+        values: real values of any array library.
+        quantizer: a fitted :class:`~qarray.UniformQuantizer` (or a QuantizedArray).
+        ax: matplotlib axes to draw on (new ones when None).
+        max_points: plot at most this many elements (evenly spaced), to keep figures light.
+
+    Returns:
+        The matplotlib axes (the ``±scale/2`` bound is drawn as dashed lines).
+    """
+    quantizer = getattr(quantizer, "quantizer", quantizer)
+    host = _host(values, "values")
+    restored = numpy.asarray(to_numpy(quantizer.dequant(quantizer.quant(host))), dtype=numpy.float64)
+    error = restored.reshape(-1) - host
+    step = max(1, host.size // max(1, max_points))
+    ax = _axes(ax)
+    ax.plot(host[::step], error[::step], ".", markersize=2, alpha=0.6, label="error")
+    bound = abs(float(quantizer.scale)) / 2
+    for sign in (-1, 1):
+        ax.axhline(sign * bound, color="tab:red", linestyle="--", linewidth=1, label="±scale/2" if sign > 0 else None)
+    ax.set_xlabel("value")
+    ax.set_ylabel("dequant(quant(x)) - x")
+    ax.set_title(f"round-trip error, {quantizer.n_bits} bits")
+    ax.legend(loc="upper right")
+    return ax
+
+
+def plot_error_vs_bits(
+    values: Any,
+    n_bits: Iterable[int] = range(2, 17),
+    ax: Any = None,
+    **option_kwargs: Any,
+) -> Any:
+    """Plot the largest and the RMS round-trip error against the number of bits.
+
+    Each width gets its own :class:`~qarray.QuantizedArray` on ``values`` (with the
+    given option fields, e.g. ``is_signed=True, is_symmetric=True``).
+
+    Returns:
+        The matplotlib axes (log scale; the errors halve with each extra bit).
+    """
+    from .quantized_array import QuantizedArray
+
+    host = _host(values, "values")
+    widths: Sequence[int] = list(n_bits)
+    largest, rms = [], []
+    for width in widths:
+        qa = QuantizedArray(width, host, **option_kwargs)
+        error = numpy.asarray(to_numpy(qa.quantizer.dequant(qa.qvalues))) - host
+        largest.append(float(numpy.max(numpy.abs(error))))
+        rms.append(float(numpy.sqrt(numpy.mean(error**2))))
+    ax = _axes(ax)
+    ax.semilogy(widths, largest, "o-", label="max |error|")
+    ax.semilogy(widths, rms, "s-", label="RMS error")
+    ax.set_xlabel("n_bits")
+    ax.set_ylabel("error")
+    ax.set_title("round-trip error vs number of bits")
+    ax.legend()
+    return ax
+
+
+def _grid(quantizer: Any, host: numpy.ndarray) -> tuple:
+    """The de-quantized levels of the quantizer's range (its clip range, else the data's),
+    and how many integers that range holds."""
+    clip: Optional[tuple] = quantizer.clip_range()
+    if clip is None:
+        q = numpy.asarray(to_numpy(quantizer.quant(host)))
+        low, high = int(q.min()), int(q.max())
+    else:
+        low, high = clip
+    count = high - low + 1
+    if count > 1 << 16:  # wide grids: only the ends matter for a picture
+        integers = numpy.array([low, high], dtype=numpy.int64)
+    else:
+        integers = numpy.arange(low, high + 1, dtype=numpy.int64)
+    return numpy.asarray(to_numpy(quantizer.dequant(integers)), dtype=numpy.float64), count
