@@ -97,6 +97,12 @@ class ArrayAPIBackend:
         xp = self.xp
         return xp.asarray(numpy.asarray(host_value, dtype=numpy.float64), device=self.device(like))
 
+    def synchronize(self) -> None:
+        """Wait until the work queued on this backend's device is done (for timing).
+
+        The generic backend computes eagerly, so there is nothing to wait for.
+        """
+
     # -- dtypes ----------------------------------------------------------------------------
 
     def is_floating(self, array: Any) -> bool:

@@ -1,35 +1,375 @@
-"""The CuPy backend: quantization on NVIDIA GPUs.
+"""The CuPy backend: quantization on NVIDIA GPUs with fused kernels.
 
 CuPy is imported when this backend is first asked for, never at ``import
-qarray`` time. Arrays stay on the device they came from; results are
-bit-identical to the NumPy backend because the arithmetic is the same float64
-sequence, rounded half to even.
+qarray`` time. Quant, dequant and min/max each run as one fused kernel (see
+:mod:`qarray.backends.cupy_kernels`): one read of the input and one write of
+the output, the problem counts of quant accumulated on the device. Every
+kernel runs on CuPy's current stream, on the device of the array it is given,
+and returns without waiting for the GPU; nothing is read back here (the core
+reads the problem counts of quant once, and only when a check was asked for).
+Per-channel (array) zero points and dtypes the kernels do not cover take the
+generic Array API path, on the array's device. Results are bit-identical to
+the NumPy backend because the arithmetic is the same float64 sequence, one
+IEEE rounding per operation, rounded half to even.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import importlib
+import numbers
+import threading
+from collections import OrderedDict
+from typing import Any, Dict, Iterator, Optional, Tuple
 
-from .array_api import ArrayAPIBackend
+import numpy
+
+from . import cupy_kernels
+from .array_api import ArrayAPIBackend, Bounds
 
 __all__ = ["CupyBackend", "make_cupy_backend"]
 
+_PARAMETER_CACHE_SIZE = 32
+"""How many per-channel zero points (per device) the backend keeps on the GPU."""
+
+_FALLBACK_BLOCKS_PER_SM = 4
+"""Resident blocks per multiprocessor assumed when the occupancy query is not available."""
+
 
 class CupyBackend(ArrayAPIBackend):
-    """Kernels for CuPy arrays (the generic Array API path on CuPy's namespace)."""
+    """Fused CUDA kernels for CuPy arrays; the generic Array API path where they do not apply.
+
+    Args:
+        cupy_namespace: CuPy's Array API namespace (``array_api_compat.cupy``).
+
+    Example:
+        >>> import cupy  # doctest: +SKIP
+        >>> from qarray.backends import get_backend  # doctest: +SKIP
+        >>> q, _ = get_backend("cupy").quantize(  # doctest: +SKIP
+        ...     cupy.asarray([0.4, 2.6]), 1.0, 0.0, (0, 3), "int8", check_finite=False)
+        >>> q  # doctest: +SKIP
+        array([0, 3], dtype=int8)
+    """
 
     def __init__(self, cupy_namespace: Any) -> None:
         super().__init__(cupy_namespace, name="cupy")
+        self._cupy = importlib.import_module("cupy")
+        self._lock = threading.Lock()
+        self._parameters: "OrderedDict[Tuple[int, int], Tuple[numpy.ndarray, Any]]" = OrderedDict()
+        self._grids: Dict[Tuple[str, int], int] = {}
+
+    # -- moving data -----------------------------------------------------------------------
+
+    def synchronize(self) -> None:
+        """Wait for the work queued on CuPy's current stream (for timing)."""
+        self._cupy.cuda.get_current_stream().synchronize()
 
     def asarray(self, values: Any, device: Any = None) -> Any:
-        """Return ``values`` on the GPU: CuPy arrays as they are, others copied once."""
+        """Return ``values`` on the GPU: CuPy arrays as they are, others copied once.
+
+        Args:
+            values: an array of any library, or a NumPy array.
+            device: the CUDA device (a ``cupy.cuda.Device`` or its id) to copy host
+                data to; default the current device. CuPy arrays are never moved.
+        """
         if self.owns(values):
             return values
-        host = self.to_numpy(values)
+        host = values if isinstance(values, numpy.ndarray) else self.to_numpy(values)
+        with self._device_context(device):
+            return self._cupy.asarray(host)
+
+    def copy(self, array: Any) -> Any:
+        """Return a C-contiguous copy of ``array`` on the device it lives on."""
+        if not isinstance(array, self._cupy.ndarray):
+            return super().copy(array)
+        with array.device:
+            return array.copy(order="C")
+
+    def parameter(self, host_value: Any, like: Any) -> Any:
+        """Return a quantization parameter ready to combine with ``like`` (on ``like``'s device).
+
+        Scalars become Python floats. Array (per-channel) zero points become float64 CuPy
+        arrays on ``like``'s device; they are copied to the device once and kept (a small
+        cache keyed by the host array, checked bit for bit on every use), so repeated
+        calls with the same zero points make no host-to-device copy.
+        """
+        if numpy.ndim(host_value) == 0:
+            return float(host_value)
+        if not isinstance(host_value, numpy.ndarray) or not isinstance(like, self._cupy.ndarray):
+            return super().parameter(host_value, like)
+        converted = numpy.ascontiguousarray(host_value, dtype=numpy.float64)
+        key = (id(host_value), like.device.id)
+        with self._lock:
+            cached = self._parameters.get(key)
+            if cached is not None and _same_bits(cached[0], converted):
+                self._parameters.move_to_end(key)
+                return cached[1]
+        with like.device:
+            on_device = self._cupy.asarray(converted)
+        with self._lock:
+            self._parameters[key] = (converted.copy(), on_device)
+            self._parameters.move_to_end(key)
+            while len(self._parameters) > _PARAMETER_CACHE_SIZE:
+                self._parameters.popitem(last=False)
+        return on_device
+
+    # -- kernels ---------------------------------------------------------------------------
+
+    def minmax(self, values: Any, omit_nonfinite: bool = False) -> Tuple[Any, Any]:
+        """Return ``(min, max)`` as 0-d arrays of ``values``' dtype, in one fused pass.
+
+        See :meth:`ArrayAPIBackend.minmax`: NaN propagates unless ``omit_nonfinite``;
+        with it, NaN and ±Inf are left out (+Inf, -Inf when nothing is left). Two
+        kernel launches (per-block results, then their combination), no read-back.
+        """
+        dtype = self._fused_float(values)
+        if dtype is None or values.size == 0:
+            with self._on(values):
+                return super().minmax(values, omit_nonfinite=omit_nonfinite)
+        cupy = self._cupy
+        with values.device:
+            source = cupy.ascontiguousarray(values)
+            count = int(source.size)
+            partial_name = cupy_kernels.kernel_name("minmax_partial", dtype)
+            partial_kernel = cupy_kernels.kernel(partial_name)
+            final_kernel = cupy_kernels.kernel(cupy_kernels.kernel_name("minmax_final", dtype))
+            grid = self._grid(partial_kernel, partial_name, count, values.device.id)
+            partial = cupy.empty(2 * grid, dtype=cupy.float64)
+            low = cupy.empty((), dtype=values.dtype)
+            high = cupy.empty((), dtype=values.dtype)
+            block = (cupy_kernels.BLOCK_THREADS,)
+            partial_kernel(
+                (grid,), block, (source, numpy.int64(count), numpy.int32(bool(omit_nonfinite)), partial)
+            )
+            final_kernel((1,), block, (partial, numpy.int64(grid), low, high))
+        return low, high
+
+    def count_nonfinite(self, values: Any) -> Any:
+        """Return the number of NaN and ±Inf in ``values`` (generic path, on its device)."""
+        with self._on(values):
+            return super().count_nonfinite(values)
+
+    def unique_rounded(self, values: Any, omit_nonfinite: bool = False) -> Any:
+        """Return the sorted unique values rounded to 2 decimals (generic path, on the device).
+
+        The generic path (float64 ``round(x * 100) / 100``, unique, sort) runs on CuPy as
+        it is: the result stays on ``values``' device and is bit-identical to NumPy's.
+        """
+        with self._on(values):
+            return super().unique_rounded(values, omit_nonfinite=omit_nonfinite)
+
+    def quantize(
+        self,
+        values: Any,
+        scale: float,
+        zero_point: Any,
+        clip: Bounds,
+        dtype: str,
+        check_finite: bool = True,
+        fit: Bounds = None,
+        out: Any = None,
+    ) -> Tuple[Any, Any]:
+        """Quantize in one fused pass (see :meth:`ArrayAPIBackend.quantize` for the contract).
+
+        ``rint((double)x / scale + zero_point)`` with IEEE float64 division and addition,
+        clipped to ``clip``, written as ``dtype``. The problem counts (non-finite inputs
+        when ``check_finite``; rounded values outside ``fit``, NaN included) are added up
+        on the device into a length-2 int64 array that is returned unread. Array zero
+        points and dtypes without a kernel take the generic path.
+
+        Raises:
+            TypeError: if ``out`` is not a CuPy array.
+            ValueError: if ``out`` has the wrong shape or dtype, or lives on another device.
+        """
+        in_dtype = self._fused_float(values)
+        zero = _scalar(zero_point)
+        if in_dtype is None or zero is None or dtype not in cupy_kernels.INTEGER_TYPES:
+            with self._on(values):
+                return super().quantize(values, scale, zero_point, clip, dtype, check_finite, fit, out)
+        cupy = self._cupy
+        flags = 0
+        clip_low = clip_high = fit_low = fit_high = 0.0
+        if clip is not None:
+            flags |= cupy_kernels.FLAG_CLIP
+            clip_low, clip_high = float(clip[0]), float(clip[1])
+        if check_finite:
+            flags |= cupy_kernels.FLAG_COUNT_NONFINITE
+        if fit is not None:
+            flags |= cupy_kernels.FLAG_COUNT_OUTSIDE
+            fit_low, fit_high = float(fit[0]), float(fit[1])
+        checked = bool(check_finite) or fit is not None
+        with values.device:
+            result, write_back = self._output(out, values, dtype)
+            problems = cupy.zeros(2, dtype=cupy.int64) if checked else None
+            count = int(values.size)
+            if count:
+                source = cupy.ascontiguousarray(values)
+                name = cupy_kernels.kernel_name("quant", in_dtype, dtype)
+                function = cupy_kernels.kernel(name)
+                grid = self._grid(function, name, count, values.device.id)
+                function(
+                    (grid,),
+                    (cupy_kernels.BLOCK_THREADS,),
+                    (
+                        source,
+                        result,
+                        numpy.int64(count),
+                        numpy.float64(scale),
+                        numpy.float64(zero),
+                        numpy.int32(flags),
+                        numpy.float64(clip_low),
+                        numpy.float64(clip_high),
+                        numpy.float64(fit_low),
+                        numpy.float64(fit_high),
+                        problems if problems is not None else numpy.uint64(0),
+                    ),
+                )
+            if write_back is not None:
+                write_back[...] = result
+                result = write_back
+        return result, problems
+
+    def dequantize(
+        self, qvalues: Any, scale: float, zero_point: Any, dtype: str, out: Any = None
+    ) -> Any:
+        """De-quantize in one fused pass: ``scale * ((double)q - zero_point)``, cast to ``dtype``.
+
+        See :meth:`ArrayAPIBackend.dequantize`. float32 results are rounded to nearest even
+        from the float64 value, subnormals included, as NumPy's cast.
+
+        Raises:
+            TypeError: if ``out`` is not a CuPy array.
+            ValueError: if ``out`` has the wrong shape or dtype, or lives on another device.
+        """
+        in_dtype = self._fused_integer(qvalues)
+        zero = _scalar(zero_point)
+        if in_dtype is None or zero is None or dtype not in cupy_kernels.FLOAT_TYPES:
+            with self._on(qvalues):
+                return super().dequantize(qvalues, scale, zero_point, dtype, out)
+        cupy = self._cupy
+        with qvalues.device:
+            result, write_back = self._output(out, qvalues, dtype)
+            count = int(qvalues.size)
+            if count:
+                source = cupy.ascontiguousarray(qvalues)
+                name = cupy_kernels.kernel_name("dequant", in_dtype, dtype)
+                function = cupy_kernels.kernel(name)
+                grid = self._grid(function, name, count, qvalues.device.id)
+                function(
+                    (grid,),
+                    (cupy_kernels.BLOCK_THREADS,),
+                    (source, result, numpy.int64(count), numpy.float64(scale), numpy.float64(zero)),
+                )
+            if write_back is not None:
+                write_back[...] = result
+                result = write_back
+        return result
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _fused_float(self, values: Any) -> Optional[str]:
+        """Return the dtype name if the fused float kernels take ``values``, else None."""
+        if not isinstance(values, self._cupy.ndarray):
+            return None
+        name = numpy.dtype(values.dtype).name
+        return name if name in cupy_kernels.FLOAT_TYPES else None
+
+    def _fused_integer(self, qvalues: Any) -> Optional[str]:
+        """Return the dtype name if the fused integer kernels take ``qvalues``, else None."""
+        if not isinstance(qvalues, self._cupy.ndarray):
+            return None
+        name = numpy.dtype(qvalues.dtype).name
+        return name if name in cupy_kernels.INTEGER_TYPES else None
+
+    def _output(self, out: Any, like: Any, dtype: str) -> Tuple[Any, Any]:
+        """Return ``(buffer to write, array to copy it into afterwards or None)``.
+
+        Runs under ``like``'s device. A given ``out`` that is C-contiguous is written
+        directly; a strided one gets the result copied in.
+        """
+        cupy = self._cupy
+        if out is None:
+            return cupy.empty(like.shape, dtype=dtype), None
+        if not isinstance(out, cupy.ndarray):
+            raise TypeError(f"out must be a CuPy array for CuPy input, got {type(out).__name__}")
+        if tuple(out.shape) != tuple(like.shape) or numpy.dtype(out.dtype) != numpy.dtype(dtype):
+            raise ValueError(
+                f"out must have shape {tuple(like.shape)} and dtype {dtype}, "
+                f"got shape {tuple(out.shape)} and dtype {out.dtype}"
+            )
+        if out.device.id != like.device.id:
+            raise ValueError(
+                f"out must live on the input's device {like.device.id}, got device {out.device.id}"
+            )
+        if out.flags.c_contiguous:
+            return out, None
+        return cupy.empty(like.shape, dtype=dtype), out
+
+    def _grid(self, function: Any, name: str, count: int, device_id: int) -> int:
+        """Return the number of blocks for ``count`` elements: at most one full wave.
+
+        The kernels loop over the array (grid-stride), so the grid is the number of blocks
+        of kernel ``name`` that fit on the device at once (multiprocessors x resident
+        blocks), or fewer for small arrays. The figure is computed once per kernel and device.
+        """
+        key = (name, device_id)
+        capacity = self._grids.get(key)
+        if capacity is None:
+            capacity = _device_capacity(self._cupy, function, device_id)
+            self._grids[key] = capacity
+        needed = -(-count // cupy_kernels.BLOCK_THREADS)
+        return max(1, min(needed, capacity))
+
+    def _on(self, array: Any) -> Any:
+        """A context that makes ``array``'s device current (a no-op for non-CuPy input)."""
+        if isinstance(array, self._cupy.ndarray):
+            return array.device
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _device_context(self, device: Any) -> Iterator[None]:
         if device is None:
-            return self.xp.asarray(host)
+            yield
+            return
+        if isinstance(device, numbers.Integral):
+            device = self._cupy.cuda.Device(int(device))
         with device:
-            return self.xp.asarray(host)
+            yield
+
+
+def _scalar(zero_point: Any) -> Optional[float]:
+    """Return a scalar zero point as a float, or None for an array (per-channel) one."""
+    if isinstance(zero_point, (bool, numpy.bool_)):
+        return None
+    if isinstance(zero_point, numbers.Real):
+        return float(zero_point)
+    if isinstance(zero_point, numpy.ndarray) and zero_point.ndim == 0:
+        return float(zero_point)
+    return None
+
+
+def _same_bits(first: numpy.ndarray, second: numpy.ndarray) -> bool:
+    """True if two float64 arrays have the same shape and the same bits."""
+    return first.shape == second.shape and first.tobytes() == second.tobytes()
+
+
+def _device_capacity(cupy: Any, function: Any, device_id: int) -> int:
+    """Return how many blocks of ``function`` run at once on device ``device_id``."""
+    properties = cupy.cuda.runtime.getDeviceProperties(device_id)
+    multiprocessors = int(properties.get("multiProcessorCount", 1)) or 1
+    per_multiprocessor = _FALLBACK_BLOCKS_PER_SM
+    try:
+        occupancy = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor
+        per_multiprocessor = int(occupancy(function.kernel.ptr, cupy_kernels.BLOCK_THREADS, 0))
+    except Exception:  # an older CuPy without the query: fall back to the register count
+        try:
+            registers = int(function.num_regs)
+            per_warp = -(-registers * 32 // 256) * 256  # registers are given out per warp, by 256
+            warps = int(properties.get("regsPerMultiprocessor", 65536)) // max(per_warp, 1)
+            per_multiprocessor = warps // (cupy_kernels.BLOCK_THREADS // 32)
+        except Exception:
+            per_multiprocessor = _FALLBACK_BLOCKS_PER_SM
+    return multiprocessors * max(1, per_multiprocessor)
 
 
 def make_cupy_backend() -> CupyBackend:
@@ -39,8 +379,8 @@ def make_cupy_backend() -> CupyBackend:
         ImportError: if CuPy is not installed or no CUDA GPU is visible.
     """
     try:
-        import cupy  # noqa: F401  (imported here, on first use, on purpose)
-        from array_api_compat import cupy as compat_cupy
+        cupy = importlib.import_module("cupy")  # imported here, on first use, on purpose
+        compat_cupy = importlib.import_module("array_api_compat.cupy")
     except Exception as error:  # CuPy raises various errors when CUDA is missing
         raise ImportError(f"the cupy backend needs CuPy and a CUDA GPU: {error}") from error
     try:

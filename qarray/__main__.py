@@ -26,13 +26,6 @@ def _best_backend(requested: Optional[str]) -> Any:
     return get_backend("cupy" if "cupy" in available_backends() else "numpy")
 
 
-def _synchronize(backend: Any) -> None:
-    if backend.name == "cupy":
-        import cupy
-
-        cupy.cuda.get_current_stream().synchronize()
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the demo; return the process exit status."""
     parser = argparse.ArgumentParser(prog="python -m qarray", description=__doc__.splitlines()[0])
@@ -49,11 +42,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     values = backend.asarray(host)
     print(f"qarray {__version__}: {args.size:,} float32 values from N(0, 1) on backend '{backend.name}'")
     print(f"{'bits':>4} {'scale':>12} {'zero_point':>10} {'max |error|':>12} {'scale/2':>12} {'ok':>3} {'quantize':>10} {'Mvalues/s':>10}")
+    QuantizedArray(8, values[:1024])  # warm-up: kernels compile (or load from cache) on first use
+    backend.synchronize()
     rows: List[bool] = []
     for n_bits in args.bits:
         start = time.perf_counter()
         qa = QuantizedArray(n_bits, values)
-        _synchronize(backend)
+        backend.synchronize()
         elapsed = time.perf_counter() - start
         quantizer = qa.quantizer
         restored = quantizer.dequant(qa.qvalues)

@@ -1,0 +1,348 @@
+"""GPU benchmark: qarray's fused CuPy kernels against naive CuPy code and PyTorch.
+
+For float32 arrays of 2^24, 2^27 and 2^29 elements (sizes that do not fit the
+GPU's free memory are skipped) it times four operations:
+
+- ``quant_int8``: quantization to int8 (signed 8-bit, clipped);
+- ``dequant_float32``: de-quantization of those int8 values to float32;
+- ``calibration``: the calibration statistics (qarray: min and max in one fused pass);
+- ``calibration_quant``: calibration, parameters and quantization together.
+
+Each is timed with CUDA events (median of the repeats, after warm-up runs) and
+reported as effective bandwidth: the bytes a single pass must read and write
+(for example 4 + 1 bytes per element for quant to int8), divided by the time,
+and as a fraction of a device-to-device copy's bandwidth measured in the same
+run. Side by side:
+
+- ``qarray``: the public API on CuPy arrays (``check_finite=False`` for the bare
+  kernel; ``qarray_checked`` with the default check and its one read-back);
+- ``naive``: the same formulas as plain CuPy array operations, as Concrete ML's
+  NumPy code runs on a CuPy array (``rint(x / scale + zero_point)``, ``clip``,
+  ``astype(int64)``; calibration with ``min``, ``max`` and
+  ``unique(round(x, 2))``);
+- ``torch``: ``torch.quantize_per_tensor`` / ``dequantize`` / ``aminmax`` on
+  CUDA, when PyTorch is importable (float32 arithmetic: timing only).
+
+qarray's integers are checked against a float64 CuPy computation of the
+specification (and its float32 results and min/max likewise); the process
+exits with 1 when a check fails, 2 when no GPU is usable.
+
+Usage::
+
+    python benchmarks/gpu_benchmark.py [--quick] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy
+
+BYTES_PER_ELEMENT_NEEDED = 64
+"""Device memory per float32 element the whole run may hold at once (naive temporaries included)."""
+
+
+def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=None,
+        help="sizes as powers of two (default 24 27 29; with --quick 24 27)",
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 10; --quick 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--device", type=int, default=0, help="CUDA device id (default 0)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = [24, 27] if args.quick else [24, 27, 29]
+    if args.repeats is None:
+        args.repeats = 5 if args.quick else 10
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
+    if any(not 1 <= size <= 34 for size in args.sizes):
+        parser.error("--sizes must be powers of two between 1 and 34")
+    return args
+
+
+def _write_json(path: Optional[str], document: Dict[str, Any]) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+
+
+class Timer:
+    """Median time of a callable with CUDA events of one library (CuPy or PyTorch)."""
+
+    def __init__(self, cupy: Any, torch: Any, repeats: int, warmup: int) -> None:
+        self.cupy = cupy
+        self.torch = torch
+        self.repeats = repeats
+        self.warmup = warmup
+
+    def __call__(self, function: Callable[[], Any], library: str = "cupy") -> float:
+        """Return the median seconds of ``function`` (results are dropped after each run)."""
+        for _ in range(self.warmup):
+            function()
+        self._synchronize(library)
+        times = []
+        for _ in range(self.repeats):
+            if library == "torch":
+                start = self.torch.cuda.Event(enable_timing=True)
+                end = self.torch.cuda.Event(enable_timing=True)
+            else:
+                start, end = self.cupy.cuda.Event(), self.cupy.cuda.Event()
+            start.record()
+            function()
+            end.record()
+            end.synchronize()
+            if library == "torch":
+                milliseconds = start.elapsed_time(end)
+            else:
+                milliseconds = self.cupy.cuda.get_elapsed_time(start, end)
+            times.append(milliseconds / 1e3)
+        return statistics.median(times)
+
+    def _synchronize(self, library: str) -> None:
+        if library == "torch":
+            self.torch.cuda.synchronize()
+        self.cupy.cuda.get_current_stream().synchronize()
+
+
+def _import_torch(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        import torch  # imported here: optional
+    except Exception:
+        return None
+    try:
+        return torch if torch.cuda.is_available() else None
+    except Exception:
+        return None
+
+
+def _naive_parameters(rmin: float, rmax: float, n_bits: int, offset: int):
+    """Concrete ML's asymmetric rule on host numbers (for the naive calibration path)."""
+    scale = (rmax - rmin) / (2**n_bits - 1)
+    zero_point = int(numpy.round((rmax * -offset - rmin * (2**n_bits - 1 - offset)) / (rmax - rmin)))
+    return numpy.float64(scale), zero_point
+
+
+def _bench_size(exponent: int, args: argparse.Namespace, cupy: Any, torch: Any, timer: Timer) -> Dict[str, Any]:
+    import qarray
+    from qarray import MinMaxQuantizationStats, QuantizationOptions, UniformQuantizationParameters
+    from qarray import UniformQuantizer
+    from qarray.backends import get_backend
+
+    count = 1 << exponent
+    backend = get_backend("cupy")
+    x = cupy.random.RandomState(args.seed + exponent).standard_normal(size=count, dtype=cupy.float32)
+    options = QuantizationOptions(8, is_signed=True)
+    stats = MinMaxQuantizationStats()
+    stats.compute_quantization_stats(x, with_uvalues=False)
+    params = UniformQuantizationParameters()
+    params.compute_quantization_parameters(options, stats)
+    quantizer = UniformQuantizer(options, stats, params)
+    scale, zero_point = numpy.float64(quantizer.scale), int(quantizer.zero_point)
+    low, high = quantizer.clip_range()
+    n_bits, offset = options.n_bits, int(quantizer.offset)
+
+    rows: List[Dict[str, Any]] = []
+    checks: Dict[str, Any] = {}
+
+    def record(op: str, impl: str, seconds: float, nbytes: int) -> None:
+        rows.append({"op": op, "impl": impl, "median_ms": seconds * 1e3, "bytes": nbytes, "gbps": nbytes / seconds / 1e9})
+
+    def release() -> None:
+        cupy.get_default_memory_pool().free_all_blocks()
+        if torch is not None:
+            torch.cuda.empty_cache()
+
+    # -- the copy that sets the scale: read 4 bytes, write 4 bytes per element ---------------
+    target = cupy.empty_like(x)
+    copy_seconds = timer(lambda: cupy.copyto(target, x))
+    copy_gbps = 8 * count / copy_seconds / 1e9
+    release()
+
+    # -- quant to int8 ---------------------------------------------------------------------------
+    q8 = quantizer.quant(x, dtype=cupy.int8, check_finite=False)
+    reference = cupy.clip(cupy.rint(x.astype(cupy.float64) / scale + zero_point), low, high).astype(cupy.int64)
+    checks["quant_int8_equals_float64_reference"] = bool(cupy.array_equal(q8.astype(cupy.int64), reference))
+    literal = cupy.clip(cupy.rint(x / scale + zero_point), low, high).astype(cupy.int64)
+    checks["naive_literal_dtype"] = str((x / scale).dtype)
+    checks["quant_int8_equals_naive_literal"] = bool(cupy.array_equal(q8.astype(cupy.int64), literal))
+    del reference, literal
+    release()
+    record("quant_int8", "qarray", timer(lambda: quantizer.quant(x, dtype=cupy.int8, check_finite=False)), 5 * count)
+    record("quant_int8", "qarray_checked", timer(lambda: quantizer.quant(x, dtype=cupy.int8)), 5 * count)
+    record(
+        "quant_int8", "naive",
+        timer(lambda: cupy.clip(cupy.rint(x / scale + zero_point), low, high).astype(cupy.int64)),
+        5 * count,
+    )
+    release()
+    tensor = qtensor = None
+    if torch is not None:
+        tensor = torch.from_dlpack(x)
+        record(
+            "quant_int8", "torch",
+            timer(lambda: torch.quantize_per_tensor(tensor, float(scale), zero_point, torch.qint8), "torch"),
+            5 * count,
+        )
+        qtensor = torch.quantize_per_tensor(tensor, float(scale), zero_point, torch.qint8)
+        release()
+
+    # -- dequant to float32 ----------------------------------------------------------------------
+    restored = quantizer.dequant(q8, dtype=cupy.float32)
+    expected = (scale * (q8.astype(cupy.float64) - numpy.float64(zero_point))).astype(cupy.float32)
+    checks["dequant_float32_equals_float64_reference"] = bool(
+        cupy.array_equal(restored.view(cupy.uint32), expected.view(cupy.uint32))
+    )
+    del restored, expected
+    release()
+    record("dequant_float32", "qarray", timer(lambda: quantizer.dequant(q8, dtype=cupy.float32)), 5 * count)
+    record(
+        "dequant_float32", "naive",
+        timer(lambda: (scale * (q8.astype(cupy.float64) - numpy.float64(zero_point))).astype(cupy.float32)),
+        5 * count,
+    )
+    release()
+    if qtensor is not None:
+        record("dequant_float32", "torch", timer(lambda: qtensor.dequantize(), "torch"), 5 * count)
+        release()
+
+    # -- calibration -----------------------------------------------------------------------------
+    rmin, rmax = backend.minmax(x)
+    checks["minmax_equals_cupy"] = bool(float(rmin) == float(x.min()) and float(rmax) == float(x.max()))
+    record("calibration", "qarray", timer(lambda: backend.minmax(x)), 4 * count)
+    record("calibration", "naive_minmax", timer(lambda: (x.min(), x.max())), 4 * count)
+    record(
+        "calibration", "naive",
+        timer(lambda: (x.min(), x.max(), cupy.unique(cupy.round(x, 2)))),
+        4 * count,
+    )
+    release()
+    if tensor is not None:
+        record("calibration", "torch", timer(lambda: torch.aminmax(tensor), "torch"), 4 * count)
+        release()
+
+    # -- calibration + parameters + quant ----------------------------------------------------------
+    def qarray_pipeline() -> Any:
+        calibrated = MinMaxQuantizationStats()
+        calibrated.compute_quantization_stats(x, with_uvalues=False)
+        chosen = UniformQuantizationParameters()
+        chosen.compute_quantization_parameters(options, calibrated)
+        return UniformQuantizer(options, calibrated, chosen).quant(x, dtype=cupy.int8)
+
+    def naive_pipeline() -> Any:
+        rmin_, rmax_ = float(x.min()), float(x.max())  # Concrete ML reads the range to the host
+        cupy.unique(cupy.round(x, 2))
+        scale_, zero_point_ = _naive_parameters(rmin_, rmax_, n_bits, offset)
+        return cupy.clip(cupy.rint(x / scale_ + zero_point_), low, high).astype(cupy.int64)
+
+    checks["pipeline_equals_quant"] = bool(cupy.array_equal(qarray_pipeline(), q8))
+    record("calibration_quant", "qarray", timer(qarray_pipeline), 9 * count)
+    record("calibration_quant", "naive", timer(naive_pipeline), 9 * count)
+    release()
+    if tensor is not None:
+
+        def torch_pipeline() -> Any:
+            low_, high_ = torch.aminmax(tensor)
+            scale_, zero_point_ = _naive_parameters(float(low_), float(high_), n_bits, offset)
+            return torch.quantize_per_tensor(tensor, float(scale_), zero_point_, torch.qint8)
+
+        record("calibration_quant", "torch", timer(torch_pipeline, "torch"), 9 * count)
+
+    for row in rows:
+        row["vs_copy"] = row["gbps"] / copy_gbps
+    return {
+        "exponent": exponent,
+        "elements": count,
+        "scale": float(scale),
+        "zero_point": zero_point,
+        "qarray_version": qarray.__version__,
+        "copy_gbps": copy_gbps,
+        "results": rows,
+        "checks": checks,
+    }
+
+
+def _print_size(result: Dict[str, Any]) -> None:
+    print(
+        f"\n2^{result['exponent']} = {result['elements']:,} float32 values; "
+        f"device-to-device copy: {result['copy_gbps']:.0f} GB/s (read + write)"
+    )
+    print(f"{'operation':<18} {'implementation':<15} {'median ms':>10} {'GB/s':>8} {'vs copy':>8}")
+    for row in result["results"]:
+        print(
+            f"{row['op']:<18} {row['impl']:<15} {row['median_ms']:>10.3f} "
+            f"{row['gbps']:>8.1f} {row['vs_copy']:>8.2f}"
+        )
+    for name, value in result["checks"].items():
+        print(f"  check {name}: {value}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the benchmark; return the process exit status (0 ok, 1 a check failed, 2 no GPU)."""
+    args = _parse(argv)
+    document: Dict[str, Any] = {"python": platform.python_version(), "sizes": [], "skipped_sizes": []}
+    try:
+        import cupy  # imported here: the benchmark needs it, qarray does not
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError("no CUDA GPU is visible")
+    except Exception as error:
+        reason = f"CuPy with a CUDA GPU is needed: {error}"
+        print(f"skipped: {reason}")
+        document["skipped"] = reason
+        _write_json(args.json, document)
+        return 2
+    torch = _import_torch(not args.no_torch)
+    with cupy.cuda.Device(args.device):
+        if torch is not None:
+            torch.cuda.set_device(args.device)
+        properties = cupy.cuda.runtime.getDeviceProperties(args.device)
+        name = properties.get("name", b"?")
+        document.update(
+            device=name.decode() if isinstance(name, bytes) else str(name),
+            cupy=cupy.__version__,
+            torch=None if torch is None else torch.__version__,
+            repeats=args.repeats,
+            warmup=args.warmup,
+        )
+        print(f"qarray GPU benchmark on {document['device']} (CuPy {cupy.__version__}, "
+              f"PyTorch {document['torch'] or 'not used'}); median of {args.repeats} runs")
+        timer = Timer(cupy, torch, args.repeats, args.warmup)
+        for exponent in args.sizes:
+            free, _total = cupy.cuda.runtime.memGetInfo()
+            needed = (1 << exponent) * BYTES_PER_ELEMENT_NEEDED
+            if needed > free:
+                print(f"\n2^{exponent}: skipped, needs about {needed / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
+                document["skipped_sizes"].append({"exponent": exponent, "needed_bytes": needed, "free_bytes": free})
+                continue
+            result = _bench_size(exponent, args, cupy, torch, timer)
+            cupy.get_default_memory_pool().free_all_blocks()  # this size's arrays are gone now
+            if torch is not None:
+                torch.cuda.empty_cache()
+            _print_size(result)
+            document["sizes"].append(result)
+    required = ("quant_int8_equals_float64_reference", "dequant_float32_equals_float64_reference",
+                "minmax_equals_cupy", "pipeline_equals_quant")
+    passed = all(size["checks"][name] for size in document["sizes"] for name in required)
+    document["all_checks_passed"] = passed
+    _write_json(args.json, document)
+    print(f"\nchecks: {'all passed' if passed else 'FAILED'}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
