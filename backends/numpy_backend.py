@@ -4,27 +4,40 @@ The generic Array API path allocates a float64 copy of the input and several
 full-size intermediates. Here the input is processed in blocks small enough to
 stay in the processor's cache, with in-place ufuncs (``out=``) on one reusable
 float64 buffer, and each block's result is written straight into the integer
-output. The arithmetic is the same float64 sequence as the generic path, so
-results are bit-identical to it.
+output. The arithmetic is the same float64 sequence as the generic path
+(``x / scale`` by true division, ``+ zero_point``, round half to even, clip,
+cast), so results are bit-identical to it.
+
+When Numba is installed, large C-contiguous float32/float64 arrays go through
+the compiled kernels of :mod:`qarray.backends.numba_kernels` instead (one pass,
+vectorised, on all cores), which give the same bits; set
+``QARRAY_DISABLE_NUMBA=1`` to keep the NumPy path. Numba is only imported the
+first time such an array is quantized.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import numpy
 from array_api_compat import numpy as compat_numpy
 
+from . import _parallel, numba_kernels
 from .array_api import ArrayAPIBackend, Bounds
 
-__all__ = ["NumpyBackend", "BLOCK_ELEMENTS"]
+__all__ = ["NumpyBackend", "BLOCK_ELEMENTS", "MINMAX_BLOCK_ELEMENTS"]
 
 BLOCK_ELEMENTS = 1 << 16
 """Elements per block: a 512 KiB float64 buffer, which stays in a typical L2 cache."""
 
+MINMAX_BLOCK_ELEMENTS = 1 << 18
+"""Elements per block of the min/max pass: min then max of one block read it from cache."""
+
 
 class NumpyBackend(ArrayAPIBackend):
-    """Blocked, in-place NumPy kernels; falls back to the generic path where they do not apply.
+    """Blocked, in-place NumPy kernels (compiled ones with Numba); generic path for the rest.
+
+    Per-channel (array) zero points take the generic path.
 
     Example:
         >>> import numpy
@@ -45,14 +58,52 @@ class NumpyBackend(ArrayAPIBackend):
         return self.to_numpy(values)
 
     def copy(self, array: Any) -> Any:
-        """Return a C-contiguous copy of ``array`` that shares no memory with it."""
-        return numpy.array(array, copy=True, order="C")
+        """Return a C-contiguous copy of ``array`` that shares no memory with it.
+
+        Large arrays are copied in chunks on several threads (first touching a new
+        array's pages costs as much as copying into it).
+        """
+        array = numpy.asarray(array)
+        if array.dtype.hasobject:
+            return numpy.array(array, copy=True, order="C")
+        result = numpy.empty(array.shape, dtype=array.dtype)
+        pair = _flat_pair(array, result)
+        if pair is None:
+            numpy.copyto(result, array)
+            return result
+        source, target = pair
+        _parallel.run(source.size, lambda start, stop: numpy.copyto(target[start:stop], source[start:stop]))
+        return result
+
+    # -- statistics ------------------------------------------------------------------------
 
     def minmax(self, values: Any, omit_nonfinite: bool = False) -> Tuple[Any, Any]:
-        """Return ``(min, max)`` as 0-d arrays (see :meth:`ArrayAPIBackend.minmax`)."""
-        if omit_nonfinite:
-            return super().minmax(values, omit_nonfinite=True)
-        return numpy.min(values), numpy.max(values)
+        """Return ``(min, max)`` as 0-d arrays of ``values``' dtype, reading the input once.
+
+        NaN propagates into both (any NaN gives NaN, as ``numpy.min`` does); see
+        :meth:`ArrayAPIBackend.minmax` for ``omit_nonfinite``. Empty input raises
+        ``ValueError`` as ``numpy.min`` does.
+        """
+        values = numpy.asarray(values)
+        if values.size == 0:
+            return numpy.min(values), numpy.max(values)  # raises NumPy's ValueError
+        if not omit_nonfinite and _use_numba(values):
+            return numba_kernels.minmax(values.reshape(-1))
+        return _minmax_blocked(values, omit_nonfinite)
+
+    def count_nonfinite(self, values: Any) -> Any:
+        """Return the number of NaN and ±Inf in ``values`` as a 0-d int64 array (blockwise)."""
+        values = numpy.asarray(values)
+        if values.dtype.kind != "f" or values.size == 0:
+            return numpy.asarray(0, dtype=numpy.int64)
+        flat = _flat(values)
+        if flat is None:
+            total = _count_nonfinite_range(values)
+        else:
+            total = sum(_parallel.run(flat.size, lambda start, stop: _count_nonfinite_range(flat[start:stop])))
+        return numpy.asarray(total, dtype=numpy.int64)
+
+    # -- quantization ----------------------------------------------------------------------
 
     def quantize(
         self,
@@ -65,57 +116,259 @@ class NumpyBackend(ArrayAPIBackend):
         fit: Bounds = None,
         out: Any = None,
     ) -> Tuple[Any, Any]:
-        """Quantize block by block (see :meth:`ArrayAPIBackend.quantize` for the contract)."""
-        if numpy.ndim(zero_point) != 0:
+        """Quantize block by block, or with the compiled kernel (see :meth:`ArrayAPIBackend.quantize`).
+
+        ``out`` must be a writeable NumPy array of ``dtype`` and ``values``' shape
+        (any layout; it may even be ``values``' own memory).
+
+        Raises:
+            TypeError: if ``out`` is not a NumPy array.
+            ValueError: if ``out`` has the wrong shape or dtype, or is read-only.
+        """
+        values = numpy.asarray(values)
+        if numpy.ndim(zero_point) != 0:  # per-channel zero point: the generic path
+            if out is not None:
+                _output(out, values.shape, dtype)  # the same checks as below
             return super().quantize(values, scale, zero_point, clip, dtype, check_finite, fit, out)
         result = _output(out, values.shape, dtype)
-        source = numpy.ascontiguousarray(values).reshape(-1)
-        target = result.reshape(-1)
-        buffer = numpy.empty(min(BLOCK_ELEMENTS, source.size), dtype=numpy.float64)
-        n_nonfinite = 0
-        n_outside = 0
-        for start in range(0, source.size, BLOCK_ELEMENTS):
-            chunk = source[start : start + BLOCK_ELEMENTS]
-            work = buffer[: chunk.size]
-            numpy.divide(chunk, scale, out=work, dtype=numpy.float64)
-            numpy.add(work, zero_point, out=work)
-            numpy.rint(work, out=work)
-            if check_finite:
-                n_nonfinite += chunk.size - int(numpy.count_nonzero(numpy.isfinite(chunk)))
-            if clip is not None:
-                numpy.clip(work, clip[0], clip[1], out=work)
-            elif fit is not None:
-                inside = numpy.count_nonzero((work >= fit[0]) & (work <= fit[1]))
-                n_outside += chunk.size - int(inside)
-            numpy.copyto(target[start : start + chunk.size], work, casting="unsafe")
+        if out is not None and numpy.may_share_memory(out, values):
+            # Writing a block could overwrite input not read yet: work on a private copy.
+            quantized, problems = self.quantize(values, scale, zero_point, clip, dtype, check_finite, fit)
+            numpy.copyto(result, quantized)
+            return result, problems
+        scale, zero_point = float(scale), float(zero_point)
+        if _use_numba(values) and result.flags.c_contiguous:
+            n_nonfinite, n_outside = numba_kernels.quantize(
+                values.reshape(-1), result.reshape(-1), scale, zero_point, clip, fit
+            )
+        else:
+            n_nonfinite, n_outside = _quantize_blocked(values, result, scale, zero_point, clip, fit, check_finite)
         problems = None
         if check_finite or fit is not None:
-            problems = numpy.array([n_nonfinite, n_outside], dtype=numpy.int64)
+            problems = numpy.array(
+                [n_nonfinite if check_finite else 0, n_outside if fit is not None else 0], dtype=numpy.int64
+            )
         return result, problems
 
     def dequantize(
         self, qvalues: Any, scale: float, zero_point: Any, dtype: str, out: Any = None
     ) -> Any:
-        """De-quantize block by block (see :meth:`ArrayAPIBackend.dequantize`)."""
-        if numpy.ndim(zero_point) != 0:
+        """De-quantize block by block, or with the compiled kernel (see :meth:`ArrayAPIBackend.dequantize`).
+
+        Raises:
+            TypeError: if ``out`` is not a NumPy array.
+            ValueError: if ``out`` has the wrong shape or dtype, or is read-only.
+        """
+        qvalues = numpy.asarray(qvalues)
+        if numpy.ndim(zero_point) != 0:  # per-channel zero point: the generic path
+            if out is not None:
+                _output(out, qvalues.shape, dtype)
             return super().dequantize(qvalues, scale, zero_point, dtype, out)
         result = _output(out, qvalues.shape, dtype)
-        source = numpy.ascontiguousarray(qvalues).reshape(-1)
-        target = result.reshape(-1)
-        direct = dtype == "float64"
-        buffer = None if direct else numpy.empty(min(BLOCK_ELEMENTS, source.size), numpy.float64)
-        for start in range(0, source.size, BLOCK_ELEMENTS):
-            chunk = source[start : start + BLOCK_ELEMENTS]
-            work = target[start : start + chunk.size] if direct else buffer[: chunk.size]
-            numpy.subtract(chunk, zero_point, out=work, dtype=numpy.float64)
-            numpy.multiply(work, scale, out=work)
-            if not direct:
-                numpy.copyto(target[start : start + chunk.size], work, casting="unsafe")
+        if out is not None and numpy.may_share_memory(out, qvalues):
+            numpy.copyto(result, self.dequantize(qvalues, scale, zero_point, dtype))
+            return result
+        scale, zero_point = float(scale), float(zero_point)
+        if (
+            qvalues.size >= numba_kernels.MIN_ELEMENTS
+            and numba_kernels.supported_integer(qvalues)
+            and result.flags.c_contiguous
+            and numba_kernels.available()
+        ):
+            numba_kernels.dequantize(qvalues.reshape(-1), result.reshape(-1), scale, zero_point)
+            return result
+        _dequantize_blocked(qvalues, result, scale, zero_point)
         return result
 
 
-def _output(out: Optional[numpy.ndarray], shape: tuple, dtype: str) -> numpy.ndarray:
-    """Return ``out`` after checking it can take the result, or a new array."""
+# -- the blocked NumPy kernels ----------------------------------------------------------------
+# Each ``_*_range`` function works on one array (or one chunk of a flat array) with its
+# own small buffers; the callers split flat arrays into chunks run on several threads
+# (NumPy's ufuncs release the GIL), and walk other layouts in one thread.
+
+
+def _minmax_blocked(values: numpy.ndarray, omit_nonfinite: bool) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    flat = _flat(values)
+    if flat is None:
+        parts = [_minmax_range(values, omit_nonfinite)]
+    else:
+        parts = _parallel.run(flat.size, lambda start, stop: _minmax_range(flat[start:stop], omit_nonfinite))
+    low = numpy.min(numpy.asarray([part[0] for part in parts], dtype=values.dtype))
+    high = numpy.max(numpy.asarray([part[1] for part in parts], dtype=values.dtype))
+    return numpy.asarray(low, dtype=values.dtype), numpy.asarray(high, dtype=values.dtype)
+
+
+def _minmax_range(values: numpy.ndarray, omit_nonfinite: bool) -> Tuple[Any, Any]:
+    """min and max of one block after the other: the max reads the block from cache."""
+    lows, highs = [], []
+    finite = numpy.empty(min(MINMAX_BLOCK_ELEMENTS, values.size), dtype=bool) if omit_nonfinite else None
+    for index, count in _blocks(values, MINMAX_BLOCK_ELEMENTS):
+        block = values[index]
+        if omit_nonfinite:
+            mask = finite[:count].reshape(block.shape)
+            numpy.isfinite(block, out=mask)
+            lows.append(numpy.min(block, where=mask, initial=numpy.inf))
+            highs.append(numpy.max(block, where=mask, initial=-numpy.inf))
+        else:
+            lows.append(numpy.min(block))
+            highs.append(numpy.max(block))
+    return numpy.min(numpy.asarray(lows, dtype=values.dtype)), numpy.max(numpy.asarray(highs, dtype=values.dtype))
+
+
+def _count_nonfinite_range(values: numpy.ndarray) -> int:
+    mask = numpy.empty(min(BLOCK_ELEMENTS, values.size), dtype=bool)
+    total = 0
+    for index, count in _blocks(values, BLOCK_ELEMENTS):
+        block = values[index]
+        finite = mask[:count].reshape(block.shape)
+        numpy.isfinite(block, out=finite)
+        total += count - int(numpy.count_nonzero(finite))
+    return total
+
+
+def _quantize_blocked(
+    values: numpy.ndarray,
+    result: numpy.ndarray,
+    scale: float,
+    zero_point: float,
+    clip: Bounds,
+    fit: Bounds,
+    check_finite: bool,
+) -> Tuple[int, int]:
+    """Quantize ``values`` into ``result`` block by block; return the two problem counts."""
+    if values.size == 0:
+        return 0, 0
+    arguments = (scale, zero_point, clip, fit, check_finite)
+    pair = _flat_pair(values, result)
+    if pair is None:
+        return _quantize_range(values, result, *arguments)
+    source, target = pair
+    parts = _parallel.run(
+        source.size, lambda start, stop: _quantize_range(source[start:stop], target[start:stop], *arguments)
+    )
+    return sum(part[0] for part in parts), sum(part[1] for part in parts)
+
+
+def _quantize_range(
+    source: numpy.ndarray,
+    target: numpy.ndarray,
+    scale: float,
+    zero_point: float,
+    clip: Bounds,
+    fit: Bounds,
+    check_finite: bool,
+) -> Tuple[int, int]:
+    buffer = numpy.empty(min(BLOCK_ELEMENTS, source.size), dtype=numpy.float64)
+    checks_fit = clip is None and fit is not None
+    mask = numpy.empty(buffer.size, dtype=bool) if check_finite or checks_fit else None
+    inside = numpy.empty(buffer.size, dtype=bool) if checks_fit else None
+    n_nonfinite = 0
+    n_outside = 0
+    for index, count in _blocks(source, BLOCK_ELEMENTS):
+        chunk = source[index]
+        shape = chunk.shape
+        work = buffer[:count].reshape(shape)
+        numpy.divide(chunk, scale, out=work, dtype=numpy.float64)  # true division, never * (1/scale)
+        numpy.add(work, zero_point, out=work)
+        numpy.rint(work, out=work)  # round half to even
+        if check_finite:
+            finite = mask[:count].reshape(shape)
+            numpy.isfinite(chunk, out=finite)
+            n_nonfinite += count - int(numpy.count_nonzero(finite))
+        if clip is not None:
+            numpy.clip(work, clip[0], clip[1], out=work)
+        elif fit is not None:
+            low_ok = mask[:count].reshape(shape)
+            high_ok = inside[:count].reshape(shape)
+            numpy.greater_equal(work, fit[0], out=low_ok)
+            numpy.less_equal(work, fit[1], out=high_ok)
+            numpy.logical_and(low_ok, high_ok, out=high_ok)  # NaN fails both: outside
+            n_outside += count - int(numpy.count_nonzero(high_ok))
+        numpy.copyto(target[index], work, casting="unsafe")
+    return n_nonfinite, n_outside
+
+
+def _dequantize_blocked(qvalues: numpy.ndarray, result: numpy.ndarray, scale: float, zero_point: float) -> None:
+    """De-quantize ``qvalues`` into ``result`` block by block (float64 math, then cast)."""
+    if qvalues.size == 0:
+        return
+    pair = _flat_pair(qvalues, result)
+    if pair is None:
+        _dequantize_range(qvalues, result, scale, zero_point)
+        return
+    source, target = pair
+    _parallel.run(
+        source.size, lambda start, stop: _dequantize_range(source[start:stop], target[start:stop], scale, zero_point)
+    )
+
+
+def _dequantize_range(source: numpy.ndarray, target: numpy.ndarray, scale: float, zero_point: float) -> None:
+    direct = target.dtype == numpy.float64
+    buffer = None if direct else numpy.empty(min(BLOCK_ELEMENTS, source.size), dtype=numpy.float64)
+    for index, count in _blocks(source, BLOCK_ELEMENTS):
+        chunk = source[index]
+        work = target[index] if direct else buffer[:count].reshape(chunk.shape)
+        numpy.subtract(chunk, zero_point, out=work, dtype=numpy.float64)
+        numpy.multiply(scale, work, out=work)
+        if not direct:
+            numpy.copyto(target[index], work, casting="unsafe")
+
+
+def _use_numba(values: numpy.ndarray) -> bool:
+    """Whether the compiled kernels take this float input (large, contiguous, Numba usable)."""
+    return (
+        values.size >= numba_kernels.MIN_ELEMENTS
+        and numba_kernels.supported_float(values)
+        and numba_kernels.available()
+    )
+
+
+def _flat(array: numpy.ndarray) -> Optional[numpy.ndarray]:
+    """``array`` as a 1-d view (possibly strided) when that needs no copy, else None."""
+    if array.ndim <= 1 or array.flags.c_contiguous:
+        return array.reshape(-1)
+    return None
+
+
+def _flat_pair(source: numpy.ndarray, target: numpy.ndarray) -> Optional[Tuple[numpy.ndarray, numpy.ndarray]]:
+    """Both arrays as 1-d views in the same (C) order when possible without a copy, else None."""
+    if (source.ndim <= 1 and target.ndim <= 1) or (source.flags.c_contiguous and target.flags.c_contiguous):
+        return source.reshape(-1), target.reshape(-1)
+    return None
+
+
+def _blocks(array: numpy.ndarray, block: int) -> Iterator[Tuple[Tuple[Any, ...], int]]:
+    """Yield ``(index, count)``: indexes of consecutive C-order blocks of at most ``block`` elements.
+
+    ``array[index]`` is a view (strided for non-contiguous arrays, never a copy) of
+    ``count`` elements, and the blocks cover the array in C order. Blocks are whole
+    runs of the trailing axes: a block spans several indices of one axis and all of
+    the axes after it.
+    """
+    shape = array.shape
+    size = array.size
+    if size == 0:
+        return
+    if size <= block:
+        yield (Ellipsis,), size
+        return
+    # the first axis from which the trailing sub-array fits in a block
+    axis = len(shape)
+    inner = 1
+    while axis > 0 and inner * shape[axis - 1] <= block:
+        axis -= 1
+        inner *= shape[axis]
+    split = axis - 1  # split this axis into runs; iterate over the axes before it
+    step = max(1, block // inner)
+    extent = shape[split]
+    for outer in numpy.ndindex(*shape[:split]):
+        for start in range(0, extent, step):
+            stop = min(extent, start + step)
+            yield outer + (slice(start, stop),), (stop - start) * inner
+
+
+def _output(out: Optional[Any], shape: tuple, dtype: str) -> numpy.ndarray:
+    """Return ``out`` after checking it can take the result, or a new C-contiguous array."""
     if out is None:
         return numpy.empty(shape, dtype=dtype)
     if not isinstance(out, numpy.ndarray):
@@ -125,6 +378,7 @@ def _output(out: Optional[numpy.ndarray], shape: tuple, dtype: str) -> numpy.nda
             f"out must have shape {tuple(shape)} and dtype {dtype}, "
             f"got shape {out.shape} and dtype {out.dtype}"
         )
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be a writeable C-contiguous array")
+    if not out.flags.writeable:
+        raise ValueError("out must be a writeable array, got a read-only one")
     return out
+
