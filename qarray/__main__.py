@@ -42,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     values = backend.asarray(host)
     print(f"qarray {__version__}: {args.size:,} float32 values from N(0, 1) on backend '{backend.name}'")
     print(f"{'bits':>4} {'scale':>12} {'zero_point':>10} {'max |error|':>12} {'scale/2':>12} {'ok':>3} {'quantize':>10} {'Mvalues/s':>10}")
-    QuantizedArray(8, values[:1024])  # warm-up: kernels compile (or load from cache) on first use
+    QuantizedArray(8, values)  # warm-up: kernels compile (or load from cache), threads start
     backend.synchronize()
     rows: List[bool] = []
     for n_bits in args.bits:
