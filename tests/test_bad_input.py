@@ -455,7 +455,7 @@ ACCEPTED = [
         _host(quantizer().quant(X[:3])).tolist(),
     ),
     Accepted("numpy-dtype-for-torch-values", lambda: str(quantizer().quant(torch().tensor(X), dtype=numpy.uint8).dtype), "torch.uint8"),
-    Accepted("numpy-values-into-torch-backend", lambda: QuantizedArray(8, X, backend="torch").backend.name, "torch"),
+    Accepted("numpy-values-into-torch-backend", lambda: torch() and QuantizedArray(8, X, backend="torch").backend.name, "torch"),
     Accepted("float16-values", lambda: _host(quantizer().quant(X.astype(numpy.float16))).tolist(), _host(quantizer().quant(X.astype(numpy.float16).astype(numpy.float64))).tolist()),
     Accepted("big-endian-values", lambda: _host(quantizer().quant(X.astype(">f8"))).tolist(), _host(quantizer().quant(X)).tolist()),
     Accepted("read-only-values", lambda: _host(QuantizedArray(8, _read_only(X)).qvalues).tolist(), _host(quantizer().quant(X)).tolist()),
