@@ -20,6 +20,7 @@ from typing import Any, Optional, Tuple
 
 import numpy
 
+from qarray._checks import raise_on_problems
 from qarray._namespace import to_numpy
 
 from .array_api import ArrayAPIBackend, Bounds
@@ -238,8 +239,7 @@ def _quantize_block(
         qvalues, problems = backend.quantize(block, scale, zero, clip, integer_dtype, check_finite, fit)
     if problems is not None:
         counts = backend.to_numpy(problems)  # one small read per block, inside the task
-        if counts.any():
-            _raise_block_problems(counts, integer_dtype, backend.size(block))
+        raise_on_problems(counts, integer_dtype, f"in a block of {backend.size(block)}")
     return qvalues
 
 
@@ -258,19 +258,6 @@ def _dequantize_block(
     zero = _block_zero_point(zero_point, ndim, block_info)
     zero = zero if numpy.ndim(zero) == 0 else backend.parameter(zero, block)
     return backend.dequantize(block, scale, zero, float_dtype)
-
-
-def _raise_block_problems(counts: numpy.ndarray, dtype: str, size: Optional[int]) -> None:
-    n_nonfinite, n_outside = (int(count) for count in counts)
-    if n_nonfinite:
-        raise ValueError(
-            f"values hold {n_nonfinite} non-finite value(s) (NaN or ±Inf) in a block of {size}; "
-            "clean them, or pass check_finite=False to skip this check"
-        )
-    raise ValueError(
-        f"{n_outside} quantized value(s) in a block of {size} do not fit dtype {dtype} "
-        "(no clipping applies); use a wider integer dtype"
-    )
 
 
 def _unique_block(block: Any, omit_nonfinite: bool) -> Any:

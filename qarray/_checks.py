@@ -26,6 +26,7 @@ __all__ = [
     "dtype_name",
     "integer_dtype_name",
     "integer_dtype_range",
+    "raise_on_problems",
 ]
 
 MAX_N_BITS = 53
@@ -155,3 +156,24 @@ def integer_dtype_range(name: str) -> tuple:
     """Return the smallest and largest value of the integer dtype called ``name``."""
     info = numpy.iinfo(numpy.dtype(name))
     return int(info.min), int(info.max)
+
+
+def raise_on_problems(counts: Any, dtype: str, where: str) -> None:
+    """Raise the ValueError that a quantization kernel's problem counts call for.
+
+    Args:
+        counts: the host pair ``[n_nonfinite, n_outside]`` a backend's ``quantize`` returned.
+        dtype: the name of the requested integer dtype.
+        where: how many values were checked, for the message (``"out of 1000"``).
+    """
+    n_nonfinite, n_outside = (int(count) for count in counts)
+    if n_nonfinite:
+        raise ValueError(
+            f"values hold {n_nonfinite} non-finite value(s) (NaN or ±Inf) {where}; "
+            "clean them, or pass check_finite=False to skip this check"
+        )
+    if n_outside:
+        raise ValueError(
+            f"{n_outside} quantized value(s) {where} do not fit dtype {dtype} (no clipping "
+            "applies); use a wider integer dtype"
+        )

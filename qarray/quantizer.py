@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy
 
-from ._checks import check_bool, dtype_name, integer_dtype_name, integer_dtype_range
+from ._checks import check_bool, dtype_name, integer_dtype_name, integer_dtype_range, raise_on_problems
 from ._namespace import as_array
 from ._serialization import Serializable, check_fields
 from .options import QuantizationOptions
@@ -195,7 +195,7 @@ class UniformQuantizer(Serializable):
                 out,
             )
         if problems is not None:
-            _raise_on_problems(backend.to_numpy(problems), name, backend.size(values))
+            raise_on_problems(backend.to_numpy(problems), name, f"out of {backend.size(values)}")
         return qvalues
 
     def dequant(self, qvalues: Any, dtype: Any = numpy.float64, out: Any = None) -> Any:
@@ -354,17 +354,3 @@ def _broadcastable(zero_point: Any, values: Any) -> Any:
                 f"zero_point of shape {zero_point.shape} does not broadcast to values of shape {shape}"
             )
     return zero_point
-
-
-def _raise_on_problems(problems: numpy.ndarray, dtype: str, size: Optional[int]) -> None:
-    n_nonfinite, n_outside = (int(count) for count in problems)
-    if n_nonfinite:
-        raise ValueError(
-            f"values hold {n_nonfinite} non-finite value(s) (NaN or ±Inf) out of {size}; "
-            "clean them, or pass check_finite=False to skip this check"
-        )
-    if n_outside:
-        raise ValueError(
-            f"{n_outside} quantized value(s) do not fit dtype {dtype} (no clipping applies); "
-            "use a wider integer dtype"
-        )
