@@ -217,6 +217,15 @@ def _block_zero_point(zero_point: Any, ndim: int, block_info: Optional[dict]) ->
     return full[index]
 
 
+def _block_backend(block: Any, zero_point: Any, ndim: int, block_info: Optional[dict]) -> Tuple[Any, Any]:
+    """The chunk library's backend, and the zero point (this block's slice) ready for it."""
+    from qarray.backends import backend_for
+
+    backend = backend_for(block)
+    zero = _block_zero_point(zero_point, ndim, block_info)
+    return backend, zero if numpy.ndim(zero) == 0 else backend.parameter(zero, block)
+
+
 def _quantize_block(
     block: Any,
     scale: float,
@@ -229,11 +238,7 @@ def _quantize_block(
     block_info: Optional[dict] = None,
 ) -> Any:
     """Quantize one chunk with its own library's backend; raise on the checks it fails."""
-    from qarray.backends import backend_for
-
-    backend = backend_for(block)
-    zero = _block_zero_point(zero_point, ndim, block_info)
-    zero = zero if numpy.ndim(zero) == 0 else backend.parameter(zero, block)
+    backend, zero = _block_backend(block, zero_point, ndim, block_info)
     # NaN/±Inf are counted below; NumPy's cast warnings about them would only repeat that.
     with numpy.errstate(invalid="ignore", over="ignore"):
         qvalues, problems = backend.quantize(block, scale, zero, clip, integer_dtype, check_finite, fit)
@@ -252,11 +257,7 @@ def _dequantize_block(
     block_info: Optional[dict] = None,
 ) -> Any:
     """De-quantize one chunk with its own library's backend."""
-    from qarray.backends import backend_for
-
-    backend = backend_for(block)
-    zero = _block_zero_point(zero_point, ndim, block_info)
-    zero = zero if numpy.ndim(zero) == 0 else backend.parameter(zero, block)
+    backend, zero = _block_backend(block, zero_point, ndim, block_info)
     return backend.dequantize(block, scale, zero, float_dtype)
 
 
