@@ -3,9 +3,10 @@
 The NumPy backend calls these for large, C-contiguous, native-endian float32 /
 float64 input (and integer input for de-quantization); everything else takes
 the blocked NumPy path, which is also the fallback when Numba is missing. Both
-paths run the same float64 operation sequence (``x / scale`` by true division,
-``+ zero_point``, round half to even, clip, cast) and give the same integers,
-bit for bit; the tests compare them.
+paths give the integers of the same float64 operation sequence (``x / scale`` by
+true division, ``+ zero_point``, round half to even, clip, cast), bit for bit;
+the compiled one computes most of them by a cheaper, checked shortcut (see
+below). The tests compare them.
 
 How the kernels are built and run:
 
@@ -14,14 +15,18 @@ How the kernels are built and run:
   build thread-safe, and Numba's own compiler lock serialises compiling each new
   dtype combination, also when several threads ask for it at once. ``cache=True`` keeps the machine
   code on disk, so later processes load it in milliseconds.
-* Fast-math is off: every operation rounds as IEEE float64 does in NumPy, and
-  ``numpy.rint`` compiles to the ``rint`` instruction, which rounds half to even.
+* Fast-math is off: every operation rounds as IEEE arithmetic does in NumPy (no
+  fused multiply-add either), and ``numpy.rint`` compiles to the ``rint``
+  instruction, which rounds half to even.
 * Each kernel is a sequential loop the compiler vectorises (SIMD); it releases
   the GIL, and large arrays are split into chunks run on a small thread pool,
   one thread per available core (see :mod:`qarray.backends._parallel`). Chunks
   write disjoint parts of the output and return their counts, so results do not
   depend on the scheduling. (Numba's own ``prange`` would compile every dtype
   combination several times more slowly, for no speed gain here.)
+* Quantization first tries a cheaper candidate, one sub-block of
+  :data:`SUB_BLOCK` elements at a time, and keeps it only where it provably
+  equals the division; see "The multiply-and-verify quantization" below.
 * Minimum and maximum are computed on the integer images of the floats (a
   monotone bit mapping), which vectorise without fast-math: any NaN makes both
   results NaN, as ``numpy.min``/``numpy.max`` do. The one difference from NumPy:
@@ -32,11 +37,54 @@ How the kernels are built and run:
 Set the environment variable ``QARRAY_DISABLE_NUMBA=1`` (read at each call) to
 force the NumPy fallback even when Numba is installed. Install Numba with the
 ``fast`` extra: ``pip install "qarray[fast]"``.
+
+The multiply-and-verify quantization
+------------------------------------
+
+The float64 division ``x / scale`` is not the only cost of the exact kernel: a
+float64 vector holds 8 values, and converting, adding, rounding, clipping and
+narrowing them costs about as much as the divider, so multiplying by
+``1 / scale`` in float64 instead gains little. The candidate is computed in
+float32 (16 values per vector), as PyTorch and ONNX Runtime do:
+``y' = fl32(fl32(x' * v) + z')`` with ``x' = fl32(x)``, ``v = fl32(1 / scale)``,
+``z' = fl32(zero_point)``, then ``rint``, clip and cast in float32 (the bounds
+must be float32 numbers). A sub-block keeps these integers only if every ``y'``
+is farther than a bound ``T`` from the nearest half-integer; otherwise (and for
+the last, partial sub-block) the division loop recomputes the whole sub-block,
+so every integer and count there comes from the division.
+
+Why the kept integers are the division's: let ``u = 2**-24`` and
+``Y = fl64(fl64(x / scale) + zero_point)``, whose ``rint`` is the reference.
+Each float32 rounding (of ``x``, ``1 / scale``, the product, ``zero_point``, the
+sum) has relative error at most ``u``, each float64 one at most ``2**-53``, so
+``|y' - Y| <= E = 4.01 u (|y'| + |zero_point|)``, plus at most ``2**-50`` from
+underflow (the path requires ``2**-100 <= |v| <= 2**100``). With the clip (or
+fit) bounds ``low``, ``high``, ``B = max(|low|, |high|)``, the path requires
+``B + 2 + |zero_point| <= 2**11`` and takes ``T = 2**-21 (B + 2 + |zero_point|)``:
+
+* where ``|y'| <= B + 2``, ``E + 2**-50 <= 0.51 T``: when ``y'`` is farther than
+  ``T`` from every half-integer, no half-integer lies between ``y'`` and ``Y``,
+  so ``rint(y') == rint(Y)``. ``|y' - rint(y')|`` is exact in float32 (here
+  ``|y'| < 2**23``) and is compared with ``0.5 - T`` rounded down;
+* where ``|y'| > B + 2`` (with clipping), ``Y`` lies beyond the same bound by
+  more than ``1/2``, so both roundings clip to that bound. Without clipping, a
+  sub-block with a candidate outside the fit range is recomputed.
+
+NaN and ±Inf inputs (and float32 overflow) make ``y' - rint(y')`` NaN, which
+fails the check, so non-finite values are counted by the division loop. A
+sub-block fails the check at random with probability about ``2 T`` per element
+(a few per cent of sub-blocks for 8-bit parameters), and always where
+``x / scale`` is a tie ``k + 1/2``; after failures in a row the kernel divides
+the next sub-blocks straight away, for a growing number of them. Other
+parameters (ranges or zero points beyond about ``2**11``, extreme scales)
+always use the division; so does everything when :data:`FAST_PATH` is False
+(the tests compare both).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import threading
 import warnings
@@ -62,6 +110,22 @@ DISABLE_ENV = "QARRAY_DISABLE_NUMBA"
 
 MIN_ELEMENTS = 1 << 15
 """Arrays smaller than this take the NumPy path (the call overhead would dominate)."""
+
+FAST_PATH = True
+"""Try the float32 candidate of quantization (exact either way); False: divide everywhere."""
+
+SUB_BLOCK = 128
+"""Elements verified together: a failed check recomputes this many by division.
+
+Smaller sub-blocks pay more loop overhead, larger ones fail more often at random.
+The compiled kernels take its value when they are built.
+"""
+
+_MAX_SKIP = 64
+"""Sub-blocks divided straight away, at most, after consecutive failed checks."""
+
+_MAX_SPAN = 2.0**11
+"""Largest ``B + 2 + |zero_point|`` for the float32 candidate (its tolerance ``T`` is then ``<= 2**-10``)."""
 
 _FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 _INTEGER_DTYPES = tuple(
@@ -107,8 +171,8 @@ def supported_integer(array: numpy.ndarray) -> bool:
 
 
 # -- the kernels, as plain Python (compiled by _kernels) --------------------------------------
-# Each works on a 1-d C-contiguous chunk and indexes it from 0, which lets the compiler
-# prove the indices non-negative and vectorise the loop.
+# Each works on a 1-d C-contiguous chunk and indexes it from 0 (or with unsigned integers),
+# which lets the compiler prove the indices non-negative and vectorise the loop.
 
 
 def _minmax_keys(bits: Any, flip: int, magnitude: int) -> Tuple[int, int, int]:
@@ -130,34 +194,118 @@ def _minmax_keys(bits: Any, flip: int, magnitude: int) -> Tuple[int, int, int]:
 
 
 def _quantize_clip(
-    source: Any, target: Any, scale: float, zero_point: float, low: float, high: float
-) -> int:
-    """``target = clip(rint(source / scale + zero_point), low, high)``; return the non-finite count."""
+    source: Any,
+    target: Any,
+    scale: float,
+    zero_point: float,
+    low: float,
+    high: float,
+    inverse: Any,
+    zero32: Any,
+    low32: Any,
+    high32: Any,
+    limit: Any,
+) -> Tuple[int, int]:
+    """``target = clip(rint(source / scale + zero_point), low, high)``.
+
+    Full sub-blocks first try the float32 candidate (``inverse``, ``zero32``,
+    ``low32``, ``high32`` are float32; ``inverse == 0`` disables it) and keep it
+    when the largest ``|y' - rint(y')|``, compared by its bits, is below ``limit``
+    (the bits of ``0.5 - T``); the others are divided. Return the non-finite
+    count and the number of elements the candidate gave.
+    """
     nonfinite = 0
-    for i in range(source.shape[0]):
-        value = numpy.float64(source[i])
-        nonfinite += numpy.int64(not (abs(value) < numpy.inf))
-        rounded = numpy.rint(value / scale + zero_point)
-        rounded = low if rounded < low else rounded
-        rounded = high if rounded > high else rounded
-        target[i] = rounded
-    return nonfinite
+    fast = 0
+    failures = 0  # consecutive failed checks
+    skip = 0  # sub-blocks still to divide without trying
+    size = source.shape[0]
+    for start in range(0, size, SUB_BLOCK):
+        first = numpy.uint64(start)  # unsigned indices: no negative-index wrap-around to vectorise
+        count = min(SUB_BLOCK, size - start)
+        if skip > 0:
+            skip -= 1
+        elif inverse != 0 and count == SUB_BLOCK:
+            worst = numpy.int32(0)
+            for i in range(SUB_BLOCK):
+                j = first + numpy.uint64(i)
+                y = numpy.float32(source[j]) * inverse + zero32
+                rounded = numpy.rint(y)
+                worst = max(worst, numpy.float32(abs(y - rounded)).view(numpy.int32))  # NaN's bits: above all
+                rounded = low32 if rounded < low32 else rounded
+                rounded = high32 if rounded > high32 else rounded
+                target[j] = rounded
+            if worst < limit:
+                fast += SUB_BLOCK
+                failures = 0
+                continue
+            failures += 1
+            skip = min(_MAX_SKIP, (1 << min(failures, 16)) >> 2)  # 0, 1, 2, 4, ... after 1, 2, 3, 4, ... in a row
+        for i in range(count):
+            j = first + numpy.uint64(i)
+            value = numpy.float64(source[j])
+            nonfinite += numpy.int64(not (abs(value) < numpy.inf))
+            rounded = numpy.rint(value / scale + zero_point)
+            rounded = low if rounded < low else rounded
+            rounded = high if rounded > high else rounded
+            target[j] = rounded
+    return nonfinite, fast
 
 
 def _quantize_fit(
-    source: Any, target: Any, scale: float, zero_point: float, low: float, high: float
-) -> Tuple[int, int]:
+    source: Any,
+    target: Any,
+    scale: float,
+    zero_point: float,
+    low: float,
+    high: float,
+    inverse: Any,
+    zero32: Any,
+    low32: Any,
+    high32: Any,
+    limit: Any,
+) -> Tuple[int, int, int]:
     """``target = rint(source / scale + zero_point)``; count non-finite input and results
-    outside ``[low, high]`` (NaN counts as outside)."""
+    outside ``[low, high]`` (NaN counts as outside).
+
+    As :func:`_quantize_clip`, except that a sub-block keeps the candidate only if
+    all of it also lies inside ``[low32, high32]``. Return the two counts and the
+    number of elements the candidate gave.
+    """
     nonfinite = 0
     outside = 0
-    for i in range(source.shape[0]):
-        value = numpy.float64(source[i])
-        nonfinite += numpy.int64(not (abs(value) < numpy.inf))
-        rounded = numpy.rint(value / scale + zero_point)
-        outside += numpy.int64(not ((rounded >= low) & (rounded <= high)))
-        target[i] = rounded
-    return nonfinite, outside
+    fast = 0
+    failures = 0
+    skip = 0
+    size = source.shape[0]
+    for start in range(0, size, SUB_BLOCK):
+        first = numpy.uint64(start)
+        count = min(SUB_BLOCK, size - start)
+        if skip > 0:
+            skip -= 1
+        elif inverse != 0 and count == SUB_BLOCK:
+            worst = numpy.int32(0)
+            misses = numpy.int32(0)
+            for i in range(SUB_BLOCK):
+                j = first + numpy.uint64(i)
+                y = numpy.float32(source[j]) * inverse + zero32
+                rounded = numpy.rint(y)
+                worst = max(worst, numpy.float32(abs(y - rounded)).view(numpy.int32))
+                misses += numpy.int32(not ((rounded >= low32) & (rounded <= high32)))
+                target[j] = rounded
+            if worst < limit and misses == 0:
+                fast += SUB_BLOCK
+                failures = 0
+                continue
+            failures += 1
+            skip = min(_MAX_SKIP, (1 << min(failures, 16)) >> 2)
+        for i in range(count):
+            j = first + numpy.uint64(i)
+            value = numpy.float64(source[j])
+            nonfinite += numpy.int64(not (abs(value) < numpy.inf))
+            rounded = numpy.rint(value / scale + zero_point)
+            outside += numpy.int64(not ((rounded >= low) & (rounded <= high)))
+            target[j] = rounded
+    return nonfinite, outside, fast
 
 
 def _dequantize(source: Any, target: Any, scale: float, zero_point: float) -> None:
@@ -294,6 +442,9 @@ def quantize(
 ) -> Tuple[int, int]:
     """Quantize ``source`` into ``target``: ``rint(source / scale + zero_point)`` in float64.
 
+    The integers are those of the division, bit for bit, also where the float32
+    candidate gives them (see the module documentation).
+
     Args:
         source: 1-d C-contiguous float32/float64 array.
         target: 1-d C-contiguous integer array of the same length, written in place.
@@ -309,27 +460,66 @@ def quantize(
     Raises:
         TypeError, ValueError: for arrays the kernels cannot take.
     """
+    n_nonfinite, n_outside, _ = _quantize(source, target, scale, zero_point, clip, fit)
+    return n_nonfinite, n_outside
+
+
+def _quantize(
+    source: numpy.ndarray,
+    target: numpy.ndarray,
+    scale: float,
+    zero_point: float,
+    clip: Optional[Tuple[float, float]],
+    fit: Optional[Tuple[float, float]],
+) -> Tuple[int, int, int]:
+    """:func:`quantize`, also returning how many elements the float32 candidate gave."""
     _check_flat(source, "source", _FLOAT_DTYPES)
     _check_target(target, source, _INTEGER_DTYPES)
     kernels = _kernels()
     scale, zero_point = float(scale), float(zero_point)
     if clip is not None:
         low, high = float(clip[0]), float(clip[1])
-        kernel = kernels.quantize_clip
-        parts = _parallel.run(
-            source.size,
-            lambda start, stop: kernel(source[start:stop], target[start:stop], scale, zero_point, low, high),
-        )
-        return int(sum(parts)), 0
-    low, high = (-numpy.inf, numpy.inf) if fit is None else (float(fit[0]), float(fit[1]))
-    kernel = kernels.quantize_fit
+    else:
+        low, high = (-numpy.inf, numpy.inf) if fit is None else (float(fit[0]), float(fit[1]))
+    candidate = (_candidate(scale, zero_point, low, high) if FAST_PATH else None) or _NO_CANDIDATE
+    kernel = kernels.quantize_clip if clip is not None else kernels.quantize_fit
     parts = _parallel.run(
         source.size,
-        lambda start, stop: kernel(source[start:stop], target[start:stop], scale, zero_point, low, high),
+        lambda start, stop: kernel(source[start:stop], target[start:stop], scale, zero_point, low, high, *candidate),
     )
     n_nonfinite = int(sum(part[0] for part in parts))
-    n_outside = 0 if fit is None else int(sum(part[1] for part in parts))
-    return n_nonfinite, n_outside
+    n_fast = int(sum(part[-1] for part in parts))
+    n_outside = 0 if clip is not None or fit is None else int(sum(part[1] for part in parts))
+    return n_nonfinite, n_outside, n_fast
+
+
+_NO_CANDIDATE = (numpy.float32(0), numpy.float32(0), numpy.float32(0), numpy.float32(0), numpy.int32(0))
+"""Candidate parameters that make the kernels divide everywhere (``inverse == 0``)."""
+
+
+def _candidate(scale: float, zero_point: float, low: float, high: float) -> Optional[tuple]:
+    """The float32 candidate's parameters ``(inverse, zero32, low32, high32, limit)``, or None
+    where the module's exactness argument does not cover ``scale``, ``zero_point`` and the bounds.
+
+    ``limit`` holds the bits of the largest float32 not above ``0.5 - T``, as an int32.
+    """
+    if not all(math.isfinite(number) for number in (scale, zero_point, low, high)) or scale == 0.0:
+        return None
+    span = max(abs(low), abs(high)) + 2.0 + abs(zero_point)
+    if span > _MAX_SPAN:
+        return None
+    inverse = 1.0 / scale
+    if not 2.0**-100 <= abs(inverse) <= 2.0**100:
+        return None
+    low32, high32 = numpy.float32(low), numpy.float32(high)
+    if float(low32) != low or float(high32) != high:  # clipping in float32 must clip to the same values
+        return None
+    bound = 0.5 - 2.0**-21 * span
+    limit = numpy.float32(bound)
+    if float(limit) > bound:
+        limit = numpy.nextafter(limit, numpy.float32(0))
+    bits = numpy.int32(numpy.array(limit, dtype=numpy.float32).view(numpy.int32)[()])
+    return numpy.float32(inverse), numpy.float32(zero_point), low32, high32, bits
 
 
 def dequantize(source: numpy.ndarray, target: numpy.ndarray, scale: float, zero_point: float) -> None:

@@ -653,3 +653,194 @@ def test_first_compilation_from_several_threads_at_once(numba_only, tmp_path):
         env={"NUMBA_CACHE_DIR": str(tmp_path)},
     )
     assert out == "4 True True"
+
+
+# -- the float32 candidate of the compiled quantization ----------------------------------------
+# The compiled kernels keep a float32 candidate only where it provably equals the float64
+# division (see the numba_kernels module documentation). These tests compare the kernels with
+# the candidate, without it (FAST_PATH off) and the generic path, on data built to sit next to
+# the rounding ties, and check that the candidate does serve ordinary data.
+
+
+@pytest.fixture
+def small_chunks(numba_only, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Numba enabled, and modest arrays split into several thread chunks (not sub-block aligned)."""
+    monkeypatch.setattr(_parallel, "MIN_CHUNK", SMALL_CHUNK)
+    monkeypatch.setattr(_parallel, "CHUNK_ALIGN", 64)
+    monkeypatch.setattr(_parallel, "thread_count", lambda: 3)
+
+
+def _compiled(values: numpy.ndarray, scale: float, zero_point: float, clip: Any, fit: Any, dtype: str,
+              fast_path: bool) -> Tuple[numpy.ndarray, Tuple[int, int, int]]:
+    saved = numba_kernels.FAST_PATH
+    numba_kernels.FAST_PATH = fast_path
+    try:
+        result = numpy.empty(values.shape, dtype=dtype)
+        with numpy.errstate(invalid="ignore", over="ignore"):
+            counts = numba_kernels._quantize(values, result, scale, zero_point, clip, fit)
+    finally:
+        numba_kernels.FAST_PATH = saved
+    return result, counts
+
+
+def _check_candidate(values: numpy.ndarray, scale: float, zero_point: float, clip: Any, dtype: str,
+                     fit: Any = None) -> int:
+    """The kernels with and without the candidate agree bit for bit, counts included, and with
+    the generic path (wherever NumPy's cast is defined); return how many elements the candidate gave."""
+    result, counts = _compiled(values, scale, zero_point, clip, fit, dtype, True)
+    divided, divided_counts = _compiled(values, scale, zero_point, clip, fit, dtype, False)
+    assert divided_counts[2] == 0
+    assert counts[:2] == divided_counts[:2]
+    _assert_identical(result, divided)
+    with numpy.errstate(invalid="ignore", over="ignore"):
+        expected, problems = GENERIC.quantize(values, scale, zero_point, clip, dtype, True, fit)
+        rounded = numpy.rint(values.astype(numpy.float64) / scale + zero_point)
+    assert list(counts[:2]) == numpy.asarray(problems).tolist()
+    comparable = ~numpy.isnan(values)
+    if clip is None:
+        low, high = _range_of(dtype)
+        comparable &= (rounded >= low) & (rounded <= high)
+    _assert_identical(result[comparable], numpy.asarray(expected)[comparable])
+    return counts[2]
+
+
+def _tolerance(scale: float, zero_point: float, low: float, high: float) -> float:
+    """The candidate's tolerance T for these parameters (0.5 minus its float32 limit)."""
+    limit = numba_kernels._candidate(scale, zero_point, low, high)[-1]
+    return 0.5 - float(numpy.asarray(limit).view(numpy.float32))
+
+
+CANDIDATE_SCALES = [0.1, 1 / 3, 7e-5, 3e5, 0.0123, -0.37] + [
+    float(scale) for scale in 10.0 ** numpy.random.default_rng(17).uniform(-6, 6, 4)
+]
+
+
+@pytest.mark.parametrize("in_dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("clip, out_dtype", [((0, 255), "uint8"), ((-128, 127), "int8"), ((-1000, 1000), "int16")])
+def test_candidate_matches_the_division_on_normal_data_at_many_scales(small_chunks, clip, out_dtype, in_dtype):
+    rng = numpy.random.default_rng(2)
+    middle, spread = (clip[0] + clip[1]) / 2, (clip[1] - clip[0]) / 5
+    for scale in CANDIDATE_SCALES:
+        for zero_point in (0.0, 128.0, -7.0, 2.0**40):
+            quotients = rng.normal(middle - zero_point, spread, 20_000)
+            values = (quotients * scale).astype(in_dtype)
+            n_fast = _check_candidate(values, scale, zero_point, clip, out_dtype)
+            if zero_point == 2.0**40:  # beyond the candidate's bound: all divided
+                assert n_fast == 0
+            else:
+                assert n_fast > 0.5 * values.size
+
+
+@pytest.mark.parametrize("in_dtype", FLOAT_DTYPES)
+def test_candidate_matches_the_division_next_to_ties(small_chunks, in_dtype):
+    """Quotients a few ulps from k + 1/2, exact ties, and whole sub-blocks just beyond the tolerance."""
+    rng = numpy.random.default_rng(3)
+    sub = numba_kernels.SUB_BLOCK
+    for scale in CANDIDATE_SCALES[:6] + [0.25, 3.0, 2.0**-10]:
+        for zero_point in (0.0, 128.0, -7.0, 2.0**40):
+            low, high = (-128, 127) if zero_point < 0 else (0, 255)
+            k = rng.integers(low - 3, high + 3, 40 * sub).astype(numpy.float64)
+            ties = (k + 0.5 - zero_point) * scale
+            if in_dtype == "float32":
+                ties = ties.astype(numpy.float32)
+            steps = rng.integers(-4, 5, ties.size).astype(in_dtype)  # 0 and ±1..±4 ulps
+            near = (ties + steps * numpy.spacing(numpy.abs(ties))).astype(in_dtype)
+            exact = ties.astype(in_dtype)  # x / scale exactly k + 1/2 for the power-of-two and 3.0 scales
+            parts = [near, exact]
+            if zero_point != 2.0**40:
+                tolerance = _tolerance(scale, zero_point, low, high)
+                # sub-blocks whose quotients lie 1.1 to 3 tolerances from a tie: the candidate keeps them
+                distance = rng.uniform(1.1, 3.0, 40 * sub) * tolerance * rng.choice([-1.0, 1.0], 40 * sub)
+                parts.append(((k + 0.5 + distance - zero_point) * scale).astype(in_dtype))
+            values = numpy.concatenate(parts)
+            n_fast = _check_candidate(values, scale, zero_point, (low, high), "int16")
+            if zero_point != 2.0**40:
+                assert n_fast >= 20 * sub
+
+
+@pytest.mark.parametrize("out_dtype", INTEGER_DTYPES)
+@pytest.mark.parametrize("in_dtype", FLOAT_DTYPES)
+def test_candidate_for_every_dtype_clipped_or_fit_with_non_finite_values(small_chunks, in_dtype, out_dtype):
+    rng = numpy.random.default_rng(4)
+    signed = numpy.iinfo(out_dtype).min < 0
+    low, high = (-128, 127) if signed else (0, 255)
+    scale, zero_point = 0.0173, (0.0 if signed else 128.0)
+    for size in (127, 128, 5 * 128 + 17, 3 * SMALL_CHUNK + 70):
+        values = (rng.normal(0.0, 40.0, size) * scale).astype(in_dtype)
+        for clip, fit in (((low, high), None), (None, (float(low), float(high)))):
+            n_fast = _check_candidate(values, scale, zero_point, clip, out_dtype, fit)
+            assert n_fast == 0 if size < 128 else n_fast > 0 or size < 5 * 128
+        if size > 128:
+            values[[3, size // 2, size - 2]] = [numpy.nan, numpy.inf, -numpy.inf]
+            values[size // 3] = numpy.float32(1e30) * scale  # beyond the range: clipped, or outside the fit
+            for clip, fit in (((low, high), None), (None, (float(low), float(high)))):
+                _check_candidate(values, scale, zero_point, clip, out_dtype, fit)
+
+
+def test_candidate_on_random_float32_bit_patterns(numba_only):
+    """Every finite float32, in effect: millions of random bit patterns against plain NumPy float64."""
+    rng = numpy.random.default_rng(5)
+    bits = rng.integers(0, 2**32, 3_000_000, dtype=numpy.uint64).astype(numpy.uint32)
+    values = bits.view(numpy.float32)
+    values = values[numpy.isfinite(values)]
+    settings = ((0.0123, 136.0, (0, 255), "uint8"), (1 / 3, -7.0, (-1000, 1000), "int16"))
+    for scale, zero_point, clip, dtype in settings:
+        # most patterns are far from the range; the ones near it come back as a second, dense sample
+        near = (rng.uniform(clip[0] - 3, clip[1] + 3, 1_000_000) - zero_point) * scale
+        for sample in (values, near.astype(numpy.float32)):
+            result, counts = _compiled(sample, scale, zero_point, clip, None, dtype, True)
+            with numpy.errstate(over="ignore"):
+                expected = numpy.clip(numpy.rint(sample.astype(numpy.float64) / scale + zero_point), *clip)
+            _assert_identical(result, expected.astype(dtype))
+            assert counts[0] == 0 and counts[2] > 0
+
+
+def test_candidate_only_for_parameters_its_bound_covers():
+    assert numba_kernels._candidate(0.0123, 136.0, 0.0, 255.0) is not None
+    for scale, zero_point, low, high in (
+        (0.0123, 2.0**11, 0.0, 255.0),  # zero point too large for the tolerance
+        (0.0123, 0.0, -(2.0**31), 2.0**31 - 1),  # int32-wide range
+        (1e-35, 0.0, 0.0, 255.0),  # 1 / scale beyond 2**100
+        (1e35, 0.0, 0.0, 255.0),  # 1 / scale below 2**-100
+        (0.0, 0.0, 0.0, 255.0),
+        (numpy.inf, 0.0, 0.0, 255.0),
+        (0.0123, numpy.nan, 0.0, 255.0),
+        (0.0123, 0.0, 0.1, 255.0),  # a bound that is no float32 number
+        (0.0123, 0.0, -numpy.inf, numpy.inf),  # no fit range
+    ):
+        assert numba_kernels._candidate(scale, zero_point, low, high) is None
+    inverse, zero32, low32, high32, limit = numba_kernels._candidate(0.0123, 136.0, 0.0, 255.0)
+    assert [inverse.dtype, zero32.dtype, low32.dtype, high32.dtype] == [numpy.float32] * 4
+    assert limit.dtype == numpy.int32
+    assert float(numpy.asarray(limit).view(numpy.float32)) <= 0.5 - 2.0**-21 * (255 + 2 + 136)
+
+
+def test_candidate_comes_back_after_a_run_of_ties(numba_only):
+    """Exact ties make every sub-block fail and the kernel divide ahead; clean data after them
+    is served by the candidate again."""
+    sub = numba_kernels.SUB_BLOCK
+    rng = numpy.random.default_rng(6)
+    ties = numpy.floor(rng.uniform(0, 255, 300 * sub)) + 0.5
+    clean = rng.uniform(0, 255, 300 * sub)
+    values = numpy.concatenate([ties, clean, ties[: 50 * sub]]) * 0.25
+    n_fast = _check_candidate(values, 0.25, 0.0, (0, 255), "uint8")
+    assert n_fast >= 0.7 * clean.size  # at most _MAX_SKIP sub-blocks divided ahead, and a few random failures
+    assert _compiled(ties * 0.25, 0.25, 0.0, (0, 255), None, "uint8", True)[1][2] == 0
+
+
+def test_the_backend_quantizes_ordinary_data_with_the_candidate(numba_only, monkeypatch):
+    given = []
+    original = numba_kernels._quantize
+
+    def spy(*args: Any) -> Tuple[int, int, int]:
+        counts = original(*args)
+        given.append(counts[2])
+        return counts
+
+    monkeypatch.setattr(numba_kernels, "_quantize", spy)
+    values = numpy.random.default_rng(7).standard_normal(numba_kernels.MIN_ELEMENTS).astype(numpy.float32)
+    quantizer = UniformQuantizer(QuantizationOptions(8), params=UniformQuantizationParameters(0.0234, 128, 0))
+    result = quantizer.quant(values, dtype=numpy.uint8)
+    expected, _ = GENERIC.quantize(values, 0.0234, 128.0, (0, 255), "uint8", True, None)
+    _assert_identical(result, expected)
+    assert len(given) == 1 and given[0] > 0.8 * values.size
