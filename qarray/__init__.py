@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+from . import display
 from ._checks import MAX_N_BITS
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
@@ -46,6 +47,7 @@ __all__ = [
     "UniformQuantizationParameters",
     "UniformQuantizer",
     "backends",
+    "display",
     "calibrate",
     "fill_from_kwargs",
     "load",

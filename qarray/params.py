@@ -198,7 +198,10 @@ class UniformQuantizationParameters(Serializable):
             raise TypeError(
                 f"params must be UniformQuantizationParameters, got {type(params).__name__}"
             )
-        self._scale, self._zero_point, self._offset = params.scale, params.zero_point, params.offset
+        zero_point = params.zero_point
+        if isinstance(zero_point, numpy.ndarray):
+            zero_point = zero_point.copy()  # never share a per-channel array between structures
+        self._scale, self._zero_point, self._offset = params.scale, zero_point, params.offset
 
     @property
     def quant_params(self) -> "UniformQuantizationParameters":

@@ -227,11 +227,14 @@ class QuantizedArray(Serializable):
             zero_point = f"<array {zero_point.shape}>"
         elif zero_point is not None:
             zero_point = int(zero_point)
+        try:
+            clip = self.quantizer.clip_range() if self.quantizer.offset is not None else None
+        except ValueError:  # options made invalid by hand: still show the rest
+            clip = "<invalid options>"
         return (
             f"QuantizedArray(n_bits={self.n_bits}, shape={shape}, backend={backend!r}, "
             f"scale={scale!r}, zero_point={zero_point!s}, "
-            f"mode={mode_name(self.quantizer.options)!r}, dtype={dtype!r}, "
-            f"clip={self.quantizer.clip_range() if self.quantizer.offset is not None else None})"
+            f"mode={mode_name(self.quantizer.options)!r}, dtype={dtype!r}, clip={clip})"
         )
 
     def _repr_html_(self) -> str:

@@ -121,6 +121,10 @@ class MinMaxQuantizationStats(Serializable):
                 raise TypeError(
                     f"uvalues must be a 1-d float array, got {value.ndim}-d {value.dtype}"
                 )
+            # QAT infers the scale from consecutive differences: they must be positive.
+            # (A set value is read back once here, a documented boundary.)
+            if not is_lazy(value) and value.shape[0] > 1 and not bool(xp.all(value[1:] > value[:-1])):
+                raise ValueError("uvalues must be sorted, unique and free of NaN")
         self._uvalues = value
 
     # -- calibration -----------------------------------------------------------------------
@@ -308,8 +312,14 @@ class MinMaxQuantizationStats(Serializable):
         """
         if not isinstance(stats, MinMaxQuantizationStats):
             raise TypeError(f"stats must be MinMaxQuantizationStats, got {type(stats).__name__}")
-        # Pending device values are shared, not read back (they are never changed in place).
-        self._rmax, self._rmin, self._uvalues = stats._rmax, stats._rmin, stats.uvalues
+        # Pending device values are shared, not read back (they are never changed in place);
+        # uvalues are copied, so changing one structure's array never changes the other's.
+        uvalues = stats.uvalues
+        if uvalues is not None:
+            from .backends import backend_for
+
+            uvalues = backend_for(uvalues).copy(uvalues)
+        self._rmax, self._rmin, self._uvalues = stats._rmax, stats._rmin, uvalues
         self._pending = stats._pending
 
     def check_is_uniform_quantized(self, options: Any) -> bool:
@@ -517,7 +527,7 @@ def _read_pair(low: Any, high: Any, backend: Any = None) -> Tuple[numpy.float64,
     if _library_of(low) == _HOST and _library_of(high) == _HOST:
         return numpy.float64(low), numpy.float64(high)
     xp = array_namespace(low, high)
-    both = xp.stack([low, high])
+    both = xp.astype(xp.stack([low, high]), xp.float64)  # exact; also for dtypes NumPy lacks
     host = backend.to_numpy(both) if backend is not None else to_numpy(both)
     return numpy.float64(host[0]), numpy.float64(host[1])
 

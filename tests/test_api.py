@@ -674,3 +674,63 @@ BAD_CALLS: Dict[str, Callable[[], Any]] = {
 def test_invalid_input_raises_value_or_type_error(call):
     with pytest.raises((ValueError, TypeError)):
         call()
+
+
+# -- copies never share arrays -----------------------------------------------------------
+
+
+def test_quant_stats_copy_does_not_share_uvalues():
+    """Changing the uvalues of a copy leaves the original statistics as they were."""
+    stats = MinMaxQuantizationStats()
+    stats.compute_quantization_stats(numpy.array([0.0, 0.5, 1.0]))
+    copy = stats.quant_stats
+    copy.uvalues[0] = 42.0
+    assert stats.uvalues.tolist() == [0.0, 0.5, 1.0]
+
+
+def test_quant_params_copy_does_not_share_an_array_zero_point():
+    """Changing a copied per-channel zero point leaves the original parameters as they were."""
+    params = UniformQuantizationParameters(1.0, numpy.array([1, 2]), 0)
+    copy = params.quant_params
+    copy.zero_point[0] = 77
+    assert params.zero_point.tolist() == [1, 2]
+
+
+def test_quantizer_does_not_follow_later_changes_to_the_users_stats():
+    """A quantizer built from statistics keeps its own uvalues."""
+    stats = MinMaxQuantizationStats()
+    stats.compute_quantization_stats(numpy.array([0.0, 0.25, 0.5]))
+    quantizer = UniformQuantizer(QuantizationOptions(4, is_qat=True), stats=stats)
+    stats.uvalues[1] = 0.3
+    assert quantizer.uvalues.tolist() == [0.0, 0.25, 0.5]
+
+
+def test_unsorted_uvalues_are_refused():
+    """QAT infers the scale from consecutive differences, so uvalues must increase."""
+    with pytest.raises(ValueError, match="uvalues"):
+        QuantizedArray(4, numpy.array([0.0, 0.5, 1.0]), is_qat=True, rmin=0.0, rmax=1.0, uvalues=[1.0, 0.5, 0.0])
+
+
+def test_bfloat16_tensors_calibrate_like_their_float64_values():
+    """A dtype NumPy lacks still calibrates: min/max are widened on the device before reading."""
+    torch = pytest.importorskip("torch")
+    values = torch.tensor([0.5, -1.0, 2.0, 0.25], dtype=torch.bfloat16)
+    qa = QuantizedArray(8, values)
+    expected = QuantizedArray(8, values.to(torch.float64).numpy())
+    assert qa.qvalues.tolist() == expected.qvalues.tolist()
+    assert qa.quantizer.scale == expected.quantizer.scale
+
+
+def test_repr_survives_options_made_invalid_by_hand():
+    """repr never raises, even when options were set to an invalid combination afterwards."""
+    qa = QuantizedArray(8, numpy.linspace(0.0, 1.0, 5))
+    qa.quantizer.options.is_symmetric = True
+    assert "invalid options" in repr(qa)
+
+
+def test_display_module_is_reachable_from_the_package():
+    """qarray.display works right after import qarray, as the README shows."""
+    import qarray
+
+    text = qarray.display.summary(QuantizedArray(8, numpy.linspace(-1.0, 1.0, 5)))
+    assert "scale" in text
