@@ -18,7 +18,7 @@ from ._checks import check_bool, dtype_name, integer_dtype_name, integer_dtype_r
 from ._namespace import as_array
 from ._serialization import Serializable, check_fields
 from .options import QuantizationOptions
-from .params import UniformQuantizationParameters, choose_parameters
+from .params import UniformQuantizationParameters
 from .stats import MinMaxQuantizationStats
 
 __all__ = ["UniformQuantizer"]
