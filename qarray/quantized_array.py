@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 import numpy
 
 from ._checks import check_bool, check_n_bits, describe
-from ._namespace import as_array
+from ._namespace import as_array, device_of
 from ._serialization import Serializable, check_fields, decode_array, decode_int, encode_array
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
@@ -47,10 +47,11 @@ class QuantizedArray(Serializable):
             ``"raise"`` (the default) refuses them with a ValueError that counts them.
             ``"omit"`` calibrates on the finite values only and quantizes without the
             finiteness check: finite values get the same integers as without the
-            non-finite ones, ±Inf saturate to the ends of the clipping range (or raise
-            ValueError when no clipping applies, as for QAT), and NaN become an
-            unspecified integer. The policy also applies to :meth:`quant` and
-            :meth:`update_values` later on; a loaded array uses ``"raise"``.
+            non-finite ones, ±Inf saturate to the ends of the clipping range, and NaN
+            become the integer that represents 0.0 (the clipped zero point); when no
+            clipping applies (QAT), non-finite values raise ValueError. The policy also
+            applies to :meth:`quant` and :meth:`update_values` later on; a loaded array
+            uses ``"raise"``.
         kwargs: Any member of the options, stats, params sets as a key-value pair. The
             parameter sets need to be completely parametrized if their members appear
             in kwargs.
@@ -170,8 +171,26 @@ class QuantizedArray(Serializable):
         return self.qvalues
 
     def quant(self) -> Optional[Any]:
-        """Quantize self.values (into self.qvalues, int64) and return them."""
-        self.qvalues = self.quantizer.quant(self.values, check_finite=self._nan_policy == "raise")
+        """Quantize self.values (into self.qvalues, int64) and return them.
+
+        Under ``nan_policy="omit"`` NaN values become the integer that represents 0.0
+        (the clipped zero point), so the result is the same on every backend.
+        """
+        if self._nan_policy == "raise":
+            self.qvalues = self.quantizer.quant(self.values)
+            return self.qvalues
+        from .backends import backend_for
+
+        xp = backend_for(self.values).xp
+        qvalues = self.quantizer.quant(self.values, check_finite=False)
+        # An extra pass, on this opted-in path only: no integer stands for NaN, so pick
+        # the one of 0.0 rather than whatever a cast of NaN gives on this platform.
+        if isinstance(self.quantizer.zero_point, numpy.ndarray):
+            zero = xp.zeros_like(self.values)
+        else:
+            zero = xp.zeros((), dtype=self.values.dtype, device=device_of(self.values))
+        zero_q = self.quantizer.quant(zero, check_finite=False)
+        self.qvalues = xp.where(xp.isnan(self.values), zero_q, qvalues)
         return self.qvalues
 
     def dequant(self) -> Any:

@@ -734,3 +734,20 @@ def test_display_module_is_reachable_from_the_package():
 
     text = qarray.display.summary(QuantizedArray(8, numpy.linspace(-1.0, 1.0, 5)))
     assert "scale" in text
+
+
+def test_nan_under_omit_quantizes_to_the_integer_of_zero(xb):
+    """With nan_policy="omit", NaN maps to the clipped zero point and ±Inf saturate, on every backend."""
+    values = numpy.array([0.5, numpy.nan, -1.0, numpy.inf, 2.0, -numpy.inf])
+    qa = QuantizedArray(8, xb.asarray(values), nan_policy="omit")
+    zero_point = int(qa.quantizer.zero_point)
+    assert xb.to_numpy(qa.qvalues).tolist() == [128, zero_point, 0, 255, 255, 0]
+    assert float(xb.to_numpy(qa.quantizer.dequant(qa.qvalues))[1]) == 0.0
+
+
+def test_nan_under_omit_with_a_clipped_zero_point():
+    """A zero point outside the clipping range gives the nearest clipping bound for NaN."""
+    values = numpy.array([5.0, numpy.nan, 6.0])
+    qa = QuantizedArray(4, values, nan_policy="omit")
+    assert qa.quantizer.zero_point < 0
+    assert qa.qvalues.tolist()[1] == 0
