@@ -150,6 +150,9 @@ class UniformQuantizer(Serializable):
             check_finite: refuse NaN and ±Inf (the default). ``False`` skips the check
                 and its read-back; non-finite values then give unspecified integers.
             out: an array of ``dtype`` and ``values``' shape to write the result into.
+                Arguments are checked before anything is written; when the data is
+                refused (non-finite values, integers that do not fit ``dtype``), ``out``
+                is filled with zeros before the ValueError is raised.
 
         Returns:
             The quantized integers, in ``values``' library and on its device.
@@ -195,7 +198,12 @@ class UniformQuantizer(Serializable):
                 out,
             )
         if problems is not None:
-            raise_on_problems(backend.to_numpy(problems), name, f"out of {backend.size(values)}")
+            counts = backend.to_numpy(problems)
+            if out is not None and int(counts.sum()):
+                # What the kernels wrote for refused values differs between paths and CPUs:
+                # a buffer the call refused holds zeros everywhere, on every path.
+                out[...] = 0
+            raise_on_problems(counts, name, f"out of {backend.size(values)}")
         return qvalues
 
     def dequant(self, qvalues: Any, dtype: Any = numpy.float64, out: Any = None) -> Any:

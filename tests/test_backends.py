@@ -25,6 +25,8 @@ from qarray.backends import (
 )
 from qarray.backends.numpy_backend import BLOCK_ELEMENTS
 
+from bits import assert_same_bits, fitting
+
 # -- the registry ---------------------------------------------------------------------------
 
 
@@ -167,10 +169,8 @@ def _values(size: int, dtype: str, seed: int = 0) -> numpy.ndarray:
     return values.astype(dtype)
 
 
-def _assert_identical(first: Any, second: Any) -> None:
-    first, second = numpy.asarray(first), numpy.asarray(second)
-    assert (first.dtype, first.shape) == (second.dtype, second.shape)
-    assert first.tobytes() == second.tobytes()
+def _assert_identical(first: Any, second: Any, where: Optional[numpy.ndarray] = None) -> None:
+    assert_same_bits(first, second, where)
 
 
 def _assert_problems_equal(first: Optional[Any], second: Optional[Any]) -> None:
@@ -187,7 +187,9 @@ def test_numpy_quantize_matches_generic(setting, size, dtype):
     values = _values(size, dtype)
     expected, expected_problems = GENERIC.quantize(values, scale, zero_point, clip, out_dtype, check_finite, fit)
     result, problems = NUMPY.quantize(values, scale, zero_point, clip, out_dtype, check_finite, fit)
-    _assert_identical(result, expected)
+    # Integers of rounded values outside the output dtype are unspecified (quant refuses
+    # the call): only the others are compared, and how many lie outside.
+    _assert_identical(result, expected, fitting(values, scale, zero_point, fit))
     _assert_problems_equal(problems, expected_problems)
 
 

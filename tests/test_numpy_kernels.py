@@ -22,6 +22,7 @@ import array_api_compat
 import numpy
 import pytest
 
+from bits import assert_same_bits
 from qarray import QuantizationOptions, UniformQuantizationParameters, UniformQuantizer
 from qarray.backends import ArrayAPIBackend, NumpyBackend
 from qarray.backends import _parallel, numba_kernels
@@ -89,9 +90,7 @@ def _values(size: int, dtype: str, low: float, high: float, scale: float, seed: 
 
 
 def _assert_identical(result: Any, expected: Any) -> None:
-    result, expected = numpy.asarray(result), numpy.asarray(expected)
-    assert (result.dtype, result.shape) == (expected.dtype, expected.shape)
-    assert result.tobytes() == expected.tobytes()
+    assert_same_bits(result, expected)
 
 
 def _assert_problems(result: Optional[Any], expected: Optional[Any]) -> None:

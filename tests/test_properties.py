@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from bits import assert_same_bits
 import qarray
 from qarray import QuantizationOptions, QuantizedArray, UniformQuantizer
 from qarray._namespace import to_numpy
@@ -136,14 +137,14 @@ def test_every_backend_gives_numpys_bits(xb: Any, values: numpy.ndarray, opts: Q
     reference = QuantizedArray(opts.n_bits, values, options=opts)
     array = QuantizedArray(opts.n_bits, xb.asarray(values), options=opts)
     assert array.quantizer == reference.quantizer
-    assert host(array.qvalues).tobytes() == host(reference.qvalues).tobytes()
-    assert host(array.dequant()).tobytes() == host(reference.dequant()).tobytes()
+    assert_same_bits(host(array.qvalues), host(reference.qvalues))
+    assert_same_bits(host(array.dequant()), host(reference.dequant()))
     low, high = clip_bounds(reference.quantizer)
     fits = numpy.iinfo(dtype).min <= low and high <= numpy.iinfo(dtype).max
     if fits:
         mine = host(array.quantizer.quant(xb.asarray(values), dtype=dtype))
         theirs = host(reference.quantizer.quant(values, dtype=dtype))
-        assert mine.dtype == theirs.dtype and mine.tobytes() == theirs.tobytes()
+        assert_same_bits(mine, theirs)
 
 
 GENERIC_NUMPY = ArrayAPIBackend(compat_numpy, name="generic-numpy")
@@ -164,12 +165,12 @@ def test_blocked_numpy_kernels_match_the_generic_backend(
     fit = (-(2.0**63), 2.0**63 - 1024) if clip is None else None
     mine, my_problems = BLOCKED_NUMPY.quantize(values, scale, float(zero_point), clip, "int64", check_finite, fit)
     theirs, their_problems = GENERIC_NUMPY.quantize(values, scale, float(zero_point), clip, "int64", check_finite, fit)
-    assert host(mine).tobytes() == host(theirs).tobytes()
+    assert_same_bits(host(mine), host(theirs))
     assert (my_problems is None) == (their_problems is None)
     if my_problems is not None:
         assert host(my_problems).tolist() == host(their_problems).tolist()
     back = BLOCKED_NUMPY.dequantize(mine, scale, float(zero_point), "float64")
-    assert back.tobytes() == host(GENERIC_NUMPY.dequantize(mine, scale, float(zero_point), "float64")).tobytes()
+    assert_same_bits(back, host(GENERIC_NUMPY.dequantize(mine, scale, float(zero_point), "float64")))
 
 
 @pytest.mark.parametrize("size", [1, (1 << 16) - 1, (1 << 16) + 1, 3 * (1 << 16) + 7, (1 << 15) + 3])
@@ -179,7 +180,7 @@ def test_blocked_kernels_match_across_block_boundaries(size: int) -> None:
     for kernel_input in (values, values.astype(numpy.float32), values[::-1], values.reshape(-1, 1)[: size // 2 * 2].reshape(-1, 2).T):
         mine, my_problems = BLOCKED_NUMPY.quantize(kernel_input, 0.37, 11.0, (-128, 127), "int8", True)
         theirs, their_problems = GENERIC_NUMPY.quantize(kernel_input, 0.37, 11.0, (-128, 127), "int8", True)
-        assert mine.tobytes() == host(theirs).tobytes()
+        assert_same_bits(mine, host(theirs))
         assert host(my_problems).tolist() == host(their_problems).tolist() == [0, 0]
 
 
