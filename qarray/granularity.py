@@ -1,0 +1,213 @@
+"""Granularity: which values share one set of quantization parameters.
+
+Per tensor, every value shares one scale and zero point. Per channel (``axis=``)
+and per group (``block_size=``), the array is cut into blocks, and each block is
+quantized as a small tensor of its own (``GRANULARITY.md``). This module owns
+the geometry of that cut and the reductions over it, as plain functions over
+any Array API namespace:
+
+- :func:`block_extent` turns ``axis`` / ``block_size`` into the extent of one
+  block along each axis and the shape of the parameter grid;
+- :func:`block_minmax` reduces values to the min and max of every block;
+- :func:`expand_to_values` spreads a parameter grid over the values' shape, for
+  the generic (reference) quantization path.
+
+Example:
+    >>> import numpy
+    >>> extent, grid = block_extent((4, 10), block_size=4)
+    >>> extent, grid
+    ((1, 4), (4, 3))
+    >>> rmin, rmax = block_minmax(numpy.arange(40.0).reshape(4, 10), extent, xp=numpy)
+    >>> rmin[0].tolist(), rmax[0].tolist()
+    ([0.0, 4.0, 8.0], [3.0, 7.0, 9.0])
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
+
+from ._checks import describe
+
+__all__ = [
+    "Axis",
+    "BlockSize",
+    "block_extent",
+    "block_minmax",
+    "check_granularity",
+    "expand_to_values",
+    "grid_shape",
+]
+
+Axis = Union[int, Tuple[int, ...], None]
+"""The axes that keep one parameter set per index (``None``: none)."""
+
+BlockSize = Union[int, Tuple[Optional[int], ...], None]
+"""Blocks of consecutive values along the last axis (int), or a block's extent per axis."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_granularity(axis: Any, block_size: Any) -> Tuple[Axis, BlockSize]:
+    """Validate ``axis`` and ``block_size`` on their own (without a shape) and normalise them.
+
+    Lists become tuples and NumPy integers become ints, so the values compare,
+    hash and dump alike whatever the caller passed.
+
+    Raises:
+        TypeError: if either is not an int, a tuple of ints (``None`` entries allowed
+            in ``block_size``) or None.
+        ValueError: if both are given, an entry repeats (``axis``) or an extent is < 1.
+    """
+    if axis is not None and block_size is not None:
+        raise ValueError(
+            f"axis and block_size are exclusive: give one of them, got axis={axis!r} "
+            f"and block_size={block_size!r}"
+        )
+    if axis is not None:
+        entries = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+        if not entries or not all(_is_int(entry) for entry in entries):
+            raise TypeError(f"axis must be an int or a non-empty tuple of ints, got {describe(axis)}")
+        entries = tuple(int(entry) for entry in entries)
+        if len(set(entries)) != len(entries):
+            raise ValueError(f"axis must not repeat an axis, got {axis!r}")
+        axis = entries[0] if not isinstance(axis, (tuple, list)) else entries
+    if block_size is not None:
+        if isinstance(block_size, (tuple, list)):
+            if not block_size or not all(entry is None or _is_int(entry) for entry in block_size):
+                raise TypeError(
+                    "block_size must be an int or a non-empty tuple of ints and None, "
+                    f"got {describe(block_size)}"
+                )
+            block_size = tuple(None if entry is None else int(entry) for entry in block_size)
+            if any(entry is not None and entry < 1 for entry in block_size):
+                raise ValueError(f"block_size entries must be >= 1 (or None for a whole axis), got {block_size!r}")
+        elif _is_int(block_size):
+            block_size = int(block_size)
+            if block_size < 1:
+                raise ValueError(f"block_size must be >= 1, got {block_size!r}")
+        else:
+            raise TypeError(f"block_size must be an int or a tuple of ints and None, got {describe(block_size)}")
+    return axis, block_size
+
+
+def block_extent(
+    shape: Sequence[int], axis: Axis = None, block_size: BlockSize = None
+) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Return ``(extent, grid)``: a block's extent along each axis and the parameter grid's shape.
+
+    ``axis=a`` keeps one block per index along the axes in ``a`` (extent 1) and
+    reduces every other axis whole; ``block_size=g`` cuts the last axis into
+    blocks of ``g`` consecutive values (extent 1 elsewhere); a ``block_size``
+    tuple gives the extent per axis (``None``: the whole axis). Both None: one
+    block, the whole array. ``grid[d] = ceil(shape[d] / extent[d])``; the last
+    block along an axis is shorter when ``extent[d]`` does not divide it.
+
+    Args:
+        shape: the values' shape.
+        axis: an int or a tuple of ints (negative counts from the end).
+        block_size: an int, or a tuple with one entry (int or None) per axis.
+
+    Returns:
+        Two tuples of ints, each with one entry per axis.
+
+    Raises:
+        ValueError: if both are given, an axis is out of range or repeats, a tuple has
+            the wrong length, an extent is < 1, or the array is 0-d with a granularity.
+        TypeError: if an argument has the wrong type.
+
+    Example:
+        >>> block_extent((3, 5), axis=0)
+        ((1, 5), (3, 1))
+        >>> block_extent((3, 5), block_size=(2, None))
+        ((2, 5), (2, 1))
+    """
+    shape = tuple(int(length) for length in shape)
+    axis, block_size = check_granularity(axis, block_size)
+    ndim = len(shape)
+    whole = tuple(max(length, 1) for length in shape)
+    if axis is None and block_size is None:
+        extent = whole
+    elif ndim == 0:
+        raise ValueError(
+            "a 0-d array has no axis to quantize per channel or per group: "
+            f"got axis={axis!r}, block_size={block_size!r}"
+        )
+    elif axis is not None:
+        kept = set()
+        for entry in axis if isinstance(axis, tuple) else (axis,):
+            if not -ndim <= entry < ndim:
+                raise ValueError(f"axis {entry} is out of range for an array of {ndim} dimension(s)")
+            if entry % ndim in kept:
+                raise ValueError(f"axis must not repeat an axis, got {axis!r} for {ndim} dimension(s)")
+            kept.add(entry % ndim)
+        extent = tuple(1 if d in kept else whole[d] for d in range(ndim))
+    elif isinstance(block_size, tuple):
+        if len(block_size) != ndim:
+            raise ValueError(
+                f"block_size must have one entry per axis ({ndim}), got {len(block_size)}: {block_size!r}"
+            )
+        extent = tuple(whole[d] if entry is None else min(entry, whole[d]) for d, entry in enumerate(block_size))
+    else:
+        assert isinstance(block_size, int)  # narrowed by check_granularity
+        extent = (1,) * (ndim - 1) + (min(block_size, whole[-1]),)
+    return extent, grid_shape(shape, extent)
+
+
+def grid_shape(shape: Sequence[int], extent: Sequence[int]) -> Tuple[int, ...]:
+    """Return the parameter grid's shape: ``ceil(shape[d] / extent[d])`` per axis."""
+    return tuple(-(-int(length) // int(size)) for length, size in zip(shape, extent))
+
+
+def _segments(xp: Any, array: Any, axis: int, size: int, reduce: Callable[..., Any]) -> Any:
+    """Reduce ``array`` along ``axis`` in consecutive segments of ``size`` (the last may be shorter)."""
+    length = array.shape[axis]
+    if size >= length:
+        return reduce(array, axis=axis, keepdims=True)
+    full = length // size * size
+    parts = []
+    if full:
+        head = array[(slice(None),) * axis + (slice(0, full), ...)]
+        split = tuple(head.shape[:axis]) + (full // size, size) + tuple(head.shape[axis + 1 :])
+        parts.append(reduce(xp.reshape(head, split), axis=axis + 1))
+    if full < length:
+        tail = array[(slice(None),) * axis + (slice(full, length), ...)]
+        parts.append(reduce(tail, axis=axis, keepdims=True))
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=axis)
+
+
+def block_minmax(values: Any, extent: Sequence[int], *, xp: Any) -> Tuple[Any, Any]:
+    """Return ``(rmin, rmax)``: the min and max of every block, as arrays of the grid's shape.
+
+    Blocks are reduced axis by axis; the min of mins is the min, so the result is
+    exact whatever the order. NaN propagates into its block's min and max. The
+    arrays stay in ``values``' library and on its device, and nothing is read back.
+
+    Args:
+        values: a real array with at least one element per block.
+        extent: the block extent along each axis (from :func:`block_extent`).
+        xp: the Array API namespace of ``values``.
+    """
+    low, high = values, values
+    for axis, size in enumerate(extent):
+        low = _segments(xp, low, axis, size, xp.min)
+        high = _segments(xp, high, axis, size, xp.max)
+    return low, high
+
+
+def expand_to_values(parameter: Any, shape: Sequence[int], extent: Sequence[int], *, xp: Any) -> Any:
+    """Spread a parameter grid over ``shape``: every value gets its block's parameter.
+
+    Axes where the grid has one entry stay of length 1 (they broadcast), so a
+    per-channel grid is not copied at all; blocked axes are repeated ``extent``
+    times and cut to the values' length.
+    """
+    for axis, (length, size) in enumerate(zip(shape, extent)):
+        if parameter.shape[axis] == 1:
+            continue
+        parameter = xp.repeat(parameter, int(size), axis=axis)
+        if parameter.shape[axis] != length:
+            parameter = parameter[(slice(None),) * axis + (slice(0, int(length)), ...)]
+    return parameter
