@@ -96,6 +96,7 @@ from . import _parallel
 
 __all__ = [
     "DISABLE_ENV",
+    "bin_counts",
     "MIN_ELEMENTS",
     "available",
     "dequantize",
@@ -314,6 +315,26 @@ def _dequantize(source: Any, target: Any, scale: float, zero_point: float) -> No
         target[i] = scale * (numpy.float64(source[i]) - zero_point)
 
 
+def _bin_counts(values: Any, counts: Any, factor: float, divide: bool, j_lo: int) -> None:
+    """Add each finite value's bin, ``floor(x / 2**k) - j_lo``, into ``counts`` (in range only).
+
+    ``x * 2**-k`` (``factor = 2**-k``) equals ``x / 2**k`` (``factor = 2**k``, ``divide``)
+    bit for bit whenever ``2**-k`` is a float64: both round the same exact quotient once.
+    A negative value whose quotient underflows to ``-0.0`` belongs to bin -1.
+    """
+    n_bins = counts.shape[0]
+    for i in range(values.shape[0]):
+        value = numpy.float64(values[i])
+        if not (abs(value) < numpy.inf):
+            continue
+        quotient = value / factor if divide else value * factor
+        index = numpy.int64(numpy.floor(quotient)) - j_lo
+        if quotient == 0.0 and value < 0.0:
+            index = numpy.int64(-1) - j_lo
+        if index >= 0 and index < n_bins:
+            counts[index] += 1
+
+
 class _Kernels:
     """The compiled dispatchers (built once, by :func:`_kernels`)."""
 
@@ -325,6 +346,7 @@ class _Kernels:
         self.quantize_clip = jit(_quantize_clip)
         self.quantize_fit = jit(_quantize_fit)
         self.dequantize = jit(_dequantize)
+        self.bin_counts = jit(_bin_counts)
 
 
 def _load() -> Optional[_Kernels]:
@@ -520,6 +542,43 @@ def _candidate(scale: float, zero_point: float, low: float, high: float) -> Opti
         limit = numpy.nextafter(limit, numpy.float32(0))
     bits = numpy.int32(numpy.array(limit, dtype=numpy.float32).view(numpy.int32)[()])
     return numpy.float32(inverse), numpy.float32(zero_point), low32, high32, bits
+
+
+def bin_counts(values: numpy.ndarray, k: int, j_lo: int, max_bins: int) -> numpy.ndarray:
+    """Count the finite values of a 1-d float32/float64 array into bins of width ``2**k``.
+
+    Bin ``j = floor(x / 2**k)`` (exact; see :func:`qarray.histogram.bin_floor`) is counted
+    at ``j - j_lo`` when that lies in ``[0, max_bins)``; NaN, ±Inf and values outside
+    are left out. One pass, no sort: each chunk of the array counts into its own
+    ``max_bins`` int64 counters on the thread pool, and the chunks' counts are added.
+
+    Returns:
+        An int64 array of ``max_bins`` counts.
+
+    Raises:
+        TypeError, ValueError: for arrays the kernels cannot take.
+
+    Example:
+        >>> bin_counts(numpy.array([0.1, 0.6, 0.7, 1.9]), -1, 0, 4).tolist()  # doctest: +SKIP
+        [1, 2, 0, 1]
+    """
+    _check_flat(values, "values", _FLOAT_DTYPES)
+    kernels = _kernels()
+    k, j_lo, max_bins = int(k), int(j_lo), int(max_bins)
+    divide = k < -1023  # 2**-k is not a float64 there: divide by 2**k instead
+    factor = math.ldexp(1.0, k) if divide else math.ldexp(1.0, -k)
+    kernel = kernels.bin_counts
+
+    def count(start: int, stop: int) -> numpy.ndarray:
+        counts = numpy.zeros(max_bins, dtype=numpy.int64)
+        kernel(values[start:stop], counts, factor, divide, numpy.int64(j_lo))
+        return counts
+
+    parts = _parallel.run(values.size, count)
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 def dequantize(source: numpy.ndarray, target: numpy.ndarray, scale: float, zero_point: float) -> None:

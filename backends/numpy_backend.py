@@ -103,6 +103,26 @@ class NumpyBackend(ArrayAPIBackend):
             total = sum(_parallel.run(flat.size, lambda start, stop: _count_nonfinite_range(flat[start:stop])))
         return numpy.asarray(total, dtype=numpy.int64)
 
+    def bin_counts(self, values: Any, *, k: int, j_lo: int, max_bins: int, omit_nan: bool) -> Any:
+        """Count ``values`` into ``max_bins`` bins of width ``2**k`` from ``j_lo``, in one pass.
+
+        The compiled kernel (with Numba) or blocked NumPy (``floor`` of the float64
+        quotient, then ``bincount``) give the counts of :meth:`ArrayAPIBackend.bin_counts`
+        exactly, without sorting and without full-size temporaries. NaN and ±Inf are
+        never counted.
+        """
+        values = numpy.asarray(values)
+        if values.size and _use_numba(values):
+            return numba_kernels.bin_counts(values.reshape(-1), k, j_lo, max_bins)
+        flat = _flat(values)
+        if flat is None:
+            return _bin_counts_range(values, k, j_lo, max_bins)
+        parts = _parallel.run(flat.size, lambda start, stop: _bin_counts_range(flat[start:stop], k, j_lo, max_bins))
+        total = numpy.zeros(max_bins, dtype=numpy.int64)
+        for part in parts:
+            total += part
+        return total
+
     # -- quantization ----------------------------------------------------------------------
 
     def quantize(
@@ -213,6 +233,31 @@ def _minmax_range(values: numpy.ndarray, omit_nonfinite: bool) -> Tuple[Any, Any
             lows.append(numpy.min(block))
             highs.append(numpy.max(block))
     return numpy.min(numpy.asarray(lows, dtype=values.dtype)), numpy.max(numpy.asarray(highs, dtype=values.dtype))
+
+
+def _bin_counts_range(values: numpy.ndarray, k: int, j_lo: int, max_bins: int) -> numpy.ndarray:
+    """Bin counts of one block range: float64 quotient, floor, -1 for an underflowed negative."""
+    counts = numpy.zeros(max_bins, dtype=numpy.int64)
+    if values.size == 0:
+        return counts
+    width = 2.0**k
+    buffer = numpy.empty(min(BLOCK_ELEMENTS, values.size), dtype=numpy.float64)
+    negative = numpy.empty(buffer.size, dtype=bool)
+    for index, count in _blocks(values, BLOCK_ELEMENTS):
+        chunk = values[index]
+        work = buffer[:count].reshape(chunk.shape)
+        below = negative[:count].reshape(chunk.shape)
+        with numpy.errstate(invalid="ignore", over="ignore", under="ignore"):
+            numpy.divide(chunk, width, out=work, dtype=numpy.float64)
+            numpy.less(chunk, 0.0, out=below)
+            numpy.logical_and(below, work == 0.0, out=below)  # underflowed to -0.0: bin -1
+            numpy.floor(work, out=work)
+            numpy.subtract(work, below, out=work)
+            numpy.subtract(work, float(j_lo), out=work)
+        flat = work.reshape(-1)
+        inside = flat[(flat >= 0.0) & (flat < max_bins)]  # NaN and ±Inf fail both
+        counts += numpy.bincount(inside.astype(numpy.int64), minlength=max_bins)
+    return counts
 
 
 def _count_nonfinite_range(values: numpy.ndarray) -> int:

@@ -1,0 +1,761 @@
+"""Exact, mergeable dyadic histograms and the calibration ranges computed from them.
+
+This module owns the histogram of ``CALIBRATION.md`` as plain functions over a
+small frozen value, :class:`Histogram`: bin ``j`` of width ``w = 2**k`` holds the
+values ``x`` with ``j * w <= x < (j + 1) * w``; the histogram keeps the counts of
+the bins ``j_lo..j_hi`` that span the data's exact ``[min, max]``, and min and
+max themselves. ``k`` depends on min, max and ``max_bins`` only
+(:func:`choose_k`), and coarsening a histogram to a wider bin adds counts
+(:func:`coarsen`), so :func:`merge` is exact: any batching and any merge order
+give the histogram of one pass over all the data, bit for bit.
+
+The ranges (:func:`percentile_range`, :func:`mse_range`, :func:`entropy_range`)
+read nothing but a host histogram. :func:`bin_counts` and :func:`histogram`
+count an array of any library with its backend's kernel (fused on NumPy/Numba
+and CuPy; the generic Array API path is the reference).
+
+Bin indices are exact floors: ``x / w`` is exact in float64 wherever the
+quotient is a normal number; where it underflows (a tiny ``|x|`` against a wide
+bin) the floor is still 0 for ``x >= 0`` and -1 for ``x < 0``, which is what
+every kernel returns (also when the quotient rounds to ``-0.0``).
+
+Example:
+    >>> import numpy
+    >>> from qarray.histogram import histogram, merge, percentile_range
+    >>> data = numpy.arange(1000, dtype=numpy.float64)
+    >>> whole = histogram(data, max_bins=64)
+    >>> parts = merge(histogram(data[:300], max_bins=64), histogram(data[300:], max_bins=64))
+    >>> whole == parts
+    True
+    >>> percentile_range(whole, 99.0)
+    (0.0, 999.0)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+import numpy
+
+from ._checks import check_bool, check_int, describe
+
+__all__ = [
+    "DEFAULT_MAX_BINS",
+    "DEFAULT_PERCENTILE",
+    "Histogram",
+    "MAX_K",
+    "METHODS",
+    "MIN_K",
+    "MSE_PERCENTILES",
+    "bin_counts",
+    "bin_floor",
+    "check_max_bins",
+    "check_method",
+    "check_percentile",
+    "choose_k",
+    "coarsen",
+    "entropy_range",
+    "histogram",
+    "merge",
+    "mse_range",
+    "percentile_range",
+    "quantization_mse",
+    "range_for",
+]
+
+DEFAULT_MAX_BINS = 4096
+"""The default number of bins a histogram may use (``max_bins``)."""
+
+MAX_MAX_BINS = 1 << 24
+"""The largest ``max_bins`` accepted (16 Mi bins of int64 counts: 128 MiB)."""
+
+MIN_MAX_BINS = 4
+"""The smallest ``max_bins`` accepted: with 4 bins every finite range fits some ``k <= 1023``."""
+
+MIN_K = -1074
+"""The smallest ``k``: ``2**-1074`` is the smallest positive float64."""
+
+MAX_K = 1023
+"""The largest ``k`` ever needed (with ``max_bins >= 4``): ``2**1023`` is the largest power of two."""
+
+DEFAULT_PERCENTILE = 99.99
+"""The default ``percentile`` of the ``percentile`` method."""
+
+METHODS = ("minmax", "percentile", "mse", "entropy")
+"""The calibration methods: the exact range, and three ranges chosen from the histogram."""
+
+MSE_PERCENTILES = (
+    75.0,
+    90.0,
+    95.0,
+    97.5,
+    99.0,
+    99.5,
+    99.75,
+    99.9,
+    99.95,
+    99.975,
+    99.99,
+    99.995,
+    99.999,
+    99.9995,
+    99.9999,
+    99.99995,
+    99.99999,
+    100.0,
+)
+"""The ladder of percentiles whose ranges the ``mse`` method compares (100 is min/max)."""
+
+_MAX_INDEX = 2.0**53
+"""Bin indices stay below this in magnitude, so each is an exact integer in float64."""
+
+
+@dataclass(frozen=True, eq=False)
+class Histogram:
+    """A dyadic histogram on the host: bin width ``2**k``, counts of bins ``j_lo..j_hi``.
+
+    Attributes:
+        k: the bin width is ``2**k``.
+        j_lo: the index of the bin holding ``vmin``.
+        counts: int64 counts of the bins ``j_lo..j_hi`` (``counts[0]`` and
+            ``counts[-1]`` are positive: they hold min and max).
+        vmin: the exact smallest value (float64).
+        vmax: the exact largest value (float64).
+        max_bins: the most bins the histogram may use.
+
+    Build one with :func:`histogram`; combine two with :func:`merge`.
+
+    Example:
+        >>> import numpy
+        >>> hist = histogram(numpy.array([0.25, 0.5, 3.0]), max_bins=8)
+        >>> hist.k, hist.j_lo, hist.j_hi, hist.counts.tolist()
+        (-1, 0, 6, [1, 1, 0, 0, 0, 0, 1])
+    """
+
+    k: int
+    j_lo: int
+    counts: numpy.ndarray
+    vmin: numpy.float64
+    vmax: numpy.float64
+    max_bins: int = DEFAULT_MAX_BINS
+
+    @property
+    def j_hi(self) -> int:
+        """The index of the bin holding ``vmax``."""
+        return self.j_lo + int(self.counts.shape[0]) - 1
+
+    @property
+    def width(self) -> float:
+        """The bin width ``2**k`` (a float64 power of two)."""
+        return math.ldexp(1.0, self.k)
+
+    @property
+    def total(self) -> int:
+        """The number of values counted."""
+        return int(self.counts.sum())
+
+    def edges(self) -> numpy.ndarray:
+        """The ``len(counts) + 1`` bin edges ``j * 2**k`` (float64; exact up to overflow)."""
+        indices = numpy.arange(self.j_lo, self.j_hi + 2, dtype=numpy.float64)
+        with numpy.errstate(over="ignore"):
+            return indices * self.width
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Histogram):
+            return NotImplemented
+        return (
+            self.k == other.k
+            and self.j_lo == other.j_lo
+            and self.max_bins == other.max_bins
+            and _same_float(self.vmin, other.vmin)
+            and _same_float(self.vmax, other.vmax)
+            and self.counts.shape == other.counts.shape
+            and bool(numpy.array_equal(self.counts, other.counts))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Histogram(k={self.k}, j_lo={self.j_lo}, j_hi={self.j_hi}, total={self.total}, "
+            f"vmin={float(self.vmin)!r}, vmax={float(self.vmax)!r}, max_bins={self.max_bins})"
+        )
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def check_max_bins(max_bins: Any) -> int:
+    """Return ``max_bins`` as an int in ``[4, 2**24]``.
+
+    Raises:
+        TypeError: if it is not an int.
+        ValueError: if it is out of range.
+
+    Example:
+        >>> check_max_bins(4096)
+        4096
+    """
+    value = check_int(max_bins, "max_bins")
+    if not MIN_MAX_BINS <= value <= MAX_MAX_BINS:
+        raise ValueError(f"max_bins must be an int between {MIN_MAX_BINS} and {MAX_MAX_BINS}, got {value}")
+    return value
+
+
+def check_method(method: Any) -> str:
+    """Return ``method`` if it names a calibration method (see :data:`METHODS`).
+
+    Raises:
+        ValueError: naming the methods, for anything else.
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {describe(method)}")
+    return method
+
+
+def check_percentile(percentile: Any) -> float:
+    """Return ``percentile`` as a float in ``(50, 100]``.
+
+    Raises:
+        TypeError: if it is not a real number.
+        ValueError: if it is outside ``(50, 100]`` (or NaN).
+    """
+    if isinstance(percentile, (bool, numpy.bool_)) or not isinstance(percentile, (int, float, numpy.floating, numpy.integer)):
+        raise TypeError(f"percentile must be a real number in (50, 100], got {describe(percentile)}")
+    value = float(percentile)
+    if not 50.0 < value <= 100.0:
+        raise ValueError(f"percentile must be in (50, 100], got {describe(percentile)}")
+    return value
+
+
+def _check_histogram(hist: Any) -> "Histogram":
+    if not isinstance(hist, Histogram):
+        raise TypeError(f"hist must be a Histogram, got {type(hist).__name__}")
+    return hist
+
+
+# -- bin indices and k ---------------------------------------------------------------------------
+
+
+def bin_floor(value: float, k: int) -> int:
+    """Return the index of the bin of width ``2**k`` holding ``value``: ``floor(value / 2**k)``.
+
+    Exact for every finite float64 ``value`` and ``k`` in ``[-1074, 1023]`` with
+    ``|value| / 2**k < 2**53`` (an underflowing quotient still floors to 0 or -1).
+
+    Example:
+        >>> bin_floor(-0.75, -1), bin_floor(3.0, 1), bin_floor(-1e-300, 900)
+        (-2, 1, -1)
+    """
+    quotient = float(value) / math.ldexp(1.0, k)
+    index = math.floor(quotient)
+    if quotient == 0.0 and value < 0.0:  # underflowed to -0.0: the true floor is -1
+        return -1
+    return int(index)
+
+
+def choose_k(vmin: float, vmax: float, max_bins: int = DEFAULT_MAX_BINS) -> int:
+    """Return the ``k`` of the specification for data spanning ``[vmin, vmax]``.
+
+    The smallest integer ``k >= -1074`` with
+    ``floor(vmax / 2**k) - floor(vmin / 2**k) + 1 <= max_bins`` and
+    ``max(|vmin|, |vmax|) / 2**k < 2**53``. Both conditions only get easier as ``k``
+    grows, so a binary search over ``[-1074, 1023]`` finds it with exact integer
+    arithmetic (the CUDA kernel runs the same search).
+
+    Raises:
+        ValueError: if the bounds are not finite or ``vmin > vmax``.
+
+    Example:
+        >>> choose_k(0.0, 1.0, 4096), choose_k(-3.0, 3.0, 4), choose_k(5.0, 5.0)
+        (-12, 1, -50)
+    """
+    max_bins = check_max_bins(max_bins)
+    vmin, vmax = float(vmin), float(vmax)
+    if not (math.isfinite(vmin) and math.isfinite(vmax)) or vmin > vmax:
+        raise ValueError(f"vmin and vmax must be finite with vmin <= vmax, got {vmin!r} and {vmax!r}")
+    largest = max(abs(vmin), abs(vmax))
+    low = MIN_K
+    if largest > 0.0:
+        low = max(low, math.frexp(largest)[1] - 53)
+    high = MAX_K
+    while low < high:  # the smallest k in [low, high] whose span fits
+        middle = (low + high) // 2
+        if bin_floor(vmax, middle) - bin_floor(vmin, middle) + 1 <= max_bins:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def bin_counts(
+    values: Any, k: int, j_lo: int, max_bins: int = DEFAULT_MAX_BINS, *, omit_nan: bool = False, backend: Any = None
+) -> Any:
+    """Count ``values`` into the ``max_bins`` bins ``j_lo, j_lo + 1, ...`` of width ``2**k``.
+
+    The counting kernel of ``values``' backend (fused on NumPy/Numba and CuPy; sort
+    and search on the generic Array API path). Values outside those bins are not
+    counted; with ``omit_nan`` NaN and ±Inf are left out (without it they must not
+    occur: the caller checks them first). Nothing is read back.
+
+    Args:
+        values: a floating-point array of any library.
+        k: the bin width is ``2**k``.
+        j_lo: the index of the first bin.
+        max_bins: the number of bins counted.
+        omit_nan: leave NaN and ±Inf out.
+        backend: the backend (or its name); default the values' own.
+
+    Returns:
+        An int64 array of ``max_bins`` counts in ``values``' library, on its device.
+
+    Example:
+        >>> import numpy
+        >>> bin_counts(numpy.array([0.1, 0.6, 0.7, 1.9]), -1, 0, 4).tolist()
+        [1, 2, 0, 1]
+    """
+    from .backends import backend_for, get_backend
+
+    backend = backend_for(values) if backend is None else get_backend(backend)
+    k = check_int(k, "k")
+    if not MIN_K <= k <= MAX_K:
+        raise ValueError(f"k must be between {MIN_K} and {MAX_K}, got {k}")
+    j_lo = check_int(j_lo, "j_lo")
+    return backend.bin_counts(
+        values, k=k, j_lo=j_lo, max_bins=check_max_bins(max_bins), omit_nan=check_bool(omit_nan, "omit_nan")
+    )
+
+
+def histogram(
+    values: Any, max_bins: int = DEFAULT_MAX_BINS, *, nan_policy: str = "raise", backend: Any = None
+) -> Optional[Histogram]:
+    """Return the dyadic histogram of ``values`` (None when there is nothing to count).
+
+    Two passes over ``values`` on its device: min/max (read back, to choose ``k``),
+    then the fused bin-and-count; the ``max_bins`` counts are read back once.
+
+    Args:
+        values: a floating-point array of any library (Dask arrays: see
+            :class:`~qarray.HistogramQuantizationStats`, which merges per-chunk histograms).
+        max_bins: the most bins the histogram may use.
+        nan_policy: ``"raise"`` refuses NaN and ±Inf; ``"omit"`` leaves them out.
+        backend: the backend (or its name); default the values' own.
+
+    Returns:
+        A :class:`Histogram`, or None for empty input (or, under ``"omit"``, input
+        without a finite value).
+
+    Raises:
+        TypeError: if ``values`` is not a floating-point array.
+        ValueError: for NaN/±Inf under ``"raise"`` or an unknown ``nan_policy``.
+
+    Example:
+        >>> import numpy
+        >>> histogram(numpy.array([1.0, 2.0, 2.5]), max_bins=4).counts.tolist()
+        [1, 0, 2]
+    """
+    from ._namespace import as_array
+    from .backends import backend_for, get_backend
+
+    omit = _omit(nan_policy)
+    max_bins = check_max_bins(max_bins)
+    values = as_array(values, "values", kind="float")
+    backend = backend_for(values) if backend is None else get_backend(backend)
+    if not backend.is_floating(values):
+        raise TypeError(f"values must be a floating-point array to calibrate on, got dtype {values.dtype}")
+    if backend.size(values) == 0:
+        return None
+    low, high = backend.minmax(values, omit_nonfinite=omit)
+    both = backend.to_numpy(backend.xp.stack([backend.xp.astype(low, backend.xp.float64), backend.xp.astype(high, backend.xp.float64)]))
+    vmin, vmax = numpy.float64(both[0]), numpy.float64(both[1])
+    if not (math.isfinite(vmin) and math.isfinite(vmax)):
+        if omit:
+            return None  # nothing finite to count
+        n_bad = int(backend.to_numpy(backend.count_nonfinite(values)))
+        raise ValueError(
+            f"values hold {n_bad} non-finite value(s) (NaN or ±Inf) out of {backend.size(values)}; "
+            "clean them, or pass nan_policy='omit' to calibrate on the finite values only"
+        )
+    vmin, vmax = vmin + 0.0, vmax + 0.0  # -0.0 and 0.0 are one value: keep the bounds canonical
+    k = choose_k(vmin, vmax, max_bins)
+    j_lo, j_hi = bin_floor(vmin, k), bin_floor(vmax, k)
+    counts = backend.bin_counts(values, k=k, j_lo=j_lo, max_bins=max_bins, omit_nan=omit)
+    host = numpy.asarray(backend.to_numpy(counts), dtype=numpy.int64)[: j_hi - j_lo + 1].copy()
+    return Histogram(k, j_lo, host, vmin, vmax, max_bins)
+
+
+# -- coarsening and merging -----------------------------------------------------------------------
+
+
+def coarsen(hist: Histogram, k: int) -> Histogram:
+    """Return ``hist`` with bins of width ``2**k`` (``k >= hist.k``): bin ``j`` goes to ``j >> (k - hist.k)``.
+
+    Exact: counts are added, min and max kept. ``j_lo`` and ``j_hi`` become the floors
+    of min and max at the new width.
+
+    Raises:
+        ValueError: if ``k`` is smaller than ``hist.k`` or beyond :data:`MAX_K`.
+
+    Example:
+        >>> import numpy
+        >>> hist = histogram(numpy.array([0.0, 1.0, 2.0, 3.0]), max_bins=4)
+        >>> coarsen(hist, hist.k + 1).counts.tolist()
+        [2, 2]
+    """
+    hist = _check_histogram(hist)
+    k = check_int(k, "k")
+    if not hist.k <= k <= MAX_K:
+        raise ValueError(f"k must be between the histogram's k ({hist.k}) and {MAX_K}, got {k}")
+    if k == hist.k:
+        return hist
+    shift = min(k - hist.k, 63)  # |j| < 2**53: a shift by 63 already gives 0 or -1
+    indices = numpy.arange(hist.j_lo, hist.j_hi + 1, dtype=numpy.int64) >> shift
+    j_lo = int(indices[0])
+    # numpy.bincount with weights would add in float64: add the int64 counts exactly instead
+    counts = numpy.zeros(int(indices[-1]) - j_lo + 1, dtype=numpy.int64)
+    numpy.add.at(counts, indices - j_lo, hist.counts)
+    return Histogram(k, j_lo, counts, hist.vmin, hist.vmax, hist.max_bins)
+
+
+def merge(first: Optional[Histogram], second: Optional[Histogram]) -> Optional[Histogram]:
+    """Return the histogram of the data of both (None stands for no data).
+
+    Both are coarsened to the ``k`` that the combined min and max need (at least
+    either's), then their counts are added: the result is exactly the histogram of
+    one pass over all the data.
+
+    Raises:
+        TypeError: if an argument is neither a Histogram nor None.
+        ValueError: if their ``max_bins`` differ.
+
+    Example:
+        >>> import numpy
+        >>> a = histogram(numpy.array([0.0, 1.0]), max_bins=4)
+        >>> b = histogram(numpy.array([7.0]), max_bins=4)
+        >>> merged = merge(a, b)
+        >>> merged == histogram(numpy.array([0.0, 1.0, 7.0]), max_bins=4)
+        True
+    """
+    if first is None or second is None:
+        if first is not None:
+            return _check_histogram(first)
+        return None if second is None else _check_histogram(second)
+    first, second = _check_histogram(first), _check_histogram(second)
+    if first.max_bins != second.max_bins:
+        raise ValueError(f"histograms with different max_bins cannot merge: {first.max_bins} and {second.max_bins}")
+    vmin = min(first.vmin, second.vmin)
+    vmax = max(first.vmax, second.vmax)
+    k = max(choose_k(vmin, vmax, first.max_bins), first.k, second.k)
+    a, b = coarsen(first, k), coarsen(second, k)
+    j_lo = min(a.j_lo, b.j_lo)
+    j_hi = max(a.j_hi, b.j_hi)
+    counts = numpy.zeros(j_hi - j_lo + 1, dtype=numpy.int64)
+    counts[a.j_lo - j_lo : a.j_hi - j_lo + 1] += a.counts
+    counts[b.j_lo - j_lo : b.j_hi - j_lo + 1] += b.counts
+    return Histogram(k, j_lo, counts, numpy.float64(vmin), numpy.float64(vmax), first.max_bins)
+
+
+# -- ranges -----------------------------------------------------------------------------------------
+
+
+def percentile_range(hist: Histogram, percentile: float = DEFAULT_PERCENTILE) -> Tuple[float, float]:
+    """Return the ``(lower, upper)`` range keeping the central ``percentile`` per cent.
+
+    With ``N`` values and ``value(r)`` the ``r``-th smallest: ``upper`` is the upper edge
+    of the bin holding ``value(ceil(p / 100 * N))`` and ``lower`` the lower edge of
+    the bin holding ``value(floor((1 - p / 100) * N) + 1)``, each clamped to
+    ``[min, max]``. So ``value <= upper <= value + 2**k`` and the mirror for ``lower``.
+
+    Raises:
+        TypeError, ValueError: for a bad histogram or a percentile outside ``(50, 100]``.
+
+    Example:
+        >>> import numpy
+        >>> data = numpy.concatenate([numpy.linspace(-1.0, 1.0, 9999), [1000.0]])
+        >>> percentile_range(histogram(data), 99.9)
+        (-1.0, 1.0)
+    """
+    hist = _check_histogram(hist)
+    p = check_percentile(percentile)
+    cumulative = numpy.cumsum(hist.counts)
+    total = int(cumulative[-1])
+    upper_rank = min(max(math.ceil(p / 100 * total), 1), total)
+    lower_rank = min(max(math.floor((1 - p / 100) * total) + 1, 1), total)
+    upper_bin = int(numpy.searchsorted(cumulative, upper_rank, side="left"))
+    lower_bin = int(numpy.searchsorted(cumulative, lower_rank, side="left"))
+    width = hist.width
+    with numpy.errstate(over="ignore"):
+        upper = numpy.float64(hist.j_lo + upper_bin + 1) * width
+        lower = numpy.float64(hist.j_lo + lower_bin) * width
+    return _clamped(lower, hist), _clamped(upper, hist)
+
+
+def quantization_mse(
+    hist: Histogram,
+    rmin: float,
+    rmax: float,
+    n_bits: int = 8,
+    *,
+    is_signed: bool = False,
+    is_symmetric: bool = False,
+) -> float:
+    """Estimate from ``hist`` the mean squared error of quantizing with the range ``[rmin, rmax]``.
+
+    The quantizer is the one ``SEMANTICS.md`` fits on that range (scale, zero point,
+    offset and clip range of :func:`~qarray.params.choose_parameters`); each bin's
+    values are taken at the bin's centre, clamped to ``[min, max]``, and quantized,
+    de-quantized and compared in float64.
+
+    Example:
+        >>> import numpy
+        >>> hist = histogram(numpy.linspace(0.0, 1.0, 1001))
+        >>> quantization_mse(hist, 0.0, 1.0, 8) < quantization_mse(hist, 0.0, 0.5, 8)
+        True
+    """
+    from .options import QuantizationOptions
+    from .params import choose_parameters
+    from .stats import MinMaxQuantizationStats
+
+    hist = _check_histogram(hist)
+    options = QuantizationOptions(n_bits, is_signed=is_signed or is_symmetric, is_symmetric=is_symmetric)
+    stats = MinMaxQuantizationStats(rmax=float(rmax), rmin=float(rmin))
+    try:
+        scale, zero_point, offset = choose_parameters(options, stats)
+    except ValueError:  # a range too wide (or too narrow) for parameters: never the best one
+        return math.inf
+    occupied = hist.counts > 0
+    centres = _centres(hist)[occupied]
+    low, high = -offset, 2**n_bits - 1 - offset
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        quantized = numpy.clip(numpy.rint(centres / scale + zero_point), low, high)
+        restored = scale * (quantized - numpy.float64(zero_point))
+        error = float(numpy.sum(hist.counts[occupied] * (restored - centres) ** 2) / hist.total)
+    return error if not math.isnan(error) else math.inf  # overflowing ranges: never the best
+
+
+def mse_range(
+    hist: Histogram,
+    n_bits: int = 8,
+    *,
+    is_signed: bool = False,
+    is_symmetric: bool = False,
+    percentiles: Tuple[float, ...] = MSE_PERCENTILES,
+) -> Tuple[float, float]:
+    """Return the candidate range with the smallest estimated quantization MSE.
+
+    Candidates are the :func:`percentile_range` of each ``p`` in ``percentiles`` (100
+    included: min/max); each is scored by :func:`quantization_mse` with the given
+    options, and ties go to the wider range. Min/max is always a candidate, so the
+    estimate of the result is never worse than that of min/max.
+
+    Example:
+        >>> import numpy
+        >>> rng = numpy.random.default_rng(0)
+        >>> data = numpy.concatenate([rng.normal(size=100_000), [80.0]])
+        >>> lower, upper = mse_range(histogram(data), 4)
+        >>> upper < 80.0
+        True
+    """
+    hist = _check_histogram(hist)
+    candidates = {(float(hist.vmin), float(hist.vmax))}
+    for p in percentiles:
+        candidates.add(percentile_range(hist, p))
+    best: Optional[Tuple[float, float, float]] = None  # (error, lower, upper)
+    chosen = (float(hist.vmin), float(hist.vmax))
+    # wider first, so that a tie keeps the wider range
+    for lower, upper in sorted(candidates, key=lambda pair: (-(pair[1] - pair[0]), pair[0])):
+        if upper - lower <= 0.0 and (lower, upper) != chosen:
+            continue
+        error = quantization_mse(hist, lower, upper, n_bits, is_signed=is_signed, is_symmetric=is_symmetric)
+        if best is None or error < best[0]:
+            best = (error, lower, upper)
+    if best is None:
+        return chosen
+    return best[1], best[2]
+
+
+def entropy_range(hist: Histogram, n_bits: int = 8, *, is_symmetric: bool = False) -> Tuple[float, float]:
+    """Return the range whose clipped histogram loses the least information (KL divergence).
+
+    TensorRT's entropy calibration, as ONNX Runtime's entropy calibrator runs it: for
+    each candidate window of bins, the reference distribution ``p`` is the histogram
+    clipped to the window (the counts beyond each end added to the end bin); ``q``
+    merges the window's bins into as many groups as the quantizer has levels there
+    (the last group also takes the remainder), spreads each group's count evenly over
+    its non-empty bins, both are smoothed (empty bins get ``1e-4``) and the window with
+    the smallest ``KL(p || q)`` wins (the first, among equals).
+
+    * ``is_symmetric``: on the histogram of ``|x|``, windows ``[0, t)`` with
+      ``2**(n_bits - 1)`` levels (half of the symmetric grid); the range is ``[-t, t]``.
+    * otherwise, on both tails: when the data straddle 0, windows ``[-t, t)`` of the
+      signed histogram with ``2**n_bits`` levels, the outliers of both tails folded into
+      the end bins (ONNX Runtime's asymmetric case); data on one side of 0 get
+      windows from their edge nearest 0, with ``2**n_bits`` levels.
+
+    The range is then clamped to ``[min, max]``. With fewer bins than levels there is
+    nothing to search: the window holds all the data.
+
+    Example:
+        >>> import numpy
+        >>> rng = numpy.random.default_rng(0)
+        >>> data = numpy.concatenate([rng.normal(size=100_000), [-60.0, 90.0]])
+        >>> lower, upper = entropy_range(histogram(data), 8)
+        >>> -60.0 < lower < 0.0 < upper < 90.0
+        True
+    """
+    hist = _check_histogram(hist)
+    n_bits = check_int(n_bits, "n_bits")
+    if n_bits < 1:
+        raise ValueError(f"n_bits must be an int >= 1, got {n_bits}")
+    width = hist.width
+    with numpy.errstate(over="ignore"):
+        if is_symmetric:
+            stop = _kl_one_sided(_fold_absolute(hist), 2 ** (n_bits - 1))
+            threshold = numpy.float64(stop) * width
+            return _clamped(-threshold, hist), _clamped(threshold, hist)
+        levels = 2**n_bits
+        if hist.j_lo < 0 <= hist.j_hi:  # bins on both sides of 0: a window centred on 0
+            half = _kl_centred(hist.counts, -hist.j_lo, levels)
+            threshold = numpy.float64(half) * width
+            return _clamped(-threshold, hist), _clamped(threshold, hist)
+        if hist.j_lo >= 0:  # all values >= 0: windows from the minimum up
+            stop = _kl_one_sided(hist.counts, levels)
+            return float(hist.vmin), _clamped(numpy.float64(hist.j_lo + stop) * width, hist)
+        stop = _kl_one_sided(hist.counts[::-1], levels)  # all < 0: from the maximum down
+        return _clamped(numpy.float64(hist.j_hi + 1 - stop) * width, hist), float(hist.vmax)
+
+
+def range_for(
+    hist: Histogram,
+    method: str = "percentile",
+    *,
+    percentile: float = DEFAULT_PERCENTILE,
+    n_bits: int = 8,
+    is_signed: bool = False,
+    is_symmetric: bool = False,
+) -> Tuple[float, float]:
+    """Return the range ``method`` chooses from ``hist`` (see :data:`METHODS`).
+
+    Example:
+        >>> import numpy
+        >>> range_for(histogram(numpy.array([-1.0, 0.0, 4.0])), "minmax")
+        (-1.0, 4.0)
+    """
+    hist = _check_histogram(hist)
+    method = check_method(method)
+    if method == "minmax":
+        return float(hist.vmin), float(hist.vmax)
+    if method == "percentile":
+        return percentile_range(hist, percentile)
+    if method == "mse":
+        return mse_range(hist, n_bits, is_signed=is_signed, is_symmetric=is_symmetric)
+    return entropy_range(hist, n_bits, is_symmetric=is_symmetric)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _omit(nan_policy: Any) -> bool:
+    if nan_policy not in ("raise", "omit"):
+        raise ValueError(f"nan_policy must be one of ('raise', 'omit'), got {describe(nan_policy)}")
+    return nan_policy == "omit"
+
+
+def _same_float(first: Any, second: Any) -> bool:
+    return numpy.float64(first).tobytes() == numpy.float64(second).tobytes()
+
+
+def _clamped(value: Any, hist: Histogram) -> float:
+    return float(min(max(numpy.float64(value), hist.vmin), hist.vmax))
+
+
+def _centres(hist: Histogram) -> numpy.ndarray:
+    """Each bin's centre ``(j + 1/2) * 2**k``, clamped to ``[min, max]``."""
+    indices = numpy.arange(hist.j_lo, hist.j_hi + 1, dtype=numpy.float64) + 0.5
+    with numpy.errstate(over="ignore"):
+        centres = indices * hist.width
+    return numpy.clip(centres, hist.vmin, hist.vmax)
+
+
+def _fold_absolute(hist: Histogram) -> numpy.ndarray:
+    """Counts of ``|x|`` in the bins ``0..m`` of the same width: bin ``j < 0`` goes to ``-j - 1``."""
+    indices = numpy.arange(hist.j_lo, hist.j_hi + 1, dtype=numpy.int64)
+    folded_index = numpy.where(indices < 0, -indices - 1, indices)
+    folded = numpy.zeros(int(folded_index.max()) + 1, dtype=numpy.int64)
+    numpy.add.at(folded, folded_index, hist.counts)
+    return folded
+
+
+def _smooth(distribution: numpy.ndarray, eps: float = 1e-4) -> Optional[numpy.ndarray]:
+    """Normalise to a probability distribution in which zeros become ``eps`` (None if all zero).
+
+    The non-zero entries are scaled to hold the rest of the mass, so every entry stays
+    positive (taking ``eps`` off each, as the original does, can make small ones negative).
+    """
+    zeros = distribution == 0
+    n_zeros = int(numpy.count_nonzero(zeros))
+    if n_zeros == distribution.size:
+        return None
+    eps = min(eps, 0.5 / max(n_zeros, 1))
+    scaled = distribution * ((1.0 - eps * n_zeros) / distribution.sum())
+    return numpy.where(zeros, eps, scaled)
+
+
+def _kl_divergence(window: numpy.ndarray, below: float, above: float, levels: int) -> float:
+    """KL(p || q) of one window of counts (see :func:`entropy_range`); inf if undefined."""
+    reference = window.copy()
+    reference[0] += below
+    reference[-1] += above
+    size = window.size
+    group = size // levels
+    labels = numpy.minimum(numpy.arange(size) // group, levels - 1)
+    nonzero = window != 0
+    sums = numpy.bincount(labels, weights=window, minlength=levels)
+    norms = numpy.bincount(labels, weights=nonzero, minlength=levels)
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        spread = numpy.where(norms > 0, sums / numpy.maximum(norms, 1.0), 0.0)
+    expanded = numpy.where(nonzero, spread[labels], 0.0)
+    p = _smooth(reference)
+    q = _smooth(expanded)
+    if p is None or q is None:
+        return math.inf
+    return float(numpy.sum(p * numpy.log(p / q)))
+
+
+def _kl_one_sided(counts: numpy.ndarray, levels: int) -> int:
+    """How many bins from the start of ``counts`` the least-KL window ``[0, stop)`` keeps."""
+    counts = numpy.asarray(counts, dtype=numpy.float64)
+    n_bins = counts.size
+    if n_bins <= levels:
+        return n_bins
+    tail = numpy.concatenate([numpy.cumsum(counts[::-1])[::-1], [0.0]])  # tail[i] = sum(counts[i:])
+    best_stop, best = n_bins, math.inf
+    for stop in range(levels, n_bins + 1):
+        divergence = _kl_divergence(counts[:stop], 0.0, float(tail[stop]), levels)
+        if divergence < best:
+            best_stop, best = stop, divergence
+    return best_stop
+
+
+def _kl_centred(counts: numpy.ndarray, zero: int, levels: int) -> int:
+    """The half-width ``h`` (in bins) of the least-KL window ``[-h, h)`` around bin ``zero``."""
+    counts = numpy.asarray(counts, dtype=numpy.float64)
+    half_max = max(zero, counts.size - zero)
+    padded = numpy.zeros(2 * half_max, dtype=numpy.float64)
+    padded[half_max - zero : half_max - zero + counts.size] = counts
+    prefix = numpy.concatenate([[0.0], numpy.cumsum(padded)])
+    total = prefix[-1]
+    first = max(1, -(-levels // 2))
+    if 2 * half_max <= levels:
+        return half_max
+    best_half, best = half_max, math.inf
+    for half in range(first, half_max + 1):
+        start, stop = half_max - half, half_max + half
+        below = float(prefix[start])
+        above = float(total - prefix[stop])
+        divergence = _kl_divergence(padded[start:stop], below, above, levels)
+        if divergence < best:
+            best_half, best = half, divergence
+    return best_half

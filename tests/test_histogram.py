@@ -1,0 +1,303 @@
+"""The dyadic histogram primitives against an independent reading of CALIBRATION.md.
+
+The reference computes every bin index with exact rational arithmetic
+(``fractions.Fraction``) and finds ``k`` by walking up from -1074, so it shares
+nothing with the binary search and float64 floors of ``qarray.histogram``.
+Kernels of every backend are compared with the generic Array API one, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy
+import pytest
+from array_api_compat import numpy as compat_numpy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from qarray import histogram as H
+from qarray.backends import ArrayAPIBackend, NumpyBackend, numba_kernels
+from qarray.backends import numpy_backend
+
+PROPERTY = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+GENERIC = ArrayAPIBackend(compat_numpy)
+
+
+# -- the independent reference -------------------------------------------------------------------
+
+
+def exact_floor(value: float, k: int) -> int:
+    return math.floor(Fraction(value) / Fraction(2) ** k)
+
+
+def reference_k(vmin: float, vmax: float, max_bins: int) -> int:
+    largest = max(abs(Fraction(vmin)), abs(Fraction(vmax)))
+    k = -1074
+    # jump close to the answer first (each condition is monotone in k), then walk
+    while k + 64 <= 1023 and not fits(vmin, vmax, max_bins, largest, k + 64):
+        k += 64
+    while not fits(vmin, vmax, max_bins, largest, k):
+        k += 1
+    return k
+
+
+def fits(vmin: float, vmax: float, max_bins: int, largest: Fraction, k: int) -> bool:
+    width = Fraction(2) ** k
+    return exact_floor(vmax, k) - exact_floor(vmin, k) + 1 <= max_bins and largest / width < 2**53
+
+
+def reference_histogram(values: numpy.ndarray, max_bins: int) -> H.Histogram:
+    flat = numpy.asarray(values, dtype=numpy.float64).reshape(-1)
+    vmin, vmax = float(flat.min()) + 0.0, float(flat.max()) + 0.0
+    k = reference_k(vmin, vmax, max_bins)
+    j_lo, j_hi = exact_floor(vmin, k), exact_floor(vmax, k)
+    counts = numpy.zeros(j_hi - j_lo + 1, dtype=numpy.int64)
+    for value in flat:
+        counts[exact_floor(float(value), k) - j_lo] += 1
+    return H.Histogram(k, j_lo, counts, numpy.float64(vmin), numpy.float64(vmax), max_bins)
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=True)
+value_arrays = hnp.arrays(numpy.float64, st.integers(1, 60), elements=finite)
+spread_values = hnp.arrays(
+    numpy.float64,
+    st.integers(1, 200),
+    elements=st.one_of(st.floats(-1e3, 1e3), st.floats(-1e-300, 1e-300), st.sampled_from([0.0, -0.0, 1e300, -1e300])),
+)
+
+
+# -- k and bin indices ----------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(first=finite, second=finite, max_bins=st.sampled_from([4, 5, 7, 16, 4096]))
+def test_choose_k_is_the_smallest_k_of_the_specification(first, second, max_bins):
+    vmin, vmax = min(first, second), max(first, second)
+    assert H.choose_k(vmin, vmax, max_bins) == reference_k(vmin, vmax, max_bins)
+
+
+@PROPERTY
+@given(value=finite, k=st.integers(-1074, 1023))
+def test_bin_floor_is_the_exact_floor_where_indices_are_exact(value, k):
+    if abs(Fraction(value)) / Fraction(2) ** k >= 2**53:
+        return  # outside the histogram's domain
+    assert H.bin_floor(value, k) == exact_floor(value, k)
+
+
+def test_a_negative_value_whose_quotient_underflows_is_in_bin_minus_one():
+    assert H.bin_floor(-1e-300, 1000) == -1
+    assert H.bin_floor(1e-300, 1000) == 0
+    assert H.bin_floor(-0.0, 1000) == 0
+
+
+def test_constant_and_zero_data_have_a_well_defined_histogram():
+    zeros = H.histogram(numpy.zeros(5))
+    assert (zeros.k, zeros.j_lo, zeros.counts.tolist()) == (-1074, 0, [5])
+    constant = H.histogram(numpy.full(3, -2.5))
+    assert constant.counts.tolist() == [3]
+    assert constant.k == reference_k(-2.5, -2.5, 4096)
+
+
+# -- histograms and the invariant ---------------------------------------------------------------
+
+
+@PROPERTY
+@given(values=value_arrays, max_bins=st.sampled_from([4, 9, 64, 4096]))
+def test_histogram_matches_the_reference(values, max_bins):
+    assert H.histogram(values, max_bins) == reference_histogram(values, max_bins)
+
+
+@PROPERTY
+@given(values=spread_values, data=st.data(), max_bins=st.sampled_from([4, 13, 256]))
+def test_any_batching_and_merge_order_give_the_histogram_of_all_the_data(values, data, max_bins):
+    cuts = sorted(data.draw(st.lists(st.integers(0, values.size), max_size=6)))
+    pieces = [piece for piece in numpy.split(values, cuts) if piece.size]
+    parts = [H.histogram(piece, max_bins) for piece in pieces]
+    order = data.draw(st.permutations(range(len(parts))))
+    folded = None
+    for index in order:  # left fold in a random order
+        folded = H.merge(folded, parts[index])
+    while len(parts) > 1:  # and a balanced tree
+        parts = [H.merge(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
+    whole = H.histogram(values, max_bins)
+    assert folded == whole
+    assert parts[0] == whole
+    for method in ("percentile", "mse", "entropy"):
+        assert H.range_for(folded, method, n_bits=3) == H.range_for(whole, method, n_bits=3)
+
+
+def test_coarsen_adds_counts_and_keeps_min_and_max():
+    hist = H.histogram(numpy.array([-3.0, -1.0, 0.0, 1.0, 2.0, 3.0]), max_bins=16)
+    coarse = H.coarsen(hist, hist.k + 2)
+    assert coarse.total == hist.total
+    assert (coarse.vmin, coarse.vmax) == (hist.vmin, hist.vmax)
+    assert coarse.j_lo == exact_floor(-3.0, coarse.k) and coarse.j_hi == exact_floor(3.0, coarse.k)
+
+
+def test_nan_policy():
+    values = numpy.array([1.0, numpy.nan, 2.0, numpy.inf])
+    with pytest.raises(ValueError, match="2 non-finite"):
+        H.histogram(values)
+    assert H.histogram(values, nan_policy="omit") == H.histogram(numpy.array([1.0, 2.0]))
+    assert H.histogram(numpy.array([numpy.nan]), nan_policy="omit") is None
+    assert H.histogram(numpy.zeros(0)) is None
+
+
+@pytest.mark.parametrize("bad, error", [(3, ValueError), (2**25, ValueError), (4.0, TypeError), (True, TypeError)])
+def test_max_bins_is_checked(bad, error):
+    with pytest.raises(error, match="max_bins"):
+        H.histogram(numpy.ones(3), max_bins=bad)
+
+
+def test_merging_histograms_of_different_max_bins_is_refused():
+    with pytest.raises(ValueError, match="max_bins"):
+        H.merge(H.histogram(numpy.ones(3), 8), H.histogram(numpy.ones(3), 16))
+
+
+# -- kernels: every backend against the generic reference, bit for bit ---------------------------
+
+
+def _kernel_cases():
+    rng = numpy.random.default_rng(7)
+    heavy = rng.standard_t(2, size=50_000)
+    return {
+        "heavy float64": heavy,
+        "heavy float32": heavy.astype(numpy.float32),
+        "tiny against wide bins": numpy.concatenate([heavy, [-1e-300, 1e-300, -0.0, 5e-324, -5e-324]]) * numpy.array(1e295),
+        "subnormal float32": (rng.normal(size=40_000) * 1e-40).astype(numpy.float32),
+        "with NaN and Inf": numpy.concatenate([heavy, [numpy.nan, numpy.inf, -numpy.inf]]),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_kernel_cases()))
+@pytest.mark.parametrize("offset", [0, 7, -9])
+def test_numpy_kernels_equal_the_generic_reference(name, offset):
+    values = _kernel_cases()[name]
+    finite_values = values[numpy.isfinite(values)]
+    hist = H.histogram(finite_values)
+    j_lo = hist.j_lo + offset  # bins beyond either end are not counted, by every kernel
+    arguments = dict(k=hist.k, j_lo=j_lo, max_bins=4096, omit_nan=True)
+    expected = GENERIC.bin_counts(values, **arguments)
+    numpy.testing.assert_array_equal(NumpyBackend().bin_counts(values, **arguments), expected)
+    numpy.testing.assert_array_equal(numpy_backend._bin_counts_range(values, hist.k, j_lo, 4096), expected)
+    if numba_kernels.available() and numba_kernels.supported_float(values):
+        numpy.testing.assert_array_equal(numba_kernels.bin_counts(values, hist.k, j_lo, 4096), expected)
+
+
+def test_numba_kernel_divides_where_two_to_the_minus_k_is_not_a_float():
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed")
+    values = numpy.array([5e-324, 1e-323, 3e-323, -5e-324, 0.0])
+    for k in (-1074, -1073, -1024, -1023):
+        expected = GENERIC.bin_counts(values, k=k, j_lo=-8, max_bins=64, omit_nan=False)
+        numpy.testing.assert_array_equal(numba_kernels.bin_counts(values, k, -8, 64), expected)
+        assert int(expected.sum()) == 5
+
+
+def test_every_library_counts_like_numpy(xb):
+    values = numpy.random.default_rng(3).standard_t(3, size=5000)
+    expected = H.histogram(values, 512)
+    if xb.name == "dask":
+        pytest.skip("Dask arrays are counted per chunk by HistogramQuantizationStats (tested there)")
+    assert H.histogram(xb.asarray(values), 512) == expected
+    counts = H.bin_counts(xb.asarray(values), expected.k, expected.j_lo, 512)
+    numpy.testing.assert_array_equal(xb.to_numpy(counts)[: expected.counts.size], expected.counts)
+
+
+# -- ranges ----------------------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(values=spread_values, p=st.floats(50.0, 100.0, exclude_min=True))
+def test_percentile_bounds_are_within_one_bin_of_the_exact_order_statistics(values, p):
+    hist = H.histogram(values)
+    lower, upper = H.percentile_range(hist, p)
+    ordered = numpy.sort(values)
+    n = ordered.size
+    high_value = ordered[min(max(math.ceil(p / 100 * n), 1), n) - 1]
+    low_value = ordered[min(max(math.floor((1 - p / 100) * n) + 1, 1), n) - 1]
+    width = hist.width
+    assert high_value <= upper <= high_value + width
+    assert low_value - width <= lower <= low_value
+    assert hist.vmin <= lower <= upper <= hist.vmax
+
+
+def test_percentile_100_is_min_max():
+    values = numpy.array([-7.25, 0.0, 3.5, 1e-9])
+    assert H.percentile_range(H.histogram(values), 100.0) == (-7.25, 3.5)
+
+
+def test_percentile_clips_an_outlier():
+    values = numpy.concatenate([numpy.linspace(0.0, 1.0, 10_000), [1e6]])
+    lower, upper = H.percentile_range(H.histogram(values), 99.9)
+    assert lower == 0.0
+    assert 0.99 <= upper < 2e3  # within one bin (of width 2**k for the range up to 1e6) of the order statistic
+
+
+@pytest.mark.parametrize("bad, error", [(50.0, ValueError), (100.5, ValueError), (float("nan"), ValueError), ("99", TypeError)])
+def test_percentile_is_checked(bad, error):
+    with pytest.raises(error, match="percentile"):
+        H.percentile_range(H.histogram(numpy.ones(3)), bad)
+
+
+@PROPERTY
+@given(values=spread_values, n_bits=st.integers(2, 10), symmetric=st.booleans())
+def test_mse_range_is_never_worse_than_min_max_on_the_histogram(values, n_bits, symmetric):
+    hist = H.histogram(values)
+    lower, upper = H.mse_range(hist, n_bits, is_symmetric=symmetric)
+    chosen = H.quantization_mse(hist, lower, upper, n_bits, is_symmetric=symmetric)
+    minmax = H.quantization_mse(hist, hist.vmin, hist.vmax, n_bits, is_symmetric=symmetric)
+    assert chosen <= minmax
+    assert hist.vmin <= lower <= upper <= hist.vmax
+
+
+def test_mse_range_lowers_the_real_error_on_heavy_tailed_data():
+    values = numpy.random.default_rng(0).standard_t(2, size=200_000)
+    hist = H.histogram(values)
+    lower, upper = H.mse_range(hist, 4)
+    assert upper - lower < hist.vmax - hist.vmin
+
+    def real_mse(rmin, rmax):
+        scale = (rmax - rmin) / 15
+        zero = round(-rmin / scale)
+        q = numpy.clip(numpy.rint(values / scale + zero), 0, 15)
+        return float(numpy.mean((scale * (q - zero) - values) ** 2))
+
+    assert real_mse(lower, upper) < 0.8 * real_mse(hist.vmin, hist.vmax)
+
+
+def test_entropy_range_clips_outliers_and_stays_inside_the_data():
+    rng = numpy.random.default_rng(1)
+    values = numpy.concatenate([rng.normal(size=100_000), [-500.0, 800.0]])
+    hist = H.histogram(values)
+    lower, upper = H.entropy_range(hist, 8)
+    assert -500.0 < lower < -2.0 and 2.0 < upper < 800.0
+    low_s, high_s = H.entropy_range(hist, 8, is_symmetric=True)
+    assert low_s == -high_s and 2.0 < high_s < 500.0
+
+
+def test_entropy_range_of_one_sided_data_keeps_the_edge_nearest_zero():
+    rng = numpy.random.default_rng(2)
+    positive = numpy.concatenate([rng.exponential(size=50_000) + 3.0, [400.0]])
+    lower, upper = H.entropy_range(H.histogram(positive), 4)
+    assert lower == float(positive.min()) and upper < 400.0
+    lower, upper = H.entropy_range(H.histogram(-positive), 4)
+    assert upper == float(-positive.min()) and lower > -400.0
+
+
+def test_entropy_with_fewer_bins_than_levels_is_min_max():
+    values = numpy.array([0.0, 1.0, 2.0, 3.0])
+    assert H.entropy_range(H.histogram(values, max_bins=8), 8) == (0.0, 3.0)
+
+
+def test_method_is_checked():
+    with pytest.raises(ValueError, match="method must be one of minmax, percentile, mse, entropy"):
+        H.range_for(H.histogram(numpy.ones(3)), "kl")
