@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from . import display
 from ._checks import MAX_N_BITS
+from .histogram_stats import HistogramQuantizationStats
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
 from .params import STABILITY_CONST, UniformQuantizationParameters
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FORMAT_VERSION",
+    "HistogramQuantizationStats",
     "MAX_N_BITS",
     "MinMaxQuantizationStats",
     "QuantizationOptions",

@@ -104,6 +104,10 @@ def summary_rows(obj: Any) -> List[Row]:
         return _options_rows(obj)
     if isinstance(obj, MinMaxQuantizationStats):
         return _stats_rows(obj)
+    from .histogram_stats import HistogramQuantizationStats
+
+    if isinstance(obj, HistogramQuantizationStats):
+        return _histogram_rows(obj)
     if isinstance(obj, UniformQuantizationParameters):
         return _params_rows(obj)
     raise TypeError(f"obj must be a qarray object (QuantizedArray, UniformQuantizer, ...), got {type(obj).__name__}")
@@ -162,6 +166,23 @@ def _stats_rows(stats: Any) -> List[Row]:
         rows = [("calibration range", f"[{_number(rmin)}, {_number(rmax)}]")]
     rows.append(("unique values", _uvalues_text(stats.uvalues)))
     return rows
+
+
+def _histogram_rows(stats: Any) -> List[Row]:
+    try:
+        hist = stats.histogram
+    except ValueError as error:  # pending device batches held NaN/±Inf
+        return [("histogram", f"invalid: {error}")]
+    if hist is None:
+        return [("histogram", f"empty (up to {stats.max_bins} bins)")]
+    used = hist.j_hi - hist.j_lo + 1
+    lower, upper = stats.range("percentile")
+    return [
+        ("values", str(hist.total)),
+        ("calibration range", f"[{_number(hist.vmin)}, {_number(hist.vmax)}] (min/max)"),
+        ("bins", f"{used} of {stats.max_bins}, width 2**{hist.k} = {_number(hist.width)}"),
+        ("99.99th percentile range", f"[{_number(lower)}, {_number(upper)}]"),
+    ]
 
 
 def _params_rows(params: Any) -> List[Row]:

@@ -11,6 +11,7 @@ from typing import IO, Any, Optional, Union
 
 from ._checks import describe
 from ._serialization import FORMAT_VERSION, parse_document
+from .histogram_stats import HistogramQuantizationStats
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
 from .quantized_array import QuantizedArray
@@ -23,6 +24,7 @@ _PLACED = {"MinMaxQuantizationStats", "UniformQuantizer", "QuantizedArray"}
 _CLASSES = {
     "QuantizationOptions": QuantizationOptions,
     "MinMaxQuantizationStats": MinMaxQuantizationStats,
+    "HistogramQuantizationStats": HistogramQuantizationStats,
     "UniformQuantizationParameters": UniformQuantizationParameters,
     "UniformQuantizer": UniformQuantizer,
     "QuantizedArray": QuantizedArray,

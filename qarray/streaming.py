@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional
 
 from ._checks import check_bool, check_n_bits
+from .histogram import check_method, check_percentile
+from .histogram_stats import HistogramQuantizationStats
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
 from .quantizer import UniformQuantizer
@@ -28,6 +30,9 @@ def calibrate(
     options: Optional[QuantizationOptions] = None,
     progress: bool = False,
     nan_policy: str = "raise",
+    method: str = "minmax",
+    percentile: float = 99.99,
+    max_bins: int = 4096,
     **option_kwargs: Any,
 ) -> UniformQuantizer:
     """Calibrate a uniform quantizer on batches of data and return it, ready to use.
@@ -46,6 +51,13 @@ def calibrate(
         progress: show a progress bar (with tqdm when it is installed; silently
             nothing otherwise).
         nan_policy: ``"raise"`` refuses NaN and ±Inf; ``"omit"`` leaves them out.
+        method: how the range is chosen: ``"minmax"`` (the exact min and max) or, from
+            an exact histogram of the batches (:class:`~qarray.HistogramQuantizationStats`),
+            ``"percentile"``, ``"mse"`` or ``"entropy"`` (for these the options' ``n_bits``,
+            ``is_signed`` and ``is_symmetric`` are passed on). QAT scale inference needs
+            ``"minmax"``.
+        percentile: the percentile of ``method="percentile"``, in ``(50, 100]``.
+        max_bins: the most histogram bins (histogram methods only).
         option_kwargs: fields of :class:`~qarray.QuantizationOptions` (``is_signed``,
             ``is_symmetric``, ``is_qat``, ``is_narrow``, ``is_precomputed_qat``).
 
@@ -70,6 +82,8 @@ def calibrate(
     options = _options(n_bits, options, option_kwargs)
     progress = check_bool(progress, "progress")
     with_uvalues = options.is_qat and not options.is_precomputed_qat
+    if check_method(method) != "minmax":
+        return _calibrate_histogram(batches, options, progress, nan_policy, method, percentile, max_bins)
     stats = MinMaxQuantizationStats()
     for batch in _with_progress(batches, progress):
         stats.update(batch, nan_policy=nan_policy, with_uvalues=with_uvalues)
@@ -77,6 +91,39 @@ def calibrate(
         raise ValueError("batches must hold at least one non-empty batch to calibrate on")
     quantizer = UniformQuantizer(options, stats)
     # Reading rmin/rmax here is the one read-back of the whole calibration.
+    quantizer.compute_quantization_parameters(quantizer.options, quantizer.stats)
+    return quantizer
+
+
+def _calibrate_histogram(
+    batches: Iterable[Any],
+    options: QuantizationOptions,
+    progress: bool,
+    nan_policy: str,
+    method: str,
+    percentile: float,
+    max_bins: int,
+) -> UniformQuantizer:
+    """calibrate() with a range chosen from the exact histogram of the batches."""
+    check_percentile(percentile)
+    if options.is_qat and not options.is_precomputed_qat:
+        raise ValueError(
+            f"method={method!r} chooses a clipped range, which QAT scale inference cannot use; "
+            "use method='minmax' (or is_precomputed_qat=True)"
+        )
+    histogram_stats = HistogramQuantizationStats(max_bins)
+    for batch in _with_progress(batches, progress):
+        histogram_stats.update(batch, nan_policy=nan_policy)
+    if histogram_stats.histogram is None:  # the one read-back of the whole calibration
+        raise ValueError("batches must hold at least one non-empty batch to calibrate on")
+    stats = histogram_stats.to_minmax(
+        method,
+        percentile=percentile,
+        n_bits=options.n_bits,
+        is_signed=options.is_signed,
+        is_symmetric=options.is_symmetric,
+    )
+    quantizer = UniformQuantizer(options, stats)
     quantizer.compute_quantization_parameters(quantizer.options, quantizer.stats)
     return quantizer
 
