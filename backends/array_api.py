@@ -243,6 +243,23 @@ class ArrayAPIBackend:
             result = xp.astype(result, self.dtype(dtype))
         return self._write(result, out)
 
+    def fill_nan(self, qvalues: Any, values: Any, fill: numpy.ndarray) -> Any:
+        """Return ``qvalues`` with ``fill`` where ``values`` is NaN.
+
+        Args:
+            qvalues: integers of this namespace, of ``values``' shape.
+            values: the floats they were quantized from.
+            fill: a host integer array of ``qvalues``' dtype, 0-d or broadcastable to
+                ``values`` (a per-channel zero point's shape).
+
+        Returns:
+            The integers: a new array here; specialised backends may write ``qvalues``
+            in place and return it.
+        """
+        xp = self.xp
+        fill = xp.asarray(fill, dtype=qvalues.dtype, device=self.device(qvalues))
+        return xp.where(xp.isnan(values), fill, qvalues)
+
     def _write(self, result: Any, out: Any) -> Any:
         """Copy ``result`` into ``out`` when the caller gave a buffer.
 

@@ -17,7 +17,7 @@ first time such an array is quantized.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy
 from array_api_compat import numpy as compat_numpy
@@ -123,6 +123,22 @@ class NumpyBackend(ArrayAPIBackend):
             total += part
         return total
 
+    def unique_rounded(self, values: Any, omit_nonfinite: bool = False) -> numpy.ndarray:
+        """Return the sorted unique values rounded to 2 decimals in float64, block by block.
+
+        The same values as :meth:`ArrayAPIBackend.unique_rounded`, bit for bit, without
+        its full-size float64 copies: each block of :data:`BLOCK_ELEMENTS` values is
+        rounded in a small buffer and reduced to its unique values, and those are merged
+        as they come. Memory then grows with the number of unique values, not with the
+        input (data rounded to 2 decimals rarely has many).
+        """
+        values = numpy.asarray(values)
+        flat = _flat(values)
+        if flat is None:
+            return _unique_rounded_range(values, omit_nonfinite)
+        parts = _parallel.run(flat.size, lambda start, stop: _unique_rounded_range(flat[start:stop], omit_nonfinite))
+        return _merge_sorted_unique(parts)
+
     # -- quantization ----------------------------------------------------------------------
 
     def quantize(
@@ -200,6 +216,25 @@ class NumpyBackend(ArrayAPIBackend):
         _dequantize_blocked(qvalues, result, scale, zero_point)
         return result
 
+    def fill_nan(self, qvalues: Any, values: Any, fill: numpy.ndarray) -> Any:
+        """Write ``fill`` into ``qvalues`` where ``values`` is NaN, in place, and return it.
+
+        A scalar ``fill`` goes block by block, so no full-size mask is made; a
+        per-channel one (broadcast to ``values``) uses one boolean mask.
+        """
+        values = numpy.asarray(values)
+        fill = numpy.asarray(fill, dtype=qvalues.dtype)
+        if fill.ndim != 0:
+            numpy.copyto(qvalues, fill, where=numpy.isnan(values))
+            return qvalues
+        pair = _flat_pair(values, qvalues)
+        if pair is None:
+            _fill_nan_range(values, qvalues, fill)
+        else:
+            source, target = pair
+            _parallel.run(source.size, lambda start, stop: _fill_nan_range(source[start:stop], target[start:stop], fill))
+        return qvalues
+
 
 # -- the blocked NumPy kernels ----------------------------------------------------------------
 # Each ``_*_range`` function works on one array (or one chunk of a flat array) with its
@@ -258,6 +293,54 @@ def _bin_counts_range(values: numpy.ndarray, k: int, j_lo: int, max_bins: int) -
         inside = flat[(flat >= 0.0) & (flat < max_bins)]  # NaN and ±Inf fail both
         counts += numpy.bincount(inside.astype(numpy.int64), minlength=max_bins)
     return counts
+
+
+def _unique_rounded_range(source: numpy.ndarray, omit_nonfinite: bool) -> numpy.ndarray:
+    """Sorted unique values of ``source`` rounded to 2 decimals (float64), one block at a time.
+
+    Each block is cast into a float64 buffer and rounded there by the generic path's
+    operation sequence (``rint(x * 100) / 100 + 0``, which also folds -0.0 into 0.0).
+    Its unique values wait in a list, merged into the running result whenever they
+    outnumber it, so merging costs O(n log n) in all, even when most values are unique.
+    """
+    merged = numpy.empty(0, dtype=numpy.float64)
+    if source.size == 0:
+        return merged
+    buffer = numpy.empty(min(BLOCK_ELEMENTS, source.size), dtype=numpy.float64)
+    waiting: List[numpy.ndarray] = []
+    n_waiting = 0
+    for index, count in _blocks(source, BLOCK_ELEMENTS):
+        chunk = source[index]
+        work = buffer[:count]
+        numpy.copyto(work.reshape(chunk.shape), chunk, casting="unsafe")
+        if omit_nonfinite:
+            work = work[numpy.isfinite(work)]
+        numpy.multiply(work, 100.0, out=work)
+        numpy.rint(work, out=work)  # round half to even, as xp.round
+        numpy.divide(work, 100.0, out=work)
+        numpy.add(work, 0.0, out=work)
+        # equal_nan=False: every NaN stays, as in the generic path's unique_values
+        waiting.append(numpy.unique(work, equal_nan=False))
+        n_waiting += waiting[-1].size
+        if n_waiting >= max(merged.size, BLOCK_ELEMENTS):
+            merged = _merge_sorted_unique([merged, *waiting])
+            waiting, n_waiting = [], 0
+    return _merge_sorted_unique([merged, *waiting])
+
+
+def _merge_sorted_unique(runs: List[numpy.ndarray]) -> numpy.ndarray:
+    """Merge sorted arrays of unique float64 values into one (NaN, never equal, all kept)."""
+    runs = [run for run in runs if run.size]
+    if not runs:
+        return numpy.empty(0, dtype=numpy.float64)
+    if len(runs) == 1:
+        return runs[0]
+    joined = numpy.concatenate(runs)
+    joined.sort(kind="stable")  # a merge sort: linear on a few sorted runs
+    keep = numpy.empty(joined.size, dtype=bool)
+    keep[0] = True
+    numpy.not_equal(joined[1:], joined[:-1], out=keep[1:])
+    return joined[keep]
 
 
 def _count_nonfinite_range(values: numpy.ndarray) -> int:
@@ -331,6 +414,18 @@ def _quantize_range(
             n_outside += count - int(numpy.count_nonzero(high_ok))
         numpy.copyto(target[index], work, casting="unsafe")
     return n_nonfinite, n_outside
+
+
+def _fill_nan_range(source: numpy.ndarray, target: numpy.ndarray, fill: numpy.ndarray) -> None:
+    """Write the scalar ``fill`` into ``target`` where ``source`` is NaN, one block at a time."""
+    if source.size == 0:
+        return
+    mask = numpy.empty(min(BLOCK_ELEMENTS, source.size), dtype=bool)
+    for index, count in _blocks(source, BLOCK_ELEMENTS):
+        chunk = source[index]
+        is_nan = mask[:count].reshape(chunk.shape)
+        numpy.isnan(chunk, out=is_nan)
+        numpy.copyto(target[index], fill, where=is_nan)
 
 
 def _dequantize_blocked(qvalues: numpy.ndarray, result: numpy.ndarray, scale: float, zero_point: float) -> None:

@@ -10,7 +10,7 @@ backend get the generic Array API backend over their namespace.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from qarray._namespace import array_namespace, library_name
 
@@ -21,6 +21,7 @@ __all__ = [
     "available_backends",
     "backend_for",
     "get_backend",
+    "registered_name",
     "register_backend",
 ]
 
@@ -109,6 +110,23 @@ def backend_for(array: Any) -> ArrayAPIBackend:
         if backend is None:
             backend = _generic[id(xp)] = ArrayAPIBackend(xp, name=name)
         return backend
+
+
+def registered_name(backend: ArrayAPIBackend) -> Optional[str]:
+    """Return the name under which ``backend`` was built by :func:`get_backend`, or None.
+
+    Pickled objects store their backend by this name, so that unpickling finds the
+    receiving process's own instance (and its library, device and kernels) again.
+
+    Example:
+        >>> registered_name(get_backend("numpy"))
+        'numpy'
+    """
+    with _lock:
+        for name, instance in _instances.items():
+            if instance is backend:
+                return name
+    return None
 
 
 def available_backends() -> List[str]:

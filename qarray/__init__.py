@@ -11,7 +11,7 @@ Example:
     >>> import numpy, qarray
     >>> qa = qarray.QuantizedArray(8, numpy.linspace(-1.0, 1.0, 5))
     >>> qa.qvalues
-    array([  0,  64, 128, 191, 255])
+    array([  0,  64, 128, 192, 255])
 """
 
 from __future__ import annotations
@@ -38,6 +38,25 @@ except ImportError as error:  # pragma: no cover - only in a checkout that is no
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """Import the submodule ``qarray.plot`` on first access.
+
+    ``qarray.plot`` works without ``import qarray.plot`` while ``import qarray``
+    stays light: the plot helpers import matplotlib only when one is called.
+    """
+    if name == "plot":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.plot")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, with the lazily imported ``plot`` among them."""
+    return sorted(set(globals()) | {"plot"})
+
+
 __all__ = [
     "FORMAT_VERSION",
     "HistogramQuantizationStats",
@@ -54,4 +73,5 @@ __all__ = [
     "fill_from_kwargs",
     "load",
     "loads",
+    "plot",
 ]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, NoReturn, Optional, Sequence
 
 import numpy
 
-from . import QuantizedArray, __version__
+from . import MAX_N_BITS, QuantizedArray, __version__
 from .backends import available_backends, get_backend
 
 __all__ = ["main"]
@@ -26,18 +26,63 @@ def _best_backend(requested: Optional[str]) -> Any:
     return get_backend("cupy" if "cupy" in available_backends() else "numpy")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the demo; return the process exit status."""
-    parser = argparse.ArgumentParser(prog="python -m qarray", description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=4_000_000, help="number of values (default 4e6)")
-    parser.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8, 16], help="bit widths")
-    parser.add_argument("--backend", default=None, help="backend name (default: cupy if a GPU is visible, else numpy)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.size < 1:
-        parser.error("--size must be >= 1")
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (and exit status 2)."""
 
-    backend = _best_backend(args.backend)
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _size(text: str) -> int:
+    """Parse a number of values: an integer, also written as ``4e6`` or ``4_000_000``."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of values such as 4e6, got {text!r}") from None
+    if not number.is_integer() or not 1 <= number <= 2**62:
+        raise argparse.ArgumentTypeError(f"must be a whole number of values >= 1, got {text!r}")
+    return int(number)
+
+
+def _bits(text: str) -> int:
+    """Parse a bit width between 1 and MAX_N_BITS."""
+    try:
+        n_bits = int(text)
+    except ValueError:
+        n_bits = 0
+    if not 1 <= n_bits <= MAX_N_BITS:
+        raise argparse.ArgumentTypeError(f"bit widths must be integers between 1 and {MAX_N_BITS}, got {text!r}")
+    return n_bits
+
+
+def _seed(text: str) -> int:
+    """Parse a random seed: a non-negative integer."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return seed
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the demo; return the process exit status.
+
+    Wrong arguments (an unknown or unusable backend included) print one line to
+    stderr and exit with status 2 (``SystemExit``).
+    """
+    parser = _Parser(prog="python -m qarray", description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=_size, default=4_000_000, help="number of values, e.g. 1e5 (default 4e6)")
+    parser.add_argument("--bits", type=_bits, nargs="+", default=[2, 4, 8, 16], help="bit widths (default 2 4 8 16)")
+    parser.add_argument("--backend", default=None, help="backend name (default: cupy if a GPU is visible, else numpy)")
+    parser.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    args = parser.parse_args(argv)
+
+    try:
+        backend = _best_backend(args.backend)
+    except (ImportError, ValueError, RuntimeError) as error:
+        parser.error(f"argument --backend: {error}")
     host = numpy.random.default_rng(args.seed).standard_normal(args.size, dtype=numpy.float32)
     values = backend.asarray(host)
     print(f"qarray {__version__}: {args.size:,} float32 values from N(0, 1) on backend '{backend.name}'")

@@ -10,15 +10,17 @@ from __future__ import annotations
 import math
 import numbers
 import reprlib
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy
 
 __all__ = [
+    "CheckedAttribute",
     "INTEGER_DTYPE_NAMES",
     "MAX_N_BITS",
     "check_bool",
     "check_finite_real",
+    "check_instance",
     "check_int",
     "check_n_bits",
     "check_optional_real",
@@ -111,6 +113,62 @@ def check_finite_real(value: Any, argument: str) -> numpy.float64:
 def check_optional_real(value: Any, argument: str) -> Optional[numpy.float64]:
     """Like :func:`check_finite_real`, but ``None`` passes through (a field not yet computed)."""
     return None if value is None else check_finite_real(value, argument)
+
+
+def check_instance(value: Any, argument: str, klass: type, optional: bool = False) -> Any:
+    """Return ``value`` if it is an instance of ``klass`` (or None, when ``optional``).
+
+    Raises:
+        TypeError: naming ``argument``, the value received and the expected class.
+    """
+    if isinstance(value, klass) or (optional and value is None):
+        return value
+    expected = f"a {klass.__name__}" + (" or None" if optional else "")
+    raise TypeError(f"{argument} must be {expected}, got {describe(value)} ({type(value).__name__})")
+
+
+class CheckedAttribute:
+    """An attribute whose assignments are validated, stored as a plain instance attribute.
+
+    The value lives in the instance ``__dict__`` under the attribute's own name, so
+    pickling, ``copy`` and ``__dict__``-based state handling see an ordinary attribute;
+    only assignment goes through ``check(value, argument)``, which returns the value
+    to store or raises ``TypeError``/``ValueError``.
+
+    Args:
+        check: the validator, called with the assigned value and ``"Owner.name"``.
+        doc: the attribute's docstring.
+
+    Example:
+        >>> class Box:
+        ...     size = CheckedAttribute(check_int, "The size.")
+        >>> box = Box()
+        >>> box.size = "big"
+        Traceback (most recent call last):
+        ...
+        TypeError: Box.size must be an int, got 'big' (str)
+    """
+
+    def __init__(self, check: Callable[[Any, str], Any], doc: Optional[str] = None) -> None:
+        self.check = check
+        self.name = ""
+        self.argument = ""
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.argument = f"{owner.__name__}.{name}"
+
+    def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
+        if instance is None:
+            return self
+        try:
+            return instance.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(f"{type(instance).__name__!r} object has no attribute {self.name!r}") from None
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance.__dict__[self.name] = self.check(value, self.argument)
 
 
 def dtype_name(dtype: Any, xp: Any, allowed: Sequence[str], argument: str = "dtype") -> str:

@@ -10,6 +10,7 @@ and therefore never imports one that the caller has not imported already.
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Any, Optional
 
 import numpy
@@ -82,9 +83,12 @@ def as_array(value: Any, argument: str, kind: Optional[str] = None) -> Any:
             (refusing non-integral numbers); None keeps NumPy's choice.
 
     Raises:
-        TypeError: if ``value`` is neither an array nor Python numbers of the right kind.
+        TypeError: if ``value`` is neither an array nor Python numbers of the right kind,
+            or is a NumPy masked array (or a Dask array of them): qarray has no notion of
+            a mask, and would otherwise calibrate on and quantize the hidden values.
     """
     if is_array(value) and not isinstance(value, numpy.generic):
+        _refuse_masked(value, argument)
         return value
     if isinstance(value, (numbers.Number, list, tuple)) and not isinstance(value, str):
         try:
@@ -105,6 +109,27 @@ def as_array(value: Any, argument: str, kind: Optional[str] = None) -> Any:
         f"{argument} must be an array (NumPy, CuPy or any Array API library) or a list of "
         f"numbers, got {type(value).__name__}"
     )
+
+
+def _refuse_masked(value: Any, argument: str) -> None:
+    """Raise TypeError if ``value`` is a NumPy masked array or a Dask array of them.
+
+    ``numpy.ma`` is looked up in ``sys.modules``, never imported: when nothing has
+    imported it, no masked array can exist.
+    """
+    ma = sys.modules.get("numpy.ma")
+    if ma is None:
+        return
+    masked = isinstance(value, ma.MaskedArray) or (
+        is_dask_array(value) and isinstance(getattr(value, "_meta", None), ma.MaskedArray)
+    )
+    if masked:
+        raise TypeError(
+            f"{argument} must not be a masked array (got {type(value).__module__}."
+            f"{type(value).__name__}): qarray ignores masks and would use the hidden values; "
+            f"pass {argument}.compressed() for the visible values only, or "
+            f"{argument}.filled(fill_value) to choose what hidden entries become"
+        )
 
 
 def to_numpy(array: Any) -> numpy.ndarray:

@@ -19,7 +19,7 @@ from ._serialization import Serializable, check_fields, decode_array, decode_flo
 from .options import QuantizationOptions
 from .stats import MinMaxQuantizationStats, arrays_equal
 
-__all__ = ["STABILITY_CONST", "UniformQuantizationParameters", "choose_parameters"]
+__all__ = ["STABILITY_CONST", "UniformQuantizationParameters", "asymmetric_zero_point", "choose_parameters"]
 
 STABILITY_CONST = 10**-6
 """Ranges narrower than this (``rmax - rmin``) are treated as one single value."""
@@ -40,8 +40,18 @@ def choose_parameters(
     Follows the specification step by step, in float64 with round half to even.
     ``previous_scale`` is kept (asymmetric case) only when ``options.is_precomputed_qat``.
 
+    Every range whose width ``rmax - rmin`` is a finite float64 works, up to the ends
+    of the float64 range: where an intermediate product of the zero point formula would
+    overflow, the range is scaled by a power of two first (see
+    :func:`asymmetric_zero_point`), so the numbers are those of the formula and are
+    bit-identical to it wherever it does not overflow. An asymmetric range whose width
+    itself overflows (``[-1.7e308, 1.7e308]``) has no finite scale by the formula and is
+    refused; symmetric quantization and the single-value rule never overflow.
+
     Raises:
-        ValueError: if the statistics are not calibrated or the options are invalid.
+        ValueError: if the statistics are not calibrated, the options are invalid, the
+            asymmetric range is wider than float64 holds, or its zero point does not fit
+            int64.
     """
     options.validate()
     if stats.rmin is None or stats.rmax is None:
@@ -85,15 +95,43 @@ def choose_parameters(
         raise ValueError(f"the scale inferred from the statistics ({scale}) is not a finite non-zero number")
     if options.is_qat:
         return numpy.float64(scale), 0, offset
-    levels = numpy.float64(2**n_bits - 1 - offset)
-    with numpy.errstate(over="ignore", invalid="ignore"):
-        zero_point = numpy.round((rmax * -offset - rmin * levels) / (rmax - rmin))
+    zero_point = asymmetric_zero_point(rmin, rmax, n_bits, offset)
     if not abs(zero_point) < ZERO_POINT_LIMIT:
         raise ValueError(
             f"the calibration range [{rmin}, {rmax}] is too narrow for its distance from 0: "
             f"its zero point ({zero_point}) does not fit int64"
         )
     return numpy.float64(scale), int(zero_point), offset
+
+
+def asymmetric_zero_point(rmin: numpy.float64, rmax: numpy.float64, n_bits: int, offset: int) -> numpy.float64:
+    """Return ``round((rmax * -offset - rmin * levels) / (rmax - rmin))`` in float64.
+
+    ``levels = 2**n_bits - 1 - offset``; rounding is half to even. The range must have
+    a finite, non-zero width. Near the ends of the float64 range the products of the
+    formula can overflow although the zero point is small (``[-1e306, 1e306]`` at 8 bits
+    has zero point 128). Then ``rmin`` and ``rmax`` are first multiplied by
+    ``2**-(n_bits + 1)``: every product and difference of the formula scales by that same
+    power of two and the final ratio does not change, so the result is the one float64
+    arithmetic with an unbounded exponent gives. (Scaling is exact except for parts that
+    become subnormal, and such parts are below half an ulp of the other, huge term, so
+    they round away in both computations.) Where the plain formula does not overflow it
+    is used as it is, so those results are bit-identical to it.
+
+    Example:
+        >>> float(asymmetric_zero_point(numpy.float64(-1e306), numpy.float64(1e306), 8, 0))
+        128.0
+    """
+    levels = numpy.float64(2**n_bits - 1 - offset)
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        zero_point = numpy.round((rmax * -offset - rmin * levels) / (rmax - rmin))
+        if math.isfinite(zero_point):
+            return zero_point
+        # |rmax * offset| + |rmin * levels| < max(|rmin|, |rmax|) * 2**n_bits < 2**(1024 + n_bits):
+        # after scaling by 2**-(n_bits + 1) no intermediate reaches 2**1023.
+        factor = numpy.float64(2.0 ** -(n_bits + 1))
+        low, high = rmin * factor, rmax * factor
+        return numpy.round((high * -offset - low * levels) / (high - low))
 
 
 class UniformQuantizationParameters(Serializable):

@@ -15,7 +15,6 @@ import numpy
 from ._checks import check_bool, check_n_bits, describe
 from ._namespace import as_array, device_of
 from ._serialization import Serializable, check_fields, decode_array, decode_int, encode_array
-from .histogram import check_method, check_percentile
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
@@ -53,11 +52,6 @@ class QuantizedArray(Serializable):
             clipping applies (QAT), non-finite values raise ValueError. The policy also
             applies to :meth:`quant` and :meth:`update_values` later on; a loaded array
             uses ``"raise"``.
-        method: how float ``values`` choose the range when ``stats`` are not given
-            (keyword only): ``"minmax"`` (default), or ``"percentile"``, ``"mse"`` or
-            ``"entropy"`` from the exact histogram of the values (see
-            :class:`~qarray.HistogramQuantizationStats`).
-        percentile: the percentile of ``method="percentile"``, in ``(50, 100]``.
         kwargs: Any member of the options, stats, params sets as a key-value pair. The
             parameter sets need to be completely parametrized if their members appear
             in kwargs.
@@ -94,12 +88,9 @@ class QuantizedArray(Serializable):
         backend: Optional[Any] = None,
         *,
         nan_policy: str = "raise",
-        method: str = "minmax",
-        percentile: float = 99.99,
         **kwargs: Any,
     ) -> None:
         n_bits = check_n_bits(n_bits)
-        self._calibration = (check_method(method), check_percentile(percentile))
         if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {describe(nan_policy)}")
         self._nan_policy = nan_policy
@@ -131,6 +122,28 @@ class QuantizedArray(Serializable):
         """The backend holding the values (has ``.name``), or None before any values."""
         return self._backend
 
+    def __getstate__(self) -> Dict[str, Any]:
+        """Return the fields for pickling and deep copies, the backend by its registry name.
+
+        A backend holds its library's module, which cannot be pickled; its name is
+        looked up again when the copy is made (see :meth:`__setstate__`). The arrays
+        pickle themselves: CuPy arrays come back on the GPU, Dask arrays stay lazy.
+        """
+        state = dict(self.__dict__)
+        backend = state.get("_backend")
+        if backend is not None:
+            from .backends.registry import registered_name
+
+            state["_backend"] = registered_name(backend) or backend.name
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Restore pickled fields, finding the backend again by name in this process."""
+        self.__dict__.update(state)
+        name = state.get("_backend")
+        if isinstance(name, str):
+            self._backend = _backend_named(name, self.values if self.values is not None else self.qvalues)
+
     def _values_setup(
         self,
         values: Any,
@@ -141,9 +154,7 @@ class QuantizedArray(Serializable):
     ) -> None:
         if value_is_float:
             self.values = self._own_copy(values, "values", "float")
-            if stats is None and self._calibration[0] != "minmax":
-                self.quantizer.copy_stats(self._histogram_range(options))
-            elif stats is None:
+            if stats is None:
                 needs_uvalues = options.is_qat and not options.is_precomputed_qat
                 self.quantizer.compute_quantization_stats(
                     self.values, nan_policy=self._nan_policy, with_uvalues=needs_uvalues
@@ -159,28 +170,6 @@ class QuantizedArray(Serializable):
                 )
             self.qvalues = self._own_copy(values, "values", "int")
             self.dequant()
-
-    def _histogram_range(self, options: QuantizationOptions) -> MinMaxQuantizationStats:
-        """The statistics of the range ``method=`` chooses from the histogram of the values."""
-        from .histogram_stats import HistogramQuantizationStats
-
-        method, percentile = self._calibration
-        if options.is_qat and not options.is_precomputed_qat:
-            raise ValueError(
-                f"method={method!r} chooses a clipped range, which QAT scale inference cannot use; "
-                "use method='minmax' (or is_precomputed_qat=True)"
-            )
-        histogram_stats = HistogramQuantizationStats()
-        histogram_stats.update(self.values, nan_policy=self._nan_policy)
-        if histogram_stats.histogram is None:
-            raise ValueError("values hold no finite value to calibrate on (all NaN or ±Inf)")
-        return histogram_stats.to_minmax(
-            method,
-            percentile=percentile,
-            n_bits=options.n_bits,
-            is_signed=options.is_signed,
-            is_symmetric=options.is_symmetric,
-        )
 
     def _own_copy(self, values: Any, argument: str, kind: str) -> Any:
         """Return a copy of ``values`` placed with this array's backend (checked for ``kind``)."""
@@ -356,6 +345,18 @@ def _copied(obj: Any, klass: type, argument: str) -> Any:
     if not isinstance(obj, klass):
         raise TypeError(f"{argument} must be a {klass.__name__} or None, got {type(obj).__name__}")
     return copy.deepcopy(obj)
+
+
+def _backend_named(name: str, like: Any) -> Any:
+    """Return the registered backend ``name``, or (for an unregistered library) ``like``'s."""
+    from .backends import backend_for, get_backend
+
+    try:
+        return get_backend(name)
+    except ValueError:  # a library served by the generic backend, never registered by name
+        if like is None:
+            raise
+        return backend_for(like)
 
 
 def _resolve_backend(backend: Any) -> Any:

@@ -14,8 +14,16 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy
 
-from ._checks import check_bool, dtype_name, integer_dtype_name, integer_dtype_range, raise_on_problems
-from ._namespace import as_array
+from ._checks import (
+    CheckedAttribute,
+    check_bool,
+    check_instance,
+    dtype_name,
+    integer_dtype_name,
+    integer_dtype_range,
+    raise_on_problems,
+)
+from ._namespace import as_array, check_output
 from ._serialization import Serializable, check_fields
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
@@ -56,6 +64,20 @@ class UniformQuantizer(Serializable):
 
     _type_tag = "UniformQuantizer"
 
+    options: Optional[QuantizationOptions] = CheckedAttribute(  # type: ignore[assignment]
+        lambda value, argument: check_instance(value, argument, QuantizationOptions, optional=True),
+        "The quantization options (QuantizationOptions), or None before they are given.",
+    )
+    stats: MinMaxQuantizationStats = CheckedAttribute(  # type: ignore[assignment]
+        lambda value, argument: check_instance(value, argument, MinMaxQuantizationStats),
+        "The calibration statistics (MinMaxQuantizationStats).",
+    )
+    params: UniformQuantizationParameters = CheckedAttribute(  # type: ignore[assignment]
+        lambda value, argument: check_instance(value, argument, UniformQuantizationParameters),
+        "The quantization parameters (UniformQuantizationParameters).",
+    )
+    no_clipping: bool = CheckedAttribute(check_bool, "Never clip the quantized values.")  # type: ignore[assignment]
+
     def __init__(
         self,
         options: Optional[QuantizationOptions] = None,
@@ -63,7 +85,7 @@ class UniformQuantizer(Serializable):
         params: Optional[UniformQuantizationParameters] = None,
         no_clipping: bool = False,
     ) -> None:
-        self.options: Optional[QuantizationOptions] = None
+        self.options = None
         self.stats = MinMaxQuantizationStats()
         self.params = UniformQuantizationParameters()
         if options is not None:
@@ -166,6 +188,7 @@ class UniformQuantizer(Serializable):
 
         scale, zero_point, _ = self._require_params()
         values = as_array(values, "values", kind="float")
+        check_output(out)
         backend = backend_for(values)
         if not backend.is_floating(values):
             raise TypeError(
@@ -225,6 +248,7 @@ class UniformQuantizer(Serializable):
 
         scale, zero_point, _ = self._require_params()
         qvalues = as_array(qvalues, "qvalues", kind="int")
+        check_output(out)
         backend = backend_for(qvalues)
         if not backend.is_integer(qvalues):
             raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")

@@ -9,6 +9,7 @@ library and on its device.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Dict, Optional, Tuple
 
 import numpy
@@ -35,6 +36,13 @@ class MinMaxQuantizationStats(Serializable):
     :meth:`compute_quantization_stats` call on the concatenated data gives. On
     device backends the running min/max stay on the device until ``rmin`` or
     ``rmax`` is first read.
+
+    One set of statistics may be updated, merged, read and copied from many threads
+    at once: each call holds the set's own lock while it changes or reads the fields
+    (never while it computes a batch's statistics), and :meth:`merge` and
+    :meth:`copy_stats` read the other set under that set's lock, one lock at a time,
+    so ``a.merge(b)`` and ``b.merge(a)`` running together cannot deadlock. The lock
+    is not pickled: a pickled or deep-copied set gets a fresh one.
 
     Args:
         rmax: the largest calibration value.
@@ -68,6 +76,7 @@ class MinMaxQuantizationStats(Serializable):
         rmin: Optional[float] = None,
         uvalues: Optional[Any] = None,
     ) -> None:
+        self._lock = threading.RLock()
         self._rmax: Optional[numpy.float64] = None
         self._rmin: Optional[numpy.float64] = None
         self._uvalues: Optional[Any] = None
@@ -84,13 +93,16 @@ class MinMaxQuantizationStats(Serializable):
         Reading it reads pending streaming batches back first (see :meth:`update`), and
         raises ``ValueError`` if they held NaN or ±Inf.
         """
-        self._resolve_pending()
-        return self._rmax
+        with self._guard():
+            self._resolve_pending()
+            return self._rmax
 
     @rmax.setter
     def rmax(self, value: Optional[float]) -> None:
-        self._resolve_pending()
-        self._rmax = check_optional_real(_host_scalar(value), "rmax")
+        value = check_optional_real(_host_scalar(value), "rmax")
+        with self._guard():
+            self._resolve_pending()
+            self._rmax = value
 
     @property  # type: ignore[no-redef]
     def rmin(self) -> Optional[numpy.float64]:  # noqa: F811
@@ -99,13 +111,16 @@ class MinMaxQuantizationStats(Serializable):
         Reading it reads pending streaming batches back first (see :meth:`update`), and
         raises ``ValueError`` if they held NaN or ±Inf.
         """
-        self._resolve_pending()
-        return self._rmin
+        with self._guard():
+            self._resolve_pending()
+            return self._rmin
 
     @rmin.setter
     def rmin(self, value: Optional[float]) -> None:
-        self._resolve_pending()
-        self._rmin = check_optional_real(_host_scalar(value), "rmin")
+        value = check_optional_real(_host_scalar(value), "rmin")
+        with self._guard():
+            self._resolve_pending()
+            self._rmin = value
 
     @property  # type: ignore[no-redef]
     def uvalues(self) -> Optional[Any]:  # noqa: F811
@@ -125,7 +140,35 @@ class MinMaxQuantizationStats(Serializable):
             # (A set value is read back once here, a documented boundary.)
             if not is_lazy(value) and value.shape[0] > 1 and not bool(xp.all(value[1:] > value[:-1])):
                 raise ValueError("uvalues must be sorted, unique and free of NaN")
-        self._uvalues = value
+        with self._guard():
+            self._uvalues = value
+
+    # -- threads and copies ----------------------------------------------------------------
+
+    def _guard(self) -> Any:
+        """Return this set's lock (made here for objects built without ``__init__``)."""
+        lock = self.__dict__.get("_lock")
+        if lock is None:
+            with _LOCK_CREATION:
+                lock = self.__dict__.setdefault("_lock", threading.RLock())
+        return lock
+
+    def _state(self) -> Tuple[Any, Any, Any, Any]:
+        """Return ``(rmin, rmax, pending, uvalues)`` read together under the lock."""
+        with self._guard():
+            return self._rmin, self._rmax, self._pending, self._uvalues
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Return the fields for pickling and deep copies, read together; the lock is left out."""
+        with self._guard():
+            state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Restore pickled fields and give the copy a lock of its own."""
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     # -- calibration -----------------------------------------------------------------------
 
@@ -156,8 +199,9 @@ class MinMaxQuantizationStats(Serializable):
         backend = backend_for(values)
         _check_calibration_values(values, backend)
         rmin, rmax = _read_range(values, backend, omit)
-        self._rmin, self._rmax, self._pending = rmin, rmax, None
-        self._uvalues = backend.unique_rounded(values, omit_nonfinite=omit) if with_uvalues else None
+        uvalues = backend.unique_rounded(values, omit_nonfinite=omit) if with_uvalues else None
+        with self._guard():
+            self._rmin, self._rmax, self._pending, self._uvalues = rmin, rmax, None, uvalues
 
     def update(self, values: Any, nan_policy: str = "raise", with_uvalues: bool = False) -> None:
         """Fold one more batch of calibration data into the statistics.
@@ -205,18 +249,26 @@ class MinMaxQuantizationStats(Serializable):
             )
         if backend.size(values) == 0:
             return
-        had_data = self._has_data()
         low, high = backend.minmax(values, omit_nonfinite=omit)
         if backend.host_resident:
             low, high = _read_pair(low, high, backend)
             if not omit and not (math.isfinite(low) and math.isfinite(high)):
                 raise _nonfinite_error(values, backend)
-        uvalues = None
-        if with_uvalues and (not had_data or self._uvalues is not None):
+        # The batch's own work (min, max, the sort) runs outside the lock; only folding
+        # it into the fields is serialised. Whether uvalues are still kept is a hint
+        # here and decided again under the lock.
+        batch_uvalues = None
+        if with_uvalues and (not self._has_data() or self._uvalues is not None):
             batch_uvalues = backend.unique_rounded(values, omit_nonfinite=omit)
-            uvalues = batch_uvalues if not had_data else _merge_unique(self._uvalues, batch_uvalues)
-        self._fold(low, high)
-        self._uvalues = uvalues
+        with self._guard():
+            had_data = self._has_data()
+            uvalues = None
+            if with_uvalues and (not had_data or self._uvalues is not None):
+                if batch_uvalues is None:  # another thread filled the statistics meanwhile
+                    batch_uvalues = backend.unique_rounded(values, omit_nonfinite=omit)
+                uvalues = batch_uvalues if not had_data else _merge_unique(self._uvalues, batch_uvalues)
+            self._fold(low, high)
+            self._uvalues = uvalues
 
     def merge(self, other: "MinMaxQuantizationStats") -> "MinMaxQuantizationStats":
         """Return new statistics that combine these with ``other`` (neither is changed).
@@ -240,24 +292,32 @@ class MinMaxQuantizationStats(Serializable):
         """
         if not isinstance(other, MinMaxQuantizationStats):
             raise TypeError(f"other must be MinMaxQuantizationStats, got {type(other).__name__}")
+        # Each side is read under its own lock in turn, never both at once: a.merge(b)
+        # and b.merge(a) in two threads cannot deadlock, and neither sees half an update.
+        rmin, rmax, pending, uvalues = self._state()
+        other_rmin, other_rmax, other_pending, other_uvalues = other._state()
         merged = MinMaxQuantizationStats()
-        merged.copy_stats(self)
-        if not other._has_data():
+        if not _holds_data(other_rmin, other_rmax, other_pending):
+            merged._rmin, merged._rmax, merged._pending = rmin, rmax, pending
+            merged._uvalues = _copied_uvalues(uvalues)
             return merged
-        if not self._has_data():
-            merged.copy_stats(other)
+        if not _holds_data(rmin, rmax, pending):
+            merged._rmin, merged._rmax, merged._pending = other_rmin, other_rmax, other_pending
+            merged._uvalues = _copied_uvalues(other_uvalues)
             return merged
-        merged._rmin = _host_min(self._rmin, other._rmin)
-        merged._rmax = _host_max(self._rmax, other._rmax)
-        if other._pending is not None:
-            merged._fold(*other._pending)
-        both = self._uvalues is not None and other._uvalues is not None
-        merged._uvalues = _merge_unique(self._uvalues, other._uvalues) if both else None
+        # ``merged`` is not shared yet: its fields are set without its lock.
+        merged._rmin = _host_min(rmin, other_rmin)
+        merged._rmax = _host_max(rmax, other_rmax)
+        merged._pending = pending
+        if other_pending is not None:
+            merged._fold(*other_pending)
+        both = uvalues is not None and other_uvalues is not None
+        merged._uvalues = _merge_unique(uvalues, other_uvalues) if both else None
         return merged
 
     def _has_data(self) -> bool:
         """Whether any calibration data (or a hand-set range) is in these statistics."""
-        return self._rmin is not None or self._rmax is not None or self._pending is not None
+        return _holds_data(self._rmin, self._rmax, self._pending)
 
     def _fold(self, low: Any, high: Any) -> None:
         """Fold a batch's (min, max) into the pending pair, on the batch's device."""
@@ -314,13 +374,12 @@ class MinMaxQuantizationStats(Serializable):
             raise TypeError(f"stats must be MinMaxQuantizationStats, got {type(stats).__name__}")
         # Pending device values are shared, not read back (they are never changed in place);
         # uvalues are copied, so changing one structure's array never changes the other's.
-        uvalues = stats.uvalues
-        if uvalues is not None:
-            from .backends import backend_for
-
-            uvalues = backend_for(uvalues).copy(uvalues)
-        self._rmax, self._rmin, self._uvalues = stats._rmax, stats._rmin, uvalues
-        self._pending = stats._pending
+        # The source is read under its lock, then these fields set under this one (one
+        # lock at a time, so two structures copying each other cannot deadlock).
+        rmin, rmax, pending, uvalues = stats._state()
+        uvalues = _copied_uvalues(uvalues)
+        with self._guard():
+            self._rmax, self._rmin, self._uvalues, self._pending = rmax, rmin, uvalues, pending
 
     def check_is_uniform_quantized(self, options: Any) -> bool:
         """Check if these statistics correspond to uniformly quantized values.
@@ -396,11 +455,13 @@ class MinMaxQuantizationStats(Serializable):
 
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict (uvalues copied to the host)."""
+        with self._guard():  # the three fields of one moment, even while others update
+            rmax, rmin, uvalues = self.rmax, self.rmin, self.uvalues
         return self._tagged(
             {
-                "rmax": _json_float(self.rmax),
-                "rmin": _json_float(self.rmin),
-                "uvalues": encode_array(self.uvalues),
+                "rmax": _json_float(rmax),
+                "rmin": _json_float(rmin),
+                "uvalues": encode_array(uvalues),
             }
         )
 
@@ -428,6 +489,24 @@ class MinMaxQuantizationStats(Serializable):
         stats = cls(rmax=rmax, rmin=rmin)
         stats._uvalues = place(uvalues, backend)
         return stats
+
+
+_LOCK_CREATION = threading.Lock()
+"""Serialises making the lock of statistics built without ``__init__``."""
+
+
+def _holds_data(rmin: Any, rmax: Any, pending: Any) -> bool:
+    """Whether fields read together hold calibration data (or a hand-set range)."""
+    return rmin is not None or rmax is not None or pending is not None
+
+
+def _copied_uvalues(uvalues: Optional[Any]) -> Optional[Any]:
+    """Return a copy of ``uvalues`` in its own library (None stays None)."""
+    if uvalues is None:
+        return None
+    from .backends import backend_for
+
+    return backend_for(uvalues).copy(uvalues)
 
 
 # -- helpers shared with the other classes ------------------------------------------------
