@@ -20,14 +20,15 @@ import importlib
 import numbers
 import threading
 from collections import OrderedDict
-from typing import Any, Dict, Iterator, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy
 
 from . import cupy_kernels
 from .array_api import ArrayAPIBackend, Bounds
 
-__all__ = ["CupyBackend", "make_cupy_backend"]
+__all__ = ["CupyBackend", "HistogramState", "make_cupy_backend"]
 
 _PARAMETER_CACHE_SIZE = 32
 """How many per-channel zero points (per device) the backend keeps on the GPU."""
@@ -143,6 +144,109 @@ class CupyBackend(ArrayAPIBackend):
             )
             final_kernel((1,), block, (partial, numpy.int64(grid), low, high))
         return low, high
+
+    # -- histograms (see qarray.histogram) ---------------------------------------------------
+
+    def histogram_state(self, values: Any, max_bins: int) -> "HistogramState":
+        """Return an empty device histogram of ``max_bins`` counts on ``values``' device."""
+        cupy = self._cupy
+        with values.device:
+            return HistogramState(
+                device_id=values.device.id,
+                max_bins=int(max_bins),
+                ints=cupy.zeros(5, dtype=cupy.int64),
+                bounds=cupy.zeros(2, dtype=cupy.float64),
+                buffers=[cupy.zeros(int(max_bins), dtype=cupy.uint64), cupy.empty(int(max_bins), dtype=cupy.uint64)],
+            )
+
+    def histogram_accepts(self, state: "HistogramState", values: Any) -> bool:
+        """Whether ``values`` can be counted into ``state`` (a CuPy array on its device)."""
+        return isinstance(values, self._cupy.ndarray) and values.device.id == state.device_id
+
+    def histogram_update(self, state: "HistogramState", values: Any, omit_nan: bool = False) -> None:
+        """Count ``values`` into the device histogram ``state``; nothing is read back.
+
+        Three launches on the current stream: min/max of the batch, the one-block plan
+        (fold the range in, choose the new ``k`` and ``j_lo``, coarsen the old counts
+        into the other buffer), and the fused bin-and-count pass. NaN/±Inf under
+        ``omit_nan=False`` are remembered on the device and raised by :meth:`histogram_read`.
+        """
+        cupy = self._cupy
+        if self._fused_float(values) is None:  # float16 and friends: exact in float64
+            with values.device:
+                values = values.astype(cupy.float64)
+        dtype = self._fused_float(values)
+        with values.device:
+            source = cupy.ascontiguousarray(values)
+            low, high = self.minmax(source, omit_nonfinite=omit_nan)
+            old, new = state.buffers[state.current], state.buffers[1 - state.current]
+            block = (cupy_kernels.BLOCK_THREADS,)
+            plan = cupy_kernels.kernel(cupy_kernels.kernel_name("hist_plan", dtype))
+            plan(
+                (1,),
+                block,
+                (low, high, numpy.int32(bool(omit_nan)), numpy.int64(state.max_bins), state.ints, state.bounds, old, new),
+            )
+            state.current = 1 - state.current
+            self._bin(source, dtype, state.ints, state.max_bins, new)
+
+    def histogram_read(self, state: "HistogramState") -> Any:
+        """Read the device histogram back (the one read-back) as a host Histogram, or None.
+
+        Raises:
+            ValueError: if a batch held NaN/±Inf under ``nan_policy="raise"``.
+        """
+        from qarray.histogram import Histogram, bin_floor
+
+        ints = self.to_numpy(state.ints)
+        if ints[3]:
+            raise ValueError(
+                "values given to update() hold non-finite value(s) (NaN or ±Inf); clean them, "
+                "or pass nan_policy='omit' to calibrate on the finite values only"
+            )
+        if not ints[0]:
+            return None
+        bounds = self.to_numpy(state.bounds)
+        k, j_lo = int(ints[1]), int(ints[2])
+        vmin, vmax = numpy.float64(bounds[0]), numpy.float64(bounds[1])
+        used = bin_floor(vmax, k) - j_lo + 1
+        counts = self.to_numpy(state.buffers[state.current][:used]).astype(numpy.int64)
+        return Histogram(k, j_lo, counts, vmin, vmax, state.max_bins)
+
+    def bin_counts(self, values: Any, *, k: int, j_lo: int, max_bins: int, omit_nan: bool) -> Any:
+        """Count ``values`` into ``max_bins`` bins of width ``2**k`` from ``j_lo`` (one fused pass).
+
+        See :meth:`ArrayAPIBackend.bin_counts`; returns int64 counts on ``values``' device.
+        """
+        cupy = self._cupy
+        if not isinstance(values, cupy.ndarray):
+            return super().bin_counts(values, k=k, j_lo=j_lo, max_bins=max_bins, omit_nan=omit_nan)
+        if self._fused_float(values) is None:
+            with values.device:
+                values = values.astype(cupy.float64)
+        dtype = self._fused_float(values)
+        with values.device:
+            source = cupy.ascontiguousarray(values)
+            ints = cupy.asarray(numpy.array([1, k, j_lo, 0, 0], dtype=numpy.int64))
+            counts = cupy.zeros(int(max_bins), dtype=cupy.uint64)
+            self._bin(source, dtype, ints, int(max_bins), counts)
+            return counts.astype(cupy.int64)
+
+    def _bin(self, source: Any, dtype: str, ints: Any, max_bins: int, counts: Any) -> None:
+        """Launch the fused bin-and-count kernel over ``source`` (under its device)."""
+        count = int(source.size)
+        if count == 0:
+            return
+        name = cupy_kernels.kernel_name("hist_bin", dtype)
+        function = cupy_kernels.kernel(name)
+        # every block must count fewer than 2**31 values into its 32-bit shared counters
+        grid = max(self._grid(function, name, count, source.device.id), -(-count // (1 << 31)))
+        use_shared = max_bins <= cupy_kernels.HIST_SHARED_BINS
+        function(
+            (grid,),
+            (cupy_kernels.BLOCK_THREADS,),
+            (source, numpy.int64(count), ints, numpy.int64(max_bins), counts, numpy.int32(use_shared)),
+        )
 
     def count_nonfinite(self, values: Any) -> Any:
         """Return the number of NaN and ±Inf in ``values`` (generic path, on its device)."""
@@ -335,6 +439,20 @@ class CupyBackend(ArrayAPIBackend):
             device = self._cupy.cuda.Device(int(device))
         with device:
             yield
+
+
+@dataclass
+class HistogramState:
+    """A dyadic histogram on one GPU: ``ints = [has_data, k, j_lo, nonfinite_seen, skip_batch]``,
+    ``bounds = [min, max]``, and two buffers of ``max_bins`` uint64 counts used in turn
+    (``buffers[current]`` holds the counts). Only the backend reads or writes it."""
+
+    device_id: int
+    max_bins: int
+    ints: Any
+    bounds: Any
+    buffers: List[Any]
+    current: int = 0
 
 
 def _scalar(zero_point: Any) -> Optional[float]:

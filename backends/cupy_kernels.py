@@ -33,6 +33,7 @@ __all__ = [
     "FLAG_COUNT_NONFINITE",
     "FLAG_COUNT_OUTSIDE",
     "FLOAT_TYPES",
+    "HIST_SHARED_BINS",
     "INTEGER_TYPES",
     "COMPILE_OPTIONS",
     "kernel",
@@ -52,6 +53,9 @@ FLAG_COUNT_NONFINITE = 2
 
 FLAG_COUNT_OUTSIDE = 4
 """Quant flag: count the (clipped) rounded values outside ``[fit_low, fit_high]`` into ``problems[1]``."""
+
+HIST_SHARED_BINS = 4096
+"""Histograms of at most this many bins are counted in shared memory (16 KiB of 32-bit counters per block)."""
 
 FLOAT_TYPES: Dict[str, str] = {"float32": "float", "float64": "double"}
 """The floating-point dtypes the kernels take or make, with their CUDA C++ types."""
@@ -309,6 +313,200 @@ __device__ __forceinline__ void qarray_minmax_final(
 }
 """
 
+_HISTOGRAM = r"""
+#define QARRAY_HIST_SHARED_BINS __HIST_SHARED_BINS__
+
+// ---- dyadic histograms (qarray.histogram) --------------------------------------------------
+// State of one histogram, on the device: ints = [has_data, k, j_lo, nonfinite_seen, skip_batch],
+// bounds = [min, max], and a buffer of max_bins counts (two, used in turn).
+
+// 2**k exactly, for k in [-1074, 1023] (built from its bits: no library call, subnormals too).
+__device__ __forceinline__ double qarray_pow2(long long k) {
+    if (k >= -1022LL) {
+        return __longlong_as_double((k + 1023LL) << 52);
+    }
+    return __longlong_as_double(1LL << (k + 1074LL));
+}
+
+// floor(x / 2**k), exact while |x| / 2**k < 2**53; a negative x whose quotient underflows to
+// -0.0 is in bin -1 (as qarray.histogram.bin_floor).
+__device__ __forceinline__ long long qarray_bin_floor(double x, long long k) {
+    const double quotient = __ddiv_rn(x, qarray_pow2(k));
+    if (quotient == 0.0 && x < 0.0) {
+        return -1LL;
+    }
+    return (long long)floor(quotient);
+}
+
+// The k of the specification: the binary search of qarray.histogram.choose_k, step for step.
+__device__ long long qarray_choose_k(double lo, double hi, long long max_bins) {
+    const double largest = fmax(fabs(lo), fabs(hi));
+    long long low = -1074LL;
+    if (largest > 0.0) {
+        int exponent = 0;
+        frexp(largest, &exponent);
+        if ((long long)exponent - 53LL > low) {
+            low = (long long)exponent - 53LL;
+        }
+    }
+    long long high = 1023LL;
+    while (low < high) {
+        const long long middle = (low + high) >> 1;  // floor((low + high) / 2), as Python's //
+        if (qarray_bin_floor(hi, middle) - qarray_bin_floor(lo, middle) + 1LL <= max_bins) {
+            high = middle;
+        } else {
+            low = middle + 1LL;
+        }
+    }
+    return low;
+}
+
+// One block: fold the batch's (min, max) into the state, choose the new k and j_lo, and write
+// the old counts coarsened to the new width into new_counts (a plain copy when k stays).
+template <typename T>
+__device__ __forceinline__ void qarray_hist_plan(
+    const T* __restrict__ batch_low, const T* __restrict__ batch_high, int omit_nonfinite,
+    long long max_bins, long long* __restrict__ ints, double* __restrict__ bounds,
+    const unsigned long long* __restrict__ old_counts, unsigned long long* __restrict__ new_counts)
+{
+    __shared__ long long plan[4];  // shift, old j_lo, new j_lo, whether there are old counts
+    if (threadIdx.x == 0u) {
+        const double lo = qarray_to_double(*batch_low);
+        const double hi = qarray_to_double(*batch_high);
+        const long long had = ints[0];
+        const long long old_k = ints[1];
+        const long long old_j_lo = ints[2];
+        long long shift = 0LL;
+        long long new_j_lo = old_j_lo;
+        if (!(qarray_isfinite(lo) && qarray_isfinite(hi))) {
+            // NaN/+-Inf under "raise" (remembered, raised when read); under "omit", NaN-free
+            // (+Inf, -Inf) means the batch held no finite value. Either way it adds nothing.
+            if (!omit_nonfinite) {
+                ints[3] = 1LL;
+            }
+            ints[4] = 1LL;
+        } else {
+            double new_lo = lo;
+            double new_hi = hi;
+            if (had) {
+                new_lo = fmin(bounds[0], lo);
+                new_hi = fmax(bounds[1], hi);
+            }
+            new_lo = __dadd_rn(new_lo, 0.0);  // -0.0 and 0.0 are one value: keep +0.0
+            new_hi = __dadd_rn(new_hi, 0.0);
+            const long long new_k = qarray_choose_k(new_lo, new_hi, max_bins);
+            new_j_lo = qarray_bin_floor(new_lo, new_k);
+            if (had) {
+                shift = new_k - old_k;  // >= 0: k only grows with the range
+                if (shift > 63LL) {
+                    shift = 63LL;  // |j| < 2**53: a shift by 63 already gives 0 or -1
+                }
+            }
+            ints[0] = 1LL;
+            ints[1] = new_k;
+            ints[2] = new_j_lo;
+            ints[4] = 0LL;
+            bounds[0] = new_lo;
+            bounds[1] = new_hi;
+        }
+        plan[0] = shift;
+        plan[1] = old_j_lo;
+        plan[2] = new_j_lo;
+        plan[3] = had;
+    }
+    __syncthreads();
+    const long long shift = plan[0];
+    const long long old_j_lo = plan[1];
+    const long long new_j_lo = plan[2];
+    const long long had = plan[3];
+    for (long long t = threadIdx.x; t < max_bins; t += blockDim.x) {
+        new_counts[t] = 0ull;
+    }
+    __syncthreads();  // the zeros are visible to the whole block before any addition
+    if (had) {
+        for (long long i = threadIdx.x; i < max_bins; i += blockDim.x) {
+            const unsigned long long count = old_counts[i];
+            if (count != 0ull) {
+                const long long target = ((old_j_lo + i) >> shift) - new_j_lo;
+                if (target >= 0LL && target < max_bins) {
+                    atomicAdd(new_counts + target, count);
+                }
+            }
+        }
+    }
+}
+
+// Grid-stride: count each finite value into bin floor(x / 2**k) - j_lo (k, j_lo read from the
+// state). With use_shared (max_bins <= QARRAY_HIST_SHARED_BINS), each block counts into 32-bit
+// counters in shared memory (the launch keeps every block below 2**31 values) and adds them to
+// the counts at the end; otherwise it adds straight to the counts.
+template <typename T>
+__device__ __forceinline__ void qarray_hist_bin(
+    const T* __restrict__ x, long long n, const long long* __restrict__ ints, long long max_bins,
+    unsigned long long* __restrict__ counts, int use_shared)
+{
+    __shared__ unsigned int qarray_hist_shared[QARRAY_HIST_SHARED_BINS];
+    if (ints[4] != 0LL) {
+        return;  // the plan skipped this batch; the same for every thread, so no barrier is missed
+    }
+    const long long k = ints[1];
+    const long long j_lo = ints[2];
+    // x * 2**-k equals x / 2**k bit for bit wherever 2**-k is a double (k >= -1023).
+    const bool divide = k < -1023LL;
+    const double factor = divide ? qarray_pow2(k) : qarray_pow2(-k);
+    if (use_shared) {
+        for (long long t = threadIdx.x; t < max_bins; t += blockDim.x) {
+            qarray_hist_shared[t] = 0u;
+        }
+        __syncthreads();
+    }
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const double value = qarray_to_double(x[i]);
+        if (!qarray_isfinite(value)) {
+            continue;
+        }
+        const double quotient = divide ? __ddiv_rn(value, factor) : __dmul_rn(value, factor);
+        long long index = (quotient == 0.0 && value < 0.0) ? -1LL : (long long)floor(quotient);
+        index -= j_lo;
+        if (index >= 0LL && index < max_bins) {
+            if (use_shared) {
+                atomicAdd(qarray_hist_shared + index, 1u);
+            } else {
+                atomicAdd(counts + index, 1ull);
+            }
+        }
+    }
+    if (use_shared) {
+        __syncthreads();
+        for (long long t = threadIdx.x; t < max_bins; t += blockDim.x) {
+            const unsigned int count = qarray_hist_shared[t];
+            if (count != 0u) {
+                atomicAdd(counts + t, (unsigned long long)count);
+            }
+        }
+    }
+}
+"""
+
+_HISTOGRAM_KERNELS = r"""
+extern "C" __global__ void __launch_bounds__(__BLOCK__) __PLAN__(
+    const __T__* __restrict__ batch_low, const __T__* __restrict__ batch_high, int omit_nonfinite,
+    long long max_bins, long long* __restrict__ ints, double* __restrict__ bounds,
+    const unsigned long long* __restrict__ old_counts, unsigned long long* __restrict__ new_counts)
+{
+    qarray_hist_plan<__T__>(batch_low, batch_high, omit_nonfinite, max_bins, ints, bounds,
+                            old_counts, new_counts);
+}
+
+extern "C" __global__ void __launch_bounds__(__BLOCK__) __BIN__(
+    const __T__* __restrict__ x, long long n, const long long* __restrict__ ints,
+    long long max_bins, unsigned long long* __restrict__ counts, int use_shared)
+{
+    qarray_hist_bin<__T__>(x, n, ints, max_bins, counts, use_shared);
+}
+"""
+
 _QUANT = r"""
 extern "C" __global__ void __launch_bounds__(__BLOCK__) __NAME__(
     const __TIN__* __restrict__ x, __TOUT__* __restrict__ q, long long n, double scale,
@@ -350,7 +548,8 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
 
     Args:
         kind: ``"quant"`` (float dtype in, integer dtype out), ``"dequant"`` (integer in,
-            float out), ``"minmax_partial"`` or ``"minmax_final"`` (one float dtype).
+            float out), ``"minmax_partial"``, ``"minmax_final"``, ``"hist_plan"`` or
+            ``"hist_bin"`` (one float dtype).
         first: the input dtype's name.
         second: the output dtype's name (quant and dequant only).
 
@@ -365,13 +564,14 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
         _check(first, INTEGER_TYPES, "first")
         _check(second, FLOAT_TYPES, "second")
         return f"qarray_dequant_{first}_{second}"
-    if kind in ("minmax_partial", "minmax_final"):
+    if kind in ("minmax_partial", "minmax_final", "hist_plan", "hist_bin"):
         _check(first, FLOAT_TYPES, "first")
         if second is not None:
             raise ValueError(f"second must be None for {kind}, got {second!r}")
         return f"qarray_{kind}_{first}"
     raise ValueError(
-        f"kind must be 'quant', 'dequant', 'minmax_partial' or 'minmax_final', got {kind!r}"
+        "kind must be 'quant', 'dequant', 'minmax_partial', 'minmax_final', 'hist_plan' or "
+        f"'hist_bin', got {kind!r}"
     )
 
 
@@ -387,7 +587,7 @@ def source() -> str:
         .replace("__FLAG_COUNT_NONFINITE__", str(FLAG_COUNT_NONFINITE))
         .replace("__FLAG_COUNT_OUTSIDE__", str(FLAG_COUNT_OUTSIDE))
     )
-    parts = [prelude]
+    parts = [prelude, _HISTOGRAM.replace("__HIST_SHARED_BINS__", str(HIST_SHARED_BINS))]
     block = str(BLOCK_THREADS)
     for float_name, float_type in FLOAT_TYPES.items():
         for int_name, int_type in INTEGER_TYPES.items():
@@ -409,6 +609,12 @@ def source() -> str:
             .replace("__T__", float_type)
             .replace("__BLOCK__", block)
         )
+        parts.append(
+            _HISTOGRAM_KERNELS.replace("__PLAN__", kernel_name("hist_plan", float_name))
+            .replace("__BIN__", kernel_name("hist_bin", float_name))
+            .replace("__T__", float_type)
+            .replace("__BLOCK__", block)
+        )
     return "\n".join(parts)
 
 
@@ -421,6 +627,8 @@ def kernel_names() -> Tuple[str, ...]:
             names.append(kernel_name("dequant", int_name, float_name))
         names.append(kernel_name("minmax_partial", float_name))
         names.append(kernel_name("minmax_final", float_name))
+        names.append(kernel_name("hist_plan", float_name))
+        names.append(kernel_name("hist_bin", float_name))
     return tuple(names)
 
 
