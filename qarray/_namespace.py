@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy
 from array_api_compat import array_namespace as _compat_namespace
 from array_api_compat import device as _compat_device
-from array_api_compat import is_array_api_obj, is_dask_array, is_numpy_array
+from array_api_compat import is_array_api_obj, is_dask_array, is_numpy_array, is_torch_array
 
 from ._checks import describe
 
@@ -24,6 +24,8 @@ __all__ = [
     "ArrayLike",
     "array_namespace",
     "as_array",
+    "check_output",
+    "check_supported_array",
     "device_of",
     "is_array",
     "is_lazy",
@@ -89,6 +91,7 @@ def as_array(value: Any, argument: str, kind: Optional[str] = None) -> Any:
     """
     if is_array(value) and not isinstance(value, numpy.generic):
         _refuse_masked(value, argument)
+        check_supported_array(value, argument)
         return value
     if isinstance(value, (numbers.Number, list, tuple)) and not isinstance(value, str):
         try:
@@ -130,6 +133,79 @@ def _refuse_masked(value: Any, argument: str) -> None:
             f"pass {argument}.compressed() for the visible values only, or "
             f"{argument}.filled(fill_value) to choose what hidden entries become"
         )
+
+
+def check_supported_array(value: Any, argument: str) -> None:
+    """Refuse arrays that no kernel can read, with an error naming ``argument``.
+
+    Detection is by duck typing (``is_nested``, ``layout``, dtype names), so PyTorch is
+    never imported: sparse and nested tensors, 8- and 4-bit float dtypes, and NumPy
+    extension dtypes (ml_dtypes' bfloat16, float8, int4, ...) would otherwise fail deep
+    inside a library with an error that does not say which argument is at fault.
+
+    Raises:
+        TypeError: for a sparse or nested tensor, or one of those dtypes.
+    """
+    if is_torch_array(value):
+        if getattr(value, "is_nested", False):
+            raise TypeError(
+                f"{argument} must be a dense tensor, got a nested tensor; pad it into one "
+                f"(torch.nested.to_padded_tensor) or pass its components one by one"
+            )
+        layout = str(getattr(value, "layout", "torch.strided"))
+        if layout != "torch.strided" or getattr(value, "is_sparse", False):
+            raise TypeError(
+                f"{argument} must be a dense (strided) tensor, got layout {layout}; "
+                f"convert it with {argument}.to_dense()"
+            )
+    dtype = getattr(value, "dtype", None)
+    name = str(dtype)
+    if "float8" in name or "float4" in name:
+        raise TypeError(
+            f"{argument} has dtype {name}, which qarray does not compute with; convert it to "
+            "float32 first (every 8- and 4-bit float converts exactly)"
+        )
+    if isinstance(dtype, numpy.dtype) and dtype.kind == "V":
+        raise TypeError(
+            f"{argument} has dtype {dtype.name}, which NumPy classifies as neither floating "
+            f"point nor integer (an extension dtype such as ml_dtypes' bfloat16 or int4, or raw "
+            f"bytes); convert it with {argument}.astype(numpy.float32) (or an integer dtype) first"
+        )
+
+
+def check_output(out: Any, argument: str = "out") -> None:
+    """Refuse an output buffer that cannot take a result element by element.
+
+    Checked before anything is written: besides :func:`check_supported_array`, a buffer
+    whose elements share memory (a stride of 0 along an axis longer than 1, as from
+    ``expand`` or ``broadcast_to``) and a tensor that requires grad (qarray's results
+    carry no gradient; PyTorch refuses in-place writes to such leaves) are refused.
+
+    Raises:
+        TypeError: as :func:`check_supported_array`.
+        ValueError: for a self-overlapping buffer or one that requires grad.
+    """
+    if out is None:
+        return
+    check_supported_array(out, argument)
+    if getattr(out, "requires_grad", False) is True:
+        raise ValueError(
+            f"{argument} must not require grad (qarray's results carry no gradient), got a "
+            f"tensor with requires_grad=True; pass a buffer created without it or under torch.no_grad()"
+        )
+    strides = getattr(out, "strides", None)
+    stride = getattr(out, "stride", None)
+    if is_torch_array(out) and callable(stride):
+        strides = stride()
+    shape = getattr(out, "shape", None)
+    if isinstance(strides, tuple) and shape is not None and len(strides) == len(shape):
+        for extent, step in zip(shape, strides):
+            if step == 0 and extent is not None and extent > 1:
+                raise ValueError(
+                    f"{argument} must not overlap itself, got an array of shape {tuple(shape)} with "
+                    f"strides {tuple(strides)} (an expanded or broadcast view, where several "
+                    f"elements share one memory location); pass a contiguous copy"
+                )
 
 
 def to_numpy(array: Any) -> numpy.ndarray:

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 
 import numpy
 
-from ._checks import check_bool, check_n_bits, describe
+from ._checks import CheckedAttribute, check_bool, check_instance, check_n_bits, describe
 from ._namespace import as_array, device_of
 from ._serialization import Serializable, check_fields, decode_array, decode_int, encode_array
 from .kwargs import fill_from_kwargs
@@ -71,9 +71,19 @@ class QuantizedArray(Serializable):
         'numpy'
     """
 
-    quantizer: UniformQuantizer
-    values: Any
-    qvalues: Any
+    n_bits: int = CheckedAttribute(check_n_bits, "The number of bits (an int).")  # type: ignore[assignment]
+    quantizer: UniformQuantizer = CheckedAttribute(  # type: ignore[assignment]
+        lambda value, argument: check_instance(value, argument, UniformQuantizer),
+        "The quantizer (UniformQuantizer) that maps values to qvalues and back.",
+    )
+    values: Any = CheckedAttribute(  # type: ignore[assignment]
+        lambda value, argument: None if value is None else as_array(value, "values", kind="float"),
+        "The real values: an array (a list is converted to a NumPy float64 array), or None.",
+    )
+    qvalues: Any = CheckedAttribute(  # type: ignore[assignment]
+        lambda value, argument: None if value is None else as_array(value, "qvalues", kind="int"),
+        "The quantized integers: an array (a list is converted to NumPy int64), or None.",
+    )
 
     _type_tag = "QuantizedArray"
 
