@@ -15,7 +15,7 @@ import numpy
 
 from ._namespace import to_numpy
 
-__all__ = ["plot_error", "plot_error_vs_bits", "plot_grid"]
+__all__ = ["plot_error", "plot_error_vs_bits", "plot_grid", "plot_histogram"]
 
 
 def _axes(ax: Any) -> Any:
@@ -143,6 +143,85 @@ def plot_error_vs_bits(
     ax.set_ylabel("error")
     ax.set_title("round-trip error vs number of bits")
     ax.legend()
+    return ax
+
+
+def plot_histogram(
+    stats: Any,
+    n_bits: int = 8,
+    methods: Sequence[str] = ("minmax", "percentile", "mse", "entropy"),
+    ax: Any = None,
+    max_lines: int = 64,
+    log: bool = True,
+    **options: Any,
+) -> Any:
+    """Plot a calibration histogram, the range each method chooses, and the grid of the first.
+
+    Draws the exact dyadic histogram of a :class:`~qarray.HistogramQuantizationStats`
+    (nothing is recomputed from data), a pair of vertical lines for the range of each
+    of ``methods``, and the de-quantized levels of the ``n_bits`` quantizer fitted on
+    the first method's range (only its two ends with more than ``max_lines`` levels).
+
+    Args:
+        stats: a HistogramQuantizationStats holding data.
+        n_bits: the quantizer's width (also passed to ``mse`` and ``entropy``).
+        methods: the calibration methods whose ranges are drawn.
+        ax: matplotlib axes to draw on (new ones when None).
+        max_lines: the most grid lines drawn one by one.
+        log: a logarithmic count axis (heavy tails stay visible).
+        options: ``percentile``, ``is_signed``, ``is_symmetric`` for the ranges and grid.
+
+    Returns:
+        The matplotlib axes.
+
+    Raises:
+        TypeError: if ``stats`` is not a HistogramQuantizationStats.
+        ValueError: if it holds no data.
+
+    Example:
+        >>> import numpy, qarray
+        >>> from qarray.plot import plot_histogram
+        >>> stats = qarray.HistogramQuantizationStats()
+        >>> stats.update(numpy.random.default_rng(0).standard_t(2, size=10_000))
+        >>> ax = plot_histogram(stats, n_bits=4)  # doctest: +SKIP
+    """
+    from .histogram_stats import HistogramQuantizationStats
+    from .options import QuantizationOptions
+    from .quantizer import UniformQuantizer
+
+    if not isinstance(stats, HistogramQuantizationStats):
+        raise TypeError(f"stats must be a HistogramQuantizationStats, got {type(stats).__name__}")
+    hist = stats.histogram
+    if hist is None:
+        raise ValueError("stats hold no data to plot: update() them first")
+    is_signed = bool(options.get("is_signed", False) or options.get("is_symmetric", False))
+    is_symmetric = bool(options.get("is_symmetric", False))
+    percentile = options.get("percentile", 99.99)
+    ax = _axes(ax)
+    edges = hist.edges()
+    ax.stairs(hist.counts, numpy.clip(edges, float(hist.vmin), float(hist.vmax)), fill=True, color="tab:blue", alpha=0.5, label="counts")
+    if log:
+        ax.set_yscale("log")
+    colours = ("black", "tab:orange", "tab:green", "tab:purple", "tab:brown")
+    ranges = {}
+    for index, method in enumerate(methods):
+        low, high = stats.range(method, percentile=percentile, n_bits=n_bits, is_signed=is_signed, is_symmetric=is_symmetric)
+        ranges[method] = (low, high)
+        colour = colours[index % len(colours)]
+        ax.axvline(low, color=colour, linestyle="--", linewidth=1.2, label=f"{method} [{low:.4g}, {high:.4g}]")
+        ax.axvline(high, color=colour, linestyle="--", linewidth=1.2)
+    if methods:
+        first = methods[0]
+        quantizer = UniformQuantizer(QuantizationOptions(n_bits, is_signed=is_signed, is_symmetric=is_symmetric), stats.to_minmax(first, percentile=percentile, n_bits=n_bits, is_signed=is_signed, is_symmetric=is_symmetric))
+        quantizer.compute_quantization_parameters(quantizer.options, quantizer.stats)
+        levels, count = _grid(quantizer, numpy.asarray(ranges[first], dtype=numpy.float64))
+        shown = levels if levels.size <= max_lines else levels[[0, -1]]
+        for index, level in enumerate(shown):
+            ax.axvline(level, color="tab:red", linewidth=0.6, alpha=0.5, label=f"{first} grid ({count} levels)" if index == 0 else None)
+    ax.set_xlabel("value")
+    ax.set_ylabel("count")
+    ax.set_title(f"histogram of {hist.total} values, bin width 2**{hist.k}; {n_bits}-bit ranges")
+    ax.legend(loc="upper right", fontsize="small")
     return ax
 
 

@@ -235,3 +235,20 @@ def test_display_names_the_histogram_and_its_range():
     assert "<table" in stats._repr_html_()
     assert "count=1000" in repr(stats)
     assert "empty" in qarray.display.summary(HistogramQuantizationStats())
+
+
+def test_plot_histogram_draws_every_range_and_refuses_empty_statistics():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from qarray.plot import plot_histogram
+
+    ax = plot_histogram(filled(heavy(5000)), n_bits=3, methods=("mse", "minmax"))
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert any(label.startswith("mse [") for label in labels) and any(label.startswith("minmax [") for label in labels)
+    assert any("grid (8 levels)" in label for label in labels)
+    with pytest.raises(ValueError, match="no data"):
+        plot_histogram(HistogramQuantizationStats())
+    with pytest.raises(TypeError, match="HistogramQuantizationStats"):
+        plot_histogram(qarray.MinMaxQuantizationStats())

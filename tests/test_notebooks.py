@@ -30,6 +30,7 @@ def test_there_are_notebooks():
         "01_quick_start.ipynb",
         "02_calibration.ipynb",
         "03_gpu_batches.ipynb",
+        "04_histogram_calibration.ipynb",
     ]
 
 
