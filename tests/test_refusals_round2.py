@@ -405,7 +405,11 @@ def test_ml_dtypes_float8_numpy_arrays_are_refused_naming_values():
         _quantizer().quant(numpy.ones(3, dtype=ml_dtypes.float8_e4m3fn))
 
 
-@pytest.mark.parametrize("call", [lambda q, d: q.quant(numpy.ones(3), dtype=d), lambda q, d: q.dequant(numpy.arange(3), dtype=d)])
+@pytest.mark.parametrize(
+    "call",
+    [lambda q, d: q.quant(numpy.ones(3), dtype=d), lambda q, d: q.dequant(numpy.arange(3), dtype=d)],
+    ids=["quant", "dequant"],
+)
 def test_ml_dtypes_bfloat16_as_the_dtype_argument_is_refused_naming_dtype(call: Callable):
     ml_dtypes = _ml_dtypes()
     with pytest.raises(TypeError, match=r"^dtype must be one of"):
