@@ -13,9 +13,8 @@ from typing import Any, Dict, Optional
 import numpy
 
 from ._checks import CheckedAttribute, check_bool, check_instance, check_n_bits, describe
-from ._namespace import as_array, device_of
+from ._namespace import as_array
 from ._serialization import Serializable, check_fields, decode_array, decode_int, encode_array
-from .histogram import check_method, check_percentile
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
@@ -53,11 +52,6 @@ class QuantizedArray(Serializable):
             clipping applies (QAT), non-finite values raise ValueError. The policy also
             applies to :meth:`quant` and :meth:`update_values` later on; a loaded array
             uses ``"raise"``.
-        method: how float ``values`` choose the range when ``stats`` are not given
-            (keyword only): ``"minmax"`` (default), or ``"percentile"``, ``"mse"`` or
-            ``"entropy"`` from the exact histogram of the values (see
-            :class:`~qarray.HistogramQuantizationStats`).
-        percentile: the percentile of ``method="percentile"``, in ``(50, 100]``.
         kwargs: Any member of the options, stats, params sets as a key-value pair. The
             parameter sets need to be completely parametrized if their members appear
             in kwargs.
@@ -104,12 +98,9 @@ class QuantizedArray(Serializable):
         backend: Optional[Any] = None,
         *,
         nan_policy: str = "raise",
-        method: str = "minmax",
-        percentile: float = 99.99,
         **kwargs: Any,
     ) -> None:
         n_bits = check_n_bits(n_bits)
-        self._calibration = (check_method(method), check_percentile(percentile))
         if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {describe(nan_policy)}")
         self._nan_policy = nan_policy
@@ -173,9 +164,7 @@ class QuantizedArray(Serializable):
     ) -> None:
         if value_is_float:
             self.values = self._own_copy(values, "values", "float")
-            if stats is None and self._calibration[0] != "minmax":
-                self.quantizer.copy_stats(self._histogram_range(options))
-            elif stats is None:
+            if stats is None:
                 needs_uvalues = options.is_qat and not options.is_precomputed_qat
                 self.quantizer.compute_quantization_stats(
                     self.values, nan_policy=self._nan_policy, with_uvalues=needs_uvalues
@@ -191,28 +180,6 @@ class QuantizedArray(Serializable):
                 )
             self.qvalues = self._own_copy(values, "values", "int")
             self.dequant()
-
-    def _histogram_range(self, options: QuantizationOptions) -> MinMaxQuantizationStats:
-        """The statistics of the range ``method=`` chooses from the histogram of the values."""
-        from .histogram_stats import HistogramQuantizationStats
-
-        method, percentile = self._calibration
-        if options.is_qat and not options.is_precomputed_qat:
-            raise ValueError(
-                f"method={method!r} chooses a clipped range, which QAT scale inference cannot use; "
-                "use method='minmax' (or is_precomputed_qat=True)"
-            )
-        histogram_stats = HistogramQuantizationStats()
-        histogram_stats.update(self.values, nan_policy=self._nan_policy)
-        if histogram_stats.histogram is None:
-            raise ValueError("values hold no finite value to calibrate on (all NaN or ±Inf)")
-        return histogram_stats.to_minmax(
-            method,
-            percentile=percentile,
-            n_bits=options.n_bits,
-            is_signed=options.is_signed,
-            is_symmetric=options.is_symmetric,
-        )
 
     def _own_copy(self, values: Any, argument: str, kind: str) -> Any:
         """Return a copy of ``values`` placed with this array's backend (checked for ``kind``)."""
@@ -246,16 +213,14 @@ class QuantizedArray(Serializable):
             return self.qvalues
         from .backends import backend_for
 
-        xp = backend_for(self.values).xp
         qvalues = self.quantizer.quant(self.values, check_finite=False)
-        # An extra pass, on this opted-in path only: no integer stands for NaN, so pick
-        # the one of 0.0 rather than whatever a cast of NaN gives on this platform.
-        if isinstance(self.quantizer.zero_point, numpy.ndarray):
-            zero = xp.zeros_like(self.values)
-        else:
-            zero = xp.zeros((), dtype=self.values.dtype, device=device_of(self.values))
-        zero_q = self.quantizer.quant(zero, check_finite=False)
-        self.qvalues = xp.where(xp.isnan(self.values), zero_q, qvalues)
+        # No integer stands for NaN, so write the one of 0.0 where values are NaN rather
+        # than whatever a cast of NaN gives on this platform. That integer is computed on
+        # the host from the parameters (no full-size array of zeros is quantized), and the
+        # backend writes it in place where it can.
+        self.qvalues = backend_for(self.values).fill_nan(
+            qvalues, self.values, _integer_of_zero(self.quantizer, qvalues.dtype)
+        )
         return self.qvalues
 
     def dequant(self) -> Any:
@@ -379,6 +344,30 @@ class QuantizedArray(Serializable):
 
             array._backend = get_backend(backend) if backend else backend_for(array.values)
         return array
+
+
+def _integer_of_zero(quantizer: UniformQuantizer, dtype: Any) -> numpy.ndarray:
+    """Return what ``quantizer.quant`` gives for 0.0, computed on the host from the parameters.
+
+    The same float64 operation sequence as every backend's quantization
+    (``rint(0.0 / scale + zero_point)``, clipped, cast), so the integer is identical to
+    quantizing 0.0 on any backend: a 0-d array, or one the shape of a per-channel zero
+    point.
+    """
+    scale, zero_point, _ = quantizer._require_params()
+    clip = quantizer.clip_range()
+    with numpy.errstate(invalid="ignore", over="ignore"):
+        rounded = numpy.rint(
+            numpy.float64(0.0) / numpy.float64(scale) + numpy.asarray(zero_point, dtype=numpy.float64)
+        )
+        if clip is not None:
+            rounded = numpy.clip(rounded, float(clip[0]), float(clip[1]))
+        return numpy.asarray(rounded).astype(_numpy_dtype(dtype))
+
+
+def _numpy_dtype(dtype: Any) -> numpy.dtype:
+    """The NumPy dtype of the same name as an integer dtype of any array library."""
+    return numpy.dtype(str(dtype).rsplit(".", 1)[-1])
 
 
 def _copied(obj: Any, klass: type, argument: str) -> Any:
