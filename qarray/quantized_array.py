@@ -15,6 +15,7 @@ import numpy
 from ._checks import CheckedAttribute, check_bool, check_instance, check_n_bits, describe
 from ._namespace import as_array
 from ._serialization import Serializable, check_fields, decode_array, decode_int, encode_array
+from .histogram import check_method, check_percentile
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
@@ -52,6 +53,11 @@ class QuantizedArray(Serializable):
             clipping applies (QAT), non-finite values raise ValueError. The policy also
             applies to :meth:`quant` and :meth:`update_values` later on; a loaded array
             uses ``"raise"``.
+        method: how float ``values`` choose the range when ``stats`` are not given
+            (keyword only): ``"minmax"`` (default), or ``"percentile"``, ``"mse"`` or
+            ``"entropy"`` from the exact histogram of the values (see
+            :class:`~qarray.HistogramQuantizationStats`).
+        percentile: the percentile of ``method="percentile"``, in ``(50, 100]``.
         kwargs: Any member of the options, stats, params sets as a key-value pair. The
             parameter sets need to be completely parametrized if their members appear
             in kwargs.
@@ -98,9 +104,12 @@ class QuantizedArray(Serializable):
         backend: Optional[Any] = None,
         *,
         nan_policy: str = "raise",
+        method: str = "minmax",
+        percentile: float = 99.99,
         **kwargs: Any,
     ) -> None:
         n_bits = check_n_bits(n_bits)
+        self._calibration = (check_method(method), check_percentile(percentile))
         if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {describe(nan_policy)}")
         self._nan_policy = nan_policy
@@ -164,7 +173,9 @@ class QuantizedArray(Serializable):
     ) -> None:
         if value_is_float:
             self.values = self._own_copy(values, "values", "float")
-            if stats is None:
+            if stats is None and self._calibration[0] != "minmax":
+                self.quantizer.copy_stats(self._histogram_range(options))
+            elif stats is None:
                 needs_uvalues = options.is_qat and not options.is_precomputed_qat
                 self.quantizer.compute_quantization_stats(
                     self.values, nan_policy=self._nan_policy, with_uvalues=needs_uvalues
@@ -180,6 +191,28 @@ class QuantizedArray(Serializable):
                 )
             self.qvalues = self._own_copy(values, "values", "int")
             self.dequant()
+
+    def _histogram_range(self, options: QuantizationOptions) -> MinMaxQuantizationStats:
+        """The statistics of the range ``method=`` chooses from the histogram of the values."""
+        from .histogram_stats import HistogramQuantizationStats
+
+        method, percentile = self._calibration
+        if options.is_qat and not options.is_precomputed_qat:
+            raise ValueError(
+                f"method={method!r} chooses a clipped range, which QAT scale inference cannot use; "
+                "use method='minmax' (or is_precomputed_qat=True)"
+            )
+        histogram_stats = HistogramQuantizationStats()
+        histogram_stats.update(self.values, nan_policy=self._nan_policy)
+        if histogram_stats.histogram is None:
+            raise ValueError("values hold no finite value to calibrate on (all NaN or ±Inf)")
+        return histogram_stats.to_minmax(
+            method,
+            percentile=percentile,
+            n_bits=options.n_bits,
+            is_signed=options.is_signed,
+            is_symmetric=options.is_symmetric,
+        )
 
     def _own_copy(self, values: Any, argument: str, kind: str) -> Any:
         """Return a copy of ``values`` placed with this array's backend (checked for ``kind``)."""
