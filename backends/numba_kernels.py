@@ -122,6 +122,9 @@ Smaller sub-blocks pay more loop overhead, larger ones fail more often at random
 The compiled kernels take its value when they are built.
 """
 
+_LANES = 4
+"""Rows of counters the bin-and-count kernel spreads consecutive elements over (``i & 3``)."""
+
 _MAX_SKIP = 64
 """Sub-blocks divided straight away, at most, after consecutive failed checks."""
 
@@ -322,17 +325,19 @@ def _bin_counts(values: Any, counts: Any, factor: float, divide: bool, j_lo: int
     bit for bit whenever ``2**-k`` is a float64: both round the same exact quotient once.
     A negative value whose quotient underflows to ``-0.0`` belongs to bin -1.
     """
-    n_bins = counts.shape[0]
+    # ``counts`` has 4 rows: element i counts into row i & 3, so that runs of values in one
+    # bin (the bulk of a peaked distribution) do not wait on each other's increments.
+    n_bins = counts.shape[1]
     for i in range(values.shape[0]):
         value = numpy.float64(values[i])
         if not (abs(value) < numpy.inf):
             continue
         quotient = value / factor if divide else value * factor
         index = numpy.int64(numpy.floor(quotient)) - j_lo
-        if quotient == 0.0 and value < 0.0:
+        if quotient == 0.0 and value < 0.0:  # underflowed to -0.0: bin -1
             index = numpy.int64(-1) - j_lo
         if index >= 0 and index < n_bins:
-            counts[index] += 1
+            counts[i & 3, index] += 1
 
 
 class _Kernels:
@@ -570,9 +575,11 @@ def bin_counts(values: numpy.ndarray, k: int, j_lo: int, max_bins: int) -> numpy
     kernel = kernels.bin_counts
 
     def count(start: int, stop: int) -> numpy.ndarray:
-        counts = numpy.zeros(max_bins, dtype=numpy.int64)
+        # 32-bit counters hold a chunk's counts (chunks are far below 2**32 elements)
+        dtype = numpy.uint32 if stop - start < 2**32 else numpy.int64
+        counts = numpy.zeros((_LANES, max_bins), dtype=dtype)
         kernel(values[start:stop], counts, factor, divide, numpy.int64(j_lo))
-        return counts
+        return counts.sum(axis=0, dtype=numpy.int64)
 
     parts = _parallel.run(values.size, count)
     total = parts[0]
