@@ -17,8 +17,11 @@ from typing import Any, Optional, Tuple
 import numpy
 
 from qarray._namespace import array_namespace, device_of, library_name, to_numpy
+from qarray.granularity import expand_to_values
 
-__all__ = ["ArrayAPIBackend", "Bounds"]
+from .spec import Problems, QuantSpec, check_out
+
+__all__ = ["ArrayAPIBackend", "Bounds", "spread"]
 
 Bounds = Optional[Tuple[float, float]]
 """An inclusive ``(low, high)`` range of integers, or None for no range."""
@@ -190,58 +193,83 @@ class ArrayAPIBackend:
         return xp.astype(high - low, xp.int64)
 
     def quantize(
-        self,
-        values: Any,
-        scale: float,
-        zero_point: Any,
-        clip: Bounds,
-        dtype: str,
-        check_finite: bool = True,
-        fit: Bounds = None,
-        out: Any = None,
-    ) -> Tuple[Any, Any]:
-        """Quantize: ``rint(values / scale + zero_point)`` in float64, clipped, cast to ``dtype``.
+        self, values: Any, spec: QuantSpec, *, check_finite: bool = True, out: Any = None
+    ) -> Tuple[Any, Optional[Problems]]:
+        """Quantize: ``rint(values / scale + zero_point)`` in float64, saturated or checked.
 
         Args:
             values: real floating-point array.
-            scale: the quantization step, a Python float.
-            zero_point: a Python number or a float64 array of this namespace.
-            clip: the inclusive range to clip to, or None for no clipping.
-            dtype: name of the integer dtype of the result.
+            spec: the quantization (see :class:`~qarray.backends.spec.QuantSpec`): host
+                numbers per tensor, or arrays of the parameter grid with its ``extent``.
             check_finite: also count the non-finite values.
-            fit: when not clipping, the range the rounded values must lie in; those outside
-                it (NaN included) are counted.
-            out: an array of ``dtype`` and ``values``' shape to write into.
+            out: an array of ``spec.out_dtype`` and ``values``' shape to write into
+                (checked before anything is written).
 
         Returns:
-            ``(qvalues, problems)``: problems is None when nothing was checked, else a
-            length-2 integer array ``[n_nonfinite, n_outside_fit]`` on the device.
+            ``(qvalues, problems)``: problems is None when nothing was checked (no
+            ``check_finite``, and saturating or no bounds), else the device counts.
         """
         xp = self.xp
+        if out is not None:
+            self.check_out(out, values, spec.out_dtype)
+        shape = tuple(values.shape)
+        scale, zero_point, low, high = (
+            spread(parameter, shape, spec.extent, xp=xp)
+            for parameter in (spec.scale, spec.zero_point, spec.low, spec.high)
+        )
         rounded = xp.round(xp.astype(values, xp.float64) / scale + zero_point)
-        if clip is not None:
-            rounded = xp.clip(rounded, clip[0], clip[1])
+        if spec.saturate:
+            if spec.extent is None:
+                rounded = xp.clip(rounded, low, high)
+            else:
+                rounded = xp.minimum(xp.maximum(rounded, xp.astype(low, xp.float64)), xp.astype(high, xp.float64))
         problems = None
-        if check_finite or fit is not None:
+        counts_outside = not spec.saturate and spec.low is not None
+        if check_finite or counts_outside:
             zero = xp.asarray(0, dtype=xp.int64, device=self.device(values))
             n_nonfinite = self.count_nonfinite(values) if check_finite else zero
             n_outside = zero
-            if fit is not None:
-                inside = xp.logical_and(rounded >= fit[0], rounded <= fit[1])
+            if counts_outside:
+                inside = xp.logical_and(rounded >= low, rounded <= high)
                 outside = xp.logical_not(inside)  # NaN counts as outside
                 n_outside = xp.sum(xp.astype(outside, xp.int64))
-            problems = xp.stack([n_nonfinite, n_outside])
-        return self._write(xp.astype(rounded, self.dtype(dtype)), out), problems
+            problems = Problems(xp.stack([n_nonfinite, n_outside]))
+        return self._write(xp.astype(rounded, self.dtype(spec.out_dtype)), out), problems
 
-    def dequantize(
-        self, qvalues: Any, scale: float, zero_point: Any, dtype: str, out: Any = None
-    ) -> Any:
-        """De-quantize: ``scale * (qvalues - zero_point)`` in float64, cast to ``dtype``."""
+    def dequantize(self, qvalues: Any, spec: QuantSpec, *, dtype: str = "float64", out: Any = None) -> Any:
+        """De-quantize: ``scale * (qvalues - zero_point)`` in float64, cast to ``dtype``.
+
+        Only ``spec``'s scale, zero point and extent are used.
+        """
         xp = self.xp
+        if out is not None:
+            self.check_out(out, qvalues, dtype)
+        shape = tuple(qvalues.shape)
+        scale, zero_point = (spread(parameter, shape, spec.extent, xp=xp) for parameter in (spec.scale, spec.zero_point))
+        if spec.extent is not None:
+            zero_point = xp.astype(zero_point, xp.float64)
         result = scale * (xp.astype(qvalues, xp.float64) - zero_point)
         if dtype != "float64":
             result = xp.astype(result, self.dtype(dtype))
         return self._write(result, out)
+
+    def check_out(self, out: Any, like: Any, dtype: str) -> None:
+        """Check that ``out`` can take a result of ``like``'s shape and ``dtype`` (before any write).
+
+        Raises:
+            TypeError: if ``out`` is not an array of this backend's library.
+            ValueError: if its shape, dtype or device differ, or it is read-only.
+        """
+        owns = self.owns(out)
+        check_out(
+            out,
+            shape=tuple(like.shape),
+            dtype=self.dtype(dtype),
+            library=self.name,
+            owns=owns,
+            device=self.device(like),
+            out_device=self.device(out) if owns else None,
+        )
 
     def fill_nan(self, qvalues: Any, values: Any, fill: numpy.ndarray) -> Any:
         """Return ``qvalues`` with ``fill`` where ``values`` is NaN.
@@ -261,27 +289,15 @@ class ArrayAPIBackend:
         return xp.where(xp.isnan(values), fill, qvalues)
 
     def _write(self, result: Any, out: Any) -> Any:
-        """Copy ``result`` into ``out`` when the caller gave a buffer.
-
-        Raises:
-            TypeError: if ``out`` is not an array of this backend's library.
-            ValueError: if its shape, dtype or device differ from the result's (no
-                silent broadcasting or casting into it).
-        """
+        """Copy ``result`` into ``out`` (already checked by :meth:`check_out`) when given."""
         if out is None:
             return result
-        if not self.owns(out):
-            raise TypeError(
-                f"out must be a {self.name} array like the input, got {type(out).__name__}"
-            )
-        if tuple(out.shape) != tuple(result.shape) or out.dtype != result.dtype:
-            raise ValueError(
-                f"out must have shape {tuple(result.shape)} and dtype {result.dtype}, "
-                f"got shape {tuple(out.shape)} and dtype {out.dtype}"
-            )
-        if self.device(out) != self.device(result):
-            raise ValueError(
-                f"out must be on the input's device {self.device(result)}, got {self.device(out)}"
-            )
         out[...] = result
         return out
+
+
+def spread(parameter: Any, shape: Tuple[int, ...], extent: Optional[Tuple[int, ...]], *, xp: Any) -> Any:
+    """Give every value of ``shape`` its block's entry of a grid ``parameter`` (per tensor: as is)."""
+    if extent is None or parameter is None or isinstance(parameter, (int, float)):
+        return parameter
+    return expand_to_values(parameter, shape, extent, xp=xp)

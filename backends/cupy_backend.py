@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy
 
 from . import cupy_kernels
+from .spec import Problems, QuantSpec, check_out, grid_layout
 from .array_api import ArrayAPIBackend, Bounds
 
 __all__ = ["CupyBackend", "HistogramState", "make_cupy_backend"]
@@ -263,79 +264,76 @@ class CupyBackend(ArrayAPIBackend):
             return super().unique_rounded(values, omit_nonfinite=omit_nonfinite)
 
     def quantize(
-        self,
-        values: Any,
-        scale: float,
-        zero_point: Any,
-        clip: Bounds,
-        dtype: str,
-        check_finite: bool = True,
-        fit: Bounds = None,
-        out: Any = None,
-    ) -> Tuple[Any, Any]:
+        self, values: Any, spec: QuantSpec, *, check_finite: bool = True, out: Any = None
+    ) -> Tuple[Any, Optional[Problems]]:
         """Quantize in one fused pass (see :meth:`ArrayAPIBackend.quantize` for the contract).
 
         ``rint((double)x / scale + zero_point)`` with IEEE float64 division and addition,
-        clipped to ``clip``, written as ``dtype``. The problem counts (non-finite inputs
-        when ``check_finite``; rounded values outside ``fit``, NaN included) are added up
-        on the device into a length-2 int64 array that is returned unread. Array zero
-        points and dtypes without a kernel take the generic path.
+        clipped (``spec.saturate``) or checked against ``[low, high]``, written as
+        ``spec.out_dtype``. The problem counts (non-finite inputs when ``check_finite``;
+        rounded values outside the bounds, NaN included) are added up on the device into
+        a length-2 int64 array that is returned unread. Parameter grids take the grid
+        kernels (the parameters stay on the device); broadcast zero-point arrays and
+        dtypes without a kernel take the generic path.
 
         Raises:
             TypeError: if ``out`` is not a CuPy array.
             ValueError: if ``out`` has the wrong shape or dtype, or lives on another device.
         """
         in_dtype = self._fused_float(values)
-        zero = _scalar(zero_point)
-        if in_dtype is None or zero is None or dtype not in cupy_kernels.INTEGER_TYPES:
+        grid = spec.extent is not None
+        zero = None if grid else _scalar(spec.zero_point)
+        if in_dtype is None or (zero is None and not grid) or spec.out_dtype not in cupy_kernels.INTEGER_TYPES:
             with self._on(values):
-                return super().quantize(values, scale, zero_point, clip, dtype, check_finite, fit, out)
+                return super().quantize(values, spec, check_finite=check_finite, out=out)
         cupy = self._cupy
         flags = 0
-        clip_low = clip_high = fit_low = fit_high = 0.0
-        if clip is not None:
+        if spec.saturate:
             flags |= cupy_kernels.FLAG_CLIP
-            clip_low, clip_high = float(clip[0]), float(clip[1])
+        elif spec.low is not None:
+            flags |= cupy_kernels.FLAG_COUNT_OUTSIDE
         if check_finite:
             flags |= cupy_kernels.FLAG_COUNT_NONFINITE
-        if fit is not None:
-            flags |= cupy_kernels.FLAG_COUNT_OUTSIDE
-            fit_low, fit_high = float(fit[0]), float(fit[1])
-        checked = bool(check_finite) or fit is not None
+        checked = bool(flags & (cupy_kernels.FLAG_COUNT_NONFINITE | cupy_kernels.FLAG_COUNT_OUTSIDE))
         with values.device:
-            result, write_back = self._output(out, values, dtype)
+            result, write_back = self._output(out, values, spec.out_dtype)
             problems = cupy.zeros(2, dtype=cupy.int64) if checked else None
             count = int(values.size)
             if count:
                 source = cupy.ascontiguousarray(values)
-                name = cupy_kernels.kernel_name("quant", in_dtype, dtype)
-                function = cupy_kernels.kernel(name)
-                grid = self._grid(function, name, count, values.device.id)
-                function(
-                    (grid,),
-                    (cupy_kernels.BLOCK_THREADS,),
-                    (
+                if grid:
+                    name = cupy_kernels.kernel_name("quant_grid", in_dtype, spec.out_dtype)
+                    layout = self._grid_arguments(values, spec, ("scale", "zero_point", "low", "high"))
+                    arguments = (source, result, numpy.int64(count), *layout, numpy.int32(flags))
+                else:
+                    name = cupy_kernels.kernel_name("quant", in_dtype, spec.out_dtype)
+                    low = float(spec.low) if spec.low is not None else 0.0
+                    high = float(spec.high) if spec.high is not None else 0.0
+                    arguments = (
                         source,
                         result,
                         numpy.int64(count),
-                        numpy.float64(scale),
+                        numpy.float64(spec.scale),
                         numpy.float64(zero),
                         numpy.int32(flags),
-                        numpy.float64(clip_low),
-                        numpy.float64(clip_high),
-                        numpy.float64(fit_low),
-                        numpy.float64(fit_high),
-                        problems if problems is not None else numpy.uint64(0),
-                    ),
+                        numpy.float64(low),
+                        numpy.float64(high),
+                        numpy.float64(low),
+                        numpy.float64(high),
+                    )
+                function = cupy_kernels.kernel(name)
+                blocks = self._grid(function, name, count, values.device.id)
+                function(
+                    (blocks,),
+                    (cupy_kernels.BLOCK_THREADS,),
+                    (*arguments, problems if problems is not None else numpy.uint64(0)),
                 )
             if write_back is not None:
                 write_back[...] = result
                 result = write_back
-        return result, problems
+        return result, (Problems(problems) if problems is not None else None)
 
-    def dequantize(
-        self, qvalues: Any, scale: float, zero_point: Any, dtype: str, out: Any = None
-    ) -> Any:
+    def dequantize(self, qvalues: Any, spec: QuantSpec, *, dtype: str = "float64", out: Any = None) -> Any:
         """De-quantize in one fused pass: ``scale * ((double)q - zero_point)``, cast to ``dtype``.
 
         See :meth:`ArrayAPIBackend.dequantize`. float32 results are rounded to nearest even
@@ -346,28 +344,57 @@ class CupyBackend(ArrayAPIBackend):
             ValueError: if ``out`` has the wrong shape or dtype, or lives on another device.
         """
         in_dtype = self._fused_integer(qvalues)
-        zero = _scalar(zero_point)
-        if in_dtype is None or zero is None or dtype not in cupy_kernels.FLOAT_TYPES:
+        grid = spec.extent is not None
+        zero = None if grid else _scalar(spec.zero_point)
+        if in_dtype is None or (zero is None and not grid) or dtype not in cupy_kernels.FLOAT_TYPES:
             with self._on(qvalues):
-                return super().dequantize(qvalues, scale, zero_point, dtype, out)
+                return super().dequantize(qvalues, spec, dtype=dtype, out=out)
         cupy = self._cupy
         with qvalues.device:
             result, write_back = self._output(out, qvalues, dtype)
             count = int(qvalues.size)
             if count:
                 source = cupy.ascontiguousarray(qvalues)
-                name = cupy_kernels.kernel_name("dequant", in_dtype, dtype)
+                if grid:
+                    name = cupy_kernels.kernel_name("dequant_grid", in_dtype, dtype)
+                    layout = self._grid_arguments(qvalues, spec, ("scale", "zero_point"))
+                    arguments = (source, result, numpy.int64(count), *layout)
+                else:
+                    name = cupy_kernels.kernel_name("dequant", in_dtype, dtype)
+                    arguments = (source, result, numpy.int64(count), numpy.float64(spec.scale), numpy.float64(zero))
                 function = cupy_kernels.kernel(name)
-                grid = self._grid(function, name, count, qvalues.device.id)
-                function(
-                    (grid,),
-                    (cupy_kernels.BLOCK_THREADS,),
-                    (source, result, numpy.int64(count), numpy.float64(scale), numpy.float64(zero)),
-                )
+                blocks = self._grid(function, name, count, qvalues.device.id)
+                function((blocks,), (cupy_kernels.BLOCK_THREADS,), arguments)
             if write_back is not None:
                 write_back[...] = result
                 result = write_back
         return result
+
+    def _grid_arguments(self, like: Any, spec: QuantSpec, names: Tuple[str, ...]) -> Tuple[Any, ...]:
+        """The grid kernels' layout arguments and the named parameters as device float64 matrices.
+
+        The row map is computed on the host from the shape alone and copied to the device
+        (no read-back); the parameters stay where they are.
+        """
+        cupy = self._cupy
+        extent = spec.extent
+        assert extent is not None  # only called for grids
+        rows, _, length, group = grid_layout(tuple(like.shape), extent)
+        n_groups = -(-length // group)
+        grid_shape = tuple(spec.scale.shape)
+        matrices = [
+            cupy.ascontiguousarray(
+                cupy.broadcast_to(cupy.asarray(getattr(spec, name), dtype=cupy.float64), grid_shape).reshape(-1, n_groups)
+            )
+            for name in names
+        ]
+        return (
+            numpy.int64(length),
+            numpy.int64(group),
+            numpy.int64(n_groups),
+            cupy.asarray(rows),
+            *matrices,
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -394,17 +421,15 @@ class CupyBackend(ArrayAPIBackend):
         cupy = self._cupy
         if out is None:
             return cupy.empty(like.shape, dtype=dtype), None
-        if not isinstance(out, cupy.ndarray):
-            raise TypeError(f"out must be a CuPy array for CuPy input, got {type(out).__name__}")
-        if tuple(out.shape) != tuple(like.shape) or numpy.dtype(out.dtype) != numpy.dtype(dtype):
-            raise ValueError(
-                f"out must have shape {tuple(like.shape)} and dtype {dtype}, "
-                f"got shape {tuple(out.shape)} and dtype {out.dtype}"
-            )
-        if out.device.id != like.device.id:
-            raise ValueError(
-                f"out must live on the input's device {like.device.id}, got device {out.device.id}"
-            )
+        check_out(
+            out,
+            shape=tuple(like.shape),
+            dtype=numpy.dtype(dtype),
+            library="CuPy",
+            owns=isinstance(out, cupy.ndarray),
+            device=like.device.id,
+            out_device=out.device.id if isinstance(out, cupy.ndarray) else None,
+        )
         if out.flags.c_contiguous:
             return out, None
         return cupy.empty(like.shape, dtype=dtype), out

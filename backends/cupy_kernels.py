@@ -226,6 +226,53 @@ __device__ __forceinline__ void qarray_dequant(
     }
 }
 
+// ---- per-block parameters (per channel, per group) -------------------------------------------
+// The values are a C-order (rows, length) matrix: row r takes grid row rows[r], and its values
+// [g * group, (g + 1) * group) grid column g; parameter p = rows[r] * n_groups + g. With
+// QARRAY_FLAG_CLIP the rounded value is clipped to [low[p], high[p]]; with
+// QARRAY_FLAG_COUNT_OUTSIDE the ones outside it are counted.
+
+template <typename TIN, typename TOUT>
+__device__ __forceinline__ void qarray_quant_grid(
+    const TIN* __restrict__ x, TOUT* __restrict__ q, long long n, long long length,
+    long long group, long long n_groups, const long long* __restrict__ rows,
+    const double* __restrict__ scale, const double* __restrict__ zero,
+    const double* __restrict__ low, const double* __restrict__ high, int flags,
+    unsigned long long* __restrict__ problems)
+{
+    unsigned long long n_nonfinite = 0ull;
+    unsigned long long n_outside = 0ull;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const long long r = i / length;
+        const long long p = rows[r] * n_groups + (i - r * length) / group;
+        qarray_quant_one(x[i], i, q, scale[p], zero[p], flags, low[p], high[p], low[p], high[p],
+                         n_nonfinite, n_outside);
+    }
+    if (flags & (QARRAY_FLAG_COUNT_NONFINITE | QARRAY_FLAG_COUNT_OUTSIDE)) {
+        n_nonfinite = qarray_warp_sum(n_nonfinite);
+        n_outside = qarray_warp_sum(n_outside);
+        if ((threadIdx.x & 31u) == 0u) {
+            if (n_nonfinite != 0ull) atomicAdd(problems, n_nonfinite);
+            if (n_outside != 0ull) atomicAdd(problems + 1, n_outside);
+        }
+    }
+}
+
+template <typename TIN, typename TOUT>
+__device__ __forceinline__ void qarray_dequant_grid(
+    const TIN* __restrict__ q, TOUT* __restrict__ y, long long n, long long length,
+    long long group, long long n_groups, const long long* __restrict__ rows,
+    const double* __restrict__ scale, const double* __restrict__ zero)
+{
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const long long r = i / length;
+        const long long p = rows[r] * n_groups + (i - r * length) / group;
+        y[i] = qarray_from_double<TOUT>(__dmul_rn(scale[p], __dsub_rn((double)q[i], zero[p])));
+    }
+}
+
 // ---- min / max ---------------------------------------------------------------------------
 
 template <typename T>
@@ -527,6 +574,29 @@ extern "C" __global__ void __launch_bounds__(__BLOCK__) __NAME__(
 }
 """
 
+_QUANT_GRID = r"""
+extern "C" __global__ void __launch_bounds__(__BLOCK__) __NAME__(
+    const __TIN__* __restrict__ x, __TOUT__* __restrict__ q, long long n, long long length,
+    long long group, long long n_groups, const long long* __restrict__ rows,
+    const double* __restrict__ scale, const double* __restrict__ zero,
+    const double* __restrict__ low, const double* __restrict__ high, int flags,
+    unsigned long long* __restrict__ problems)
+{
+    qarray_quant_grid<__TIN__, __TOUT__>(x, q, n, length, group, n_groups, rows, scale, zero,
+                                         low, high, flags, problems);
+}
+"""
+
+_DEQUANT_GRID = r"""
+extern "C" __global__ void __launch_bounds__(__BLOCK__) __NAME__(
+    const __TIN__* __restrict__ q, __TOUT__* __restrict__ y, long long n, long long length,
+    long long group, long long n_groups, const long long* __restrict__ rows,
+    const double* __restrict__ scale, const double* __restrict__ zero)
+{
+    qarray_dequant_grid<__TIN__, __TOUT__>(q, y, n, length, group, n_groups, rows, scale, zero);
+}
+"""
+
 _MINMAX = r"""
 extern "C" __global__ void __launch_bounds__(__BLOCK__) __PARTIAL__(
     const __T__* __restrict__ x, long long n, int omit_nonfinite, double* __restrict__ partial)
@@ -547,8 +617,9 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
     """Return the CUDA name of a kernel.
 
     Args:
-        kind: ``"quant"`` (float dtype in, integer dtype out), ``"dequant"`` (integer in,
-            float out), ``"minmax_partial"``, ``"minmax_final"``, ``"hist_plan"`` or
+        kind: ``"quant"`` / ``"quant_grid"`` (float dtype in, integer dtype out; the grid
+            kernels take one parameter set per block), ``"dequant"`` / ``"dequant_grid"``
+            (integer in, float out), ``"minmax_partial"``, ``"minmax_final"``, ``"hist_plan"`` or
             ``"hist_bin"`` (one float dtype).
         first: the input dtype's name.
         second: the output dtype's name (quant and dequant only).
@@ -556,21 +627,21 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
     Raises:
         ValueError: if ``kind`` or a dtype is not one the module has a kernel for.
     """
-    if kind == "quant":
+    if kind in ("quant", "quant_grid"):
         _check(first, FLOAT_TYPES, "first")
         _check(second, INTEGER_TYPES, "second")
-        return f"qarray_quant_{first}_{second}"
-    if kind == "dequant":
+        return f"qarray_{kind}_{first}_{second}"
+    if kind in ("dequant", "dequant_grid"):
         _check(first, INTEGER_TYPES, "first")
         _check(second, FLOAT_TYPES, "second")
-        return f"qarray_dequant_{first}_{second}"
+        return f"qarray_{kind}_{first}_{second}"
     if kind in ("minmax_partial", "minmax_final", "hist_plan", "hist_bin"):
         _check(first, FLOAT_TYPES, "first")
         if second is not None:
             raise ValueError(f"second must be None for {kind}, got {second!r}")
         return f"qarray_{kind}_{first}"
     raise ValueError(
-        "kind must be 'quant', 'dequant', 'minmax_partial', 'minmax_final', 'hist_plan' or "
+        "kind must be 'quant', 'quant_grid', 'dequant', 'dequant_grid', 'minmax_partial', 'minmax_final', 'hist_plan' or "
         f"'hist_bin', got {kind!r}"
     )
 
@@ -603,6 +674,18 @@ def source() -> str:
                 .replace("__TOUT__", float_type)
                 .replace("__BLOCK__", block)
             )
+            parts.append(
+                _QUANT_GRID.replace("__NAME__", kernel_name("quant_grid", float_name, int_name))
+                .replace("__TIN__", float_type)
+                .replace("__TOUT__", int_type)
+                .replace("__BLOCK__", block)
+            )
+            parts.append(
+                _DEQUANT_GRID.replace("__NAME__", kernel_name("dequant_grid", int_name, float_name))
+                .replace("__TIN__", int_type)
+                .replace("__TOUT__", float_type)
+                .replace("__BLOCK__", block)
+            )
         parts.append(
             _MINMAX.replace("__PARTIAL__", kernel_name("minmax_partial", float_name))
             .replace("__FINAL__", kernel_name("minmax_final", float_name))
@@ -625,6 +708,8 @@ def kernel_names() -> Tuple[str, ...]:
         for int_name in INTEGER_TYPES:
             names.append(kernel_name("quant", float_name, int_name))
             names.append(kernel_name("dequant", int_name, float_name))
+            names.append(kernel_name("quant_grid", float_name, int_name))
+            names.append(kernel_name("dequant_grid", int_name, float_name))
         names.append(kernel_name("minmax_partial", float_name))
         names.append(kernel_name("minmax_final", float_name))
         names.append(kernel_name("hist_plan", float_name))

@@ -16,6 +16,7 @@ This module imports Dask; it is only imported when a Dask array shows up (or
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional, Tuple
 
 import numpy
@@ -23,7 +24,8 @@ import numpy
 from qarray._checks import raise_on_problems
 from qarray._namespace import to_numpy
 
-from .array_api import ArrayAPIBackend, Bounds
+from .array_api import ArrayAPIBackend
+from .spec import Problems, QuantSpec
 
 __all__ = ["DaskBackend", "make_dask_backend"]
 
@@ -39,7 +41,8 @@ class DaskBackend(ArrayAPIBackend):
         >>> from qarray.backends import get_backend
         >>> backend = get_backend("dask")
         >>> values = dask.array.from_array(numpy.array([0.4, 2.6, 1.5, 3.9]), chunks=2)
-        >>> q, problems = backend.quantize(values, 1.0, 0, (0, 3), "int8")
+        >>> from qarray.backends.spec import QuantSpec
+        >>> q, problems = backend.quantize(values, QuantSpec.per_tensor(1.0, 0, (0, 3), "int8"))
         >>> q.compute(), problems
         (array([0, 3, 2, 3], dtype=int8), None)
     """
@@ -117,43 +120,30 @@ class DaskBackend(ArrayAPIBackend):
         return da.from_array(merged, chunks=(max(1, int(merged.shape[0])),))
 
     def quantize(
-        self,
-        values: Any,
-        scale: float,
-        zero_point: Any,
-        clip: Bounds,
-        dtype: str,
-        check_finite: bool = True,
-        fit: Bounds = None,
-        out: Any = None,
-    ) -> Tuple[Any, Any]:
+        self, values: Any, spec: QuantSpec, *, check_finite: bool = True, out: Any = None
+    ) -> Tuple[Any, Optional[Problems]]:
         """Quantize lazily, block by block (see :meth:`ArrayAPIBackend.quantize`).
 
         Returns ``(qvalues, None)``: the checks run inside each block and raise
         ``ValueError`` when ``qvalues`` is computed, so there is nothing to read here.
+        Grid parameters (host or chunk-library arrays) are cut to each chunk.
 
         Raises:
             TypeError: if ``out`` is given (Dask arrays cannot be written into).
         """
         _refuse_out(out)
-        meta = values._meta.astype(dtype)
+        meta = values._meta.astype(spec.out_dtype)
         qvalues = values.map_blocks(
             _quantize_block,
-            dtype=numpy.dtype(dtype),
+            dtype=numpy.dtype(spec.out_dtype),
             meta=meta,
-            scale=scale,
-            zero_point=zero_point,
-            clip=clip,
-            integer_dtype=dtype,
+            spec=spec,
             check_finite=check_finite,
-            fit=fit,
             ndim=values.ndim,
         )
         return qvalues, None
 
-    def dequantize(
-        self, qvalues: Any, scale: float, zero_point: Any, dtype: str, out: Any = None
-    ) -> Any:
+    def dequantize(self, qvalues: Any, spec: QuantSpec, *, dtype: str = "float64", out: Any = None) -> Any:
         """De-quantize lazily, block by block (see :meth:`ArrayAPIBackend.dequantize`).
 
         Raises:
@@ -165,8 +155,7 @@ class DaskBackend(ArrayAPIBackend):
             _dequantize_block,
             dtype=numpy.dtype(dtype),
             meta=meta,
-            scale=scale,
-            zero_point=zero_point,
+            spec=spec,
             float_dtype=dtype,
             ndim=qvalues.ndim,
         )
@@ -217,48 +206,82 @@ def _block_zero_point(zero_point: Any, ndim: int, block_info: Optional[dict]) ->
     return full[index]
 
 
-def _block_backend(block: Any, zero_point: Any, ndim: int, block_info: Optional[dict]) -> Tuple[Any, Any]:
-    """The chunk library's backend, and the zero point (this block's slice) ready for it."""
+def _local_grid(extent: Tuple[int, ...], location: Any) -> Tuple[Tuple[Any, ...], Tuple[int, ...]]:
+    """How a chunk at ``location`` sees a parameter grid: per axis, the grid index (a slice,
+    or an index array for chunks that start inside a block) and the chunk's block extent."""
+    index, local = [], []
+    for size, (start, stop) in zip(extent, location):
+        first, last = start // size, (stop - 1) // size if stop > start else start // size
+        if first == last:  # the chunk lies in one block along this axis
+            index.append(slice(first, first + 1))
+            local.append(max(1, stop - start))
+        elif start % size == 0:  # starts on a block boundary: the same blocks, cut at the end
+            index.append(slice(first, last + 1))
+            local.append(size)
+        else:  # blocks straddle the chunk's start: one parameter per value along this axis
+            index.append(numpy.arange(start, stop) // size)
+            local.append(1)
+    return tuple(index), tuple(local)
+
+
+def _take_grid(parameter: numpy.ndarray, index: Tuple[Any, ...]) -> numpy.ndarray:
+    """A host ``parameter`` grid cut to one chunk by :func:`_local_grid`'s index, axis by axis."""
+    for axis, entry in enumerate(index):
+        parameter = parameter[(slice(None),) * axis + (entry,)]
+    return parameter
+
+
+def _block_spec(spec: QuantSpec, block: Any, ndim: int, block_info: Optional[dict]) -> Tuple[Any, QuantSpec]:
+    """The chunk library's backend, and ``spec`` with its parameters cut to the current block."""
     from qarray.backends import backend_for
 
     backend = backend_for(block)
-    zero = _block_zero_point(zero_point, ndim, block_info)
-    return backend, zero if numpy.ndim(zero) == 0 else backend.parameter(zero, block)
+    if spec.extent is None:
+        zero = _block_zero_point(spec.zero_point, ndim, block_info)
+        if numpy.ndim(zero) != 0:
+            zero = backend.parameter(zero, block)
+        return backend, dataclasses.replace(spec, zero_point=zero)
+    if block_info is None or None not in block_info:  # Dask probing with a stand-in block
+        location = [(0, length) for length in block.shape]
+    else:
+        location = block_info[None]["array-location"]
+    index, local_extent = _local_grid(spec.extent, location)
+    placed = {}
+    for name in ("scale", "zero_point", "low", "high"):
+        value = getattr(spec, name)
+        if value is not None and numpy.ndim(value) != 0:
+            value = backend.parameter(_take_grid(to_numpy(value), index), block)
+        placed[name] = value
+    return backend, dataclasses.replace(spec, extent=local_extent, **placed)
 
 
 def _quantize_block(
     block: Any,
-    scale: float,
-    zero_point: Any,
-    clip: Bounds,
-    integer_dtype: str,
+    spec: QuantSpec,
     check_finite: bool,
-    fit: Bounds,
     ndim: int,
     block_info: Optional[dict] = None,
 ) -> Any:
     """Quantize one chunk with its own library's backend; raise on the checks it fails."""
-    backend, zero = _block_backend(block, zero_point, ndim, block_info)
+    backend, local = _block_spec(spec, block, ndim, block_info)
     # NaN/±Inf are counted below; NumPy's cast warnings about them would only repeat that.
     with numpy.errstate(invalid="ignore", over="ignore"):
-        qvalues, problems = backend.quantize(block, scale, zero, clip, integer_dtype, check_finite, fit)
+        qvalues, problems = backend.quantize(block, local, check_finite=check_finite)
     if problems is not None:
-        counts = backend.to_numpy(problems)  # one small read per block, inside the task
-        raise_on_problems(counts, integer_dtype, f"in a block of {backend.size(block)}")
+        raise_on_problems(problems.read(), spec.out_dtype, f"in a block of {backend.size(block)}")
     return qvalues
 
 
 def _dequantize_block(
     block: Any,
-    scale: float,
-    zero_point: Any,
+    spec: QuantSpec,
     float_dtype: str,
     ndim: int,
     block_info: Optional[dict] = None,
 ) -> Any:
     """De-quantize one chunk with its own library's backend."""
-    backend, zero = _block_backend(block, zero_point, ndim, block_info)
-    return backend.dequantize(block, scale, zero, float_dtype)
+    backend, local = _block_spec(spec, block, ndim, block_info)
+    return backend.dequantize(block, local, dtype=float_dtype)
 
 
 def _unique_block(block: Any, omit_nonfinite: bool) -> Any:

@@ -88,7 +88,7 @@ import math
 import os
 import threading
 import warnings
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy
 
@@ -100,8 +100,10 @@ __all__ = [
     "MIN_ELEMENTS",
     "available",
     "dequantize",
+    "dequantize_grid",
     "minmax",
     "quantize",
+    "quantize_grid",
     "supported_float",
     "supported_integer",
 ]
@@ -318,6 +320,80 @@ def _dequantize(source: Any, target: Any, scale: float, zero_point: float) -> No
         target[i] = scale * (numpy.float64(source[i]) - zero_point)
 
 
+def _quantize_grid(
+    source: Any,
+    target: Any,
+    rows: Any,
+    scale: Any,
+    zero: Any,
+    low: Any,
+    high: Any,
+    group: int,
+    saturate: bool,
+    first_row: int,
+    last_row: int,
+    first_group: int,
+    last_group: int,
+) -> Tuple[int, int]:
+    """Per-block quantization of rows ``[first_row, last_row)``, groups ``[first_group, last_group)``.
+
+    ``source``/``target`` are 2-d ``(rows, length)``; row ``r`` takes the parameters of
+    grid row ``rows[r]``, and its values ``[g * group, (g + 1) * group)`` those of grid
+    column ``g`` (``scale``, ``zero``, ``low``, ``high``: 2-d float64). Each value is
+    ``rint(x / scale + zero)`` by true division, then clipped (``saturate``) or checked
+    against ``[low, high]``. Return the non-finite and outside counts.
+    """
+    nonfinite = 0
+    outside = 0
+    length = source.shape[1]
+    for r in range(first_row, last_row):
+        p = rows[r]
+        for g in range(first_group, last_group):
+            s = scale[p, g]
+            z = zero[p, g]
+            lo = low[p, g]
+            hi = high[p, g]
+            start = g * group
+            stop = min(start + group, length)
+            for j in range(start, stop):
+                value = numpy.float64(source[r, j])
+                nonfinite += numpy.int64(not (abs(value) < numpy.inf))
+                rounded = numpy.rint(value / s + z)
+                if saturate:
+                    rounded = lo if rounded < lo else rounded
+                    rounded = hi if rounded > hi else rounded
+                else:
+                    outside += numpy.int64(not ((rounded >= lo) & (rounded <= hi)))
+                target[r, j] = rounded
+    return nonfinite, outside
+
+
+def _dequantize_grid(
+    source: Any,
+    target: Any,
+    rows: Any,
+    scale: Any,
+    zero: Any,
+    group: int,
+    first_row: int,
+    last_row: int,
+    first_group: int,
+    last_group: int,
+) -> None:
+    """Per-block ``target = scale * (float64(source) - zero)`` over the same layout as
+    :func:`_quantize_grid`."""
+    length = source.shape[1]
+    for r in range(first_row, last_row):
+        p = rows[r]
+        for g in range(first_group, last_group):
+            s = scale[p, g]
+            z = zero[p, g]
+            start = g * group
+            stop = min(start + group, length)
+            for j in range(start, stop):
+                target[r, j] = s * (numpy.float64(source[r, j]) - z)
+
+
 def _bin_counts(values: Any, counts: Any, factor: float, divide: bool, j_lo: int) -> None:
     """Add each finite value's bin, ``floor(x / 2**k) - j_lo``, into ``counts`` (in range only).
 
@@ -352,6 +428,8 @@ class _Kernels:
         self.quantize_fit = jit(_quantize_fit)
         self.dequantize = jit(_dequantize)
         self.bin_counts = jit(_bin_counts)
+        self.quantize_grid = jit(_quantize_grid)
+        self.dequantize_grid = jit(_dequantize_grid)
 
 
 def _load() -> Optional[_Kernels]:
@@ -606,3 +684,65 @@ def dequantize(source: numpy.ndarray, target: numpy.ndarray, scale: float, zero_
     scale, zero_point = float(scale), float(zero_point)
     kernel = kernels.dequantize
     _parallel.run(source.size, lambda start, stop: kernel(source[start:stop], target[start:stop], scale, zero_point))
+
+
+def _grid_parts(n_rows: int, n_groups: int, group: int, task: Any) -> List[Any]:
+    """Run ``task(first_row, last_row, first_group, last_group)`` over parts of the rows (or,
+    for few rows, of the groups), sized by elements so that every core gets work."""
+    length = n_groups * group
+    if n_rows >= 4 * _parallel.thread_count() or n_groups == 1:
+        return _parallel.run(n_rows * length, lambda start, stop: task(start // length, stop // length, 0, n_groups))
+    unit = n_rows * group
+    return _parallel.run(n_groups * unit, lambda start, stop: task(0, n_rows, start // unit, stop // unit))
+
+
+def quantize_grid(
+    source: numpy.ndarray,
+    target: numpy.ndarray,
+    rows: numpy.ndarray,
+    parameters: Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray],
+    group: int,
+    saturate: bool,
+) -> Tuple[int, int]:
+    """Quantize a 2-d ``(rows, length)`` array block by block (see :func:`_quantize_grid`).
+
+    Args:
+        source: 2-d C-contiguous float32/float64 array.
+        target: 2-d C-contiguous integer array of the same shape, written in place.
+        rows: int64, the grid row of each source row.
+        parameters: ``(scale, zero, low, high)``, 2-d C-contiguous float64 grids.
+        group: the block extent along the last axis.
+        saturate: clip to ``[low, high]``, else count the values outside.
+
+    Returns:
+        ``(n_nonfinite, n_outside)``.
+    """
+    kernels = _kernels()
+    scale, zero, low, high = parameters
+    n_rows, length = source.shape
+    n_groups = scale.shape[1]
+    kernel = kernels.quantize_grid
+    parts = _grid_parts(
+        n_rows,
+        n_groups,
+        group,
+        lambda r0, r1, g0, g1: kernel(source, target, rows, scale, zero, low, high, group, saturate, r0, r1, g0, g1),
+    )
+    return int(sum(part[0] for part in parts)), int(sum(part[1] for part in parts))
+
+
+def dequantize_grid(
+    source: numpy.ndarray,
+    target: numpy.ndarray,
+    rows: numpy.ndarray,
+    parameters: Tuple[numpy.ndarray, numpy.ndarray],
+    group: int,
+) -> None:
+    """De-quantize a 2-d ``(rows, length)`` integer array block by block into float ``target``."""
+    kernels = _kernels()
+    scale, zero = parameters
+    n_rows = source.shape[0]
+    kernel = kernels.dequantize_grid
+    _grid_parts(
+        n_rows, scale.shape[1], group, lambda r0, r1, g0, g1: kernel(source, target, rows, scale, zero, group, r0, r1, g0, g1)
+    )

@@ -24,6 +24,7 @@ from array_api_compat import numpy as compat_numpy
 
 from . import _parallel, numba_kernels
 from .array_api import ArrayAPIBackend, Bounds
+from .spec import Problems, QuantSpec, check_out, grid_layout
 
 __all__ = ["NumpyBackend", "BLOCK_ELEMENTS", "MINMAX_BLOCK_ELEMENTS"]
 
@@ -37,11 +38,13 @@ MINMAX_BLOCK_ELEMENTS = 1 << 18
 class NumpyBackend(ArrayAPIBackend):
     """Blocked, in-place NumPy kernels (compiled ones with Numba); generic path for the rest.
 
-    Per-channel (array) zero points take the generic path.
+    Zero-point arrays that broadcast against the values take the generic path;
+    parameter grids (per channel, per group) have their own kernels.
 
     Example:
         >>> import numpy
-        >>> q, _ = NumpyBackend().quantize(numpy.array([0.4, 2.6]), 1.0, 0, (0, 3), "int8")
+        >>> from qarray.backends.spec import QuantSpec
+        >>> q, _ = NumpyBackend().quantize(numpy.array([0.4, 2.6]), QuantSpec.per_tensor(1.0, 0, (0, 3), "int8"))
         >>> q
         array([0, 3], dtype=int8)
     """
@@ -142,69 +145,64 @@ class NumpyBackend(ArrayAPIBackend):
     # -- quantization ----------------------------------------------------------------------
 
     def quantize(
-        self,
-        values: Any,
-        scale: float,
-        zero_point: Any,
-        clip: Bounds,
-        dtype: str,
-        check_finite: bool = True,
-        fit: Bounds = None,
-        out: Any = None,
-    ) -> Tuple[Any, Any]:
-        """Quantize block by block, or with the compiled kernel (see :meth:`ArrayAPIBackend.quantize`).
+        self, values: Any, spec: QuantSpec, *, check_finite: bool = True, out: Any = None
+    ) -> Tuple[Any, Optional[Problems]]:
+        """Quantize block by block, or with the compiled kernels (see :meth:`ArrayAPIBackend.quantize`).
 
-        ``out`` must be a writeable NumPy array of ``dtype`` and ``values``' shape
-        (any layout; it may even be ``values``' own memory).
+        ``out`` must be a writeable NumPy array of ``spec.out_dtype`` and ``values``' shape
+        (any layout; it may even be ``values``' own memory). Parameter grids (per channel,
+        per group) take the fused grid kernel, or a blocked NumPy path without Numba.
 
         Raises:
             TypeError: if ``out`` is not a NumPy array.
             ValueError: if ``out`` has the wrong shape or dtype, or is read-only.
         """
         values = numpy.asarray(values)
-        if numpy.ndim(zero_point) != 0:  # per-channel zero point: the generic path
-            if out is not None:
-                _output(out, values.shape, dtype)  # the same checks as below
-            return super().quantize(values, scale, zero_point, clip, dtype, check_finite, fit, out)
-        result = _output(out, values.shape, dtype)
+        result = _output(out, values.shape, spec.out_dtype)
+        if spec.extent is None and numpy.ndim(spec.zero_point) != 0:  # broadcast zero points: generic
+            return super().quantize(values, spec, check_finite=check_finite, out=out)
         if out is not None and numpy.may_share_memory(out, values):
             # Writing a block could overwrite input not read yet: work on a private copy.
-            quantized, problems = self.quantize(values, scale, zero_point, clip, dtype, check_finite, fit)
+            quantized, problems = self.quantize(values, spec, check_finite=check_finite)
             numpy.copyto(result, quantized)
             return result, problems
-        scale, zero_point = float(scale), float(zero_point)
-        if _use_numba(values) and result.flags.c_contiguous:
-            n_nonfinite, n_outside = numba_kernels.quantize(
-                values.reshape(-1), result.reshape(-1), scale, zero_point, clip, fit
-            )
+        saturate = spec.saturate
+        checks_bounds = not saturate and spec.low is not None
+        if spec.extent is not None:
+            n_nonfinite, n_outside = _quantize_grid(values, result, spec)
         else:
-            n_nonfinite, n_outside = _quantize_blocked(values, result, scale, zero_point, clip, fit, check_finite)
-        problems = None
-        if check_finite or fit is not None:
-            problems = numpy.array(
-                [n_nonfinite if check_finite else 0, n_outside if fit is not None else 0], dtype=numpy.int64
-            )
-        return result, problems
+            scale, zero_point = float(spec.scale), float(spec.zero_point)
+            bounds = None if spec.low is None else (spec.low, spec.high)
+            clip, fit = (bounds, None) if saturate else (None, bounds)
+            if _use_numba(values) and result.flags.c_contiguous:
+                n_nonfinite, n_outside = numba_kernels.quantize(
+                    values.reshape(-1), result.reshape(-1), scale, zero_point, clip, fit
+                )
+            else:
+                n_nonfinite, n_outside = _quantize_blocked(values, result, scale, zero_point, clip, fit, check_finite)
+        if not (check_finite or checks_bounds):
+            return result, None
+        counts = [n_nonfinite if check_finite else 0, n_outside if checks_bounds else 0]
+        return result, Problems(numpy.array(counts, dtype=numpy.int64))
 
-    def dequantize(
-        self, qvalues: Any, scale: float, zero_point: Any, dtype: str, out: Any = None
-    ) -> Any:
-        """De-quantize block by block, or with the compiled kernel (see :meth:`ArrayAPIBackend.dequantize`).
+    def dequantize(self, qvalues: Any, spec: QuantSpec, *, dtype: str = "float64", out: Any = None) -> Any:
+        """De-quantize block by block, or with the compiled kernels (see :meth:`ArrayAPIBackend.dequantize`).
 
         Raises:
             TypeError: if ``out`` is not a NumPy array.
             ValueError: if ``out`` has the wrong shape or dtype, or is read-only.
         """
         qvalues = numpy.asarray(qvalues)
-        if numpy.ndim(zero_point) != 0:  # per-channel zero point: the generic path
-            if out is not None:
-                _output(out, qvalues.shape, dtype)
-            return super().dequantize(qvalues, scale, zero_point, dtype, out)
         result = _output(out, qvalues.shape, dtype)
+        if spec.extent is None and numpy.ndim(spec.zero_point) != 0:  # broadcast zero points: generic
+            return super().dequantize(qvalues, spec, dtype=dtype, out=out)
         if out is not None and numpy.may_share_memory(out, qvalues):
-            numpy.copyto(result, self.dequantize(qvalues, scale, zero_point, dtype))
+            numpy.copyto(result, self.dequantize(qvalues, spec, dtype=dtype))
             return result
-        scale, zero_point = float(scale), float(zero_point)
+        if spec.extent is not None:
+            _dequantize_grid(qvalues, result, spec)
+            return result
+        scale, zero_point = float(spec.scale), float(spec.zero_point)
         if (
             qvalues.size >= numba_kernels.MIN_ELEMENTS
             and numba_kernels.supported_integer(qvalues)
@@ -454,6 +452,114 @@ def _dequantize_range(source: numpy.ndarray, target: numpy.ndarray, scale: float
             numpy.copyto(target[index], work, casting="unsafe")
 
 
+# -- parameter grids (per channel, per group) ----------------------------------------------------
+# Values are seen as a 2-d ``(rows, length)`` array (C order): every row takes the
+# parameters of one grid row (its leading indices divided by the block extent), and
+# consecutive runs of ``group`` values along the last axis one grid column each.
+
+
+def _grid_matrix(parameter: Any, n_columns: int) -> numpy.ndarray:
+    """A grid parameter as a C-contiguous float64 ``(grid rows, grid columns)`` matrix."""
+    return numpy.ascontiguousarray(numpy.asarray(parameter, dtype=numpy.float64).reshape(-1, n_columns))
+
+
+def _quantize_grid(values: numpy.ndarray, result: numpy.ndarray, spec: QuantSpec) -> Tuple[int, int]:
+    """Quantize with one parameter set per block into ``result``; return the problem counts."""
+    if values.size == 0:
+        return 0, 0
+    extent = spec.extent
+    assert extent is not None  # only called for grids
+    rows, n_rows, length, group = grid_layout(values.shape, extent)
+    n_columns = -(-length // group)
+    low = spec.low if spec.low is not None else -numpy.inf
+    high = spec.high if spec.high is not None else numpy.inf
+    grid_shape = numpy.shape(spec.scale)
+    parameters = tuple(
+        _grid_matrix(numpy.broadcast_to(numpy.asarray(parameter, dtype=numpy.float64), grid_shape), n_columns)
+        for parameter in (spec.scale, spec.zero_point, low, high)
+    )
+    source = numpy.ascontiguousarray(values).reshape(n_rows, length)
+    target = result if result.flags.c_contiguous else numpy.empty(result.shape, dtype=result.dtype)
+    target2d = target.reshape(n_rows, length)
+    if _use_numba(source):
+        counts = numba_kernels.quantize_grid(source, target2d, rows, parameters, group, bool(spec.saturate))
+    else:
+        counts = _quantize_grid_tiles(source, target2d, rows, parameters, group, bool(spec.saturate))
+    if target is not result:
+        numpy.copyto(result, target)
+    return counts
+
+
+def _grid_tiles(n_rows: int, length: int, group: int) -> Iterator[Tuple[int, int, int, int]]:
+    """Yield ``(first_row, last_row, first_column, last_column)`` tiles of about a block each,
+    with column ranges that start on a group boundary."""
+    columns = length if length <= BLOCK_ELEMENTS else max(group, BLOCK_ELEMENTS // group * group)
+    rows_per_tile = max(1, BLOCK_ELEMENTS // max(1, columns))
+    for first_row in range(0, n_rows, rows_per_tile):
+        for first_column in range(0, length, columns):
+            yield first_row, min(n_rows, first_row + rows_per_tile), first_column, min(length, first_column + columns)
+
+
+def _tile_parameter(matrix: numpy.ndarray, rows: numpy.ndarray, group: int, first: int, last: int) -> numpy.ndarray:
+    """The parameters of every value of one tile (``rows`` already cut to it)."""
+    columns = matrix[rows, first // group : -(-last // group)]
+    return numpy.repeat(columns, group, axis=1)[:, : last - first]
+
+
+def _quantize_grid_tiles(
+    source: numpy.ndarray,
+    target: numpy.ndarray,
+    rows: numpy.ndarray,
+    parameters: Tuple[numpy.ndarray, ...],
+    group: int,
+    saturate: bool,
+) -> Tuple[int, int]:
+    """The NumPy path of :func:`_quantize_grid`: the same operations, one tile at a time."""
+    n_nonfinite = n_outside = 0
+    for r0, r1, c0, c1 in _grid_tiles(source.shape[0], source.shape[1], group):
+        scale, zero, low, high = (_tile_parameter(m, rows[r0:r1], group, c0, c1) for m in parameters)
+        chunk = source[r0:r1, c0:c1]
+        work = numpy.divide(chunk, scale, dtype=numpy.float64)
+        numpy.add(work, zero, out=work)
+        numpy.rint(work, out=work)
+        n_nonfinite += chunk.size - int(numpy.count_nonzero(numpy.isfinite(chunk)))
+        if saturate:
+            numpy.minimum(numpy.maximum(work, low, out=work), high, out=work)
+        else:
+            n_outside += chunk.size - int(numpy.count_nonzero((work >= low) & (work <= high)))
+        numpy.copyto(target[r0:r1, c0:c1], work, casting="unsafe")
+    return n_nonfinite, n_outside
+
+
+def _dequantize_grid(qvalues: numpy.ndarray, result: numpy.ndarray, spec: QuantSpec) -> None:
+    """De-quantize with one parameter set per block into ``result``."""
+    if qvalues.size == 0:
+        return
+    extent = spec.extent
+    assert extent is not None  # only called for grids
+    rows, n_rows, length, group = grid_layout(qvalues.shape, extent)
+    n_columns = -(-length // group)
+    scale, zero = (_grid_matrix(parameter, n_columns) for parameter in (spec.scale, spec.zero_point))
+    source = numpy.ascontiguousarray(qvalues).reshape(n_rows, length)
+    target = result if result.flags.c_contiguous else numpy.empty(result.shape, dtype=result.dtype)
+    target2d = target.reshape(n_rows, length)
+    if (
+        source.size >= numba_kernels.MIN_ELEMENTS
+        and numba_kernels.supported_integer(source)
+        and numba_kernels.available()
+    ):
+        numba_kernels.dequantize_grid(source, target2d, rows, (scale, zero), group)
+    else:
+        for r0, r1, c0, c1 in _grid_tiles(n_rows, length, group):
+            work = numpy.subtract(
+                source[r0:r1, c0:c1], _tile_parameter(zero, rows[r0:r1], group, c0, c1), dtype=numpy.float64
+            )
+            numpy.multiply(_tile_parameter(scale, rows[r0:r1], group, c0, c1), work, out=work)
+            numpy.copyto(target2d[r0:r1, c0:c1], work, casting="unsafe")
+    if target is not result:
+        numpy.copyto(result, target)
+
+
 def _use_numba(values: numpy.ndarray) -> bool:
     """Whether the compiled kernels take this float input (large, contiguous, Numba usable)."""
     return (
@@ -511,14 +617,11 @@ def _output(out: Optional[Any], shape: tuple, dtype: str) -> numpy.ndarray:
     """Return ``out`` after checking it can take the result, or a new C-contiguous array."""
     if out is None:
         return numpy.empty(shape, dtype=dtype)
-    if not isinstance(out, numpy.ndarray):
-        raise TypeError(f"out must be a NumPy array for NumPy input, got {type(out).__name__}")
-    if out.shape != tuple(shape) or out.dtype != numpy.dtype(dtype):
-        raise ValueError(
-            f"out must have shape {tuple(shape)} and dtype {dtype}, "
-            f"got shape {out.shape} and dtype {out.dtype}"
-        )
-    if not out.flags.writeable:
-        raise ValueError("out must be a writeable array, got a read-only one")
+    check_out(
+        out,
+        shape=tuple(shape),
+        dtype=numpy.dtype(dtype),
+        library="NumPy",
+        owns=isinstance(out, numpy.ndarray),
+    )
     return out
-

@@ -24,6 +24,7 @@ from ._checks import (
     raise_on_problems,
 )
 from ._namespace import as_array, check_output
+from .backends.spec import QuantSpec
 from ._serialization import Serializable, check_fields
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
@@ -196,33 +197,24 @@ class UniformQuantizer(Serializable):
             )
         check_finite = check_bool(check_finite, "check_finite")
         name = integer_dtype_name(dtype, backend.xp)
-        low, high = integer_dtype_range(name)
         clip = self.clip_range()
-        fit = None
+        low, high = integer_dtype_range(name)
         if clip is not None and (clip[0] < low or clip[1] > high):
             raise ValueError(
                 f"dtype {name} cannot hold the clipped range [{clip[0]}, {clip[1]}] of "
                 f"n_bits={self.n_bits}; use a wider integer dtype"
             )
-        if clip is None:
-            fit = _float_bounds(low, high)
+        spec = QuantSpec.per_tensor(
+            scale, backend.parameter(_broadcastable(zero_point, values), values), clip, name
+        )
         # NaN, ±Inf and overflowing quotients are counted and reported below (or, with
         # check_finite=False, accepted as documented): NumPy's own warnings about them
         # would only repeat that.
         with numpy.errstate(invalid="ignore", over="ignore"):
-            qvalues, problems = backend.quantize(
-                values,
-                float(scale),
-                backend.parameter(_broadcastable(zero_point, values), values),
-                clip,
-                name,
-                check_finite,
-                fit,
-                out,
-            )
+            qvalues, problems = backend.quantize(values, spec, check_finite=check_finite, out=out)
         if problems is not None:
-            counts = backend.to_numpy(problems)
-            if out is not None and int(counts.sum()):
+            counts = problems.read()
+            if out is not None and sum(counts):
                 # What the kernels wrote for refused values differs between paths and CPUs:
                 # a buffer the call refused holds zeros everywhere, on every path.
                 out[...] = 0
@@ -253,13 +245,8 @@ class UniformQuantizer(Serializable):
         if not backend.is_integer(qvalues):
             raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")
         name = dtype_name(dtype, backend.xp, _FLOAT_OUTPUTS)
-        return backend.dequantize(
-            qvalues,
-            float(scale),
-            backend.parameter(_broadcastable(zero_point, qvalues), qvalues),
-            name,
-            out,
-        )
+        spec = QuantSpec(float(scale), backend.parameter(_broadcastable(zero_point, qvalues), qvalues))
+        return backend.dequantize(qvalues, spec, dtype=name, out=out)
 
     # -- comparison and serialization ------------------------------------------------------
 
@@ -361,16 +348,6 @@ def _loaded_bool(value: Any, argument: str) -> bool:
     if type(value) is not bool:
         raise TypeError(f"{argument} must be a JSON boolean, got {value!r}")
     return value
-
-
-def _float_bounds(low: int, high: int) -> Tuple[float, float]:
-    """Return the float64 range that holds exactly the integers of ``[low, high]``."""
-    low_f, high_f = float(low), float(high)
-    if low_f < low:
-        low_f = float(numpy.nextafter(low_f, numpy.inf))
-    if high_f > high:
-        high_f = float(numpy.nextafter(high_f, -numpy.inf))
-    return low_f, high_f
 
 
 def _broadcastable(zero_point: Any, values: Any) -> Any:

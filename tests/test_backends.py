@@ -13,6 +13,7 @@ import array_api_compat
 import numpy
 import pytest
 
+from kernel_calls import dequantize, quantize
 import qarray
 import qarray.backends.registry as registry
 from qarray.backends import (
@@ -185,8 +186,8 @@ def _assert_problems_equal(first: Optional[Any], second: Optional[Any]) -> None:
 def test_numpy_quantize_matches_generic(setting, size, dtype):
     scale, zero_point, clip, out_dtype, check_finite, fit = QUANTIZE_SETTINGS[setting]
     values = _values(size, dtype)
-    expected, expected_problems = GENERIC.quantize(values, scale, zero_point, clip, out_dtype, check_finite, fit)
-    result, problems = NUMPY.quantize(values, scale, zero_point, clip, out_dtype, check_finite, fit)
+    expected, expected_problems = quantize(GENERIC, values, scale, zero_point, clip, out_dtype, check_finite, fit)
+    result, problems = quantize(NUMPY, values, scale, zero_point, clip, out_dtype, check_finite, fit)
     # Integers of rounded values outside the output dtype are unspecified (quant refuses
     # the call): only the others are compared, and how many lie outside.
     _assert_identical(result, expected, fitting(values, scale, zero_point, fit))
@@ -196,7 +197,7 @@ def test_numpy_quantize_matches_generic(setting, size, dtype):
 def test_overflow_setting_does_overflow():
     """The no-clip int16 setting above really has values outside int16 (problems counted)."""
     scale, zero_point, clip, out_dtype, check_finite, fit = QUANTIZE_SETTINGS["no-clip-overflowing-int16"]
-    _, problems = NUMPY.quantize(_values(BLOCK_ELEMENTS + 1, "float64"), scale, zero_point, clip, out_dtype, check_finite, fit)
+    _, problems = quantize(NUMPY, _values(BLOCK_ELEMENTS + 1, "float64"), scale, zero_point, clip, out_dtype, check_finite, fit)
     assert int(numpy.asarray(problems)[1]) > 0
 
 
@@ -206,8 +207,8 @@ def test_numpy_quantize_counts_non_finite_values_like_generic(size):
     values[[0, size // 2, size - 1]] = [numpy.nan, numpy.inf, -numpy.inf]
     finite = numpy.isfinite(values)
     with numpy.errstate(invalid="ignore"):
-        expected, expected_problems = GENERIC.quantize(values, 0.37, 3.0, (0, 255), "int64", True, None)
-        result, problems = NUMPY.quantize(values, 0.37, 3.0, (0, 255), "int64", True, None)
+        expected, expected_problems = quantize(GENERIC, values, 0.37, 3.0, (0, 255), "int64", True, None)
+        result, problems = quantize(NUMPY, values, 0.37, 3.0, (0, 255), "int64", True, None)
     _assert_problems_equal(problems, expected_problems)
     assert int(numpy.asarray(problems)[0]) == 3
     _assert_identical(result[finite], expected[finite])
@@ -226,8 +227,8 @@ LAYOUTS = {
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_numpy_quantize_matches_generic_on_any_layout(layout):
     values = LAYOUTS[layout]()
-    expected, _ = GENERIC.quantize(values, 0.37, 3.0, (0, 255), "int64", True, None)
-    result, _ = NUMPY.quantize(values, 0.37, 3.0, (0, 255), "int64", True, None)
+    expected, _ = quantize(GENERIC, values, 0.37, 3.0, (0, 255), "int64", True, None)
+    result, _ = quantize(NUMPY, values, 0.37, 3.0, (0, 255), "int64", True, None)
     _assert_identical(result, expected)
 
 
@@ -235,7 +236,7 @@ def test_numpy_quantize_matches_generic_on_any_layout(layout):
 def test_numpy_dequantize_matches_generic_on_any_layout(layout):
     qvalues = numpy.rint(LAYOUTS[layout]()).astype(numpy.int64)
     _assert_identical(
-        NUMPY.dequantize(qvalues, 0.37, 3.0, "float64"), GENERIC.dequantize(qvalues, 0.37, 3.0, "float64")
+        dequantize(NUMPY, qvalues, 0.37, 3.0, "float64"), dequantize(GENERIC, qvalues, 0.37, 3.0, "float64")
     )
 
 
@@ -248,8 +249,8 @@ def test_numpy_dequantize_matches_generic(size, in_dtype, out_dtype):
     qvalues = rng.integers(max(info.min, -(2**40)), min(info.max, 2**40), size=size, dtype=in_dtype)
     scale, zero_point = float(numpy.nextafter(0.1, 1.0)), 17.0
     _assert_identical(
-        NUMPY.dequantize(qvalues, scale, zero_point, out_dtype),
-        GENERIC.dequantize(qvalues, scale, zero_point, out_dtype),
+        dequantize(NUMPY, qvalues, scale, zero_point, out_dtype),
+        dequantize(GENERIC, qvalues, scale, zero_point, out_dtype),
     )
 
 
@@ -257,18 +258,18 @@ def test_numpy_kernels_match_generic_with_a_per_channel_zero_point():
     values = _values(12, "float64").reshape(3, 4)
     zero_point = NUMPY.parameter(numpy.array([[1.0], [-2.0], [7.0]]), values)
     generic_zero_point = GENERIC.parameter(numpy.array([[1.0], [-2.0], [7.0]]), values)
-    expected, _ = GENERIC.quantize(values, 0.3, generic_zero_point, (-32, 31), "int64", True, None)
-    result, _ = NUMPY.quantize(values, 0.3, zero_point, (-32, 31), "int64", True, None)
+    expected, _ = quantize(GENERIC, values, 0.3, generic_zero_point, (-32, 31), "int64", True, None)
+    result, _ = quantize(NUMPY, values, 0.3, zero_point, (-32, 31), "int64", True, None)
     _assert_identical(result, expected)
-    _assert_identical(NUMPY.dequantize(result, 0.3, zero_point, "float64"), GENERIC.dequantize(result, 0.3, generic_zero_point, "float64"))
+    _assert_identical(dequantize(NUMPY, result, 0.3, zero_point, "float64"), dequantize(GENERIC, result, 0.3, generic_zero_point, "float64"))
 
 
 @pytest.mark.parametrize("size", [5, BLOCK_ELEMENTS + 1])
 def test_numpy_quantize_writes_into_out(size):
     values = _values(size, "float64")
-    expected, _ = GENERIC.quantize(values, 0.37, 3.0, (0, 255), "uint8", True, None)
+    expected, _ = quantize(GENERIC, values, 0.37, 3.0, (0, 255), "uint8", True, None)
     out = numpy.empty(size, dtype=numpy.uint8)
-    result, _ = NUMPY.quantize(values, 0.37, 3.0, (0, 255), "uint8", True, None, out)
+    result, _ = quantize(NUMPY, values, 0.37, 3.0, (0, 255), "uint8", True, None, out)
     assert result is out
     _assert_identical(out, expected)
 
@@ -277,9 +278,9 @@ def test_numpy_quantize_writes_into_out(size):
 @pytest.mark.parametrize("out_dtype", ["float32", "float64"])
 def test_numpy_dequantize_writes_into_out(size, out_dtype):
     qvalues = numpy.arange(size, dtype=numpy.int64) - size // 2
-    expected = GENERIC.dequantize(qvalues, 0.37, 3.0, out_dtype)
+    expected = dequantize(GENERIC, qvalues, 0.37, 3.0, out_dtype)
     out = numpy.empty(size, dtype=out_dtype)
-    result = NUMPY.dequantize(qvalues, 0.37, 3.0, out_dtype, out)
+    result = dequantize(NUMPY, qvalues, 0.37, 3.0, out_dtype, out)
     assert result is out
     _assert_identical(out, expected)
 
@@ -287,9 +288,9 @@ def test_numpy_dequantize_writes_into_out(size, out_dtype):
 def test_generic_quantize_writes_into_out():
     values = _values(9, "float64")
     out = numpy.empty(9, dtype=numpy.int64)
-    result, _ = GENERIC.quantize(values, 0.37, 3.0, (0, 255), "int64", True, None, out)
+    result, _ = quantize(GENERIC, values, 0.37, 3.0, (0, 255), "int64", True, None, out)
     assert result is out
-    _assert_identical(out, NUMPY.quantize(values, 0.37, 3.0, (0, 255), "int64", True, None)[0])
+    _assert_identical(out, quantize(NUMPY, values, 0.37, 3.0, (0, 255), "int64", True, None)[0])
 
 
 @pytest.mark.parametrize("omit_nonfinite", [False, True])

@@ -33,6 +33,7 @@ if _N_DEVICES < 1:
 
 import array_api_compat.cupy as compat_cupy  # noqa: E402  (after the skip on purpose)
 
+from kernel_calls import dequantize, quantize
 import qarray  # noqa: E402
 from qarray import QuantizationOptions, QuantizedArray, UniformQuantizationParameters  # noqa: E402
 from qarray import UniformQuantizer  # noqa: E402
@@ -99,7 +100,7 @@ def _boundary_sizes(fused: CupyBackend, kind: str, in_dtype: str, out_dtype: Opt
 def _host_quantize(host: NumpyBackend, values: numpy.ndarray, *args: Any) -> Tuple[Any, Any]:
     """The NumPy reference, quiet about the casts of NaN and out-of-range values."""
     with numpy.errstate(invalid="ignore", over="ignore"):
-        return host.quantize(values, *args)
+        return quantize(host, values, *args)
 
 
 def _clip_for(dtype: str, narrow: bool = False) -> Tuple[int, int]:
@@ -176,8 +177,8 @@ def test_fused_quant_matches_numpy_and_generic(fused, generic, host, in_dtype, o
         values = _float_values(rng, size, in_dtype, low, high, scale, zero_point)
         device_values = cupy.asarray(values)
         expected, expected_problems = _host_quantize(host, values, scale, zero_point, clip, out_dtype, True, fit)
-        got, problems = fused.quantize(device_values, scale, zero_point, clip, out_dtype, True, fit)
-        reference, reference_problems = generic.quantize(
+        got, problems = quantize(fused, device_values, scale, zero_point, clip, out_dtype, True, fit)
+        reference, reference_problems = quantize(generic, 
             device_values, scale, zero_point, clip, out_dtype, True, fit
         )
         valid = _valid_quant_positions(values, scale, zero_point, clip, fit)
@@ -195,7 +196,7 @@ def test_fused_quant_matches_numpy_across_kernel_boundaries(fused, host, in_dtyp
     for size in _boundary_sizes(fused, "quant", in_dtype, "int8"):
         values = _float_values(rng, size, in_dtype, -128, 127, 0.05, 3.0, with_nonfinite=True)
         expected, expected_problems = _host_quantize(host, values, 0.05, 3.0, (-128, 127), "int8", True, None)
-        got, problems = fused.quantize(cupy.asarray(values), 0.05, 3.0, (-128, 127), "int8", True, None)
+        got, problems = quantize(fused, cupy.asarray(values), 0.05, 3.0, (-128, 127), "int8", True, None)
         valid = ~numpy.isnan(values)
         numpy.testing.assert_array_equal(_host(got)[valid], expected[valid], err_msg=f"size {size}")
         numpy.testing.assert_array_equal(_host(problems), expected_problems, err_msg=f"size {size}")
@@ -205,25 +206,25 @@ def test_fused_quant_counts_values_outside_the_dtype_and_nan_as_outside(fused, h
     values = numpy.array([0.0, 127.4, 127.6, -128.6, -128.4, numpy.nan, numpy.inf, 1e300], dtype=numpy.float64)
     fit = _float_bounds(-128, 127)
     expected, expected_problems = _host_quantize(host, values, 1.0, 0.0, None, "int8", True, fit)
-    got, problems = fused.quantize(cupy.asarray(values), 1.0, 0.0, None, "int8", True, fit)
-    reference, reference_problems = generic.quantize(cupy.asarray(values), 1.0, 0.0, None, "int8", True, fit)
+    got, problems = quantize(fused, cupy.asarray(values), 1.0, 0.0, None, "int8", True, fit)
+    reference, reference_problems = quantize(generic, cupy.asarray(values), 1.0, 0.0, None, "int8", True, fit)
     assert _host(problems).tolist() == expected_problems.tolist() == [2, 5]
     assert _host(reference_problems).tolist() == [2, 5]
     inside = [0, 1, 4]
     assert _host(got)[inside].tolist() == expected[inside].tolist() == [0, 127, -128]
-    _, only_fit = fused.quantize(cupy.asarray(values), 1.0, 0.0, None, "int8", False, fit)
+    _, only_fit = quantize(fused, cupy.asarray(values), 1.0, 0.0, None, "int8", False, fit)
     assert _host(only_fit).tolist() == [0, 5]
 
 
 def test_fused_quant_without_checks_returns_no_problems(fused):
-    got, problems = fused.quantize(cupy.asarray([0.4, 2.6, -9.0]), 1.0, 0.0, (0, 3), "uint8", False, None)
+    got, problems = quantize(fused, cupy.asarray([0.4, 2.6, -9.0]), 1.0, 0.0, (0, 3), "uint8", False, None)
     assert problems is None
     assert _host(got).tolist() == [0, 3, 0]
 
 
 def test_fused_quant_rounds_ties_to_even(fused):
     values = cupy.asarray([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5], dtype=cupy.float32)
-    got, _ = fused.quantize(values, 1.0, 0.0, (-128, 127), "int8", True, None)
+    got, _ = quantize(fused, values, 1.0, 0.0, (-128, 127), "int8", True, None)
     assert _host(got).tolist() == [-2, -2, 0, 0, 2, 2, 4]
 
 
@@ -232,8 +233,8 @@ def test_fused_quant_of_float32_subnormals_matches_numpy(fused, host):
     tiny = numpy.float32(numpy.finfo(numpy.float32).smallest_subnormal)
     values = (numpy.arange(-300, 301, dtype=numpy.float32) * tiny).astype(numpy.float32)
     scale = float(tiny) / 4.0
-    expected, _ = host.quantize(values, scale, 0.0, (-(2**31), 2**31 - 1), "int32", True, None)
-    got, problems = fused.quantize(cupy.asarray(values), scale, 0.0, (-(2**31), 2**31 - 1), "int32", True, None)
+    expected, _ = quantize(host, values, scale, 0.0, (-(2**31), 2**31 - 1), "int32", True, None)
+    got, problems = quantize(fused, cupy.asarray(values), scale, 0.0, (-(2**31), 2**31 - 1), "int32", True, None)
     numpy.testing.assert_array_equal(_host(got), expected)
     assert _host(problems).tolist() == [0, 0]
     assert int(numpy.abs(expected).max()) == 1200
@@ -252,8 +253,8 @@ def test_fused_quant_takes_any_layout(fused, host, layout):
     else:
         values = base[:0]
     device_values = cupy.asarray(values) if layout != "strided" else cupy.asarray(base)[::2, 1::3]
-    expected, expected_problems = host.quantize(values, 0.02, 1.0, (-128, 127), "int8", True, None)
-    got, problems = fused.quantize(device_values, 0.02, 1.0, (-128, 127), "int8", True, None)
+    expected, expected_problems = quantize(host, values, 0.02, 1.0, (-128, 127), "int8", True, None)
+    got, problems = quantize(fused, device_values, 0.02, 1.0, (-128, 127), "int8", True, None)
     assert got.shape == values.shape
     numpy.testing.assert_array_equal(_host(got), expected)
     numpy.testing.assert_array_equal(_host(problems), expected_problems)
@@ -261,14 +262,14 @@ def test_fused_quant_takes_any_layout(fused, host, layout):
 
 def test_fused_quant_writes_into_out(fused, host):
     values = numpy.linspace(-3, 3, 1001)
-    expected, _ = host.quantize(values, 0.03, 0.0, (-128, 127), "int16", False, None)
+    expected, _ = quantize(host, values, 0.03, 0.0, (-128, 127), "int16", False, None)
     out = cupy.empty(values.shape, dtype=cupy.int16)
-    got, _ = fused.quantize(cupy.asarray(values), 0.03, 0.0, (-128, 127), "int16", False, None, out)
+    got, _ = quantize(fused, cupy.asarray(values), 0.03, 0.0, (-128, 127), "int16", False, None, out)
     assert got is out
     numpy.testing.assert_array_equal(_host(out), expected)
     big = cupy.zeros(2 * values.size, dtype=cupy.int16)
     strided = big[::2]
-    got, _ = fused.quantize(cupy.asarray(values), 0.03, 0.0, (-128, 127), "int16", False, None, strided)
+    got, _ = quantize(fused, cupy.asarray(values), 0.03, 0.0, (-128, 127), "int16", False, None, strided)
     assert got is strided
     numpy.testing.assert_array_equal(_host(strided), expected)
     assert not big[1::2].any()
@@ -277,9 +278,9 @@ def test_fused_quant_writes_into_out(fused, host):
 def test_fused_quant_refuses_a_wrong_out(fused):
     values = cupy.zeros(4)
     with pytest.raises(ValueError, match="out must have shape"):
-        fused.quantize(values, 1.0, 0.0, (0, 3), "int8", False, None, cupy.empty(5, dtype=cupy.int8))
+        quantize(fused, values, 1.0, 0.0, (0, 3), "int8", False, None, cupy.empty(5, dtype=cupy.int8))
     with pytest.raises(TypeError, match="out must be a CuPy array"):
-        fused.quantize(values, 1.0, 0.0, (0, 3), "int8", False, None, numpy.empty(4, dtype=numpy.int8))
+        quantize(fused, values, 1.0, 0.0, (0, 3), "int8", False, None, numpy.empty(4, dtype=numpy.int8))
 
 
 # -- dequant ---------------------------------------------------------------------------------
@@ -299,9 +300,9 @@ def test_fused_dequant_matches_numpy_and_generic(fused, generic, host, in_dtype,
     rng = numpy.random.default_rng(_seed(in_dtype, out_dtype, zero_point))
     for size in (1, 255, 10_007):
         qvalues = _integer_values(rng, in_dtype, size)
-        expected = host.dequantize(qvalues, 0.37, zero_point, out_dtype)
-        got = fused.dequantize(cupy.asarray(qvalues), 0.37, zero_point, out_dtype)
-        reference = generic.dequantize(cupy.asarray(qvalues), 0.37, zero_point, out_dtype)
+        expected = dequantize(host, qvalues, 0.37, zero_point, out_dtype)
+        got = dequantize(fused, cupy.asarray(qvalues), 0.37, zero_point, out_dtype)
+        reference = dequantize(generic, cupy.asarray(qvalues), 0.37, zero_point, out_dtype)
         assert isinstance(got, cupy.ndarray) and got.dtype == numpy.dtype(out_dtype)
         numpy.testing.assert_array_equal(_bits(_host(got)), _bits(expected))
         numpy.testing.assert_array_equal(_bits(_host(got)), _bits(_host(reference)))
@@ -311,8 +312,8 @@ def test_fused_dequant_matches_numpy_across_kernel_boundaries(fused, host):
     rng = numpy.random.default_rng(11)
     for size in _boundary_sizes(fused, "dequant", "int8", "float32"):
         qvalues = _integer_values(rng, "int8", size)
-        expected = host.dequantize(qvalues, 0.01, 7.0, "float32")
-        got = fused.dequantize(cupy.asarray(qvalues), 0.01, 7.0, "float32")
+        expected = dequantize(host, qvalues, 0.01, 7.0, "float32")
+        got = dequantize(fused, cupy.asarray(qvalues), 0.01, 7.0, "float32")
         numpy.testing.assert_array_equal(_bits(_host(got)), _bits(expected), err_msg=f"size {size}")
 
 
@@ -320,17 +321,17 @@ def test_fused_dequant_to_float32_rounds_subnormals_like_numpy(fused, host):
     # -ftz=true would flush these results to zero; NumPy rounds them to nearest even.
     scale = float(numpy.finfo(numpy.float32).smallest_subnormal) * 0.75
     qvalues = numpy.arange(-5000, 5001, dtype=numpy.int32)
-    expected = host.dequantize(qvalues, scale, 0.0, "float32")
-    got = fused.dequantize(cupy.asarray(qvalues), scale, 0.0, "float32")
+    expected = dequantize(host, qvalues, scale, 0.0, "float32")
+    got = dequantize(fused, cupy.asarray(qvalues), scale, 0.0, "float32")
     numpy.testing.assert_array_equal(_bits(_host(got)), _bits(expected))
     assert numpy.count_nonzero(expected) > 0
 
 
 def test_fused_dequant_writes_into_out(fused, host):
     qvalues = numpy.arange(-50, 50, dtype=numpy.int16)
-    expected = host.dequantize(qvalues, 0.25, 1.0, "float64")
+    expected = dequantize(host, qvalues, 0.25, 1.0, "float64")
     out = cupy.empty(qvalues.shape, dtype=cupy.float64)
-    got = fused.dequantize(cupy.asarray(qvalues), 0.25, 1.0, "float64", out)
+    got = dequantize(fused, cupy.asarray(qvalues), 0.25, 1.0, "float64", out)
     assert got is out
     numpy.testing.assert_array_equal(_host(out), expected)
 
@@ -410,9 +411,9 @@ def test_per_channel_zero_point_falls_back_and_matches_numpy(host, fused):
     rng = numpy.random.default_rng(2)
     values = rng.standard_normal((64, 3)).astype(numpy.float32)
     zero_point = numpy.array([-3.0, 0.0, 12.0])
-    expected, _ = host.quantize(values, 0.05, zero_point, (-128, 127), "int8", True, None)
+    expected, _ = quantize(host, values, 0.05, zero_point, (-128, 127), "int8", True, None)
     device_values = cupy.asarray(values)
-    got, problems = fused.quantize(
+    got, problems = quantize(fused, 
         device_values, 0.05, fused.parameter(zero_point, device_values), (-128, 127), "int8", True, None
     )
     numpy.testing.assert_array_equal(_host(got), expected)
@@ -489,8 +490,8 @@ def test_quant_refuses_nan_on_gpu():
 
 def test_results_stay_on_the_input_device(fused):
     values = cupy.asarray(numpy.linspace(-1, 1, 999, dtype=numpy.float32))
-    q, problems = fused.quantize(values, 0.01, 0.0, (-128, 127), "int8", True, None)
-    restored = fused.dequantize(q, 0.01, 0.0, "float32")
+    q, problems = quantize(fused, values, 0.01, 0.0, (-128, 127), "int8", True, None)
+    restored = dequantize(fused, q, 0.01, 0.0, "float32")
     low, high = fused.minmax(values)
     for array in (q, problems, restored, low, high, fused.copy(values), fused.unique_rounded(values)):
         assert isinstance(array, cupy.ndarray)
@@ -502,14 +503,14 @@ def test_arrays_on_a_second_gpu_stay_there(fused, host):
     with cupy.cuda.Device(1):
         values = cupy.asarray(numpy.linspace(-1, 1, 4097))
     with cupy.cuda.Device(0):
-        q, problems = fused.quantize(values, 0.01, 3.0, (-128, 127), "int8", True, None)
-        restored = fused.dequantize(q, 0.01, 3.0, "float64")
+        q, problems = quantize(fused, values, 0.01, 3.0, (-128, 127), "int8", True, None)
+        restored = dequantize(fused, q, 0.01, 3.0, "float64")
         low, high = fused.minmax(values)
         copied = fused.copy(values)
         zero = fused.parameter(numpy.array([1.0]), values)
     for array in (q, problems, restored, low, high, copied, zero):
         assert array.device.id == 1
-    expected, _ = host.quantize(_host(values), 0.01, 3.0, (-128, 127), "int8", True, None)
+    expected, _ = quantize(host, _host(values), 0.01, 3.0, (-128, 127), "int8", True, None)
     numpy.testing.assert_array_equal(_host(q), expected)
 
 
@@ -601,7 +602,7 @@ def test_quant_with_check_finite_reads_the_problems_back(busy):
 def test_kernels_run_on_the_current_stream(fused):
     values = cupy.asarray(numpy.linspace(-1, 1, 1 << 18))
     with cupy.cuda.Stream(non_blocking=True) as stream:
-        q, _ = fused.quantize(values, 0.01, 0.0, (-128, 127), "int8", False, None)
+        q, _ = quantize(fused, values, 0.01, 0.0, (-128, 127), "int8", False, None)
         low, high = fused.minmax(values)
         stream.synchronize()
     assert float(_host(low)) == -1.0 and float(_host(high)) == 1.0

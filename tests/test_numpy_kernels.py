@@ -22,6 +22,7 @@ import array_api_compat
 import numpy
 import pytest
 
+from kernel_calls import dequantize, quantize
 from bits import assert_same_bits
 from qarray import QuantizationOptions, UniformQuantizationParameters, UniformQuantizer
 from qarray.backends import ArrayAPIBackend, NumpyBackend
@@ -101,8 +102,8 @@ def _assert_problems(result: Optional[Any], expected: Optional[Any]) -> None:
 
 def _both(values: numpy.ndarray, *args: Any) -> Tuple[Any, Any, Any, Any]:
     with numpy.errstate(invalid="ignore", over="ignore"):
-        expected, expected_problems = GENERIC.quantize(values, *args)
-        result, problems = BACKEND.quantize(values, *args)
+        expected, expected_problems = quantize(GENERIC, values, *args)
+        result, problems = quantize(BACKEND, values, *args)
     return result, problems, expected, expected_problems
 
 
@@ -264,7 +265,7 @@ def test_quantize_matches_generic_on_any_layout(path, layout):
 def test_dequantize_matches_generic_on_any_layout(path, layout):
     qvalues = numpy.rint(LAYOUTS[layout]()).astype(numpy.int32)
     for dtype in FLOAT_DTYPES:
-        _assert_identical(BACKEND.dequantize(qvalues, 0.37, 3.0, dtype), GENERIC.dequantize(qvalues, 0.37, 3.0, dtype))
+        _assert_identical(dequantize(BACKEND, qvalues, 0.37, 3.0, dtype), dequantize(GENERIC, qvalues, 0.37, 3.0, dtype))
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -293,18 +294,18 @@ def test_blocks_cover_the_array_in_c_order(shape, block):
 
 def test_quantize_writes_into_a_given_buffer(path):
     values = _values(2 * BLOCK_ELEMENTS + 3, "float32", 0, 255, 0.25)
-    expected, _ = GENERIC.quantize(values, 0.25, 3.0, (0, 255), "uint8", True, None)
+    expected, _ = quantize(GENERIC, values, 0.25, 3.0, (0, 255), "uint8", True, None)
     out = numpy.empty(values.shape, dtype=numpy.uint8)
-    result, _ = BACKEND.quantize(values, 0.25, 3.0, (0, 255), "uint8", True, None, out)
+    result, _ = quantize(BACKEND, values, 0.25, 3.0, (0, 255), "uint8", True, None, out)
     assert result is out
     _assert_identical(out, expected)
 
 
 def test_quantize_writes_into_a_strided_buffer(path):
     values = _values(BLOCK_ELEMENTS + 3, "float64", 0, 255, 0.25)
-    expected, _ = GENERIC.quantize(values, 0.25, 3.0, (0, 255), "int16", True, None)
+    expected, _ = quantize(GENERIC, values, 0.25, 3.0, (0, 255), "int16", True, None)
     storage = numpy.zeros(2 * values.size, dtype=numpy.int16)
-    result, _ = BACKEND.quantize(values, 0.25, 3.0, (0, 255), "int16", True, None, storage[::2])
+    result, _ = quantize(BACKEND, values, 0.25, 3.0, (0, 255), "int16", True, None, storage[::2])
     _assert_identical(storage[::2], expected)
     assert not storage[1::2].any()
     assert numpy.shares_memory(result, storage)
@@ -313,9 +314,9 @@ def test_quantize_writes_into_a_strided_buffer(path):
 def test_quantize_into_the_memory_of_its_own_input(path):
     """An out buffer that overlaps the input still gets the right integers."""
     values = _values(2 * BLOCK_ELEMENTS + 3, "float64", -100, 100, 0.25)
-    expected, _ = GENERIC.quantize(values, 0.25, 0.0, (-128, 127), "int8", True, None)
+    expected, _ = quantize(GENERIC, values, 0.25, 0.0, (-128, 127), "int8", True, None)
     out = values.view(numpy.int8)[: values.size]
-    BACKEND.quantize(values, 0.25, 0.0, (-128, 127), "int8", True, None, out)
+    quantize(BACKEND, values, 0.25, 0.0, (-128, 127), "int8", True, None, out)
     _assert_identical(out, expected)
 
 
@@ -332,20 +333,20 @@ def test_quantize_into_the_memory_of_its_own_input(path):
 )
 def test_quantize_refuses_an_unfit_buffer(out, error):
     with pytest.raises(error, match="out"):
-        BACKEND.quantize(numpy.zeros(10), 1.0, 0.0, (0, 255), "uint8", True, None, out)
+        quantize(BACKEND, numpy.zeros(10), 1.0, 0.0, (0, 255), "uint8", True, None, out)
 
 
 def test_quantize_refuses_a_read_only_buffer():
     out = numpy.empty(10, dtype=numpy.uint8)
     out.flags.writeable = False
     with pytest.raises(ValueError, match="out"):
-        BACKEND.quantize(numpy.zeros(10), 1.0, 0.0, (0, 255), "uint8", True, None, out)
+        quantize(BACKEND, numpy.zeros(10), 1.0, 0.0, (0, 255), "uint8", True, None, out)
 
 
 @pytest.mark.parametrize("out", [numpy.empty(9), numpy.empty(10, dtype=numpy.float16)], ids=["shape", "dtype"])
 def test_dequantize_refuses_an_unfit_buffer(out):
     with pytest.raises(ValueError, match="out"):
-        BACKEND.dequantize(numpy.zeros(10, dtype=numpy.int64), 1.0, 0.0, "float64", out)
+        dequantize(BACKEND, numpy.zeros(10, dtype=numpy.int64), 1.0, 0.0, "float64", out)
 
 
 def test_quantizer_quant_and_dequant_write_into_out(path):
@@ -356,7 +357,7 @@ def test_quantizer_quant_and_dequant_write_into_out(path):
     _assert_identical(out, quantizer.quant(values, dtype=numpy.uint8))
     restored = numpy.empty(values.shape, dtype=numpy.float32)
     assert quantizer.dequant(out, dtype=numpy.float32, out=restored) is restored
-    _assert_identical(restored, GENERIC.dequantize(out, 0.02, 128.0, "float32"))
+    _assert_identical(restored, dequantize(GENERIC, out, 0.02, 128.0, "float32"))
     with pytest.raises(ValueError, match="out"):
         quantizer.quant(values, dtype=numpy.uint8, out=numpy.empty(values.shape, dtype=numpy.int64))
     with pytest.raises(ValueError, match="out"):
@@ -376,8 +377,8 @@ def test_dequantize_matches_generic_for_every_dtype(path, in_dtype, out_dtype):
     scale = float(numpy.nextafter(0.1, 1.0))
     for zero_point in (0.0, 17.0, -3.0):
         _assert_identical(
-            BACKEND.dequantize(qvalues, scale, zero_point, out_dtype),
-            GENERIC.dequantize(qvalues, scale, zero_point, out_dtype),
+            dequantize(BACKEND, qvalues, scale, zero_point, out_dtype),
+            dequantize(GENERIC, qvalues, scale, zero_point, out_dtype),
         )
 
 
@@ -386,8 +387,8 @@ def test_dequantize_matches_generic_across_block_boundaries(path, size):
     qvalues = numpy.arange(size, dtype=numpy.int64) - size // 2
     for out_dtype in FLOAT_DTYPES:
         out = numpy.empty(size, dtype=out_dtype)
-        assert BACKEND.dequantize(qvalues, 0.37, 3.0, out_dtype, out) is out
-        _assert_identical(out, GENERIC.dequantize(qvalues, 0.37, 3.0, out_dtype))
+        assert dequantize(BACKEND, qvalues, 0.37, 3.0, out_dtype, out) is out
+        _assert_identical(out, dequantize(GENERIC, qvalues, 0.37, 3.0, out_dtype))
 
 
 # -- min and max --------------------------------------------------------------------------------
@@ -474,11 +475,11 @@ def test_the_compiled_path_is_taken_for_large_contiguous_input(numba_only, monke
         monkeypatch.setattr(numba_kernels, name, spy)
     values = numpy.linspace(-1.0, 1.0, numba_kernels.MIN_ELEMENTS, dtype=numpy.float32)
     BACKEND.minmax(values)
-    qvalues, _ = BACKEND.quantize(values, 0.01, 0.0, (-128, 127), "int8", True, None)
-    BACKEND.dequantize(qvalues, 0.01, 0.0, "float32")
+    qvalues, _ = quantize(BACKEND, values, 0.01, 0.0, (-128, 127), "int8", True, None)
+    dequantize(BACKEND, qvalues, 0.01, 0.0, "float32")
     assert calls == ["minmax", "quantize", "dequantize"]
-    BACKEND.quantize(values[::2], 0.01, 0.0, (-128, 127), "int8", True, None)  # strided: NumPy path
-    BACKEND.quantize(values[:100], 0.01, 0.0, (-128, 127), "int8", True, None)  # small: NumPy path
+    quantize(BACKEND, values[::2], 0.01, 0.0, (-128, 127), "int8", True, None)  # strided: NumPy path
+    quantize(BACKEND, values[:100], 0.01, 0.0, (-128, 127), "int8", True, None)  # small: NumPy path
     assert calls == ["minmax", "quantize", "dequantize"]
 
 
@@ -493,8 +494,8 @@ def test_disabling_numba_with_the_environment_variable(monkeypatch):
         monkeypatch.setattr(numba_kernels, name, refuse)
     values = numpy.linspace(-1.0, 1.0, 2 * numba_kernels.MIN_ELEMENTS)
     BACKEND.minmax(values)
-    qvalues, _ = BACKEND.quantize(values, 0.01, 0.0, (-128, 127), "int8", True, None)
-    BACKEND.dequantize(qvalues, 0.01, 0.0, "float64")
+    qvalues, _ = quantize(BACKEND, values, 0.01, 0.0, (-128, 127), "int8", True, None)
+    dequantize(BACKEND, qvalues, 0.01, 0.0, "float64")
     monkeypatch.setenv(numba_kernels.DISABLE_ENV, "0")
     assert numba_kernels.available() == HAS_NUMBA
 
@@ -565,11 +566,11 @@ def test_compiled_kernels_refuse_arrays_they_cannot_take(numba_only):
 
 def test_concurrent_callers_get_identical_results(numba_only):
     values = _values(1 << 19, "float64", -128, 127, 0.1)
-    expected, _ = GENERIC.quantize(values, 0.1, 0.0, (-128, 127), "int8", True, None)
+    expected, _ = quantize(GENERIC, values, 0.1, 0.0, (-128, 127), "int8", True, None)
     results = [None] * 6
 
     def work(slot: int) -> None:
-        results[slot] = BACKEND.quantize(values, 0.1, 0.0, (-128, 127), "int8", True, None)[0]
+        results[slot] = quantize(BACKEND, values, 0.1, 0.0, (-128, 127), "int8", True, None)[0]
 
     threads = [threading.Thread(target=work, args=(slot,)) for slot in range(len(results))]
     for thread in threads:
@@ -593,9 +594,11 @@ def test_the_pool_works_in_a_forked_child():
         _parallel.thread_count = lambda: 2
         backend = NumpyBackend()
         values = numpy.linspace(-1.0, 1.0, 1 << 16)
-        first = backend.quantize(values, 0.01, 0.0, (-128, 127), "int8", True, None)[0]
+        from qarray.backends.spec import QuantSpec
+        spec = QuantSpec(0.01, 0.0, -128, 127, True, "int8")
+        first = backend.quantize(values, spec)[0]
         def child(queue):
-            queue.put(numpy.array_equal(backend.quantize(values, 0.01, 0.0, (-128, 127), "int8", True, None)[0], first))
+            queue.put(numpy.array_equal(backend.quantize(values, spec)[0], first))
         context = multiprocessing.get_context("fork")
         queue = context.Queue()
         process = context.Process(target=child, args=(queue,))
@@ -638,12 +641,13 @@ def test_first_compilation_from_several_threads_at_once(numba_only, tmp_path):
         """
         import threading, numpy
         from qarray.backends import NumpyBackend, numba_kernels
+        from qarray.backends.spec import QuantSpec
         backend = NumpyBackend()
         values = numpy.linspace(-3.0, 3.0, 1 << 17).astype(numpy.float32)
         expected = numpy.clip(numpy.rint(values.astype(numpy.float64) / 0.01 + 5.0), -2**31, 2**31 - 1).astype(numpy.int32)
         results = []
         def work():
-            results.append(backend.quantize(values, 0.01, 5.0, (-2**31, 2**31 - 1), "int32", True, None)[0])
+            results.append(backend.quantize(values, QuantSpec(0.01, 5.0, -2**31, 2**31 - 1, True, "int32"))[0])
         threads = [threading.Thread(target=work) for _ in range(4)]
         for thread in threads: thread.start()
         for thread in threads: thread.join()
@@ -692,7 +696,7 @@ def _check_candidate(values: numpy.ndarray, scale: float, zero_point: float, cli
     assert counts[:2] == divided_counts[:2]
     _assert_identical(result, divided)
     with numpy.errstate(invalid="ignore", over="ignore"):
-        expected, problems = GENERIC.quantize(values, scale, zero_point, clip, dtype, True, fit)
+        expected, problems = quantize(GENERIC, values, scale, zero_point, clip, dtype, True, fit)
         rounded = numpy.rint(values.astype(numpy.float64) / scale + zero_point)
     assert list(counts[:2]) == numpy.asarray(problems).tolist()
     comparable = ~numpy.isnan(values)
@@ -840,6 +844,6 @@ def test_the_backend_quantizes_ordinary_data_with_the_candidate(numba_only, monk
     values = numpy.random.default_rng(7).standard_normal(numba_kernels.MIN_ELEMENTS).astype(numpy.float32)
     quantizer = UniformQuantizer(QuantizationOptions(8), params=UniformQuantizationParameters(0.0234, 128, 0))
     result = quantizer.quant(values, dtype=numpy.uint8)
-    expected, _ = GENERIC.quantize(values, 0.0234, 128.0, (0, 255), "uint8", True, None)
+    expected, _ = quantize(GENERIC, values, 0.0234, 128.0, (0, 255), "uint8", True, None)
     _assert_identical(result, expected)
     assert len(given) == 1 and given[0] > 0.8 * values.size

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from kernel_calls import dequantize, quantize
 from bits import assert_same_bits
 import qarray
 from qarray import QuantizationOptions, QuantizedArray, UniformQuantizer
@@ -163,14 +164,14 @@ def test_blocked_numpy_kernels_match_the_generic_backend(
     values: numpy.ndarray, scale: float, zero_point: int, clip: Any, check_finite: bool
 ) -> None:
     fit = (-(2.0**63), 2.0**63 - 1024) if clip is None else None
-    mine, my_problems = BLOCKED_NUMPY.quantize(values, scale, float(zero_point), clip, "int64", check_finite, fit)
-    theirs, their_problems = GENERIC_NUMPY.quantize(values, scale, float(zero_point), clip, "int64", check_finite, fit)
+    mine, my_problems = quantize(BLOCKED_NUMPY, values, scale, float(zero_point), clip, "int64", check_finite, fit)
+    theirs, their_problems = quantize(GENERIC_NUMPY, values, scale, float(zero_point), clip, "int64", check_finite, fit)
     assert_same_bits(host(mine), host(theirs))
     assert (my_problems is None) == (their_problems is None)
     if my_problems is not None:
         assert host(my_problems).tolist() == host(their_problems).tolist()
-    back = BLOCKED_NUMPY.dequantize(mine, scale, float(zero_point), "float64")
-    assert_same_bits(back, host(GENERIC_NUMPY.dequantize(mine, scale, float(zero_point), "float64")))
+    back = dequantize(BLOCKED_NUMPY, mine, scale, float(zero_point), "float64")
+    assert_same_bits(back, host(dequantize(GENERIC_NUMPY, mine, scale, float(zero_point), "float64")))
 
 
 @pytest.mark.parametrize("size", [1, (1 << 16) - 1, (1 << 16) + 1, 3 * (1 << 16) + 7, (1 << 15) + 3])
@@ -178,8 +179,8 @@ def test_blocked_kernels_match_across_block_boundaries(size: int) -> None:
     rng = numpy.random.default_rng(size)
     values = rng.standard_normal(size) * 100
     for kernel_input in (values, values.astype(numpy.float32), values[::-1], values.reshape(-1, 1)[: size // 2 * 2].reshape(-1, 2).T):
-        mine, my_problems = BLOCKED_NUMPY.quantize(kernel_input, 0.37, 11.0, (-128, 127), "int8", True)
-        theirs, their_problems = GENERIC_NUMPY.quantize(kernel_input, 0.37, 11.0, (-128, 127), "int8", True)
+        mine, my_problems = quantize(BLOCKED_NUMPY, kernel_input, 0.37, 11.0, (-128, 127), "int8", True)
+        theirs, their_problems = quantize(GENERIC_NUMPY, kernel_input, 0.37, 11.0, (-128, 127), "int8", True)
         assert_same_bits(mine, host(theirs))
         assert host(my_problems).tolist() == host(their_problems).tolist() == [0, 0]
 

@@ -1,0 +1,200 @@
+"""The kernel contract: one frozen description of a quantization, and the rules every backend shares.
+
+A backend's ``quantize(values, spec, *, check_finite, out)`` and
+``dequantize(qvalues, spec, *, dtype, out)`` take a :class:`QuantSpec`: the
+scale and zero point (host numbers per tensor, or arrays of the parameter grid
+with the block ``extent``), the bounds, whether to saturate to them or count
+what falls outside, and the output dtype. This module also owns what would
+otherwise be repeated in every backend: the integer dtype table, the clipping
+range formula, the float bounds that hold exactly a dtype's integers, and the
+check of an ``out=`` buffer.
+
+Example:
+    >>> spec = QuantSpec.per_tensor(0.5, 128, clip_range(8, 0, False), "uint8")
+    >>> spec.low, spec.high, spec.saturate
+    (0, 255, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional, Tuple, Union
+
+import numpy
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "INTEGER_RANGES",
+    "Problems",
+    "QuantSpec",
+    "check_out",
+    "clip_range",
+    "exact_float_bounds",
+    "grid_layout",
+]
+
+INTEGER_RANGES: Dict[str, Tuple[int, int]] = {
+    name: (int(numpy.iinfo(name).min), int(numpy.iinfo(name).max))
+    for name in ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+}
+"""Every integer dtype qarray writes, with its inclusive range: the one dtype table."""
+
+FLOAT_DTYPES = ("float32", "float64")
+"""The floating-point dtypes ``dequantize`` writes."""
+
+Parameter = Union[int, float, Any]
+"""A host number (per tensor) or an array of the parameter grid (per block)."""
+
+
+def clip_range(n_bits: int, offset: Parameter, narrow: bool) -> Tuple[Parameter, Parameter]:
+    """Return the inclusive clipping range ``[-offset + narrow, 2**n_bits - 1 - offset]``.
+
+    ``offset`` may be an int or an integer array of the parameter grid (each block
+    clips with its own offset); the bounds are then arrays of the same shape.
+
+    Example:
+        >>> clip_range(8, 128, True)
+        (-127, 127)
+    """
+    return -offset + (1 if narrow else 0), (2**n_bits - 1) - offset
+
+
+def exact_float_bounds(dtype: str) -> Tuple[float, float]:
+    """Return the float64 range holding exactly the integers of ``dtype`` (no rounding into it).
+
+    For 64-bit dtypes the largest integer is not a float64: the bound is the largest
+    float64 below ``max + 1``.
+
+    Example:
+        >>> exact_float_bounds("int8")
+        (-128.0, 127.0)
+    """
+    low, high = INTEGER_RANGES[dtype]
+    upper = float(high)
+    if int(upper) > high:
+        upper = float(numpy.nextafter(upper, 0.0))
+    return float(low), upper
+
+
+@dataclasses.dataclass(frozen=True)
+class Problems:
+    """What a checked quantization counted, left on the values' device until read.
+
+    Attributes:
+        counts: a length-2 int64 array of the values' library and device:
+            ``[non-finite inputs, rounded values outside [low, high]]`` (NaN counts as
+            outside; each is 0 when not checked).
+    """
+
+    counts: Any
+
+    def read(self) -> Tuple[int, int]:
+        """Return ``(nonfinite, outside)`` as host ints: the one read-back of a quantization."""
+        from qarray._namespace import to_numpy
+
+        nonfinite, outside = (int(count) for count in to_numpy(self.counts))
+        return nonfinite, outside
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantSpec:
+    """Everything a kernel needs to quantize or de-quantize, and nothing else.
+
+    Attributes:
+        scale: float64; a host float per tensor, else an array of the parameter grid.
+        zero_point: integral; a host number per tensor, else a float64 array of the grid.
+        low, high: inclusive bounds (host ints, or arrays of the grid): the clipping
+            range when ``saturate``, else the range the rounded values must lie in.
+        saturate: clip to ``[low, high]``; else count the rounded values outside it
+            (None bounds: nothing to count). ``dequantize`` uses only the scale, the
+            zero point and the extent.
+        out_dtype: the integer dtype ``quantize`` writes.
+        extent: the block extent along each axis when the parameters are a grid
+            (see :func:`qarray.granularity.block_extent`), None per tensor.
+    """
+
+    scale: Parameter
+    zero_point: Parameter
+    low: Parameter = None
+    high: Parameter = None
+    saturate: bool = False
+    out_dtype: str = "int64"
+    extent: Optional[Tuple[int, ...]] = None
+
+    def __post_init__(self) -> None:
+        if self.out_dtype not in INTEGER_RANGES:
+            raise ValueError(f"out_dtype must be one of {sorted(INTEGER_RANGES)}, got {self.out_dtype!r}")
+
+    @classmethod
+    def per_tensor(
+        cls, scale: float, zero_point: float, clip: Optional[Tuple[int, int]], out_dtype: str
+    ) -> "QuantSpec":
+        """A per-tensor spec: saturate to ``clip``, or (``clip=None``) check the dtype's range.
+
+        ``zero_point`` is a number, or an array that broadcasts against the values.
+        """
+        zero = float(zero_point) if numpy.ndim(zero_point) == 0 and not hasattr(zero_point, "device") else zero_point
+        if clip is None:
+            low, high = exact_float_bounds(out_dtype)
+            return cls(float(scale), zero, low, high, False, out_dtype)
+        return cls(float(scale), zero, clip[0], clip[1], True, out_dtype)
+
+    @property
+    def is_grid(self) -> bool:
+        """True when the parameters are arrays of a parameter grid (per channel or per block)."""
+        return self.extent is not None
+
+
+def check_out(out: Any, *, shape: Tuple[int, ...], dtype: Any, library: str, owns: bool, device: Any = None,
+              out_device: Any = None) -> None:
+    """Check that ``out`` can take a result of ``shape`` and ``dtype``: the one ``out=`` check.
+
+    Args:
+        out: the caller's buffer.
+        shape, dtype: the result's (``dtype`` as the library's dtype object).
+        library: the input's library name, for the message.
+        owns: whether ``out`` belongs to that library.
+        device, out_device: the input's and the buffer's devices (compared when given).
+
+    Raises:
+        TypeError: if ``out`` is not an array of the input's library.
+        ValueError: if its shape, dtype or device differ, or it is read-only.
+    """
+    if not owns:
+        raise TypeError(f"out must be a {library} array like the input, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        raise ValueError(
+            f"out must have shape {tuple(shape)} and dtype {dtype}, "
+            f"got shape {tuple(out.shape)} and dtype {out.dtype}"
+        )
+    if device is not None and out_device is not None and device != out_device:
+        raise ValueError(f"out must be on the input's device {device}, got {out_device}")
+    flags = getattr(out, "flags", None)
+    if flags is not None and getattr(flags, "writeable", True) is False:
+        raise ValueError("out must be a writeable array, got a read-only one")
+
+
+def grid_layout(shape: Tuple[int, ...], extent: Tuple[int, ...]) -> Tuple[numpy.ndarray, int, int, int]:
+    """How the grid kernels see values of ``shape`` with blocks of ``extent``.
+
+    The values are read as a C-order ``(n_rows, length)`` matrix (``length`` is the
+    last axis): row ``r`` takes the parameters of grid row ``rows[r]`` (its leading
+    indices divided by the block extent, raveled over the grid), and every run of
+    ``group`` values along the last axis one grid column.
+
+    Returns:
+        ``(rows, n_rows, length, group)``, ``rows`` an int64 host array of ``n_rows``.
+
+    Example:
+        >>> rows, n_rows, length, group = grid_layout((4, 10), (2, 5))
+        >>> rows.tolist(), n_rows, length, group
+        ([0, 0, 1, 1], 4, 10, 5)
+    """
+    leading, leading_extent = tuple(shape[:-1]), tuple(extent[:-1])
+    grid = tuple(-(-n // e) for n, e in zip(leading, leading_extent))
+    if leading:
+        indices = numpy.meshgrid(*(numpy.arange(n) // e for n, e in zip(leading, leading_extent)), indexing="ij")
+        rows = numpy.ravel_multi_index(tuple(indices), grid).reshape(-1).astype(numpy.int64)
+    else:
+        rows = numpy.zeros(1, dtype=numpy.int64)
+    return rows, int(rows.size), int(shape[-1]), int(extent[-1])
