@@ -10,6 +10,7 @@ from typing import Any, Dict
 
 from ._checks import check_bool, check_n_bits
 from ._serialization import Serializable, check_fields
+from .granularity import Axis, BlockSize, check_granularity
 
 __all__ = ["QuantizationOptions"]
 
@@ -32,11 +33,19 @@ class QuantizationOptions(Serializable):
     ``[-offset + 1, 2**n - 1 - offset]``) and ``is_precomputed_qat`` (the scale
     comes from a QAT model and is kept as given).
 
+    The granularity says which values share parameters: per tensor by default;
+    ``axis`` keeps one parameter set per index along the given axes (per channel);
+    ``block_size`` one per block of consecutive values (per group; see
+    :func:`qarray.granularity.block_extent`).
+
     Args:
         n_bits: the number of bits, an int from 1 to 53.
         is_signed: allow negative quantized values.
         is_symmetric: symmetric quantization around 0 (zero point 0).
         is_qat: the values are already quantized; infer the scale from them.
+        axis: an int or a tuple of ints: per-channel parameters along these axes.
+        block_size: an int (groups along the last axis) or a tuple of block extents
+            per axis (``None`` for a whole axis). Exclusive with ``axis``.
 
     Raises:
         TypeError: if ``n_bits`` is not an int or a flag is not a bool.
@@ -45,6 +54,8 @@ class QuantizationOptions(Serializable):
     Example:
         >>> QuantizationOptions(8, is_signed=True, is_symmetric=True)
         QuantizationOptions(n_bits=8, is_signed=True, is_symmetric=True, is_qat=False, is_narrow=False, is_precomputed_qat=False)
+        >>> QuantizationOptions(4, block_size=128).block_size
+        128
     """
 
     n_bits: int
@@ -53,29 +64,107 @@ class QuantizationOptions(Serializable):
     is_qat: bool
     is_narrow: bool
     is_precomputed_qat: bool
+    axis: Axis
+    block_size: BlockSize
 
     _type_tag = "QuantizationOptions"
     _required_fields = ("n_bits",)
     _constructor_fields = ("n_bits",)
 
     def __init__(
-        self, n_bits: int, is_signed: bool = False, is_symmetric: bool = False, is_qat: bool = False
+        self,
+        n_bits: int,
+        is_signed: bool = False,
+        is_symmetric: bool = False,
+        is_qat: bool = False,
+        *,
+        axis: Axis = None,
+        block_size: BlockSize = None,
     ) -> None:
         self._n_bits = check_n_bits(n_bits)
         self._flags: Dict[str, bool] = dict.fromkeys(_FLAGS, False)
+        self._axis, self._block_size = check_granularity(axis, block_size)
         self.is_signed = is_signed
         self.is_symmetric = is_symmetric
         self.is_qat = is_qat
         self.validate()
 
-    @property  # type: ignore[no-redef]
-    def n_bits(self) -> int:  # noqa: F811
+    @property
+    def n_bits(self) -> int:
         """The number of bits (an int from 1 to 53)."""
         return self._n_bits
 
     @n_bits.setter
     def n_bits(self, value: int) -> None:
         self._n_bits = check_n_bits(value)
+
+    @property
+    def is_signed(self) -> bool:
+        """Allow negative quantized values (offset ``2**(n_bits - 1)``)."""
+        return self._flags["is_signed"]
+
+    @is_signed.setter
+    def is_signed(self, value: bool) -> None:
+        self._flags["is_signed"] = check_bool(value, "is_signed")
+
+    @property
+    def is_symmetric(self) -> bool:
+        """Symmetric quantization around 0 (zero point 0; requires ``is_signed``)."""
+        return self._flags["is_symmetric"]
+
+    @is_symmetric.setter
+    def is_symmetric(self, value: bool) -> None:
+        self._flags["is_symmetric"] = check_bool(value, "is_symmetric")
+
+    @property
+    def is_qat(self) -> bool:
+        """The values are already quantized (quantization aware training)."""
+        return self._flags["is_qat"]
+
+    @is_qat.setter
+    def is_qat(self, value: bool) -> None:
+        self._flags["is_qat"] = check_bool(value, "is_qat")
+
+    @property
+    def is_narrow(self) -> bool:
+        """Clip to the narrow range ``[-offset + 1, 2**n - 1 - offset]``."""
+        return self._flags["is_narrow"]
+
+    @is_narrow.setter
+    def is_narrow(self, value: bool) -> None:
+        self._flags["is_narrow"] = check_bool(value, "is_narrow")
+
+    @property
+    def is_precomputed_qat(self) -> bool:
+        """The scale comes from a QAT model and is kept as given."""
+        return self._flags["is_precomputed_qat"]
+
+    @is_precomputed_qat.setter
+    def is_precomputed_qat(self, value: bool) -> None:
+        self._flags["is_precomputed_qat"] = check_bool(value, "is_precomputed_qat")
+
+    @property
+    def axis(self) -> Axis:
+        """Per-channel granularity: the axes that keep one parameter set per index (or None)."""
+        return self._axis
+
+    @axis.setter
+    def axis(self, value: Axis) -> None:
+        self._axis, _ = check_granularity(value, self._block_size)
+
+    @property
+    def block_size(self) -> BlockSize:
+        """Per-group granularity: the block extent (or None)."""
+        return self._block_size
+
+    @block_size.setter
+    def block_size(self, value: BlockSize) -> None:
+        _, self._block_size = check_granularity(self._axis, value)
+
+    @property
+    def is_granular(self) -> bool:
+        """True with a granularity (``axis`` or ``block_size``): parameters are arrays."""
+        return self._axis is not None or self._block_size is not None
 
     def validate(self) -> None:
         """Check that the option combination is valid.
@@ -99,13 +188,21 @@ class QuantizationOptions(Serializable):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QuantizationOptions):
             return NotImplemented
-        return self.n_bits == other.n_bits and self._flags == other._flags
+        return (
+            self.n_bits == other.n_bits
+            and self._flags == other._flags
+            and self._axis == other._axis
+            and self._block_size == other._block_size
+        )
 
     __hash__ = None  # type: ignore[assignment]  (mutable)
 
     def __repr__(self) -> str:
         flags = ", ".join(f"{name}={self._flags[name]}" for name in _FLAGS)
-        return f"QuantizationOptions(n_bits={self.n_bits}, {flags})"
+        granularity = "".join(
+            f", {name}={value!r}" for name, value in (("axis", self._axis), ("block_size", self._block_size)) if value is not None
+        )
+        return f"QuantizationOptions(n_bits={self.n_bits}, {flags}{granularity})"
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (see :mod:`qarray.display`)."""
@@ -123,6 +220,7 @@ class QuantizationOptions(Serializable):
             raise TypeError(f"opts must be QuantizationOptions, got {type(opts).__name__}")
         self._n_bits = opts.n_bits
         self._flags = dict(opts._flags)
+        self._axis, self._block_size = opts._axis, opts._block_size
 
     @property
     def quant_options(self) -> "QuantizationOptions":
@@ -171,17 +269,3 @@ class QuantizationOptions(Serializable):
             setattr(options, name, fields[name])
         options.validate()
         return options
-
-
-def _flag_property(name: str) -> property:
-    def getter(self: QuantizationOptions) -> bool:
-        return self._flags[name]
-
-    def setter(self: QuantizationOptions, value: bool) -> None:
-        self._flags[name] = check_bool(value, name)
-
-    return property(getter, setter, doc=f"The ``{name}`` option (a bool).")
-
-
-for _name in _FLAGS:
-    setattr(QuantizationOptions, _name, _flag_property(_name))
