@@ -6,39 +6,51 @@ data as base64 of the little-endian bytes, so every float bit comes back.
 Loading never executes anything: the type tag is looked up in a fixed table of
 qarray's own classes, dtypes come from an allow-list, and every field is
 checked (presence, JSON type, range, size against the bytes given) before an
-array is allocated. Malformed input raises ``ValueError`` or ``TypeError``.
+array is allocated: the header of every array of a document is checked before
+any array is decoded. Malformed input raises ``ValueError`` or ``TypeError``.
+
+Writing is the mirror image: an object whose fields contradict each other (what
+loading would refuse) is refused before anything is written, and ``dump(file)``
+streams arrays to the file in bounded pieces (lazy Dask arrays block by block),
+so its memory does not grow with the size of the arrays.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import io
 import json
 import math
+import numbers
 import os
+import secrets
 import stat
-import tempfile
-from typing import IO, Any, Dict, Iterable, Optional, Union
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy
 
 from ._checks import describe
-from ._namespace import to_numpy
+from ._namespace import is_lazy, to_numpy
 
 __all__ = [
     "ARRAY_DTYPES",
+    "ARRAY_FIELD_DTYPES",
     "FORMAT_VERSION",
     "MAX_ARRAY_BYTES",
     "MAX_ARRAY_DIMENSIONS",
     "MAX_DOCUMENT_CHARS",
+    "MAX_DUMPS_LAZY_BYTES",
     "Serializable",
+    "check_array_headers",
     "check_fields",
     "decode_array",
     "decode_float",
     "decode_int",
     "encode_array",
     "parse_document",
+    "write_document",
     "write_text",
 ]
 
@@ -75,7 +87,30 @@ NumPy accepts.
 MAX_ARRAY_DIMENSIONS = 32
 """The most dimensions an array in a document may have."""
 
+MAX_DUMPS_LAZY_BYTES = 64 << 20
+"""The largest lazy (Dask) array ``dumps()`` computes into memory (64 MiB of array data).
+
+``dumps()`` returns one string, so every array has to be in memory at once; for a
+lazy array above this size it refuses, and ``dump(path)`` (or ``dump(file)``),
+which computes and writes a lazy array block by block, is the way to save it.
+"""
+
+_WRITE_BYTES = 3 << 18
+"""Raw bytes base64-encoded per piece when streaming (a multiple of 3, so pieces join exactly)."""
+
+_SLAB_BYTES = 16 << 20
+"""About how many bytes of an array are copied to the host (or computed) at a time while streaming."""
+
+_TEMPORARY_MARK = ".qarray-tmp-"
+"""Temporary files of ``dump(path)`` are named ``.<name>.qarray-tmp-<pid>-<random>``."""
+
 _ENVELOPE = ("type", "format_version")
+
+# Inside dumps()/dump(), encode_array leaves arrays where they are (see _DeferredData);
+# the value maps id(array) to a check run on each host piece of a lazy array.
+_DEFERRING: "contextvars.ContextVar[Optional[Dict[int, Callable[[numpy.ndarray], None]]]]" = (
+    contextvars.ContextVar("qarray_deferring", default=None)
+)
 
 
 class Serializable:
@@ -91,29 +126,174 @@ class Serializable:
         return {"type": self._type_tag, "format_version": FORMAT_VERSION, **fields}
 
     def dumps(self) -> str:
-        """Dump itself to a JSON string (see :func:`qarray.loads` to load it back)."""
-        return json.dumps(self.dump_dict(), allow_nan=False, separators=(",", ":"))
+        """Dump itself to a JSON string (see :func:`qarray.loads` to load it back).
+
+        Raises:
+            ValueError: if the object's fields contradict each other (what loading would
+                refuse), or it holds a lazy (Dask) array of more than
+                :data:`MAX_DUMPS_LAZY_BYTES`: save that with ``dump(path)``, which writes
+                it block by block.
+            TypeError: if an array has a dtype that cannot be serialized.
+        """
+        document = self._deferred_document()
+        for data in _deferred_parts(document):
+            if data.lazy and data.nbytes > MAX_DUMPS_LAZY_BYTES:
+                raise ValueError(
+                    f"dumps() would compute a lazy array of {data.nbytes} bytes (shape "
+                    f"{data.shape}, {data.dtype.name}) into memory, more than MAX_DUMPS_LAZY_BYTES "
+                    f"({MAX_DUMPS_LAZY_BYTES}); use dump(path) or dump(file), which compute and "
+                    "write it block by block"
+                )
+        return "".join(render_document(document))
 
     def dump(self, file: Union[IO[str], IO[bytes], str, "os.PathLike[str]"]) -> None:
         """Dump itself to an open file, or atomically to a path.
 
+        The text is exactly what :meth:`dumps` returns, but arrays are streamed to the
+        file in pieces (lazy Dask arrays computed block by block), so memory stays
+        bounded whatever the size of the arrays. See :func:`write_document` for how a
+        path is written (atomic replacement, symlinks, permission bits).
+
         Args:
-            file: an open text (or binary) file, or a path. A path is written through a
-                temporary file in the same folder that is flushed, synced and renamed
-                over the target, so a crash never leaves a truncated file behind and a
-                failed write leaves the previous file intact.
+            file: an open text (or binary) file, or a path.
+
+        Raises:
+            ValueError: if the object's fields contradict each other (nothing is
+                written), or ``file`` names something other than a regular file.
+            TypeError: if ``file`` is neither a path nor a writable file.
+            OSError: if the file system refuses the write.
         """
-        write_text(self.dumps(), file)
+        write_document(render_document(self._deferred_document()), file)
+
+    def _deferred_document(self) -> Dict[str, Any]:
+        """Check the object, then return its ``dump_dict()`` with arrays left in place.
+
+        Arrays become :class:`_DeferredData` placeholders that :func:`render_document`
+        encodes piece by piece; lazy arrays carry the checks that could not run before
+        their values are computed.
+        """
+        from ._consistency import check_consistent
+
+        stream_checks = check_consistent(self)
+        token = _DEFERRING.set(stream_checks)
+        try:
+            return self.dump_dict()
+        finally:
+            _DEFERRING.reset(token)
+
+
+class _DeferredData:
+    """The ``data`` of an encoded array, kept as the array itself until it is written."""
+
+    def __init__(
+        self,
+        array: Any,
+        dtype: numpy.dtype,
+        shape: Tuple[int, ...],
+        check: Optional[Callable[[numpy.ndarray], None]] = None,
+    ) -> None:
+        self.array = array
+        self.dtype = dtype
+        self.shape = shape
+        self.check = check
+        self.lazy = is_lazy(array)
+        self.nbytes = math.prod(shape) * dtype.itemsize
+
+    def host_pieces(self) -> Iterator[numpy.ndarray]:
+        """Yield the array's bytes in C order as little-endian uint8 host arrays of bounded size."""
+        array = self.array
+        if not self.shape:
+            yield from self._bytes_of(to_numpy(array))
+            return
+        rows = self.shape[0]
+        row_bytes = self.dtype.itemsize * math.prod(self.shape[1:])
+        if rows == 0 or row_bytes == 0:
+            return
+        step = max(1, _SLAB_BYTES // row_bytes)
+        if self.lazy:
+            # Follow the blocks along the first axis (each is computed once); split a
+            # block row only when it is too large to hold.
+            bounds: List[Tuple[int, int]] = []
+            start = 0
+            for extent in array.chunks[0]:
+                bounds.extend((low, min(low + step, start + extent)) for low in range(start, start + extent, step))
+                start += extent
+        else:
+            bounds = [(low, min(low + step, rows)) for low in range(0, rows, step)]
+        for low, high in bounds:
+            yield from self._bytes_of(to_numpy(array[low:high, ...]))
+
+    def _bytes_of(self, host: Any) -> Iterator[numpy.ndarray]:
+        host = numpy.ascontiguousarray(host)
+        if self.check is not None:
+            self.check(host)
+        little = host.astype(self.dtype.newbyteorder("<"), copy=False)
+        yield little.reshape(-1).view(numpy.uint8)
+
+    def base64_pieces(self) -> Iterator[str]:
+        """Yield the base64 text of the array's bytes, exactly as one ``b64encode`` would."""
+        carry = b""
+        for raw in self.host_pieces():
+            position = 0
+            if carry:
+                position = min(3 - len(carry), raw.shape[0])
+                carry += raw[:position].tobytes()
+                if len(carry) < 3:
+                    continue
+                yield base64.b64encode(carry).decode("ascii")
+                carry = b""
+            whole = position + (raw.shape[0] - position) // 3 * 3
+            for low in range(position, whole, _WRITE_BYTES):
+                yield base64.b64encode(raw[low : min(low + _WRITE_BYTES, whole)].data).decode("ascii")
+            carry = raw[whole:].tobytes()
+        if carry:
+            yield base64.b64encode(carry).decode("ascii")
+
+
+def _deferred_parts(value: Any) -> Iterator[_DeferredData]:
+    """Yield every deferred array data of a document."""
+    if isinstance(value, _DeferredData):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _deferred_parts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _deferred_parts(item)
+
+
+def render_document(value: Any) -> Iterator[str]:
+    """Yield the JSON text of a document in pieces, deferred arrays encoded as they come.
+
+    The pieces join to exactly ``json.dumps(value, allow_nan=False, separators=(",", ":"))``
+    of the same document with its arrays encoded.
+    """
+    if isinstance(value, _DeferredData):
+        yield '"'
+        yield from value.base64_pieces()
+        yield '"'
+    elif isinstance(value, dict):
+        separator = "{"
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"document keys must be str, got {describe(key)}")
+            yield separator + json.dumps(key) + ":"
+            separator = ","
+            yield from render_document(item)
+        yield "{}" if separator == "{" else "}"
+    elif isinstance(value, list) and any(True for _ in _deferred_parts(value)):
+        separator = "["
+        for item in value:
+            yield separator
+            separator = ","
+            yield from render_document(item)
+        yield "[]" if separator == "[" else "]"
+    else:
+        yield json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
 def write_text(text: str, file: Union[IO[str], IO[bytes], str, "os.PathLike[str]"]) -> None:
-    """Write ``text`` to an open file, or atomically to a path.
-
-    A path is written to a temporary file in the same folder, which is flushed,
-    synced to disk and renamed over the target (then the folder is synced, where the
-    platform allows it). If anything fails on the way, the temporary file is removed
-    and a file already at the path is left as it was. An existing file keeps its
-    permission bits.
+    """Write ``text`` to an open file, or atomically to a path (see :func:`write_document`).
 
     Args:
         text: the document.
@@ -121,39 +301,147 @@ def write_text(text: str, file: Union[IO[str], IO[bytes], str, "os.PathLike[str]
 
     Raises:
         TypeError: if ``file`` is neither a path nor a writable file.
+        ValueError: if ``file`` names something other than a regular file.
+        OSError: if the file system refuses the write.
+    """
+    write_document([text], file)
+
+
+def write_document(pieces: Iterable[str], file: Union[IO[str], IO[bytes], str, "os.PathLike[str]"]) -> None:
+    """Write a document given in pieces to an open file, or atomically to a path.
+
+    A path is written to a temporary file in the same folder as its target, which is
+    flushed, synced to disk and renamed over the target (then the folder is synced,
+    where the platform allows it), so readers see the old document or the new one,
+    never a part. The pieces are written as they come, never joined in memory.
+
+    - A symlink is written through: its target gets the new document and the link
+      stays a link. Anything but a regular file (a folder, a FIFO, a device) is refused.
+    - A new file gets the permission bits the umask allows (like ``open(path, "w")``);
+      an existing file keeps its permission bits (and, where allowed, its owner).
+    - If anything fails on the way (an exception, an interrupt), the temporary file
+      is removed and the file already at the path is left as it was. Temporary files
+      are named ``.<name>.qarray-tmp-<pid>-<random>``; one left by a killed process
+      is removed by the next dump to the same path.
+
+    Args:
+        pieces: the document's text, in pieces.
+        file: a path, or an open text or binary file (binary files get UTF-8).
+
+    Raises:
+        TypeError: if ``file`` is neither a path nor a writable file.
+        ValueError: if ``file`` names something other than a regular file.
         OSError: if the file system refuses the write.
     """
     if isinstance(file, (str, os.PathLike)):
         path = os.fspath(file)
         if not isinstance(path, str):
             raise TypeError(f"file must be a str path or an open file, got {type(file).__name__}")
-        folder = os.path.dirname(os.path.abspath(path))
-        try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-        except OSError:
-            mode = None
-        handle, temporary = tempfile.mkstemp(prefix=".qarray-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-                stream.flush()
-                os.fsync(stream.fileno())
-            if mode is not None:
-                os.chmod(temporary, mode)
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
-        _sync_folder(folder)
+        _write_path(pieces, path)
         return
     write = getattr(file, "write", None)
     if not callable(write):
         raise TypeError(f"file must be a path or a writable file, got {type(file).__name__}")
-    if isinstance(file, (io.RawIOBase, io.BufferedIOBase)) or "b" in str(getattr(file, "mode", "")):
-        write(text.encode("utf-8"))
-    else:
-        write(text)
+    binary = isinstance(file, (io.RawIOBase, io.BufferedIOBase)) or "b" in str(getattr(file, "mode", ""))
+    for piece in pieces:
+        write(piece.encode("utf-8") if binary else piece)
+
+
+def _write_path(pieces: Iterable[str], path: str) -> None:
+    """Write the pieces atomically to ``path`` (see :func:`write_document`)."""
+    target = os.path.realpath(path)  # through symlinks, so the link itself is kept
+    try:
+        existing: Optional[os.stat_result] = os.stat(target)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        raise ValueError(
+            f"file must be a regular file (or a symlink to one), but {path!r} is {_file_kind(existing.st_mode)}"
+        )
+    folder, name = os.path.split(target)
+    _remove_stale_temporaries(folder, name)
+    temporary = os.path.join(
+        folder, f".{name}{_TEMPORARY_MARK}{os.getpid()}-{secrets.token_hex(6)}"
+    )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    handle = os.open(temporary, flags, 0o666)  # the umask applies, as for any new file
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            for piece in pieces:
+                stream.write(piece.encode("utf-8"))
+            stream.flush()
+            os.fsync(stream.fileno())
+        if existing is not None:
+            os.chmod(temporary, stat.S_IMODE(existing.st_mode))
+            _keep_owner(temporary, existing)
+        os.replace(temporary, target)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    _sync_folder(folder)
+
+
+def _file_kind(mode: int) -> str:
+    """Name the kind of a file that is not a regular one, for error messages."""
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _keep_owner(temporary: str, existing: os.stat_result) -> None:
+    """Give the new file the old one's owner and group, where the process may (as root)."""
+    chown = getattr(os, "chown", None)
+    if chown is None:
+        return
+    current = os.stat(temporary)
+    if (current.st_uid, current.st_gid) == (existing.st_uid, existing.st_gid):
+        return
+    try:
+        chown(temporary, existing.st_uid, existing.st_gid)
+    except OSError:
+        pass  # not allowed: the file belongs to whoever wrote it, as with any replacement
+
+
+def _remove_stale_temporaries(folder: str, name: str) -> None:
+    """Remove temporary files of earlier dumps to ``name`` whose process is gone."""
+    if os.name != "posix":  # no cheap, harmless way to ask whether a pid is alive
+        return
+    prefix = f".{name}{_TEMPORARY_MARK}"
+    try:
+        entries = [entry.name for entry in os.scandir(folder) if entry.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        pid_text = entry[len(prefix) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+            continue
+        try:
+            os.unlink(os.path.join(folder, entry))
+        except OSError:
+            pass
+
+
+def _process_alive(pid: int) -> bool:
+    """Return True unless process ``pid`` certainly does not exist (POSIX only)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True  # exists but belongs to someone else, or cannot be asked
+    return True
 
 
 def _sync_folder(folder: str) -> None:
@@ -217,6 +505,10 @@ def parse_document(text: Any) -> Any:
 def check_fields(metadata: Any, type_tag: str, names: Iterable[str]) -> Dict[str, Any]:
     """Check a dumped object's envelope and its exact set of fields; return the fields.
 
+    The headers of all arrays in the fields (nested documents included) are checked
+    too (see :func:`check_array_headers`), so the caller decodes none of them before
+    all are known to be well formed.
+
     Raises:
         TypeError: if ``metadata`` is not a dict.
         ValueError: on a wrong type tag, an unknown format version, or missing or
@@ -242,7 +534,9 @@ def check_fields(metadata: Any, type_tag: str, names: Iterable[str]) -> Dict[str
         raise ValueError(f"{type_tag}: missing field(s) {', '.join(missing)}")
     if extra:
         raise ValueError(f"{type_tag}: unexpected field(s) {describe(', '.join(map(str, extra)))}")
-    return {name: metadata[name] for name in names}
+    fields = {name: metadata[name] for name in names}
+    check_array_headers(fields)  # every array of the document, before any is decoded
+    return fields
 
 
 def decode_float(value: Any, argument: str, optional: bool = True) -> Optional[numpy.float64]:
@@ -281,27 +575,56 @@ def decode_int(value: Any, argument: str, optional: bool = True) -> Optional[int
 def encode_array(array: Any) -> Optional[Dict[str, Any]]:
     """Encode an array of any library (copied to the host) as an exact JSON object.
 
+    Inside ``dumps()`` and ``dump()`` the data is not encoded here: it stays a
+    placeholder that is encoded piece by piece as the document is written.
+
     Raises:
         TypeError: if the array's dtype is not one of :data:`ARRAY_DTYPES` (or has no
             NumPy equivalent, like bfloat16).
     """
     if array is None:
         return None
+    stream_checks = _DEFERRING.get()
+    if stream_checks is not None:
+        deferred = _defer(array, stream_checks.get(id(array)))
+        if deferred is not None:
+            return {"dtype": deferred.dtype.name, "shape": list(deferred.shape), "data": deferred}
     try:
         host = numpy.asarray(to_numpy(array), order="C")  # ascontiguousarray makes 0-d 1-d
     except TypeError as error:
         dtype = getattr(array, "dtype", type(array).__name__)
         raise TypeError(f"cannot serialize an array of dtype {dtype}: {error}") from None
-    if host.dtype.name not in ARRAY_DTYPES or host.dtype.kind not in "biuf":
-        raise TypeError(
-            f"cannot serialize arrays of dtype {host.dtype}; supported: {', '.join(ARRAY_DTYPES)}"
-        )
+    _check_encodable(host.dtype)
     little = host.astype(host.dtype.newbyteorder("<"), copy=False)
     return {
         "dtype": host.dtype.name,
         "shape": list(host.shape),
         "data": base64.b64encode(little.tobytes()).decode("ascii"),
     }
+
+
+def _check_encodable(dtype: numpy.dtype) -> None:
+    if dtype.name not in ARRAY_DTYPES or dtype.kind not in "biuf":
+        raise TypeError(
+            f"cannot serialize arrays of dtype {dtype}; supported: {', '.join(ARRAY_DTYPES)}"
+        )
+
+
+def _defer(array: Any, check: Optional[Callable[[numpy.ndarray], None]]) -> Optional[_DeferredData]:
+    """Return a placeholder for the array's data, or None when its shape is not known yet."""
+    shape = tuple(getattr(array, "shape", ()))
+    if not all(isinstance(extent, numbers.Integral) for extent in shape):
+        return None  # a lazy array of unknown extent (NaN): computed whole, as before
+    shape = tuple(int(extent) for extent in shape)
+    dtype = getattr(array, "dtype", None)
+    if not isinstance(dtype, numpy.dtype):
+        try:  # another library's dtype: read it from an empty (or 0-d) host copy
+            probe = to_numpy(array[0:0, ...] if shape else array)
+        except TypeError as error:
+            raise TypeError(f"cannot serialize an array of dtype {dtype}: {error}") from None
+        dtype = numpy.asarray(probe).dtype
+    _check_encodable(dtype)
+    return _DeferredData(array, dtype, shape, check)
 
 
 def decode_array(
@@ -330,6 +653,23 @@ def decode_array(
     """
     if value is None and optional:
         return None
+    dtype, shape, n_bytes = _array_header(value, argument, dtypes)
+    data = value["data"]
+    try:
+        raw = base64.b64decode(data.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise ValueError(f"{argument}: data is not valid base64") from None
+    if len(raw) != n_bytes:
+        raise ValueError(f"{argument}: data holds {len(raw)} bytes, expected {n_bytes}")
+    decoded = numpy.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
+    return decoded.astype(dtype, copy=True)
+
+
+def _array_header(value: Any, argument: str, dtypes: Iterable[str]) -> Tuple[numpy.dtype, List[int], int]:
+    """Check an encoded array's keys, dtype, shape and data length; return dtype, shape, bytes.
+
+    Nothing is decoded or allocated: the data is only measured.
+    """
     if not isinstance(value, dict):
         raise TypeError(f"{argument} must be an encoded array (a JSON object), got {describe(value)}")
     if set(value) != {"dtype", "shape", "data"}:
@@ -371,11 +711,35 @@ def decode_array(
             f"{argument}: data holds {len(data)} base64 characters, but shape {describe(shape)} of "
             f"{dtype_name} needs {expected_chars}"
         )
-    try:
-        raw = base64.b64decode(data.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise ValueError(f"{argument}: data is not valid base64") from None
-    if len(raw) != n_bytes:
-        raise ValueError(f"{argument}: data holds {len(raw)} bytes, expected {n_bytes}")
-    decoded = numpy.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
-    return decoded.astype(dtype, copy=True)
+    return dtype, shape, n_bytes
+
+
+ARRAY_FIELD_DTYPES: Dict[str, Tuple[str, ...]] = {
+    "values": ("float16", "float32", "float64"),
+    "uvalues": ("float16", "float32", "float64"),
+    "qvalues": ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"),
+    "zero_point": ("int64", "float64"),
+}
+"""The dtypes allowed for arrays of known field names (others: any of :data:`ARRAY_DTYPES`).
+
+A new document type with array fields of its own may add its names here.
+"""
+
+
+def check_array_headers(fields: Dict[str, Any]) -> None:
+    """Check the header of every encoded array in ``fields`` and nested documents.
+
+    Run before any array is decoded, so that a malformed array late in a large
+    document is refused before the others have cost their decoding. An encoded
+    array is a JSON object without a ``type`` tag (nested documents have one).
+
+    Raises:
+        TypeError, ValueError: as :func:`decode_array` would, naming the field.
+    """
+    for name, value in fields.items():
+        if not isinstance(value, dict):
+            continue
+        if "type" in value:
+            check_array_headers({key: item for key, item in value.items() if key not in _ENVELOPE})
+        elif {"dtype", "shape", "data"} & set(value):
+            _array_header(value, str(name), ARRAY_FIELD_DTYPES.get(str(name), ARRAY_DTYPES))

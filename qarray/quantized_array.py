@@ -369,6 +369,10 @@ class QuantizedArray(Serializable):
         array._nan_policy = "raise"
         array.n_bits = n_bits
         array.quantizer = quantizer
+        array.values, array.qvalues = values, qvalues
+        from ._consistency import check_consistent
+
+        check_consistent(array)  # on the host arrays, before placing them: what dumps() refuses
         array.values = place(values, backend)
         array.qvalues = place(qvalues, backend)
         array._backend = None

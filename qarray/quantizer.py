@@ -301,6 +301,9 @@ class UniformQuantizer(Serializable):
         quantizer.params = UniformQuantizationParameters.load_dict(fields["params"])
         if quantizer.params.scale is not None and quantizer.options is None:
             raise ValueError("UniformQuantizer: parameters without options cannot be used")
+        from ._consistency import check_consistent
+
+        check_consistent(quantizer)  # refuse what dumps() refuses to write (an offset n_bits cannot give)
         return quantizer
 
     # -- helpers ---------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import os
 from typing import IO, Any, Optional, Union
 
 from ._checks import describe
-from ._serialization import FORMAT_VERSION, parse_document
+from ._consistency import check_consistent
+from ._serialization import FORMAT_VERSION, MAX_DUMPS_LAZY_BYTES, parse_document
 from .histogram_stats import HistogramQuantizationStats
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
@@ -18,7 +19,7 @@ from .quantized_array import QuantizedArray
 from .quantizer import UniformQuantizer
 from .stats import MinMaxQuantizationStats
 
-__all__ = ["FORMAT_VERSION", "load", "load_dict", "loads"]
+__all__ = ["FORMAT_VERSION", "MAX_DUMPS_LAZY_BYTES", "load", "load_dict", "loads"]
 
 _PLACED = {"MinMaxQuantizationStats", "UniformQuantizer", "QuantizedArray"}
 _CLASSES = {
@@ -39,7 +40,9 @@ def load_dict(metadata: Any, backend: Optional[str] = None) -> Any:
         backend: a backend name (``"cupy"``) to place the arrays with; NumPy by default.
 
     Raises:
-        TypeError, ValueError: for a malformed, unknown or inconsistent document.
+        TypeError, ValueError: for a malformed, unknown or inconsistent document (one
+            whose fields contradict each other, like an offset the options do not give
+            or quantized values outside the clipping range).
     """
     if not isinstance(metadata, dict):
         raise TypeError(f"a qarray document must be a JSON object, got {type(metadata).__name__}")
@@ -53,9 +56,9 @@ def load_dict(metadata: Any, backend: Optional[str] = None) -> Any:
         from .backends import get_backend
 
         get_backend(backend)  # an unknown name is refused even when the document has no array
-    if tag in _PLACED:
-        return klass.load_dict(metadata, backend=backend)
-    return klass.load_dict(metadata)
+    loaded = klass.load_dict(metadata, backend=backend) if tag in _PLACED else klass.load_dict(metadata)
+    check_consistent(loaded)  # refuse what dumps() refuses to write
+    return loaded
 
 
 def loads(text: Union[str, bytes], backend: Optional[str] = None) -> Any:

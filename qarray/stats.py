@@ -482,10 +482,10 @@ class MinMaxQuantizationStats(Serializable):
         if uvalues is not None and uvalues.ndim != 1:
             raise ValueError(f"uvalues must be 1-d, got shape {uvalues.shape}")
         if uvalues is not None and (
-            bool(numpy.any(numpy.isnan(uvalues))) or not bool(numpy.all(uvalues[1:] > uvalues[:-1]))
+            not bool(numpy.all(numpy.isfinite(uvalues))) or not bool(numpy.all(uvalues[1:] > uvalues[:-1]))
         ):
-            # sorted unique values: NaN, repeats and disorder cannot come from calibration
-            raise ValueError("uvalues must be sorted, unique and free of NaN")
+            # sorted unique values: NaN, ±Inf, repeats and disorder cannot come from calibration
+            raise ValueError("uvalues must be sorted, unique and finite")
         stats = cls(rmax=rmax, rmin=rmin)
         stats._uvalues = place(uvalues, backend)
         return stats
