@@ -54,8 +54,12 @@ __all__ = [
     "write_text",
 ]
 
-FORMAT_VERSION = 1
-"""The version of the JSON format written by this release (and the only one it reads)."""
+FORMAT_VERSION = 2
+"""The format version written: 2 adds the granularity (``axis``, ``block_size``) and
+per-block parameter and range arrays; version-1 documents are still read."""
+
+READABLE_VERSIONS = (1, 2)
+"""The format versions :func:`check_fields` accepts."""
 
 ARRAY_DTYPES = (
     "bool",
@@ -502,8 +506,14 @@ def parse_document(text: Any) -> Any:
         raise ValueError(f"the document is not acceptable JSON: {error}") from None
 
 
-def check_fields(metadata: Any, type_tag: str, names: Iterable[str]) -> Dict[str, Any]:
+def check_fields(
+    metadata: Any, type_tag: str, names: Iterable[str], since_version_2: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
     """Check a dumped object's envelope and its exact set of fields; return the fields.
+
+    Documents of every format version in :data:`READABLE_VERSIONS` are read. Fields
+    that format 2 added (``since_version_2``, with the value they mean in older
+    documents) must be absent from a version-1 document, and get that value.
 
     The headers of all arrays in the fields (nested documents included) are checked
     too (see :func:`check_array_headers`), so the caller decodes none of them before
@@ -522,11 +532,13 @@ def check_fields(metadata: Any, type_tag: str, names: Iterable[str]) -> Dict[str
     if tag != type_tag:
         raise ValueError(f"expected a document of type {type_tag!r}, got type {describe(tag)}")
     version = metadata.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise ValueError(
-            f"{type_tag}: format_version must be {FORMAT_VERSION}, got {describe(version)}"
+            f"{type_tag}: format_version must be one of {READABLE_VERSIONS}, got {describe(version)}"
         )
-    expected = set(names)
+    names = tuple(names)
+    defaults = dict(since_version_2 or {}) if version == 1 else {}
+    expected = set(names) - set(defaults)
     present = set(metadata) - set(_ENVELOPE)
     missing = sorted(expected - present)
     extra = sorted(present - expected)
@@ -534,7 +546,7 @@ def check_fields(metadata: Any, type_tag: str, names: Iterable[str]) -> Dict[str
         raise ValueError(f"{type_tag}: missing field(s) {', '.join(missing)}")
     if extra:
         raise ValueError(f"{type_tag}: unexpected field(s) {describe(', '.join(map(str, extra)))}")
-    fields = {name: metadata[name] for name in names}
+    fields = {name: metadata[name] if name in metadata else defaults[name] for name in names}
     check_array_headers(fields)  # every array of the document, before any is decoded
     return fields
 

@@ -254,7 +254,9 @@ class QuantizationOptions(Serializable):
 
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict (with a type tag and format version)."""
-        return self._tagged({"n_bits": self.n_bits, **self._flags})
+        return self._tagged(
+            {"n_bits": self.n_bits, **self._flags, "axis": _json_tuple(self._axis), "block_size": _json_tuple(self._block_size)}
+        )
 
     @classmethod
     def load_dict(cls, metadata: Dict[str, Any]) -> "QuantizationOptions":
@@ -263,9 +265,27 @@ class QuantizationOptions(Serializable):
         Raises:
             ValueError, TypeError: if the dict is malformed or the options invalid.
         """
-        fields = check_fields(metadata, cls._type_tag, ("n_bits",) + _FLAGS)
+        fields = check_fields(
+            metadata,
+            cls._type_tag,
+            ("n_bits",) + _FLAGS + ("axis", "block_size"),
+            since_version_2={"axis": None, "block_size": None},
+        )
         options = cls(fields["n_bits"])
         for name in _FLAGS:
             setattr(options, name, fields[name])
+        options._axis, options._block_size = check_granularity(
+            _loaded_tuple(fields["axis"]), _loaded_tuple(fields["block_size"])
+        )
         options.validate()
         return options
+
+
+def _json_tuple(value: Any) -> Any:
+    """A granularity for JSON: tuples become lists (ints and None stay as they are)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _loaded_tuple(value: Any) -> Any:
+    """A granularity read from JSON: lists become tuples (the checks refuse anything else)."""
+    return tuple(value) if isinstance(value, list) else value

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy
 
 from ._checks import MAX_N_BITS, check_finite_real, check_int, describe
-from ._namespace import is_array, to_numpy
+from ._namespace import array_namespace, is_array, to_numpy
 from ._serialization import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
 from .options import QuantizationOptions
 from .stats import MinMaxQuantizationStats, arrays_equal
@@ -141,11 +141,18 @@ class UniformQuantizationParameters(Serializable):
     ``q = rint(x / scale + zero_point)``; they are computed from quantization
     options and calibration statistics, or given by hand.
 
+    With a granularity (``axis`` / ``block_size`` on the options), the computed
+    parameters are one per block: ``scale`` (float64), ``zero_point`` and ``offset``
+    (int64) are arrays of the parameter grid, in the calibration data's library and
+    on its device. Arrays given by hand are checked once (read back) when set.
+
     Args:
-        scale: the quantization step, a finite non-zero float (stored as float64).
+        scale: the quantization step, a finite non-zero float (stored as float64), or
+            an array of them (one per block).
         zero_point: the integer the value 0 maps to: an int, an integral float, or an
-            array of them (per-channel zero points, broadcast against the values).
-        offset: ``2**(n_bits - 1)`` for signed quantization, else 0.
+            array of them (per-channel zero points, broadcast against the values; or
+            one per block).
+        offset: ``2**(n_bits - 1)`` for signed quantization, else 0 (or one per block).
 
     Raises:
         TypeError, ValueError: for a scale that is zero or not finite, a zero point that
@@ -202,6 +209,13 @@ class UniformQuantizationParameters(Serializable):
 
     @offset.setter
     def offset(self, value: Optional[int]) -> None:
+        if _is_grid(value):
+            host = to_numpy(value)
+            if host.dtype.kind not in "iu" or not numpy.all((host >= 0) & (host <= 2 ** (MAX_N_BITS - 1))):
+                raise ValueError(f"offset must hold integers between 0 and 2**{MAX_N_BITS - 1}, got {describe(value)}")
+            xp = array_namespace(value)
+            self._offset = xp.astype(value, xp.int64)
+            return
         if value is not None:
             value = check_int(value, "offset")
             if not 0 <= value <= 2 ** (MAX_N_BITS - 1):
@@ -224,6 +238,14 @@ class UniformQuantizationParameters(Serializable):
             raise TypeError(f"options must be QuantizationOptions, got {type(options).__name__}")
         if not isinstance(stats, MinMaxQuantizationStats):
             raise TypeError(f"stats must be MinMaxQuantizationStats, got {type(stats).__name__}")
+        if _is_grid(stats.rmin) or _is_grid(stats.rmax):
+            from .primitives import choose_parameters as choose_block_parameters
+
+            previous = self._scale if _is_grid(self._scale) else None
+            self._scale, self._zero_point, self._offset = choose_block_parameters(
+                stats.rmin, stats.rmax, options, previous_scale=previous
+            )
+            return
         self._scale, self._zero_point, self._offset = choose_parameters(options, stats, self._scale)
 
     def copy_params(self, params: "UniformQuantizationParameters") -> None:
@@ -236,10 +258,12 @@ class UniformQuantizationParameters(Serializable):
             raise TypeError(
                 f"params must be UniformQuantizationParameters, got {type(params).__name__}"
             )
-        zero_point = params.zero_point
-        if isinstance(zero_point, numpy.ndarray):
-            zero_point = zero_point.copy()  # never share a per-channel array between structures
-        self._scale, self._zero_point, self._offset = params.scale, zero_point, params.offset
+        # never share an array between structures: each gets its own copy
+        self._scale, self._zero_point, self._offset = (
+            _copy_array(params.scale),
+            _copy_array(params.zero_point),
+            _copy_array(params.offset),
+        )
 
     @property
     def quant_params(self) -> "UniformQuantizationParameters":
@@ -252,18 +276,23 @@ class UniformQuantizationParameters(Serializable):
         if not isinstance(other, UniformQuantizationParameters):
             return NotImplemented
         return (
-            self.scale == other.scale
+            zero_points_equal(self.scale, other.scale)
             and zero_points_equal(self.zero_point, other.zero_point)
-            and self.offset == other.offset
+            and zero_points_equal(self.offset, other.offset)
         )
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        zero_point = self.zero_point
-        shown = f"<array {zero_point.shape}>" if isinstance(zero_point, numpy.ndarray) else repr(zero_point)
-        scale = None if self.scale is None else float(self.scale)
-        return f"UniformQuantizationParameters(scale={scale!r}, zero_point={shown}, offset={self.offset!r})"
+        def shown(value: Any) -> str:
+            if _is_grid(value):
+                return f"<array {tuple(value.shape)}>"
+            return repr(None if value is None else (float(value) if isinstance(value, numpy.floating) else value))
+
+        return (
+            f"UniformQuantizationParameters(scale={shown(self.scale)}, zero_point={shown(self.zero_point)}, "
+            f"offset={shown(self.offset)})"
+        )
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (see :mod:`qarray.display`)."""
@@ -273,11 +302,12 @@ class UniformQuantizationParameters(Serializable):
 
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict."""
+        scale, offset = self.scale, self.offset
         return self._tagged(
             {
-                "scale": None if self.scale is None else float(self.scale),
+                "scale": encode_array(scale) if _is_grid(scale) else (None if scale is None else float(scale)),
                 "zero_point": encode_zero_point(self.zero_point),
-                "offset": self.offset,
+                "offset": encode_array(offset) if _is_grid(offset) else offset,
             }
         )
 
@@ -294,17 +324,35 @@ class UniformQuantizationParameters(Serializable):
             zero_point = decode_float(zero_point, "zero_point")
         elif zero_point is not None:
             zero_point = decode_int(zero_point, "zero_point")
-        return cls(
-            scale=decode_float(fields["scale"], "scale"),
-            zero_point=zero_point,
-            offset=decode_int(fields["offset"], "offset"),
-        )
+        scale, offset = fields["scale"], fields["offset"]
+        if isinstance(scale, dict):
+            scale = decode_array(scale, "scale", ("float64",))
+        else:
+            scale = decode_float(scale, "scale")
+        if isinstance(offset, dict):
+            offset = decode_array(offset, "offset", ("int64",))
+        else:
+            offset = decode_int(offset, "offset")
+        for name, value in (("scale", scale), ("offset", offset)):
+            if isinstance(value, numpy.ndarray) and value.ndim == 0:
+                raise ValueError(f"{name}: an encoded array must have at least one dimension")
+        return cls(scale=scale, zero_point=zero_point, offset=offset)
 
 
-def check_scale(value: Any) -> Optional[numpy.float64]:
-    """Return a scale as float64: finite and non-zero (negative only from a single negative value)."""
+def check_scale(value: Any) -> Any:
+    """Return a scale as float64: finite and non-zero (negative only from a single negative value).
+
+    An array with at least one axis is a scale per block: every entry is checked (one
+    read-back) and it is kept as a float64 array in its library.
+    """
     if value is None:
         return None
+    if _is_grid(value):
+        host = to_numpy(value)
+        if host.dtype.kind not in "iuf" or not numpy.all(numpy.isfinite(host)) or numpy.any(host == 0):
+            raise ValueError(f"scale must hold finite non-zero numbers, got {describe(value)}")
+        xp = array_namespace(value)
+        return xp.astype(value, xp.float64)
     if is_array(value) and not isinstance(value, numpy.generic):
         host = to_numpy(value)
         if host.ndim != 0:
@@ -317,7 +365,11 @@ def check_scale(value: Any) -> Optional[numpy.float64]:
 
 
 def check_zero_point(value: Any) -> Optional[ZeroPoint]:
-    """Return a zero point: an int, an integral float64, or a host float64/int64 array of them."""
+    """Return a zero point: an int, an integral float64, or a host float64/int64 array of them.
+
+    Arrays given by hand are copied to the host (per-block zero points computed from
+    the statistics stay on the data's device: they are set without this check).
+    """
     if value is None:
         return None
     if is_array(value) and not isinstance(value, numpy.generic):
@@ -347,19 +399,31 @@ def check_zero_point(value: Any) -> Optional[ZeroPoint]:
 
 
 def zero_points_equal(first: Any, second: Any) -> bool:
-    """Compare zero points that may be numbers or arrays."""
-    if isinstance(first, numpy.ndarray) or isinstance(second, numpy.ndarray):
-        return (
-            isinstance(first, numpy.ndarray)
-            and isinstance(second, numpy.ndarray)
-            and arrays_equal(first, second)
-        )
-    return first == second
+    """Compare parameters that may be numbers or arrays (of any library)."""
+    if _is_grid(first) or _is_grid(second):
+        return _is_grid(first) and _is_grid(second) and arrays_equal(first, second)
+    return bool(first == second)
+
+
+def _is_grid(value: Any) -> bool:
+    """Whether a parameter is an array with at least one axis (per block, or per channel)."""
+    return value is not None and is_array(value) and not isinstance(value, numpy.generic) and value.ndim > 0
+
+
+def _copy_array(value: Any) -> Any:
+    """A copy of an array parameter in its own library; numbers as they are."""
+    if not _is_grid(value):
+        return value
+    if isinstance(value, numpy.ndarray):
+        return value.copy()
+    from .backends import backend_for
+
+    return backend_for(value).copy(value)
 
 
 def encode_zero_point(value: Optional[ZeroPoint]) -> Any:
     """Encode a zero point for JSON: ints stay ints, floats floats, arrays exact arrays."""
-    if isinstance(value, numpy.ndarray):
+    if _is_grid(value):
         return encode_array(value)
     if isinstance(value, numpy.floating):
         return float(value)

@@ -28,7 +28,7 @@ from typing import Any, Optional, Tuple
 
 import numpy
 
-from ._namespace import array_namespace, as_array, is_array
+from ._namespace import array_namespace, as_array, is_array, is_lazy, to_numpy
 from .granularity import block_extent, expand_to_values
 from .granularity import block_minmax as _block_minmax
 
@@ -109,6 +109,10 @@ def _grid_parameters(rmin: Any, rmax: Any, options: Any, previous_scale: Any) ->
             "QAT scale inference from unique values is not supported with a granularity "
             "(axis or block_size): give precomputed QAT parameters (is_precomputed_qat) instead"
         )
+    if is_lazy(rmin) or is_lazy(rmax):
+        # Dask: the ranges are computed once, here, and the parameters are host arrays
+        # that every chunk takes its part of.
+        rmin, rmax = to_numpy(rmin), to_numpy(rmax)
     xp = array_namespace(rmin, rmax)
     rmin, rmax = xp.astype(rmin, xp.float64), xp.astype(rmax, xp.float64)
     n_bits = options.n_bits
@@ -137,16 +141,23 @@ def _grid_parameters(rmin: Any, rmax: Any, options: Any, previous_scale: Any) ->
     scale = xp.where(single, single_scale, scale)
     zero = xp.where(single, single_zero, zero)
     offset = xp.where(single, full(0, xp.int64), full(signed_offset, xp.int64))
-    invalid = xp.logical_not(xp.isfinite(rmin) & xp.isfinite(rmax))
-    invalid = invalid | (rmin > rmax)
-    invalid = invalid | xp.logical_not(xp.isfinite(scale) & (scale != 0.0))
+    nonfinite = xp.logical_not(xp.isfinite(rmin) & xp.isfinite(rmax))
+    invalid = (rmin > rmax) | xp.logical_not(xp.isfinite(scale) & (scale != 0.0))
     invalid = invalid | xp.logical_not(xp.abs(zero) < _ZERO_POINT_LIMIT)
-    n_invalid = int(xp.sum(xp.astype(invalid, xp.int64)))  # the one read-back of parameters
+    counts = xp.stack([xp.sum(xp.astype(nonfinite, xp.int64)), xp.sum(xp.astype(invalid & ~nonfinite, xp.int64))])
+    n_nonfinite, n_invalid = (int(count) for count in to_numpy(counts))  # the one read-back of parameters
+    blocks = int(numpy.prod(rmin.shape))
+    if n_nonfinite:
+        raise ValueError(
+            f"{n_nonfinite} of {blocks} block range(s) are not finite: the calibration values hold "
+            "NaN or ±Inf there (or, under nan_policy='omit', no finite value); clean them, or pass "
+            "nan_policy='omit'"
+        )
     if n_invalid:
         raise ValueError(
-            f"{n_invalid} of {int(numpy.prod(rmin.shape))} block range(s) give no valid parameters: "
-            "ranges must be finite with rmin <= rmax, an asymmetric range must be narrower than "
-            "float64's limit, and its zero point must fit int64"
+            f"{n_invalid} of {blocks} block range(s) give no valid parameters: ranges must have "
+            "rmin <= rmax, an asymmetric range must be narrower than float64's limit, and its zero "
+            "point must fit int64"
         )
     return scale, xp.astype(zero, xp.int64), offset
 

@@ -8,12 +8,13 @@ chosen backend (the values' own, unless ``backend=`` names another).
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Dict, Optional
 
 import numpy
 
 from ._checks import CheckedAttribute, check_bool, check_instance, check_n_bits, describe
-from ._namespace import as_array
+from ._namespace import array_namespace, as_array, device_of, is_array, library_name, to_numpy
 from ._serialization import Serializable, check_fields, decode_array, decode_int, encode_array
 from .histogram import check_method, check_percentile
 from .kwargs import fill_from_kwargs
@@ -174,11 +175,20 @@ class QuantizedArray(Serializable):
         if value_is_float:
             self.values = self._own_copy(values, "values", "float")
             if stats is None and self._calibration[0] != "minmax":
+                if options.is_granular:
+                    raise ValueError(
+                        f"method={self._calibration[0]!r} is per tensor only: histogram calibration "
+                        "per channel or per group is not built; use method='minmax' with axis/block_size"
+                    )
                 self.quantizer.copy_stats(self._histogram_range(options))
             elif stats is None:
-                needs_uvalues = options.is_qat and not options.is_precomputed_qat
+                needs_uvalues = options.is_qat and not options.is_precomputed_qat and not options.is_granular
                 self.quantizer.compute_quantization_stats(
-                    self.values, nan_policy=self._nan_policy, with_uvalues=needs_uvalues
+                    self.values,
+                    nan_policy=self._nan_policy,
+                    with_uvalues=needs_uvalues,
+                    axis=options.axis,
+                    block_size=options.block_size,
                 )
             if params is None:
                 self.quantizer.compute_quantization_parameters(options, self.quantizer.stats)
@@ -247,6 +257,9 @@ class QuantizedArray(Serializable):
         from .backends import backend_for
 
         qvalues = self.quantizer.quant(self.values, check_finite=False)
+        if is_array(self.quantizer.scale) and getattr(self.quantizer.scale, "ndim", 0) > 0:
+            self.qvalues = _fill_nan_per_block(self.quantizer, self.values, qvalues)
+            return self.qvalues
         # No integer stands for NaN, so write the one of 0.0 where values are NaN rather
         # than whatever a cast of NaN gives on this platform. That integer is computed on
         # the host from the parameters (no full-size array of zeros is quantized), and the
@@ -303,16 +316,22 @@ class QuantizedArray(Serializable):
         shape = None if self.qvalues is None else tuple(self.qvalues.shape)
         backend = None if self._backend is None else self._backend.name
         dtype = None if self.values is None else str(self.values.dtype)
-        scale = None if self.quantizer.scale is None else float(self.quantizer.scale)
-        zero_point = self.quantizer.zero_point
-        if isinstance(zero_point, numpy.ndarray):
-            zero_point = f"<array {zero_point.shape}>"
+        scale: Any = self.quantizer.scale
+        zero_point: Any = self.quantizer.zero_point
+        if is_array(scale) and getattr(scale, "ndim", 0) > 0:
+            scale = _Shown(f"<array {tuple(scale.shape)}>")
+        elif scale is not None:
+            scale = float(scale)
+        if is_array(zero_point) and getattr(zero_point, "ndim", 0) > 0:
+            zero_point = f"<array {tuple(zero_point.shape)}>"
         elif zero_point is not None:
             zero_point = int(zero_point)
         try:
             clip = self.quantizer.clip_range() if self.quantizer.offset is not None else None
         except ValueError:  # options made invalid by hand: still show the rest
             clip = "<invalid options>"
+        if clip is not None and not isinstance(clip, str) and is_array(clip[0]):
+            clip = "<per block>"
         return (
             f"QuantizedArray(n_bits={self.n_bits}, shape={shape}, backend={backend!r}, "
             f"scale={scale!r}, zero_point={zero_point!s}, "
@@ -363,7 +382,8 @@ class QuantizedArray(Serializable):
                 f"QuantizedArray: values shape {values.shape} differs from qvalues shape {qvalues.shape}"
             )
         zero_point = quantizer.zero_point
-        if values is not None and isinstance(zero_point, numpy.ndarray):
+        per_block = is_array(quantizer.scale) and getattr(quantizer.scale, "ndim", 0) > 0
+        if values is not None and isinstance(zero_point, numpy.ndarray) and not per_block:
             _broadcastable(zero_point, values)
         array = cls.__new__(cls)
         array._nan_policy = "raise"
@@ -400,6 +420,44 @@ def _integer_of_zero(quantizer: UniformQuantizer, dtype: Any) -> numpy.ndarray:
         if clip is not None:
             rounded = numpy.clip(rounded, float(clip[0]), float(clip[1]))
         return numpy.asarray(rounded).astype(_numpy_dtype(dtype))
+
+
+class _Shown(str):
+    """Text shown as it is in a repr (no quotes)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _fill_nan_per_block(quantizer: UniformQuantizer, values: Any, qvalues: Any) -> Any:
+    """``qvalues`` with each block's integer of 0.0 where ``values`` is NaN (per-block parameters).
+
+    The integer of 0.0 is computed per block on the parameters' grid, by the same float64
+    sequence as quantization, then spread over the values (nothing is read back).
+    """
+    from .granularity import expand_to_values
+
+    xp = array_namespace(values)
+    scale, zero_point, _ = quantizer._require_params()
+    place = functools.partial(_in_library_of, values)
+    scale, zero_point = place(scale), place(zero_point)
+    rounded = xp.round(0.0 / xp.astype(scale, xp.float64) + xp.astype(zero_point, xp.float64))
+    clip = quantizer.clip_range()
+    if clip is not None:
+        low, high = (xp.astype(place(bound), xp.float64) for bound in clip)
+        rounded = xp.minimum(xp.maximum(rounded, low), high)
+    extent = quantizer.block_extent(tuple(values.shape))
+    fill = expand_to_values(xp.astype(rounded, qvalues.dtype), tuple(values.shape), extent, xp=xp)
+    return xp.where(xp.isnan(values), fill, qvalues)
+
+
+def _in_library_of(values: Any, parameter: Any) -> Any:
+    """``parameter`` as an array of ``values``' library and device (copied there if it is not)."""
+    if library_name(array_namespace(parameter)) == library_name(array_namespace(values)):
+        return parameter
+    from .backends import backend_for
+
+    return backend_for(values).asarray(to_numpy(parameter), device=device_of(values))
 
 
 def _numpy_dtype(dtype: Any) -> numpy.dtype:

@@ -23,8 +23,9 @@ from ._checks import (
     integer_dtype_range,
     raise_on_problems,
 )
-from ._namespace import as_array, check_output
-from .backends.spec import QuantSpec
+from ._namespace import as_array, check_output, is_array, to_numpy
+from .backends.spec import QuantSpec, clip_range, exact_float_bounds
+from .granularity import block_extent as _block_extent
 from ._serialization import Serializable, check_fields
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
@@ -132,9 +133,19 @@ class UniformQuantizer(Serializable):
         """Compare the options with ``opts`` (see :meth:`QuantizationOptions.is_equal`)."""
         return self._require_options().is_equal(opts, ignore_sign_qat)
 
-    def compute_quantization_stats(self, values: Any, nan_policy: str = "raise", with_uvalues: bool = True) -> None:
+    def compute_quantization_stats(
+        self,
+        values: Any,
+        nan_policy: str = "raise",
+        with_uvalues: bool = True,
+        *,
+        axis: Any = None,
+        block_size: Any = None,
+    ) -> None:
         """Calibrate on ``values`` (see :meth:`MinMaxQuantizationStats.compute_quantization_stats`)."""
-        self.stats.compute_quantization_stats(values, nan_policy=nan_policy, with_uvalues=with_uvalues)
+        self.stats.compute_quantization_stats(
+            values, nan_policy=nan_policy, with_uvalues=with_uvalues, axis=axis, block_size=block_size
+        )
 
     def check_is_uniform_quantized(self, options: QuantizationOptions) -> bool:
         """Check whether the statistics look uniformly quantized (QAT scale inference)."""
@@ -153,13 +164,14 @@ class UniformQuantizer(Serializable):
 
         No clipping with ``no_clipping``, nor for QAT with inferred parameters (its
         signedness cannot be known); otherwise ``[-offset (+1 if narrow), 2**n - 1 - offset]``.
+        With per-block parameters the bounds are arrays of the grid (each block clips
+        with its own offset).
         """
         options = self._require_options()
         if self.no_clipping or (options.is_qat and not options.is_precomputed_qat):
             return None
         offset = self._require_params()[2]
-        low = -offset + (1 if options.is_narrow else 0)
-        return low, 2**options.n_bits - 1 - offset
+        return clip_range(options.n_bits, offset, options.is_narrow)
 
     def quant(
         self, values: Any, dtype: Any = numpy.int64, check_finite: bool = True, out: Any = None
@@ -197,6 +209,11 @@ class UniformQuantizer(Serializable):
             )
         check_finite = check_bool(check_finite, "check_finite")
         name = integer_dtype_name(dtype, backend.xp)
+        if _is_grid(scale):
+            spec = self._grid_spec(values, backend, name)
+            with numpy.errstate(invalid="ignore", over="ignore"):
+                qvalues, problems = backend.quantize(values, spec, check_finite=check_finite, out=out)
+            return self._raise_on_problems(problems, out, name, backend, values, qvalues)
         clip = self.clip_range()
         low, high = integer_dtype_range(name)
         if clip is not None and (clip[0] < low or clip[1] > high):
@@ -212,6 +229,10 @@ class UniformQuantizer(Serializable):
         # would only repeat that.
         with numpy.errstate(invalid="ignore", over="ignore"):
             qvalues, problems = backend.quantize(values, spec, check_finite=check_finite, out=out)
+        return self._raise_on_problems(problems, out, name, backend, values, qvalues)
+
+    def _raise_on_problems(self, problems: Any, out: Any, name: str, backend: Any, values: Any, qvalues: Any) -> Any:
+        """Read a quantization's problem counts (the one read-back) and raise on any; else return qvalues."""
         if problems is not None:
             counts = problems.read()
             if out is not None and sum(counts):
@@ -220,6 +241,60 @@ class UniformQuantizer(Serializable):
                 out[...] = 0
             raise_on_problems(counts, name, f"out of {backend.size(values)}")
         return qvalues
+
+    def block_extent(self, shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        """Return the block extent for values of ``shape`` under per-block parameters.
+
+        Raises:
+            ValueError: if the options have no granularity, or ``shape`` does not give
+                the parameters' grid (a quantizer fitted per block applies only to arrays
+                whose shape gives the same grid).
+        """
+        options = self._require_options()
+        scale = self._require_params()[0]
+        if not options.is_granular:
+            raise ValueError(
+                "scale, zero_point and offset are arrays (one per block) but the options have no "
+                "granularity: set options.axis or options.block_size (or give scalar parameters)"
+            )
+        extent, grid = _block_extent(tuple(shape), axis=options.axis, block_size=options.block_size)
+        if tuple(grid) != tuple(scale.shape):
+            raise ValueError(
+                f"values of shape {tuple(shape)} give a parameter grid of {tuple(grid)} with "
+                f"axis={options.axis!r}, block_size={options.block_size!r}, but the parameters "
+                f"have the grid {tuple(scale.shape)}"
+            )
+        return extent
+
+    def _grid_spec(self, values: Any, backend: Any, name: str) -> QuantSpec:
+        """The kernel spec of per-block quantization of ``values`` into dtype ``name``."""
+        scale, zero_point, offset = self._require_params()
+        extent = self.block_extent(tuple(values.shape))
+        place = _placer(backend, values)
+        clip = self.clip_range()
+        low, high = integer_dtype_range(name)
+        if clip is None:
+            bounds: Tuple[Any, Any] = exact_float_bounds(name)
+            saturate = False
+        else:
+            offsets = place(offset)
+            narrow = 1 if self._require_options().is_narrow else 0
+            n_bits = self._require_options().n_bits
+            # The union of the blocks' ranges lies in [-max offset + narrow, 2**n - 1]; only
+            # when that does not fit the dtype is the offset grid read back (a small read).
+            if -(2 ** (n_bits - 1)) + narrow < low or 2**n_bits - 1 > high:
+                host = to_numpy(offset)
+                union = (int(-host.max()) + narrow, int(2**n_bits - 1 - host.min()))
+                if union[0] < low or union[1] > high:
+                    raise ValueError(
+                        f"dtype {name} cannot hold the clipped range [{union[0]}, {union[1]}] of "
+                        f"the blocks at n_bits={n_bits}; use a wider integer dtype"
+                    )
+            bounds = clip_range(n_bits, offsets, bool(narrow))
+            saturate = True
+        return QuantSpec(
+            place(scale), place(zero_point), bounds[0], bounds[1], saturate, name, tuple(extent)
+        )
 
     def dequant(self, qvalues: Any, dtype: Any = numpy.float64, out: Any = None) -> Any:
         """De-quantize: ``scale * (qvalues - zero_point)``, computed in float64.
@@ -245,7 +320,12 @@ class UniformQuantizer(Serializable):
         if not backend.is_integer(qvalues):
             raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")
         name = dtype_name(dtype, backend.xp, _FLOAT_OUTPUTS)
-        spec = QuantSpec(float(scale), backend.parameter(_broadcastable(zero_point, qvalues), qvalues))
+        if _is_grid(scale):
+            place = _placer(backend, qvalues)
+            extent = self.block_extent(tuple(qvalues.shape))
+            spec = QuantSpec(place(scale), place(zero_point), extent=tuple(extent))
+        else:
+            spec = QuantSpec(float(scale), backend.parameter(_broadcastable(zero_point, qvalues), qvalues))
         return backend.dequantize(qvalues, spec, dtype=name, out=out)
 
     # -- comparison and serialization ------------------------------------------------------
@@ -291,7 +371,8 @@ class UniformQuantizer(Serializable):
 
         Args:
             metadata: the dict.
-            backend: the name of a backend to place ``uvalues`` with (default: NumPy).
+            backend: the name of a backend to place ``uvalues`` (and per-block ranges and
+                parameters) with (default: NumPy).
         """
         fields = check_fields(metadata, cls._type_tag, ("options", "stats", "params", "no_clipping"))
         quantizer = cls(no_clipping=_loaded_bool(fields["no_clipping"], "no_clipping"))
@@ -304,6 +385,13 @@ class UniformQuantizer(Serializable):
         from ._consistency import check_consistent
 
         check_consistent(quantizer)  # refuse what dumps() refuses to write (an offset n_bits cannot give)
+        params = quantizer.params
+        if backend is not None and _is_grid(params.scale):  # per-block parameters live with the data
+            from .stats import place
+
+            params._scale, params._zero_point, params._offset = (
+                place(value, backend) for value in (params.scale, params.zero_point, params.offset)
+            )
         return quantizer
 
     # -- helpers ---------------------------------------------------------------------------
@@ -351,6 +439,26 @@ def _loaded_bool(value: Any, argument: str) -> bool:
     if type(value) is not bool:
         raise TypeError(f"{argument} must be a JSON boolean, got {value!r}")
     return value
+
+
+def _is_grid(value: Any) -> bool:
+    """Whether a parameter is an array with at least one axis: per-block parameters."""
+    return is_array(value) and not isinstance(value, numpy.generic) and value.ndim > 0
+
+
+def _placer(backend: Any, like: Any) -> Any:
+    """A function giving grid parameters as float64 arrays of ``like``'s library and device.
+
+    Parameters computed from the same library are used as they are (no copy, no
+    read-back); others (set by hand on the host) are copied there once per call.
+    """
+    def place(parameter: Any) -> Any:
+        if backend.owns(parameter):
+            xp = backend.xp
+            return xp.astype(parameter, xp.float64) if backend.name != "dask" else parameter
+        return backend.parameter(to_numpy(parameter), like)
+
+    return place
 
 
 def _broadcastable(zero_point: Any, values: Any) -> Any:

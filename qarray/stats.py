@@ -17,6 +17,7 @@ import numpy
 from ._checks import check_bool, check_optional_real
 from ._namespace import array_namespace, as_array, is_array, is_lazy, library_name, to_numpy
 from ._serialization import Serializable, check_fields, decode_array, decode_float, encode_array
+from .granularity import Axis, BlockSize, block_extent
 
 __all__ = ["MinMaxQuantizationStats", "NAN_POLICIES"]
 
@@ -69,6 +70,9 @@ class MinMaxQuantizationStats(Serializable):
     # Streaming batches not read back yet: None, or a (min, max) pair of 0-d device arrays
     # (host float64 numbers for host-resident backends). Not annotated: not a field.
     _pending = None
+    # The granularity of per-block statistics, ``(axis, block_size, shape or None)``; None
+    # per tensor (or for ranges set by hand). Not a field.
+    _granularity: Optional[Tuple[Any, Any, Any]] = None
 
     def __init__(
         self,
@@ -90,6 +94,9 @@ class MinMaxQuantizationStats(Serializable):
     def rmax(self) -> Optional[numpy.float64]:  # noqa: F811
         """The largest calibration value (a host float64), or None before calibration.
 
+        With a granularity (``axis`` / ``block_size``), one value per block: a float64
+        array of the parameter grid in the calibration data's library and on its device.
+
         Reading it reads pending streaming batches back first (see :meth:`update`), and
         raises ``ValueError`` if they held NaN or ±Inf.
         """
@@ -99,7 +106,7 @@ class MinMaxQuantizationStats(Serializable):
 
     @rmax.setter
     def rmax(self, value: Optional[float]) -> None:
-        value = check_optional_real(_host_scalar(value), "rmax")
+        value = _range_value(value, "rmax")
         with self._guard():
             self._resolve_pending()
             self._rmax = value
@@ -107,6 +114,8 @@ class MinMaxQuantizationStats(Serializable):
     @property  # type: ignore[no-redef]
     def rmin(self) -> Optional[numpy.float64]:  # noqa: F811
         """The smallest calibration value (a host float64), or None before calibration.
+
+        With a granularity, one value per block (see :attr:`rmax`).
 
         Reading it reads pending streaming batches back first (see :meth:`update`), and
         raises ``ValueError`` if they held NaN or ±Inf.
@@ -117,7 +126,7 @@ class MinMaxQuantizationStats(Serializable):
 
     @rmin.setter
     def rmin(self, value: Optional[float]) -> None:
-        value = check_optional_real(_host_scalar(value), "rmin")
+        value = _range_value(value, "rmin")
         with self._guard():
             self._resolve_pending()
             self._rmin = value
@@ -173,7 +182,13 @@ class MinMaxQuantizationStats(Serializable):
     # -- calibration -----------------------------------------------------------------------
 
     def compute_quantization_stats(
-        self, values: Any, nan_policy: str = "raise", with_uvalues: bool = True
+        self,
+        values: Any,
+        nan_policy: str = "raise",
+        with_uvalues: bool = True,
+        *,
+        axis: Axis = None,
+        block_size: BlockSize = None,
     ) -> None:
         """Compute the calibration set quantization statistics.
 
@@ -185,11 +200,16 @@ class MinMaxQuantizationStats(Serializable):
             values: floating-point calibration data of any array library.
             nan_policy: ``"raise"`` refuses NaN and ±Inf; ``"omit"`` leaves them out.
             with_uvalues: compute ``uvalues`` too (it costs a sort; only QAT uses it).
+            axis, block_size: a granularity (see :class:`QuantizationOptions`): ``rmin``
+                and ``rmax`` become one value per block, arrays of the parameter grid
+                left on the device (nothing is read back; NaN/±Inf under ``"raise"``
+                are then refused when parameters are computed, or at once for NumPy).
+                ``uvalues`` is None with a granularity.
 
         Raises:
             TypeError: if ``values`` is not a floating-point array.
             ValueError: if it is empty, holds NaN/±Inf under ``"raise"``, or holds no
-                finite value under ``"omit"``.
+                finite value under ``"omit"``; for a bad granularity.
         """
         from .backends import backend_for
 
@@ -198,12 +218,27 @@ class MinMaxQuantizationStats(Serializable):
         values = as_array(values, "values", kind="float")
         backend = backend_for(values)
         _check_calibration_values(values, backend)
+        if axis is not None or block_size is not None:
+            key, rmin, rmax = _block_ranges(values, backend, omit, axis, block_size)
+            with self._guard():
+                self._rmin, self._rmax, self._pending, self._uvalues = rmin, rmax, None, None
+                self._granularity = key
+            return
         rmin, rmax = _read_range(values, backend, omit)
         uvalues = backend.unique_rounded(values, omit_nonfinite=omit) if with_uvalues else None
         with self._guard():
             self._rmin, self._rmax, self._pending, self._uvalues = rmin, rmax, None, uvalues
+            self._granularity = None
 
-    def update(self, values: Any, nan_policy: str = "raise", with_uvalues: bool = False) -> None:
+    def update(
+        self,
+        values: Any,
+        nan_policy: str = "raise",
+        with_uvalues: bool = False,
+        *,
+        axis: Axis = None,
+        block_size: BlockSize = None,
+    ) -> None:
         """Fold one more batch of calibration data into the statistics.
 
         After any sequence of updates (starting from empty statistics), ``rmin`` and
@@ -223,6 +258,9 @@ class MinMaxQuantizationStats(Serializable):
             nan_policy: ``"raise"`` refuses NaN and ±Inf; ``"omit"`` leaves them out.
             with_uvalues: also merge this batch's unique values into ``uvalues`` (a sort;
                 only QAT scale inference uses them).
+            axis, block_size: a granularity: every batch is reduced per block and folded
+                elementwise, on the device. With ``axis``, batches must agree on the kept
+                axes' lengths; with ``block_size``, batches must have the same shape.
 
         Raises:
             TypeError: if ``values`` is not a floating-point array.
@@ -246,6 +284,22 @@ class MinMaxQuantizationStats(Serializable):
         if not backend.is_floating(values):
             raise TypeError(
                 f"values must be a floating-point array to calibrate on, got dtype {values.dtype}"
+            )
+        if axis is not None or block_size is not None:
+            if backend.size(values) == 0:
+                return
+            key, low, high = _block_ranges(values, backend, omit, axis, block_size)
+            with self._guard():
+                if self._has_data():
+                    _check_same_blocks(self._granularity, key, self._rmin)
+                    low, high = _fold_blocks(self._rmin, self._rmax, low, high)
+                self._rmin, self._rmax, self._pending, self._uvalues = low, high, None, None
+                self._granularity = key
+            return
+        if self._granularity is not None:
+            raise ValueError(
+                "these statistics are per block (axis/block_size): give update() the same "
+                f"granularity, got axis=None, block_size=None for {self._granularity[:2]}"
             )
         if backend.size(values) == 0:
             return
@@ -297,6 +351,8 @@ class MinMaxQuantizationStats(Serializable):
         rmin, rmax, pending, uvalues = self._state()
         other_rmin, other_rmax, other_pending, other_uvalues = other._state()
         merged = MinMaxQuantizationStats()
+        if _is_block_range(rmin) or _is_block_range(other_rmin):
+            return _merge_blocks(self, other)
         if not _holds_data(other_rmin, other_rmax, other_pending):
             merged._rmin, merged._rmax, merged._pending = rmin, rmax, pending
             merged._uvalues = _copied_uvalues(uvalues)
@@ -432,8 +488,8 @@ class MinMaxQuantizationStats(Serializable):
         if not isinstance(other, MinMaxQuantizationStats):
             return NotImplemented
         return (
-            self.rmax == other.rmax
-            and self.rmin == other.rmin
+            _range_equal(self.rmax, other.rmax)
+            and _range_equal(self.rmin, other.rmin)
             and arrays_equal(self.uvalues, other.uvalues)
         )
 
@@ -459,8 +515,8 @@ class MinMaxQuantizationStats(Serializable):
             rmax, rmin, uvalues = self.rmax, self.rmin, self.uvalues
         return self._tagged(
             {
-                "rmax": _json_float(rmax),
-                "rmin": _json_float(rmin),
+                "rmax": encode_array(rmax) if _is_block_range(rmax) else _json_float(rmax),
+                "rmin": encode_array(rmin) if _is_block_range(rmin) else _json_float(rmin),
                 "uvalues": encode_array(uvalues),
             }
         )
@@ -474,9 +530,10 @@ class MinMaxQuantizationStats(Serializable):
             backend: the name of a backend to place ``uvalues`` with (default: NumPy).
         """
         fields = check_fields(metadata, cls._type_tag, ("rmax", "rmin", "uvalues"))
-        rmax = decode_float(fields["rmax"], "rmax")
-        rmin = decode_float(fields["rmin"], "rmin")
-        if (rmax is None) != (rmin is None) or (rmax is not None and rmin > rmax):
+        rmax, rmin = (_decode_range(fields[name], name) for name in ("rmax", "rmin"))
+        if (rmax is None) != (rmin is None) or (
+            rmax is not None and not _ranges_ordered(rmin, rmax)
+        ):
             raise ValueError(f"{cls._type_tag}: rmin ({rmin}) and rmax ({rmax}) are inconsistent")
         uvalues = decode_array(fields["uvalues"], "uvalues", ("float16", "float32", "float64"))
         if uvalues is not None and uvalues.ndim != 1:
@@ -486,7 +543,9 @@ class MinMaxQuantizationStats(Serializable):
         ):
             # sorted unique values: NaN, ±Inf, repeats and disorder cannot come from calibration
             raise ValueError("uvalues must be sorted, unique and finite")
-        stats = cls(rmax=rmax, rmin=rmin)
+        if _is_block_range(rmin) and uvalues is not None:
+            raise ValueError(f"{cls._type_tag}: per-block statistics have no uvalues")
+        stats = cls(rmax=place(rmax, backend) if _is_block_range(rmax) else rmax, rmin=place(rmin, backend) if _is_block_range(rmin) else rmin)
         stats._uvalues = place(uvalues, backend)
         return stats
 
@@ -545,6 +604,8 @@ def _host_scalar(value: Any) -> Any:
 
 
 def _fmt(value: Optional[float]) -> str:
+    if _is_block_range(value):
+        return f"<{'x'.join(map(str, value.shape))} blocks>"
     return "None" if value is None else repr(float(value))
 
 
@@ -641,3 +702,118 @@ def _merge_unique(first: Any, second: Any) -> Any:
     xp = array_namespace(first, second)
     return xp.sort(xp.unique_values(xp.concat([first, second])))
 
+
+# -- per-block statistics ---------------------------------------------------------------------
+
+
+def _is_block_range(value: Any) -> bool:
+    """Whether a range field holds one value per block (an array with at least one axis)."""
+    return value is not None and is_array(value) and not isinstance(value, numpy.generic) and value.ndim > 0
+
+
+def _range_value(value: Any, argument: str) -> Any:
+    """Check an ``rmin``/``rmax`` being set: a real number, None, or a real array of blocks."""
+    if _is_block_range(value):
+        xp = array_namespace(value)
+        if not (xp.isdtype(value.dtype, "real floating") or xp.isdtype(value.dtype, "integral")):
+            raise TypeError(f"{argument} must be a real number or a real array, got dtype {value.dtype}")
+        return xp.astype(value, xp.float64)
+    return check_optional_real(_host_scalar(value), argument)
+
+
+def _range_equal(first: Any, second: Any) -> bool:
+    if _is_block_range(first) or _is_block_range(second):
+        return _is_block_range(first) and _is_block_range(second) and arrays_equal(first, second)
+    return bool(first == second)
+
+
+def _block_ranges(values: Any, backend: Any, omit: bool, axis: Any, block_size: Any) -> Tuple[Any, Any, Any]:
+    """Min and max of every block of one batch, float64 on its device, with the granularity key.
+
+    Host-resident backends check for non-finite data at once (the read is free there);
+    device backends leave it to the parameters, which refuse non-finite ranges.
+    """
+    from .primitives import block_minmax
+
+    extent, _ = block_extent(tuple(values.shape), axis=axis, block_size=block_size)
+    low, high = block_minmax(values, extent, omit_nonfinite=omit)
+    xp = array_namespace(low)
+    low, high = xp.astype(low, xp.float64), xp.astype(high, xp.float64)
+    if backend.host_resident:
+        host_low, host_high = to_numpy(low), to_numpy(high)
+        if not (numpy.all(numpy.isfinite(host_low)) and numpy.all(numpy.isfinite(host_high))):
+            if omit:
+                raise ValueError("values hold a block with no finite value to calibrate on (all NaN or ±Inf)")
+            raise _nonfinite_error(values, backend)
+    key_axis, key_block = (axis, None) if axis is not None else (None, block_size)
+    shape = None if axis is not None else tuple(values.shape)
+    return (key_axis, key_block, shape), low, high
+
+
+def _check_same_blocks(stored: Any, key: Any, rmin: Any) -> None:
+    """Refuse folding a batch whose blocks are not those of the statistics."""
+    if stored is None and not _is_block_range(rmin):
+        raise ValueError(
+            "these statistics are per tensor: update() them without axis/block_size, got "
+            f"axis={key[0]!r}, block_size={key[1]!r}"
+        )
+    if stored is not None and stored != key:
+        raise ValueError(
+            "update() batches must have the statistics' blocks: with axis, the kept axes' "
+            "lengths must agree; with block_size, the shape must be the same. Got "
+            f"axis={key[0]!r}, block_size={key[1]!r}, shape={key[2]!r} for statistics of "
+            f"axis={stored[0]!r}, block_size={stored[1]!r}, shape={stored[2]!r}"
+        )
+
+
+def _fold_blocks(rmin: Any, rmax: Any, low: Any, high: Any) -> Tuple[Any, Any]:
+    """Elementwise min/max of two grids of ranges, in the newer batch's library."""
+    if tuple(rmin.shape) != tuple(low.shape):
+        raise ValueError(
+            f"update() batches must give the same parameter grid, got {tuple(low.shape)} for "
+            f"statistics of grid {tuple(rmin.shape)}"
+        )
+    xp = array_namespace(low)
+    if library_name(array_namespace(rmin)) != library_name(xp):
+        from .backends import backend_for
+
+        backend = backend_for(low)
+        rmin, rmax = backend.asarray(to_numpy(rmin)), backend.asarray(to_numpy(rmax))
+    return xp.minimum(rmin, low), xp.maximum(rmax, high)
+
+
+def _merge_blocks(first: "MinMaxQuantizationStats", second: "MinMaxQuantizationStats") -> "MinMaxQuantizationStats":
+    """:meth:`MinMaxQuantizationStats.merge` for per-block statistics."""
+    rmin, rmax, _, _ = first._state()
+    other_rmin, other_rmax, _, _ = second._state()
+    merged = MinMaxQuantizationStats()
+    if not _holds_data(other_rmin, other_rmax, None) or not _holds_data(rmin, rmax, None):
+        source = first if _holds_data(rmin, rmax, None) else second
+        merged.copy_stats(source)
+        merged._granularity = source._granularity
+        return merged
+    if not (_is_block_range(rmin) and _is_block_range(other_rmin)):
+        raise ValueError("cannot merge per-block statistics with per-tensor ones")
+    if first._granularity is not None and second._granularity is not None:
+        _check_same_blocks(first._granularity, second._granularity, rmin)
+    merged._rmin, merged._rmax = _fold_blocks(rmin, rmax, other_rmin, other_rmax)
+    merged._granularity = first._granularity or second._granularity
+    return merged
+
+
+def _decode_range(value: Any, argument: str) -> Any:
+    """An ``rmin``/``rmax`` from a document: a number, null, or a finite float64 array (per block)."""
+    if isinstance(value, dict):
+        array = decode_array(value, argument, ("float64",))
+        if array.ndim == 0 or not numpy.all(numpy.isfinite(array)):
+            raise ValueError(f"{argument}: a per-block range must be a finite array with at least one axis")
+        return array
+    return decode_float(value, argument)
+
+
+def _ranges_ordered(rmin: Any, rmax: Any) -> bool:
+    """Whether ``rmin <= rmax`` (everywhere, for per-block ranges of one shape)."""
+    if _is_block_range(rmin) or _is_block_range(rmax):
+        low, high = to_numpy(rmin), to_numpy(rmax)
+        return low.shape == high.shape and bool(numpy.all(low <= high))
+    return bool(rmin <= rmax)

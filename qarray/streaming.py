@@ -59,7 +59,9 @@ def calibrate(
         percentile: the percentile of ``method="percentile"``, in ``(50, 100]``.
         max_bins: the most histogram bins (histogram methods only).
         option_kwargs: fields of :class:`~qarray.QuantizationOptions` (``is_signed``,
-            ``is_symmetric``, ``is_qat``, ``is_narrow``, ``is_precomputed_qat``).
+            ``is_symmetric``, ``is_qat``, ``is_narrow``, ``is_precomputed_qat``, and the
+            granularity ``axis`` or ``block_size``: per-block ranges are folded batch by
+            batch on the device, and the parameters are arrays of the grid).
 
     Returns:
         A :class:`~qarray.UniformQuantizer` with options, statistics and parameters.
@@ -83,10 +85,17 @@ def calibrate(
     progress = check_bool(progress, "progress")
     with_uvalues = options.is_qat and not options.is_precomputed_qat
     if check_method(method) != "minmax":
+        if options.is_granular:
+            raise ValueError(
+                f"method={method!r} is per tensor only: histogram calibration per channel or per "
+                "group is not built; use method='minmax' with axis/block_size"
+            )
         return _calibrate_histogram(batches, options, progress, nan_policy, method, percentile, max_bins)
     stats = MinMaxQuantizationStats()
+    granularity = {"axis": options.axis, "block_size": options.block_size}
+    with_uvalues = with_uvalues and not options.is_granular
     for batch in _with_progress(batches, progress):
-        stats.update(batch, nan_policy=nan_policy, with_uvalues=with_uvalues)
+        stats.update(batch, nan_policy=nan_policy, with_uvalues=with_uvalues, **granularity)
     if not stats._has_data():
         raise ValueError("batches must hold at least one non-empty batch to calibrate on")
     quantizer = UniformQuantizer(options, stats)

@@ -285,7 +285,7 @@ CASES = [
             ("bool", True, TypeError),
             ("complex", 0.1j, TypeError),
             ("None", None, TypeError),
-            ("array", numpy.array([0.1, 0.2]), TypeError),
+            ("array-without-granularity", numpy.array([0.1, 0.2]), ValueError),
             ("list", [0.1], TypeError),
         ]
     ],
@@ -336,7 +336,7 @@ CASES = [
     Case("kwargs-rmin-nan", lambda: QuantizedArray(8, X, rmin=float("nan"), rmax=0.0), ValueError, "rmin"),
     Case("kwargs-rmax-str", lambda: QuantizedArray(8, X, rmin=0.0, rmax="1"), TypeError, "rmax"),
     Case("kwargs-rmax-huge", lambda: QuantizedArray(8, X, rmin=0.0, rmax=10**400), ValueError, "rmax"),
-    Case("kwargs-rmax-array", lambda: QuantizedArray(8, X, rmin=0.0, rmax=numpy.array([1.0])), TypeError, "scalar"),
+    Case("kwargs-rmax-array-without-granularity", lambda: QuantizedArray(8, X, rmin=0.0, rmax=numpy.array([1.0])), ValueError, "granularity"),
     Case("kwargs-uvalues-2d", lambda: QuantizedArray(8, X, rmin=0.0, rmax=1.0, uvalues=numpy.zeros((2, 2))), TypeError, "uvalues"),
     Case("kwargs-uvalues-int", lambda: QuantizedArray(8, X, rmin=0.0, rmax=1.0, uvalues=numpy.arange(3)), TypeError, "uvalues"),
     Case("options-wrong-type", lambda: QuantizedArray(8, X, options=8), TypeError, "options"),

@@ -132,6 +132,10 @@ def normalized(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
         if set(value) == {"dtype", "shape", "data"}:
             return _decoded_array(value)
+        if value.get("format_version") == 1:  # an older document re-dumps in the current format
+            value = {**value, "format_version": qarray.FORMAT_VERSION}
+            if value.get("type") == "QuantizationOptions":
+                value = {**value, "axis": None, "block_size": None}
         return {name: normalized(item, name) for name, item in value.items()}
     if isinstance(value, list):
         return [normalized(item) for item in value]

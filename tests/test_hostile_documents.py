@@ -145,7 +145,7 @@ HOSTILE: List[Hostile] = [
     Hostile("nested-type-swapped", text(changed("quantizer", ("options", "type"), "UniformQuantizationParameters")), ValueError, "QuantizationOptions"),
     Hostile("version-missing", text(changed("options", ("format_version",), DELETE)), ValueError, "format_version"),
     Hostile("version-zero", text(changed("options", ("format_version",), 0)), ValueError, "format_version"),
-    Hostile("version-future", text(changed("array", ("format_version",), 2)), ValueError, "format_version"),
+    Hostile("version-future", text(changed("array", ("format_version",), 3)), ValueError, "format_version"),
     Hostile("version-string", text(changed("options", ("format_version",), "1")), ValueError, "format_version"),
     Hostile("version-float", text(changed("options", ("format_version",), 1.0)), ValueError, "format_version"),
     Hostile("version-true", text(changed("options", ("format_version",), True)), ValueError, "format_version"),
@@ -173,7 +173,8 @@ HOSTILE: List[Hostile] = [
     Hostile("stats-rmax-string", text(changed("stats", ("rmax",), "0.5")), TypeError, "rmax"),
     Hostile("stats-rmax-true", text(changed("stats", ("rmax",), True)), TypeError, "rmax"),
     Hostile("stats-rmax-huge-int", text(changed("stats", ("rmax",), 10**400)), ValueError, "rmax"),
-    Hostile("stats-rmin-object", text(changed("stats", ("rmin",), {"value": 0})), TypeError, "rmin"),
+    # an object is a per-block range (an encoded array) since format 2: a malformed one is refused
+    Hostile("stats-rmin-object", text(changed("stats", ("rmin",), {"value": 0})), ValueError, "rmin"),
     Hostile("stats-uvalues-plain-list", text(changed("stats", ("uvalues",), [-0.5, 0.5])), TypeError, "uvalues"),
     Hostile("stats-uvalues-int-dtype", text(changed("stats", ("uvalues",), {"dtype": "int64", "shape": [1], "data": "AAAAAAAAAAA="})), ValueError, "uvalues"),
     Hostile("stats-uvalues-nan", text(changed("stats", ("uvalues",), {"dtype": "float64", "shape": [1], "data": "AAAAAAAA+H8="})), ValueError, "uvalues"),
