@@ -212,7 +212,28 @@ def _quantize_clip(
     high32: Any,
     limit: Any,
 ) -> Tuple[int, int]:
-    """``target = clip(rint(source / scale + zero_point), low, high)``.
+    """``target = clip(rint(source / scale + zero_point), low, high)`` (see :func:`_quantize_clip_range`)."""
+    return _quantize_clip_range(
+        source, target, 0, source.shape[0], scale, zero_point, low, high, inverse, zero32, low32, high32, limit
+    )
+
+
+def _quantize_clip_range(
+    source: Any,
+    target: Any,
+    begin: int,
+    end: int,
+    scale: float,
+    zero_point: float,
+    low: float,
+    high: float,
+    inverse: Any,
+    zero32: Any,
+    low32: Any,
+    high32: Any,
+    limit: Any,
+) -> Tuple[int, int]:
+    """``target = clip(rint(source / scale + zero_point), low, high)`` over ``[begin, end)``.
 
     Full sub-blocks first try the float32 candidate (``inverse``, ``zero32``,
     ``low32``, ``high32`` are float32; ``inverse == 0`` disables it) and keep it
@@ -224,9 +245,9 @@ def _quantize_clip(
     fast = 0
     failures = 0  # consecutive failed checks
     skip = 0  # sub-blocks still to divide without trying
-    size = source.shape[0]
+    size = end - begin
     for start in range(0, size, SUB_BLOCK):
-        first = numpy.uint64(start)  # unsigned indices: no negative-index wrap-around to vectorise
+        first = numpy.uint64(begin + start)  # unsigned indices: no negative-index wrap-around to vectorise
         count = min(SUB_BLOCK, size - start)
         if skip > 0:
             skip -= 1
@@ -270,8 +291,29 @@ def _quantize_fit(
     high32: Any,
     limit: Any,
 ) -> Tuple[int, int, int]:
-    """``target = rint(source / scale + zero_point)``; count non-finite input and results
-    outside ``[low, high]`` (NaN counts as outside).
+    """``target = rint(source / scale + zero_point)``, checked (see :func:`_quantize_fit_range`)."""
+    return _quantize_fit_range(
+        source, target, 0, source.shape[0], scale, zero_point, low, high, inverse, zero32, low32, high32, limit
+    )
+
+
+def _quantize_fit_range(
+    source: Any,
+    target: Any,
+    begin: int,
+    end: int,
+    scale: float,
+    zero_point: float,
+    low: float,
+    high: float,
+    inverse: Any,
+    zero32: Any,
+    low32: Any,
+    high32: Any,
+    limit: Any,
+) -> Tuple[int, int, int]:
+    """``target = rint(source / scale + zero_point)`` over ``[begin, end)``; count non-finite
+    input and results outside ``[low, high]`` (NaN counts as outside).
 
     As :func:`_quantize_clip`, except that a sub-block keeps the candidate only if
     all of it also lies inside ``[low32, high32]``. Return the two counts and the
@@ -282,9 +324,9 @@ def _quantize_fit(
     fast = 0
     failures = 0
     skip = 0
-    size = source.shape[0]
+    size = end - begin
     for start in range(0, size, SUB_BLOCK):
-        first = numpy.uint64(start)
+        first = numpy.uint64(begin + start)
         count = min(SUB_BLOCK, size - start)
         if skip > 0:
             skip -= 1
@@ -320,52 +362,87 @@ def _dequantize(source: Any, target: Any, scale: float, zero_point: float) -> No
         target[i] = scale * (numpy.float64(source[i]) - zero_point)
 
 
+def _block_candidate(scale: float, zero_point: float, low: float, high: float) -> Tuple[Any, Any, Any, Any, Any]:
+    """:func:`_candidate` in compiled code, for one block: the float32 candidate's parameters
+    ``(inverse, zero32, low32, high32, limit)``, with ``inverse == 0`` where the exactness
+    argument does not cover the block (the kernels then divide)."""
+    unused = (numpy.float32(0), numpy.float32(0), numpy.float32(0), numpy.float32(0), numpy.int32(0))
+    finite = abs(scale) < numpy.inf and abs(zero_point) < numpy.inf and abs(low) < numpy.inf and abs(high) < numpy.inf
+    if not finite or scale == 0.0:
+        return unused
+    span = max(abs(low), abs(high)) + 2.0 + abs(zero_point)
+    if span > _MAX_SPAN:
+        return unused
+    inverse = 1.0 / scale
+    if not (2.0**-100 <= abs(inverse) <= 2.0**100):
+        return unused
+    low32, high32 = numpy.float32(low), numpy.float32(high)
+    if numpy.float64(low32) != low or numpy.float64(high32) != high:
+        return unused
+    bound = 0.5 - 2.0**-21 * span
+    nearest = numpy.float32(bound)
+    # bound lies in (1/4, 1/2): a positive normal float32, whose next value towards zero
+    # has the bit pattern one below (no library call in the per-block loop)
+    limit = nearest.view(numpy.int32) - numpy.int32(1 if numpy.float64(nearest) > bound else 0)
+    return numpy.float32(inverse), numpy.float32(zero_point), low32, high32, limit
+
+
 def _quantize_grid(
     source: Any,
     target: Any,
     rows: Any,
+    length: int,
+    group: int,
     scale: Any,
     zero: Any,
     low: Any,
     high: Any,
-    group: int,
     saturate: bool,
+    fast_path: bool,
     first_row: int,
     last_row: int,
     first_group: int,
     last_group: int,
-) -> Tuple[int, int]:
+) -> Tuple[int, int, int]:
     """Per-block quantization of rows ``[first_row, last_row)``, groups ``[first_group, last_group)``.
 
-    ``source``/``target`` are 2-d ``(rows, length)``; row ``r`` takes the parameters of
-    grid row ``rows[r]``, and its values ``[g * group, (g + 1) * group)`` those of grid
-    column ``g`` (``scale``, ``zero``, ``low``, ``high``: 2-d float64). Each value is
-    ``rint(x / scale + zero)`` by true division, then clipped (``saturate``) or checked
-    against ``[low, high]``. Return the non-finite and outside counts.
+    ``source``/``target`` are the flat C-order values of a ``(rows, length)`` matrix; row
+    ``r`` takes grid row ``rows[r]``, and its values ``[g * group, (g + 1) * group)`` grid
+    column ``g`` of the float64 grids ``scale``, ``zero``, ``low``, ``high``. Each block is
+    one call of the per-tensor kernel (:func:`_quantize_clip_range` or
+    :func:`_quantize_fit_range`) with its own parameters and float32 candidate
+    (:func:`_block_candidate`, when ``fast_path``), so every block gets exactly the
+    per-tensor integers. Return the non-finite and outside counts, and how many
+    elements the candidate gave.
     """
     nonfinite = 0
     outside = 0
-    length = source.shape[1]
+    fast = 0
     for r in range(first_row, last_row):
         p = rows[r]
+        base = r * length
         for g in range(first_group, last_group):
-            s = scale[p, g]
-            z = zero[p, g]
-            lo = low[p, g]
-            hi = high[p, g]
-            start = g * group
-            stop = min(start + group, length)
-            for j in range(start, stop):
-                value = numpy.float64(source[r, j])
-                nonfinite += numpy.int64(not (abs(value) < numpy.inf))
-                rounded = numpy.rint(value / s + z)
-                if saturate:
-                    rounded = lo if rounded < lo else rounded
-                    rounded = hi if rounded > hi else rounded
-                else:
-                    outside += numpy.int64(not ((rounded >= lo) & (rounded <= hi)))
-                target[r, j] = rounded
-    return nonfinite, outside
+            start = base + g * group
+            stop = base + min((g + 1) * group, length)
+            s, z, lo, hi = scale[p, g], zero[p, g], low[p, g], high[p, g]
+            if fast_path:
+                inverse, zero32, low32, high32, limit = _block_candidate(s, z, lo, hi)
+            else:
+                inverse, zero32, low32, high32, limit = (
+                    numpy.float32(0), numpy.float32(0), numpy.float32(0), numpy.float32(0), numpy.int32(0)
+                )
+            if saturate:
+                counts = _quantize_clip_range(source, target, start, stop, s, z, lo, hi, inverse, zero32, low32, high32, limit)
+                nonfinite += counts[0]
+                fast += counts[1]
+            else:
+                fit_counts = _quantize_fit_range(
+                    source, target, start, stop, s, z, lo, hi, inverse, zero32, low32, high32, limit
+                )
+                nonfinite += fit_counts[0]
+                outside += fit_counts[1]
+                fast += fit_counts[2]
+    return nonfinite, outside, fast
 
 
 def _dequantize_grid(
@@ -423,6 +500,11 @@ class _Kernels:
         # error_model="numpy": division follows IEEE (no ZeroDivisionError check, which
         # would block vectorisation); fastmath stays off so every operation rounds exactly.
         jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+        # The kernels over a range of a flat array are compiled into their callers: the
+        # per-tensor kernels (the whole array) and the grid kernel (one block at a time).
+        numba.extending.register_jitable(_quantize_clip_range)
+        numba.extending.register_jitable(_quantize_fit_range)
+        numba.extending.register_jitable(_block_candidate)
         self.minmax_keys = jit(_minmax_keys)
         self.quantize_clip = jit(_quantize_clip)
         self.quantize_fit = jit(_quantize_fit)
@@ -706,11 +788,15 @@ def quantize_grid(
 ) -> Tuple[int, int]:
     """Quantize a 2-d ``(rows, length)`` array block by block (see :func:`_quantize_grid`).
 
+    Each block is quantized as :func:`quantize` quantizes a whole array, with its own
+    scale, zero point and bounds (float32 candidate included), so the integers are the
+    per-tensor ones of every block, bit for bit.
+
     Args:
         source: 2-d C-contiguous float32/float64 array.
         target: 2-d C-contiguous integer array of the same shape, written in place.
         rows: int64, the grid row of each source row.
-        parameters: ``(scale, zero, low, high)``, 2-d C-contiguous float64 grids.
+        parameters: ``(scale, zero, low, high)``, 2-d float64 grids ``(grid rows, grid columns)``.
         group: the block extent along the last axis.
         saturate: clip to ``[low, high]``, else count the values outside.
 
@@ -718,15 +804,18 @@ def quantize_grid(
         ``(n_nonfinite, n_outside)``.
     """
     kernels = _kernels()
-    scale, zero, low, high = parameters
     n_rows, length = source.shape
+    scale, zero, low, high = (numpy.ascontiguousarray(p, dtype=numpy.float64) for p in parameters)
     n_groups = scale.shape[1]
+    flat_source, flat_target = source.reshape(-1), target.reshape(-1)
     kernel = kernels.quantize_grid
     parts = _grid_parts(
         n_rows,
         n_groups,
         group,
-        lambda r0, r1, g0, g1: kernel(source, target, rows, scale, zero, low, high, group, saturate, r0, r1, g0, g1),
+        lambda r0, r1, g0, g1: kernel(
+            flat_source, flat_target, rows, length, group, scale, zero, low, high, saturate, FAST_PATH, r0, r1, g0, g1
+        ),
     )
     return int(sum(part[0] for part in parts)), int(sum(part[1] for part in parts))
 

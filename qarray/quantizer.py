@@ -271,18 +271,18 @@ class UniformQuantizer(Serializable):
         scale, zero_point, offset = self._require_params()
         extent = self.block_extent(tuple(values.shape))
         place = _placer(backend, values)
-        clip = self.clip_range()
+        options = self._require_options()
         low, high = integer_dtype_range(name)
-        if clip is None:
+        if self.no_clipping or (options.is_qat and not options.is_precomputed_qat):
             bounds: Tuple[Any, Any] = exact_float_bounds(name)
             saturate = False
         else:
-            offsets = place(offset)
-            narrow = 1 if self._require_options().is_narrow else 0
-            n_bits = self._require_options().n_bits
-            # The union of the blocks' ranges lies in [-max offset + narrow, 2**n - 1]; only
-            # when that does not fit the dtype is the offset grid read back (a small read).
-            if -(2 ** (n_bits - 1)) + narrow < low or 2**n_bits - 1 > high:
+            narrow, n_bits = (1 if options.is_narrow else 0), options.n_bits
+            # Offsets are 0 (unsigned, or a single-value block) or 2**(n - 1) (signed): the
+            # blocks' ranges lie in the widest union below. Only when that does not fit the
+            # dtype is the offset grid read back (a small read) for the actual union.
+            widest = (-(2 ** (n_bits - 1)) + narrow if options.is_signed else narrow, 2**n_bits - 1)
+            if widest[0] < low or widest[1] > high:
                 host = to_numpy(offset)
                 union = (int(-host.max()) + narrow, int(2**n_bits - 1 - host.min()))
                 if union[0] < low or union[1] > high:
@@ -290,7 +290,7 @@ class UniformQuantizer(Serializable):
                         f"dtype {name} cannot hold the clipped range [{union[0]}, {union[1]}] of "
                         f"the blocks at n_bits={n_bits}; use a wider integer dtype"
                     )
-            bounds = clip_range(n_bits, offsets, bool(narrow))
+            bounds = clip_range(n_bits, place(offset), bool(narrow))
             saturate = True
         return QuantSpec(
             place(scale), place(zero_point), bounds[0], bounds[1], saturate, name, tuple(extent)
@@ -455,7 +455,7 @@ def _placer(backend: Any, like: Any) -> Any:
     def place(parameter: Any) -> Any:
         if backend.owns(parameter):
             xp = backend.xp
-            return xp.astype(parameter, xp.float64) if backend.name != "dask" else parameter
+            return xp.astype(parameter, xp.float64, copy=False) if backend.name != "dask" else parameter
         return backend.parameter(to_numpy(parameter), like)
 
     return place

@@ -267,3 +267,71 @@ def test_pickled_per_block_arrays_come_back_equal(xb: Any) -> None:
     again = pickle.loads(pickle.dumps(array))
     assert again == array
     numpy.testing.assert_array_equal(to_numpy(again.dequant()), to_numpy(array.dequant()))
+
+
+# -- the fused kernels against the generic path ----------------------------------------------
+
+FUSED_GRANULARITIES = {
+    "group-128": (256, 1000),
+    "group-37": (300, 111),
+    "axis-0": (700, 97),
+    "axis-1": (97, 700),
+}
+
+
+def _generic_numpy() -> Any:
+    import array_api_compat
+
+    from qarray.backends import ArrayAPIBackend
+
+    return ArrayAPIBackend(array_api_compat.array_namespace(numpy.zeros(1)))
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("in_dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", list(FUSED_GRANULARITIES))
+def test_fused_grid_kernels_match_the_generic_path(monkeypatch: Any, case: str, in_dtype: str, fast_path: bool) -> None:
+    """Large arrays take the compiled grid kernel (and the NumPy tiles without Numba): both give
+    the generic path's integers and counts, with and without the float32 candidate."""
+    from qarray.backends import backend_for, numba_kernels
+
+    shape = FUSED_GRANULARITIES[case]
+    granularity = {"block_size": int(case.split("-")[1])} if case.startswith("group") else {"axis": int(case[-1])}
+    values = _values(shape, dtype=in_dtype, seed=7)
+    quantizer = QuantizedArray(4, values, is_signed=True, **granularity).quantizer
+    monkeypatch.setattr(numba_kernels, "FAST_PATH", fast_path)
+    generic = _generic_numpy()
+    for dtype, no_clipping in (("int8", False), ("int64", False), ("int16", True)):
+        quantizer.no_clipping = no_clipping
+        spec = quantizer._grid_spec(values, backend_for(values), dtype)
+        with numpy.errstate(invalid="ignore"):  # the generic path casts out-of-range values
+            expected, expected_problems = generic.quantize(values, spec)
+        fused = quantizer.quant(values, dtype=dtype)
+        numpy.testing.assert_array_equal(fused, expected, strict=True)
+        monkeypatch.setenv("QARRAY_DISABLE_NUMBA", "1")
+        numpy.testing.assert_array_equal(quantizer.quant(values, dtype=dtype), expected, strict=True)
+        monkeypatch.delenv("QARRAY_DISABLE_NUMBA")
+        back = quantizer.dequant(fused, dtype=numpy.float32)
+        assert_same_bits(back, generic.dequantize(fused, spec, dtype="float32"))
+        assert expected_problems is not None
+        _, problems = backend_for(values).quantize(values, spec)
+        assert problems is not None
+        assert problems.read() == expected_problems.read()
+    quantizer.no_clipping = False
+
+
+def test_fused_grid_kernel_counts_non_finite_and_outside_values() -> None:
+    from qarray.backends import backend_for
+    from qarray.backends.spec import QuantSpec
+
+    values = _values((256, 1000), seed=9)
+    quantizer = QuantizedArray(8, values, block_size=128).quantizer
+    values[[3, 100, 200], [5, 500, 999]] = [numpy.nan, numpy.inf, -numpy.inf]
+    spec = quantizer._grid_spec(values, backend_for(values), "int64")
+    generic = _generic_numpy()
+    for check in (spec, QuantSpec(spec.scale, spec.zero_point, -5.0, 5.0, False, "int64", spec.extent)):
+        _, problems = backend_for(values).quantize(values, check)
+        _, expected = generic.quantize(values, check)
+        assert problems is not None and expected is not None
+        assert problems.read() == expected.read()
+        assert problems.read()[0] == 3
