@@ -61,7 +61,7 @@ def chunks(size: int, threads: Optional[int] = None) -> List[Tuple[int, int]]:
     return [(start, min(size, start + length)) for start in range(0, size, length)]
 
 
-def _executor(workers: int) -> "ThreadPoolExecutor":
+def _executor(workers: int) -> ThreadPoolExecutor:
     from concurrent.futures import ThreadPoolExecutor
 
     executor = _pool["executor"]

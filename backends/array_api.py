@@ -245,7 +245,9 @@ class ArrayAPIBackend:
         if out is not None:
             self.check_out(out, qvalues, dtype)
         shape = tuple(qvalues.shape)
-        scale, zero_point = (spread(parameter, shape, spec.extent, xp=xp) for parameter in (spec.scale, spec.zero_point))
+        scale, zero_point = (
+            spread(parameter, shape, spec.extent, xp=xp) for parameter in (spec.scale, spec.zero_point)
+        )
         if spec.extent is not None:
             zero_point = xp.astype(zero_point, xp.float64)
         result = scale * (xp.astype(qvalues, xp.float64) - zero_point)

@@ -26,8 +26,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy
 
 from . import cupy_kernels
+from .array_api import ArrayAPIBackend
 from .spec import Problems, QuantSpec, check_out, grid_layout
-from .array_api import ArrayAPIBackend, Bounds
 
 __all__ = ["CupyBackend", "HistogramState", "make_cupy_backend"]
 
@@ -57,7 +57,7 @@ class CupyBackend(ArrayAPIBackend):
         super().__init__(cupy_namespace, name="cupy")
         self._cupy = importlib.import_module("cupy")
         self._lock = threading.Lock()
-        self._parameters: "OrderedDict[Tuple[int, int], Tuple[numpy.ndarray, Any]]" = OrderedDict()
+        self._parameters: OrderedDict[Tuple[int, int], Tuple[numpy.ndarray, Any]] = OrderedDict()
         self._grids: Dict[Tuple[str, int], int] = {}
 
     # -- moving data -----------------------------------------------------------------------
@@ -148,7 +148,7 @@ class CupyBackend(ArrayAPIBackend):
 
     # -- histograms (see qarray.histogram) ---------------------------------------------------
 
-    def histogram_state(self, values: Any, max_bins: int) -> "HistogramState":
+    def histogram_state(self, values: Any, max_bins: int) -> HistogramState:
         """Return an empty device histogram of ``max_bins`` counts on ``values``' device."""
         cupy = self._cupy
         with values.device:
@@ -160,11 +160,11 @@ class CupyBackend(ArrayAPIBackend):
                 buffers=[cupy.zeros(int(max_bins), dtype=cupy.uint64), cupy.empty(int(max_bins), dtype=cupy.uint64)],
             )
 
-    def histogram_accepts(self, state: "HistogramState", values: Any) -> bool:
+    def histogram_accepts(self, state: HistogramState, values: Any) -> bool:
         """Whether ``values`` can be counted into ``state`` (a CuPy array on its device)."""
         return isinstance(values, self._cupy.ndarray) and values.device.id == state.device_id
 
-    def histogram_update(self, state: "HistogramState", values: Any, omit_nan: bool = False) -> None:
+    def histogram_update(self, state: HistogramState, values: Any, omit_nan: bool = False) -> None:
         """Count ``values`` into the device histogram ``state``; nothing is read back.
 
         Three launches on the current stream: min/max of the batch, the one-block plan
@@ -186,12 +186,15 @@ class CupyBackend(ArrayAPIBackend):
             plan(
                 (1,),
                 block,
-                (low, high, numpy.int32(bool(omit_nan)), numpy.int64(state.max_bins), state.ints, state.bounds, old, new),
+                (
+                    low, high, numpy.int32(bool(omit_nan)), numpy.int64(state.max_bins),
+                    state.ints, state.bounds, old, new,
+                ),
             )
             state.current = 1 - state.current
             self._bin(source, dtype, state.ints, state.max_bins, new)
 
-    def histogram_read(self, state: "HistogramState") -> Any:
+    def histogram_read(self, state: HistogramState) -> Any:
         """Read the device histogram back (the one read-back) as a host Histogram, or None.
 
         Raises:
@@ -384,7 +387,8 @@ class CupyBackend(ArrayAPIBackend):
         grid_shape = tuple(spec.scale.shape)
         matrices = [
             cupy.ascontiguousarray(
-                cupy.broadcast_to(cupy.asarray(getattr(spec, name), dtype=cupy.float64), grid_shape).reshape(-1, n_groups)
+                cupy.broadcast_to(cupy.asarray(getattr(spec, name), dtype=cupy.float64), grid_shape)
+                .reshape(-1, n_groups)
             )
             for name in names
         ]

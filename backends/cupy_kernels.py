@@ -641,8 +641,8 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
             raise ValueError(f"second must be None for {kind}, got {second!r}")
         return f"qarray_{kind}_{first}"
     raise ValueError(
-        "kind must be 'quant', 'quant_grid', 'dequant', 'dequant_grid', 'minmax_partial', 'minmax_final', 'hist_plan' or "
-        f"'hist_bin', got {kind!r}"
+        "kind must be 'quant', 'quant_grid', 'dequant', 'dequant_grid', 'minmax_partial', 'minmax_final', "
+        f"'hist_plan' or 'hist_bin', got {kind!r}"
     )
 
 

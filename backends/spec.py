@@ -128,7 +128,7 @@ class QuantSpec:
     @classmethod
     def per_tensor(
         cls, scale: float, zero_point: float, clip: Optional[Tuple[int, int]], out_dtype: str
-    ) -> "QuantSpec":
+    ) -> QuantSpec:
         """A per-tensor spec: saturate to ``clip``, or (``clip=None``) check the dtype's range.
 
         ``zero_point`` is a number, or an array that broadcasts against the values.

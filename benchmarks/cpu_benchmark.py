@@ -52,8 +52,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy
 
 import qarray
-from qarray import MinMaxQuantizationStats, QuantizationOptions, QuantizedArray, UniformQuantizationParameters
-from qarray import UniformQuantizer
+from qarray import (
+    MinMaxQuantizationStats,
+    QuantizationOptions,
+    QuantizedArray,
+    UniformQuantizationParameters,
+    UniformQuantizer,
+)
 from qarray.backends import numba_kernels
 
 N_BITS = 8
@@ -173,7 +178,7 @@ class Path:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __enter__(self) -> "Path":
+    def __enter__(self) -> Path:
         self._saved = os.environ.get(numba_kernels.DISABLE_ENV)
         os.environ[numba_kernels.DISABLE_ENV] = "0" if self.name == "numba" else "1"
         return self
@@ -236,7 +241,8 @@ def run_size(size: int, repeats: int, paths: Sequence[str], seed: int) -> Tuple[
     n = size
     preallocated = numpy.empty(n, dtype=numpy.uint8)
     # (operation, qarray call, reference call, input roofline, bytes moved, output bytes, check)
-    operations: List[Tuple[str, Callable[[], Any], Callable[[], Any], str, int, Optional[int], Callable[[Any], bool]]] = [
+    Operation = Tuple[str, Callable[[], Any], Callable[[], Any], str, int, Optional[int], Callable[[Any], bool]]
+    operations: List[Operation] = [
         ("calibrate", calibrate, lambda: reference_calibrate(values), "float32", 4 * n, None,
          lambda p: float(p.scale) == scale and int(p.zero_point) == zero_point),
         ("quant -> uint8", lambda: quantizer.quant(values, dtype=numpy.uint8), None, "float32", 5 * n, n,
@@ -278,7 +284,7 @@ def run_size(size: int, repeats: int, paths: Sequence[str], seed: int) -> Tuple[
         if run is None:
             rows.append(_row(size=size, operation="quant -> uint8", path=name, check="not installed"))
             continue
-        seconds = median_time(lambda: run(values), repeats)
+        seconds = median_time(lambda run=run: run(values), repeats)
         competitor_time[name] = seconds
         result = run(values)
         integers = result.int_repr().numpy() if hasattr(result, "int_repr") else numpy.asarray(result)

@@ -226,13 +226,18 @@ def main() -> None:
             results.append(json.loads(output.strip().splitlines()[-1]))
             print(f"  done: {tool} on {size:.0e} values", file=sys.stderr)
     print()
-    print("| values | tool | update pass (median) | qarray is faster by | extra peak memory | range(s), 10 batches | same after 37 reversed batches? |")
+    print(
+        "| values | tool | update pass (median) | qarray is faster by | extra peak memory "
+        "| range(s), 10 batches | same after 37 reversed batches? |"
+    )
     print("|---|---|---|---|---|---|---|")
     for result in results:
         mine = next(r for r in results if r["size"] == result["size"] and r["tool"] == "qarray")
         ratio = result["seconds"] / mine["seconds"]
         ranges = "; ".join(f"{name} [{low:.4g}, {high:.4g}]" for name, (low, high) in result["ranges_a"].items())
-        moved = [name for name in result["ranges_a"] if tuple(result["ranges_a"][name]) != tuple(result["ranges_b"][name])]
+        moved = [
+            name for name in result["ranges_a"] if tuple(result["ranges_a"][name]) != tuple(result["ranges_b"][name])
+        ]
         same = "yes" if not moved else "no: " + "; ".join(
             f"{name} -> [{result['ranges_b'][name][0]:.4g}, {result['ranges_b'][name][1]:.4g}]" for name in moved
         )

@@ -86,7 +86,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     host = numpy.random.default_rng(args.seed).standard_normal(args.size, dtype=numpy.float32)
     values = backend.asarray(host)
     print(f"qarray {__version__}: {args.size:,} float32 values from N(0, 1) on backend '{backend.name}'")
-    print(f"{'bits':>4} {'scale':>12} {'zero_point':>10} {'max |error|':>12} {'scale/2':>12} {'ok':>3} {'quantize':>10} {'Mvalues/s':>10}")
+    print(
+        f"{'bits':>4} {'scale':>12} {'zero_point':>10} {'max |error|':>12} {'scale/2':>12} {'ok':>3} "
+        f"{'quantize':>10} {'Mvalues/s':>10}"
+    )
     QuantizedArray(8, values)  # warm-up: kernels compile (or load from cache), threads start
     backend.synchronize()
     rows: List[bool] = []
@@ -97,12 +100,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elapsed = time.perf_counter() - start
         quantizer = qa.quantizer
         restored = quantizer.dequant(qa.qvalues)
-        error = float(backend.to_numpy(backend.xp.max(backend.xp.abs(restored - backend.xp.astype(values, backend.xp.float64)))))
+        xp = backend.xp
+        max_error = float(backend.to_numpy(xp.max(xp.abs(restored - xp.astype(values, xp.float64)))))
         bound = float(quantizer.scale) / 2
-        ok = error <= bound * (1 + 1e-12)
+        ok = max_error <= bound * (1 + 1e-12)
         rows.append(ok)
         print(
-            f"{n_bits:>4} {float(quantizer.scale):>12.6g} {int(quantizer.zero_point):>10} {error:>12.6g} "
+            f"{n_bits:>4} {float(quantizer.scale):>12.6g} {int(quantizer.zero_point):>10} {max_error:>12.6g} "
             f"{bound:>12.6g} {'yes' if ok else 'NO':>3} {elapsed * 1e3:>8.1f}ms {args.size / elapsed / 1e6:>10.1f}"
         )
     print("quantize = calibration (min/max) + parameters + quantization to int64, copy of the input included")

@@ -87,7 +87,9 @@ def _check_stats(stats: Any, stream_checks: StreamChecks) -> None:
         from .stats import _ranges_ordered
 
         if not _ranges_ordered(rmin, rmax):
-            raise ValueError(f"stats: rmin ({rmin}) must not exceed rmax ({rmax}), and per-block ranges must share a shape")
+            raise ValueError(
+                f"stats: rmin ({rmin}) must not exceed rmax ({rmax}), and per-block ranges must share a shape"
+            )
     uvalues = stats.uvalues
     if uvalues is None:
         return

@@ -112,7 +112,7 @@ _ENVELOPE = ("type", "format_version")
 
 # Inside dumps()/dump(), encode_array leaves arrays where they are (see _DeferredData);
 # the value maps id(array) to a check run on each host piece of a lazy array.
-_DEFERRING: "contextvars.ContextVar[Optional[Dict[int, Callable[[numpy.ndarray], None]]]]" = (
+_DEFERRING: contextvars.ContextVar[Optional[Dict[int, Callable[[numpy.ndarray], None]]]] = (
     contextvars.ContextVar("qarray_deferring", default=None)
 )
 
@@ -150,7 +150,7 @@ class Serializable:
                 )
         return "".join(render_document(document))
 
-    def dump(self, file: Union[IO[str], IO[bytes], str, "os.PathLike[str]"]) -> None:
+    def dump(self, file: Union[IO[str], IO[bytes], str, os.PathLike[str]]) -> None:
         """Dump itself to an open file, or atomically to a path.
 
         The text is exactly what :meth:`dumps` returns, but arrays are streamed to the
@@ -296,7 +296,7 @@ def render_document(value: Any) -> Iterator[str]:
         yield json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
-def write_text(text: str, file: Union[IO[str], IO[bytes], str, "os.PathLike[str]"]) -> None:
+def write_text(text: str, file: Union[IO[str], IO[bytes], str, os.PathLike[str]]) -> None:
     """Write ``text`` to an open file, or atomically to a path (see :func:`write_document`).
 
     Args:
@@ -311,7 +311,7 @@ def write_text(text: str, file: Union[IO[str], IO[bytes], str, "os.PathLike[str]
     write_document([text], file)
 
 
-def write_document(pieces: Iterable[str], file: Union[IO[str], IO[bytes], str, "os.PathLike[str]"]) -> None:
+def write_document(pieces: Iterable[str], file: Union[IO[str], IO[bytes], str, os.PathLike[str]]) -> None:
     """Write a document given in pieces to an open file, or atomically to a path.
 
     A path is written to a temporary file in the same folder as its target, which is

@@ -222,7 +222,9 @@ def check_percentile(percentile: Any) -> float:
         TypeError: if it is not a real number.
         ValueError: if it is outside ``(50, 100]`` (or NaN).
     """
-    if isinstance(percentile, (bool, numpy.bool_)) or not isinstance(percentile, (int, float, numpy.floating, numpy.integer)):
+    if isinstance(percentile, (bool, numpy.bool_)) or not isinstance(
+        percentile, (int, float, numpy.floating, numpy.integer)
+    ):
         raise TypeError(f"percentile must be a real number in (50, 100], got {describe(percentile)}")
     value = float(percentile)
     if not 50.0 < value <= 100.0:
@@ -230,7 +232,7 @@ def check_percentile(percentile: Any) -> float:
     return value
 
 
-def _check_histogram(hist: Any) -> "Histogram":
+def _check_histogram(hist: Any) -> Histogram:
     if not isinstance(hist, Histogram):
         raise TypeError(f"hist must be a Histogram, got {type(hist).__name__}")
     return hist
@@ -368,7 +370,8 @@ def histogram(
     if backend.size(values) == 0:
         return None
     low, high = backend.minmax(values, omit_nonfinite=omit)
-    both = backend.to_numpy(backend.xp.stack([backend.xp.astype(low, backend.xp.float64), backend.xp.astype(high, backend.xp.float64)]))
+    xp = backend.xp
+    both = backend.to_numpy(xp.stack([xp.astype(low, xp.float64), xp.astype(high, xp.float64)]))
     vmin, vmax = numpy.float64(both[0]), numpy.float64(both[1])
     if not (math.isfinite(vmin) and math.isfinite(vmax)):
         if omit:

@@ -177,7 +177,9 @@ def _zero_points(xp: Any, rmin: Any, rmax: Any, n_bits: int, offset: int) -> Any
     return xp.where(xp.isfinite(plain), plain, scaled)
 
 
-def quantize(values: Any, spec: Any, *, check_finite: bool = True, out: Any = None, backend: Any = None) -> Tuple[Any, Any]:
+def quantize(
+    values: Any, spec: Any, *, check_finite: bool = True, out: Any = None, backend: Any = None
+) -> Tuple[Any, Any]:
     """Quantize ``values`` as ``spec`` says, with the backend's kernels: ``(qvalues, problems)``.
 
     ``problems`` is None when nothing was checked, else a :class:`~qarray.backends.spec.Problems`

@@ -68,11 +68,11 @@ def loads(text: Union[str, bytes], backend: Optional[str] = None) -> Any:
         >>> import qarray
         >>> qarray.loads(qarray.QuantizationOptions(4).dumps())
         QuantizationOptions(n_bits=4, is_signed=False, is_symmetric=False, is_qat=False, is_narrow=False, is_precomputed_qat=False)
-    """
+    """  # noqa: E501 (the example's output is one repr line)
     return load_dict(parse_document(text), backend=backend)
 
 
-def load(file: Union[IO[str], str, "os.PathLike[str]"], backend: Optional[str] = None) -> Any:
+def load(file: Union[IO[str], str, os.PathLike[str]], backend: Optional[str] = None) -> Any:
     """Load any qarray object from a text file object or a path written by ``dump()``."""
     if isinstance(file, (str, os.PathLike)):
         with open(file, "rb") as stream:

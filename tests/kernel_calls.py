@@ -35,7 +35,8 @@ def quantize(
     out: Any = None,
 ) -> Tuple[Any, Any]:
     """``backend.quantize`` with a spec built from the arguments; problems as their counts array."""
-    result, problems = backend.quantize(values, spec_of(scale, zero_point, clip, dtype, fit), check_finite=check_finite, out=out)
+    spec = spec_of(scale, zero_point, clip, dtype, fit)
+    result, problems = backend.quantize(values, spec, check_finite=check_finite, out=out)
     return result, None if problems is None else problems.counts
 
 

@@ -34,7 +34,11 @@ REQUIRED = inspect.Parameter.empty
 # in order; an implementation may add arguments after them, with defaults.
 REFERENCE_SIGNATURES: List[Tuple[str, str, List[Tuple[str, Any]]]] = [
     ("fill_from_kwargs", "", [("obj", REQUIRED), ("klass", REQUIRED)]),
-    ("QuantizationOptions", "__init__", [("n_bits", REQUIRED), ("is_signed", False), ("is_symmetric", False), ("is_qat", False)]),
+    (
+        "QuantizationOptions",
+        "__init__",
+        [("n_bits", REQUIRED), ("is_signed", False), ("is_symmetric", False), ("is_qat", False)],
+    ),
     ("QuantizationOptions", "copy_opts", [("opts", REQUIRED)]),
     ("QuantizationOptions", "is_equal", [("opts", REQUIRED), ("ignore_sign_qat", False)]),
     ("MinMaxQuantizationStats", "__init__", [("rmax", None), ("rmin", None), ("uvalues", None)]),
@@ -57,7 +61,10 @@ REFERENCE_SIGNATURES: List[Tuple[str, str, List[Tuple[str, Any]]]] = [
     (
         "QuantizedArray",
         "__init__",
-        [("n_bits", REQUIRED), ("values", REQUIRED), ("value_is_float", True), ("options", None), ("stats", None), ("params", None)],
+        [
+            ("n_bits", REQUIRED), ("values", REQUIRED), ("value_is_float", True),
+            ("options", None), ("stats", None), ("params", None),
+        ],
     ),
     ("QuantizedArray", "quant", []),
     ("QuantizedArray", "dequant", []),

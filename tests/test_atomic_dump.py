@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bits import assert_same_bits
 import qarray
 from qarray import (
     MinMaxQuantizationStats,
@@ -32,6 +31,8 @@ from qarray import (
     UniformQuantizer,
 )
 from qarray._serialization import ARRAY_DTYPES, decode_array, encode_array
+
+from bits import assert_same_bits
 
 OLD = QuantizedArray(4, numpy.linspace(-1.0, 1.0, 7))
 NEW = QuantizedArray(8, numpy.linspace(-3.0, 5.0, 1000))
@@ -200,7 +201,9 @@ def test_encoded_arrays_come_back_bit_for_bit(data: st.DataObject, dtype: str) -
     assert decoded.flags.writeable and decoded.flags.owndata
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(
     values=hnp.arrays(
         st.sampled_from([numpy.float16, numpy.float32, numpy.float64]),
@@ -246,12 +249,16 @@ def test_integer_path_arrays_round_trip_exactly(qvalues: numpy.ndarray, scale: f
 @given(
     rmin=st.floats(allow_nan=False, allow_infinity=False),
     width=st.floats(0, 1e300),
-    uvalues=hnp.arrays(numpy.float64, st.integers(0, 6), elements=st.floats(allow_nan=False, allow_infinity=False), unique=True),
+    uvalues=hnp.arrays(
+        numpy.float64, st.integers(0, 6), elements=st.floats(allow_nan=False, allow_infinity=False), unique=True
+    ),
     n_bits=st.integers(1, 53),
     flags=st.tuples(*[st.booleans()] * 5),
     no_clipping=st.booleans(),
 )
-def test_every_part_round_trips_exactly(rmin: float, width: float, uvalues: numpy.ndarray, n_bits: int, flags: Any, no_clipping: bool) -> None:
+def test_every_part_round_trips_exactly(
+    rmin: float, width: float, uvalues: numpy.ndarray, n_bits: int, flags: Any, no_clipping: bool
+) -> None:
     is_signed, is_symmetric, is_qat, is_narrow, is_precomputed_qat = flags
     is_symmetric = is_symmetric and is_signed and not is_qat and n_bits >= 2
     options = QuantizationOptions(n_bits, is_signed=is_signed, is_symmetric=is_symmetric, is_qat=is_qat)

@@ -13,7 +13,6 @@ import array_api_compat
 import numpy
 import pytest
 
-from kernel_calls import dequantize, quantize
 import qarray
 import qarray.backends.registry as registry
 from qarray.backends import (
@@ -27,6 +26,7 @@ from qarray.backends import (
 from qarray.backends.numpy_backend import BLOCK_ELEMENTS
 
 from bits import assert_same_bits, fitting
+from kernel_calls import dequantize, quantize
 
 # -- the registry ---------------------------------------------------------------------------
 
@@ -197,7 +197,8 @@ def test_numpy_quantize_matches_generic(setting, size, dtype):
 def test_overflow_setting_does_overflow():
     """The no-clip int16 setting above really has values outside int16 (problems counted)."""
     scale, zero_point, clip, out_dtype, check_finite, fit = QUANTIZE_SETTINGS["no-clip-overflowing-int16"]
-    _, problems = quantize(NUMPY, _values(BLOCK_ELEMENTS + 1, "float64"), scale, zero_point, clip, out_dtype, check_finite, fit)
+    values = _values(BLOCK_ELEMENTS + 1, "float64")
+    _, problems = quantize(NUMPY, values, scale, zero_point, clip, out_dtype, check_finite, fit)
     assert int(numpy.asarray(problems)[1]) > 0
 
 
@@ -261,7 +262,10 @@ def test_numpy_kernels_match_generic_with_a_per_channel_zero_point():
     expected, _ = quantize(GENERIC, values, 0.3, generic_zero_point, (-32, 31), "int64", True, None)
     result, _ = quantize(NUMPY, values, 0.3, zero_point, (-32, 31), "int64", True, None)
     _assert_identical(result, expected)
-    _assert_identical(dequantize(NUMPY, result, 0.3, zero_point, "float64"), dequantize(GENERIC, result, 0.3, generic_zero_point, "float64"))
+    _assert_identical(
+        dequantize(NUMPY, result, 0.3, zero_point, "float64"),
+        dequantize(GENERIC, result, 0.3, generic_zero_point, "float64"),
+    )
 
 
 @pytest.mark.parametrize("size", [5, BLOCK_ELEMENTS + 1])

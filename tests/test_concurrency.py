@@ -15,11 +15,12 @@ from typing import Any, Callable, List
 import numpy
 import pytest
 
-from bits import assert_same_bits
 import qarray
 from qarray import MinMaxQuantizationStats, QuantizationOptions, QuantizedArray
 from qarray._namespace import to_numpy
 from qarray.backends import NumpyBackend, backend_for, get_backend, register_backend
+
+from bits import assert_same_bits
 
 THREADS = 8
 CALLS = 40

@@ -18,6 +18,7 @@ import numpy
 import pytest
 
 import qarray
+
 import reference
 from reference import Options
 

@@ -14,7 +14,6 @@ import importlib
 import pkgutil
 from typing import List
 
-import numpy
 import pytest
 
 import qarray

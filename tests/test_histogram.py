@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from qarray import histogram as H
-from qarray.backends import ArrayAPIBackend, NumpyBackend, numba_kernels
-from qarray.backends import numpy_backend
+from qarray.backends import ArrayAPIBackend, NumpyBackend, numba_kernels, numpy_backend
 
 PROPERTY = settings(
     max_examples=40,
@@ -171,7 +170,9 @@ def _kernel_cases():
     return {
         "heavy float64": heavy,
         "heavy float32": heavy.astype(numpy.float32),
-        "tiny against wide bins": numpy.concatenate([heavy, [-1e-300, 1e-300, -0.0, 5e-324, -5e-324]]) * numpy.array(1e295),
+        "tiny against wide bins": (
+            numpy.concatenate([heavy, [-1e-300, 1e-300, -0.0, 5e-324, -5e-324]]) * numpy.array(1e295)
+        ),
         "subnormal float32": (rng.normal(size=40_000) * 1e-40).astype(numpy.float32),
         "with NaN and Inf": numpy.concatenate([heavy, [numpy.nan, numpy.inf, -numpy.inf]]),
     }
@@ -242,7 +243,9 @@ def test_percentile_clips_an_outlier():
     assert 0.99 <= upper < 2e3  # within one bin (of width 2**k for the range up to 1e6) of the order statistic
 
 
-@pytest.mark.parametrize("bad, error", [(50.0, ValueError), (100.5, ValueError), (float("nan"), ValueError), ("99", TypeError)])
+@pytest.mark.parametrize(
+    "bad, error", [(50.0, ValueError), (100.5, ValueError), (float("nan"), ValueError), ("99", TypeError)]
+)
 def test_percentile_is_checked(bad, error):
     with pytest.raises(error, match="percentile"):
         H.percentile_range(H.histogram(numpy.ones(3)), bad)

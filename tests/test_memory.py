@@ -82,7 +82,8 @@ def test_omit_writes_the_integer_quant_gives_for_zero(values):
 def test_omit_with_a_per_channel_zero_point_writes_each_channel_integer():
     values = numpy.array([[numpy.nan, 0.5], [1.0, numpy.nan], [numpy.nan, numpy.nan]])
     params = qarray.UniformQuantizationParameters(scale=0.25, zero_point=numpy.array([[-3], [2], [40]]), offset=0)
-    qa = QuantizedArray(4, values, params=params, stats=qarray.MinMaxQuantizationStats(rmin=-1.0, rmax=1.0), nan_policy="omit")
+    stats = qarray.MinMaxQuantizationStats(rmin=-1.0, rmax=1.0)
+    qa = QuantizedArray(4, values, params=params, stats=stats, nan_policy="omit")
     zero = qa.quantizer.quant(numpy.zeros((3, 2)))
     numpy.testing.assert_array_equal(qa.qvalues[numpy.isnan(values)], zero[numpy.isnan(values)])
     numpy.testing.assert_array_equal(zero[:, 0], [0, 2, 15])  # clipped to [0, 15]
@@ -128,7 +129,9 @@ def test_numpy_unique_rounded_matches_the_generic_path_bit_for_bit(case, omit, m
     values = {
         "normal": lambda: rng.standard_normal(10_001),
         "mostly-unique": lambda: (rng.standard_normal(5_000) * 1e4).astype(numpy.float32),
-        "special": lambda: numpy.array([-0.0, 0.0, -0.001, 0.005, 0.015, numpy.nan, numpy.inf, -numpy.inf, numpy.nan] * 20),
+        "special": lambda: numpy.array(
+            [-0.0, 0.0, -0.001, 0.005, 0.015, numpy.nan, numpy.inf, -numpy.inf, numpy.nan] * 20
+        ),
         "float16": lambda: rng.standard_normal((70, 30)).astype(numpy.float16),
         "strided": lambda: rng.standard_normal((70, 300))[:, ::2],
         "empty": lambda: numpy.zeros(0, dtype=numpy.float32),

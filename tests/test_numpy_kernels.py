@@ -22,12 +22,12 @@ import array_api_compat
 import numpy
 import pytest
 
-from kernel_calls import dequantize, quantize
-from bits import assert_same_bits
 from qarray import QuantizationOptions, UniformQuantizationParameters, UniformQuantizer
-from qarray.backends import ArrayAPIBackend, NumpyBackend
-from qarray.backends import _parallel, numba_kernels
+from qarray.backends import ArrayAPIBackend, NumpyBackend, _parallel, numba_kernels
 from qarray.backends.numpy_backend import BLOCK_ELEMENTS, MINMAX_BLOCK_ELEMENTS, _blocks
+
+from bits import assert_same_bits
+from kernel_calls import dequantize, quantize
 
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 NO_NUMBA_REASON = "numba is not installed (pip install 'qarray[fast]')"
@@ -265,7 +265,9 @@ def test_quantize_matches_generic_on_any_layout(path, layout):
 def test_dequantize_matches_generic_on_any_layout(path, layout):
     qvalues = numpy.rint(LAYOUTS[layout]()).astype(numpy.int32)
     for dtype in FLOAT_DTYPES:
-        _assert_identical(dequantize(BACKEND, qvalues, 0.37, 3.0, dtype), dequantize(GENERIC, qvalues, 0.37, 3.0, dtype))
+        _assert_identical(
+            dequantize(BACKEND, qvalues, 0.37, 3.0, dtype), dequantize(GENERIC, qvalues, 0.37, 3.0, dtype)
+        )
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -644,14 +646,16 @@ def test_first_compilation_from_several_threads_at_once(numba_only, tmp_path):
         from qarray.backends.spec import QuantSpec
         backend = NumpyBackend()
         values = numpy.linspace(-3.0, 3.0, 1 << 17).astype(numpy.float32)
-        expected = numpy.clip(numpy.rint(values.astype(numpy.float64) / 0.01 + 5.0), -2**31, 2**31 - 1).astype(numpy.int32)
+        rounded = numpy.rint(values.astype(numpy.float64) / 0.01 + 5.0)
+        expected = numpy.clip(rounded, -2**31, 2**31 - 1).astype(numpy.int32)
         results = []
         def work():
             results.append(backend.quantize(values, QuantSpec(0.01, 5.0, -2**31, 2**31 - 1, True, "int32"))[0])
         threads = [threading.Thread(target=work) for _ in range(4)]
         for thread in threads: thread.start()
         for thread in threads: thread.join()
-        print(len(results), all(numpy.array_equal(r, expected) for r in results), numba_kernels._state["kernels"] is not None)
+        same = all(numpy.array_equal(r, expected) for r in results)
+        print(len(results), same, numba_kernels._state["kernels"] is not None)
         """,
         env={"NUMBA_CACHE_DIR": str(tmp_path)},
     )

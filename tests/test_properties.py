@@ -25,12 +25,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from kernel_calls import dequantize, quantize
-from bits import assert_same_bits
 import qarray
 from qarray import QuantizationOptions, QuantizedArray, UniformQuantizer
 from qarray._namespace import to_numpy
 from qarray.backends import ArrayAPIBackend, NumpyBackend
+
+from bits import assert_same_bits
+from kernel_calls import dequantize, quantize
 
 EPS = float(numpy.finfo(numpy.float64).eps)
 
@@ -80,7 +81,9 @@ def host(array: Any) -> numpy.ndarray:
 
 @PROPERTY
 @given(values=float_arrays(), opts=options(), outside=st.floats(1.0, 1e6))
-def test_qvalues_lie_in_the_clipping_range(xb: Any, values: numpy.ndarray, opts: QuantizationOptions, outside: float) -> None:
+def test_qvalues_lie_in_the_clipping_range(
+    xb: Any, values: numpy.ndarray, opts: QuantizationOptions, outside: float
+) -> None:
     array = QuantizedArray(opts.n_bits, xb.asarray(values), options=opts)
     low, high = clip_bounds(array.quantizer)
     qvalues = host(array.qvalues)
@@ -93,8 +96,14 @@ def test_qvalues_lie_in_the_clipping_range(xb: Any, values: numpy.ndarray, opts:
 
 
 @PROPERTY
-@given(values=float_arrays(), opts=options(max_bits=53, narrow=False), where=st.lists(st.floats(0, 1), min_size=1, max_size=20))
-def test_round_trip_error_is_at_most_half_a_step(xb: Any, values: numpy.ndarray, opts: QuantizationOptions, where: list) -> None:
+@given(
+    values=float_arrays(),
+    opts=options(max_bits=53, narrow=False),
+    where=st.lists(st.floats(0, 1), min_size=1, max_size=20),
+)
+def test_round_trip_error_is_at_most_half_a_step(
+    xb: Any, values: numpy.ndarray, opts: QuantizationOptions, where: list
+) -> None:
     array = QuantizedArray(opts.n_bits, xb.asarray(values), options=opts)
     quantizer = array.quantizer
     rmin, rmax = float(quantizer.rmin), float(quantizer.rmax)
@@ -107,7 +116,11 @@ def test_round_trip_error_is_at_most_half_a_step(xb: Any, values: numpy.ndarray,
 
 
 @PROPERTY
-@given(values=float_arrays(), opts=options(), probes=hnp.arrays(numpy.float64, st.integers(2, 60), elements=st.floats(-2e6, 2e6)))
+@given(
+    values=float_arrays(),
+    opts=options(),
+    probes=hnp.arrays(numpy.float64, st.integers(2, 60), elements=st.floats(-2e6, 2e6)),
+)
 def test_quant_is_monotone(xb: Any, values: numpy.ndarray, opts: QuantizationOptions, probes: numpy.ndarray) -> None:
     quantizer = QuantizedArray(opts.n_bits, xb.asarray(values), options=opts).quantizer
     ordered = numpy.sort(numpy.concatenate([probes, values.reshape(-1).astype(numpy.float64)]))
@@ -121,7 +134,9 @@ def test_quant_is_monotone(xb: Any, values: numpy.ndarray, opts: QuantizationOpt
 
 @PROPERTY
 @given(values=float_arrays(), opts=options(max_bits=32, qat=False), data=st.data())
-def test_quant_of_dequant_gives_back_every_qvalue(xb: Any, values: numpy.ndarray, opts: QuantizationOptions, data: st.DataObject) -> None:
+def test_quant_of_dequant_gives_back_every_qvalue(
+    xb: Any, values: numpy.ndarray, opts: QuantizationOptions, data: st.DataObject
+) -> None:
     quantizer = QuantizedArray(opts.n_bits, xb.asarray(values), options=opts).quantizer
     low, high = quantizer.clip_range()
     qvalues = numpy.array(data.draw(st.lists(st.integers(low, high), min_size=1, max_size=50)) + [low, high])
@@ -178,7 +193,8 @@ def test_blocked_numpy_kernels_match_the_generic_backend(
 def test_blocked_kernels_match_across_block_boundaries(size: int) -> None:
     rng = numpy.random.default_rng(size)
     values = rng.standard_normal(size) * 100
-    for kernel_input in (values, values.astype(numpy.float32), values[::-1], values.reshape(-1, 1)[: size // 2 * 2].reshape(-1, 2).T):
+    transposed = values.reshape(-1, 1)[: size // 2 * 2].reshape(-1, 2).T
+    for kernel_input in (values, values.astype(numpy.float32), values[::-1], transposed):
         mine, my_problems = quantize(BLOCKED_NUMPY, kernel_input, 0.37, 11.0, (-128, 127), "int8", True)
         theirs, their_problems = quantize(GENERIC_NUMPY, kernel_input, 0.37, 11.0, (-128, 127), "int8", True)
         assert_same_bits(mine, host(theirs))
@@ -253,7 +269,9 @@ def test_the_numpy_kernel_counts_non_finite_values_in_its_own_pass(size: int, mo
 
 @PROPERTY
 @given(values=float_arrays(max_side=20), opts=options(max_bits=53))
-def test_serialization_round_trips_give_equal_objects(xb: Any, values: numpy.ndarray, opts: QuantizationOptions) -> None:
+def test_serialization_round_trips_give_equal_objects(
+    xb: Any, values: numpy.ndarray, opts: QuantizationOptions
+) -> None:
     array = QuantizedArray(opts.n_bits, xb.asarray(values), options=opts)
     for obj in (array, array.quantizer, array.quantizer.stats, array.quantizer.params, array.quantizer.options):
         loaded = qarray.loads(obj.dumps())
@@ -264,7 +282,7 @@ def test_serialization_round_trips_give_equal_objects(xb: Any, values: numpy.nda
     assert type(placed.qvalues) is type(array.qvalues)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _available_backends() -> Tuple[str, ...]:
     return tuple(qarray.backends.available_backends())
 
@@ -304,4 +322,5 @@ def test_quant_and_dequant_return_new_arrays(xb: Any) -> None:
     back = quantizer.dequant(qvalues)
     values[...] = 0.0
     qvalues[...] = 0
-    assert host(back).tolist() == host(quantizer.dequant(quantizer.quant(xb.asarray(numpy.linspace(-1.0, 1.0, 9))))).tolist()
+    again = quantizer.dequant(quantizer.quant(xb.asarray(numpy.linspace(-1.0, 1.0, 9))))
+    assert host(back).tolist() == host(again).tolist()

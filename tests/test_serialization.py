@@ -16,7 +16,6 @@ import array_api_compat
 import numpy
 import pytest
 
-from bits import assert_same_bits
 import qarray
 from qarray import (
     MinMaxQuantizationStats,
@@ -25,6 +24,8 @@ from qarray import (
     UniformQuantizationParameters,
     UniformQuantizer,
 )
+
+from bits import assert_same_bits
 
 TINY = numpy.nextafter(0.0, 1.0)  # the smallest subnormal
 ODD_FLOATS = numpy.array([-0.0, TINY, -TINY, numpy.nextafter(0.1, 1.0), 1e308, -2.2250738585072014e-308])
@@ -220,7 +221,9 @@ def test_loading_with_a_backend_places_every_array(xb):
     assert loaded == original
 
 
-@pytest.mark.parametrize("make", [lambda: _qat_quantized_array().quantizer, lambda: _qat_quantized_array().quantizer.stats])
+@pytest.mark.parametrize(
+    "make", [lambda: _qat_quantized_array().quantizer, lambda: _qat_quantized_array().quantizer.stats]
+)
 def test_loading_statistics_with_a_backend_places_uvalues(xb, make):
     loaded = qarray.loads(make().dumps(), backend=xb.name)
     stats = loaded.stats if isinstance(loaded, UniformQuantizer) else loaded

@@ -71,7 +71,7 @@ def test_updates_from_many_threads_lose_no_batch(xb: Any, frequent_thread_switch
         inputs = [xb.asarray(batch) for batch in batches]
         stats = MinMaxQuantizationStats()
 
-        def work(index: int) -> None:
+        def work(index: int, inputs: List[Any] = inputs, stats: MinMaxQuantizationStats = stats) -> None:
             for batch in inputs[index::THREADS]:
                 stats.update(batch, with_uvalues=True)
 
@@ -90,7 +90,7 @@ def test_min_and_max_from_many_threads_are_those_of_all_batches(
         inputs = [xb.asarray(batch) for batch in batches]
         stats = MinMaxQuantizationStats()
 
-        def work(index: int) -> None:
+        def work(index: int, inputs: List[Any] = inputs, stats: MinMaxQuantizationStats = stats) -> None:
             for batch in inputs[index::THREADS]:
                 stats.update(batch)
 
