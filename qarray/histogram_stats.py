@@ -321,10 +321,10 @@ class HistogramQuantizationStats(Serializable):
         )
 
     def _repr_html_(self) -> str:
-        """Rich display in Jupyter (see :mod:`qarray.display`)."""
-        from .display import html_repr
+        """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
+        from ._rich import render_html
 
-        return html_repr(self)
+        return render_html(self)
 
     # -- documents -----------------------------------------------------------------------------
 

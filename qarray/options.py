@@ -205,10 +205,10 @@ class QuantizationOptions(Serializable):
         return f"QuantizationOptions(n_bits={self.n_bits}, {flags}{granularity})"
 
     def _repr_html_(self) -> str:
-        """Rich display in Jupyter (see :mod:`qarray.display`)."""
-        from .display import html_repr
+        """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
+        from ._rich import render_html
 
-        return html_repr(self)
+        return render_html(self)
 
     def copy_opts(self, opts: "QuantizationOptions") -> None:
         """Copy the options from a different structure.

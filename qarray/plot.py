@@ -1,4 +1,5 @@
-"""Plots of quantization with matplotlib: value histograms on the grid, errors, bit sweeps.
+"""Plots of quantization with matplotlib: value histograms on the grid, errors, bit sweeps,
+and the parameters of per-channel and per-group quantization, block by block.
 
 Small helpers for notebooks and reports. matplotlib is imported when a
 function is called, never by ``import qarray`` (install it with the ``plot``
@@ -15,7 +16,7 @@ import numpy
 
 from ._namespace import to_numpy
 
-__all__ = ["plot_error", "plot_error_vs_bits", "plot_grid", "plot_histogram"]
+__all__ = ["plot_block_parameters", "plot_error", "plot_error_vs_bits", "plot_grid", "plot_histogram"]
 
 
 def _axes(ax: Any) -> Any:
@@ -199,30 +200,114 @@ def plot_histogram(
     percentile = options.get("percentile", 99.99)
     ax = _axes(ax)
     edges = hist.edges()
-    ax.stairs(hist.counts, numpy.clip(edges, float(hist.vmin), float(hist.vmax)), fill=True, color="tab:blue", alpha=0.5, label="counts")
+    clipped_edges = numpy.clip(edges, float(hist.vmin), float(hist.vmax))
+    ax.stairs(hist.counts, clipped_edges, fill=True, color="tab:blue", alpha=0.5, label="counts")
     if log:
         ax.set_yscale("log")
     colours = ("black", "tab:orange", "tab:green", "tab:purple", "tab:brown")
     ranges = {}
     for index, method in enumerate(methods):
-        low, high = stats.range(method, percentile=percentile, n_bits=n_bits, is_signed=is_signed, is_symmetric=is_symmetric)
+        low, high = stats.range(
+            method, percentile=percentile, n_bits=n_bits, is_signed=is_signed, is_symmetric=is_symmetric
+        )
         ranges[method] = (low, high)
         colour = colours[index % len(colours)]
         ax.axvline(low, color=colour, linestyle="--", linewidth=1.2, label=f"{method} [{low:.4g}, {high:.4g}]")
         ax.axvline(high, color=colour, linestyle="--", linewidth=1.2)
     if methods:
         first = methods[0]
-        quantizer = UniformQuantizer(QuantizationOptions(n_bits, is_signed=is_signed, is_symmetric=is_symmetric), stats.to_minmax(first, percentile=percentile, n_bits=n_bits, is_signed=is_signed, is_symmetric=is_symmetric))
-        quantizer.compute_quantization_parameters(quantizer.options, quantizer.stats)
+        grid_options = QuantizationOptions(n_bits, is_signed=is_signed, is_symmetric=is_symmetric)
+        minmax = stats.to_minmax(
+            first, percentile=percentile, n_bits=n_bits, is_signed=is_signed, is_symmetric=is_symmetric
+        )
+        quantizer = UniformQuantizer(grid_options, minmax)
+        quantizer.compute_quantization_parameters(grid_options, quantizer.stats)
         levels, count = _grid(quantizer, numpy.asarray(ranges[first], dtype=numpy.float64))
         shown = levels if levels.size <= max_lines else levels[[0, -1]]
         for index, level in enumerate(shown):
-            ax.axvline(level, color="tab:red", linewidth=0.6, alpha=0.5, label=f"{first} grid ({count} levels)" if index == 0 else None)
+            label = f"{first} grid ({count} levels)" if index == 0 else None
+            ax.axvline(level, color="tab:red", linewidth=0.6, alpha=0.5, label=label)
     ax.set_xlabel("value")
     ax.set_ylabel("count")
     ax.set_title(f"histogram of {hist.total} values, bin width 2**{hist.k}; {n_bits}-bit ranges")
     ax.legend(loc="upper right", fontsize="small")
     return ax
+
+
+def plot_block_parameters(
+    quantizer: Any,
+    values: Any = None,
+    ax: Any = None,
+    max_points: int = 20000,
+) -> Any:
+    """Plot each block's ``scale / 2`` and, given values, each block's largest round-trip error.
+
+    With per-channel (``axis=``) or per-group (``block_size=``) quantization every block
+    has its own scale; this draws ``scale / 2``, the bound of the round-trip error, for
+    each block of the parameter grid in row-major order, and with ``values`` the
+    largest ``|dequant(quant(x)) - x|`` of each block as dots: each dot lies on or below
+    its block's bound, unless values fall outside the clip range the quantizer was
+    fitted for. A per-tensor quantizer is drawn as one block. The scales (and values)
+    are copied to the host.
+
+    Args:
+        quantizer: a fitted :class:`~qarray.UniformQuantizer`, or a QuantizedArray
+            (whose quantizer is used, and whose values when ``values`` is None).
+        values: real values whose shape gives the quantizer's parameter grid (any
+            array library), or None to draw the scales only.
+        ax: matplotlib axes to draw on (new ones when None).
+        max_points: draw at most this many blocks (evenly spaced), to keep figures light.
+
+    Returns:
+        The matplotlib axes (logarithmic scale axis when every scale is positive).
+
+    Raises:
+        ValueError: if the quantizer has no parameters, or ``values``' shape does not
+            give its parameter grid.
+
+    Example:
+        >>> import numpy, qarray
+        >>> from qarray.plot import plot_block_parameters
+        >>> w = numpy.random.default_rng(0).normal(size=(64, 256)) * numpy.geomspace(0.01, 10, 64)[:, None]
+        >>> qa = qarray.QuantizedArray(4, w, block_size=32)
+        >>> ax = plot_block_parameters(qa)  # doctest: +SKIP
+    """
+    from .granularity import block_minmax
+
+    array = quantizer if hasattr(quantizer, "quantizer") else None
+    quantizer = getattr(quantizer, "quantizer", quantizer)
+    if quantizer.scale is None:
+        raise ValueError("quantizer has no parameters to plot: calibrate it first")
+    if values is None and array is not None:
+        values = array.values
+    scale = numpy.asarray(to_numpy(quantizer.scale), dtype=numpy.float64)
+    grid = scale.shape
+    half = numpy.abs(scale.reshape(-1)) / 2
+    step = max(1, half.size // max(1, max_points))
+    index = numpy.arange(half.size)[::step]
+    ax = _axes(ax)
+    ax.plot(index, half[::step], "-", color="tab:red", linewidth=1, label="scale/2 (error bound)")
+    if values is not None:
+        host = numpy.asarray(to_numpy(_as_values(values)), dtype=numpy.float64)
+        restored = numpy.asarray(to_numpy(quantizer.dequant(quantizer.quant(host))), dtype=numpy.float64)
+        extent = quantizer.block_extent(host.shape) if scale.ndim else tuple(max(1, n) for n in host.shape)
+        _, largest = block_minmax(numpy.abs(restored - host), extent, xp=numpy)
+        largest = numpy.asarray(largest).reshape(-1)
+        ax.plot(index, largest[::step], ".", color="tab:blue", markersize=3, label="max |error| of the block")
+    if half.size and numpy.all(half > 0):
+        ax.set_yscale("log")
+    shown = "(" + ", ".join(str(n) for n in grid) + ("," if len(grid) == 1 else "") + ")"
+    ax.set_xlabel(f"block (row-major over the grid {shown})")
+    ax.set_ylabel("real units")
+    ax.set_title(f"{quantizer.n_bits} bits: {half.size} block(s), scale/2 from {half.min():.3g} to {half.max():.3g}")
+    ax.legend(loc="best")
+    return ax
+
+
+def _as_values(values: Any) -> Any:
+    from ._namespace import as_array
+
+    return as_array(values, "values", kind="float")
 
 
 def _grid(quantizer: Any, host: numpy.ndarray) -> tuple:

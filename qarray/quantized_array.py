@@ -311,7 +311,7 @@ class QuantizedArray(Serializable):
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        from .display import mode_name
+        from ._rich import mode_name
 
         shape = None if self.qvalues is None else tuple(self.qvalues.shape)
         backend = None if self._backend is None else self._backend.name
@@ -339,10 +339,10 @@ class QuantizedArray(Serializable):
         )
 
     def _repr_html_(self) -> str:
-        """Rich display in Jupyter (see :mod:`qarray.display`)."""
-        from .display import html_repr
+        """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
+        from ._rich import render_html
 
-        return html_repr(self)
+        return render_html(self)
 
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict (values and qvalues copied to the host)."""

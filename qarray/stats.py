@@ -504,10 +504,10 @@ class MinMaxQuantizationStats(Serializable):
         return f"MinMaxQuantizationStats({shown}, uvalues={'None' if count is None else f'<{count} values>'})"
 
     def _repr_html_(self) -> str:
-        """Rich display in Jupyter (see :mod:`qarray.display`)."""
-        from .display import html_repr
+        """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
+        from ._rich import render_html
 
-        return html_repr(self)
+        return render_html(self)
 
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict (uvalues copied to the host)."""

@@ -137,7 +137,8 @@ def test_displays_of_incomplete_objects_do_not_fail():
     assert _rows(UniformQuantizer()) == {"options": "unset"}
     assert "unknown" in _rows(UniformQuantizer(QuantizationOptions(4)))["clip range"]
     assert _rows(QuantizedArray(4, None))["values"] == "None"
-    for obj in (MinMaxQuantizationStats(), UniformQuantizationParameters(), UniformQuantizer(), QuantizedArray(4, None)):
+    empty = (MinMaxQuantizationStats(), UniformQuantizationParameters(), UniformQuantizer(), QuantizedArray(4, None))
+    for obj in empty:
         assert obj._repr_html_()
 
 
@@ -164,7 +165,7 @@ def test_html_is_escaped():
     stats = MinMaxQuantizationStats()
     html = stats._repr_html_()
     assert "<script" not in html
-    assert html_repr(QuantizationOptions(3)).count("<tr>") == 3
+    assert html_repr(QuantizationOptions(3)).count("<tr>") == 4
 
 
 def test_text_summary_and_repr():

@@ -31,6 +31,7 @@ def test_there_are_notebooks():
         "02_calibration.ipynb",
         "03_gpu_batches.ipynb",
         "04_histogram_calibration.ipynb",
+        "05_per_channel_weights.ipynb",
     ]
 
 
