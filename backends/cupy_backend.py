@@ -177,6 +177,7 @@ class CupyBackend(ArrayAPIBackend):
             with values.device:
                 values = values.astype(cupy.float64)
         dtype = self._fused_float(values)
+        assert dtype is not None  # values are float64 or a fused float type now
         with values.device:
             source = cupy.ascontiguousarray(values)
             low, high = self.minmax(source, omit_nonfinite=omit_nan)
@@ -229,6 +230,7 @@ class CupyBackend(ArrayAPIBackend):
             with values.device:
                 values = values.astype(cupy.float64)
         dtype = self._fused_float(values)
+        assert dtype is not None  # values are float64 or a fused float type now
         with values.device:
             source = cupy.ascontiguousarray(values)
             ints = cupy.asarray(numpy.array([1, k, j_lo, 0, 0], dtype=numpy.int64))
@@ -384,7 +386,8 @@ class CupyBackend(ArrayAPIBackend):
         assert extent is not None  # only called for grids
         rows, _, length, group = grid_layout(tuple(like.shape), extent)
         n_groups = -(-length // group)
-        grid_shape = tuple(spec.scale.shape)
+        scale: Any = spec.scale  # an array of the parameter grid (grid kernels only)
+        grid_shape = tuple(scale.shape)
         matrices = [
             cupy.ascontiguousarray(
                 cupy.broadcast_to(cupy.asarray(getattr(spec, name), dtype=cupy.float64), grid_shape)

@@ -17,7 +17,7 @@ This module imports Dask; it is only imported when a Dask array shows up (or
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy
 
@@ -209,7 +209,8 @@ def _block_zero_point(zero_point: Any, ndim: int, block_info: Optional[dict]) ->
 def _local_grid(extent: Tuple[int, ...], location: Any) -> Tuple[Tuple[Any, ...], Tuple[int, ...]]:
     """How a chunk at ``location`` sees a parameter grid: per axis, the grid index (a slice,
     or an index array for chunks that start inside a block) and the chunk's block extent."""
-    index, local = [], []
+    index: List[Any] = []  # per axis, a slice or an index array
+    local: List[int] = []
     for size, (start, stop) in zip(extent, location):
         first, last = start // size, (stop - 1) // size if stop > start else start // size
         if first == last:  # the chunk lies in one block along this axis

@@ -102,11 +102,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         restored = quantizer.dequant(qa.qvalues)
         xp = backend.xp
         max_error = float(backend.to_numpy(xp.max(xp.abs(restored - xp.astype(values, xp.float64)))))
-        bound = float(quantizer.scale) / 2
+        scale, zero_point, _ = quantizer._require_params()
+        bound = float(scale) / 2
         ok = max_error <= bound * (1 + 1e-12)
         rows.append(ok)
         print(
-            f"{n_bits:>4} {float(quantizer.scale):>12.6g} {int(quantizer.zero_point):>10} {max_error:>12.6g} "
+            f"{n_bits:>4} {float(scale):>12.6g} {int(zero_point):>10} {max_error:>12.6g} "
             f"{bound:>12.6g} {'yes' if ok else 'NO':>3} {elapsed * 1e3:>8.1f}ms {args.size / elapsed / 1e6:>10.1f}"
         )
     print("quantize = calibration (min/max) + parameters + quantization to int64, copy of the input included")

@@ -197,7 +197,7 @@ def dtype_name(dtype: Any, xp: Any, allowed: Sequence[str], argument: str = "dty
             ),
             None,
         )
-    if name in allowed:
+    if name is not None and name in allowed:
         return name
     raise TypeError(
         f"{argument} must be one of {', '.join(allowed)} (as a name, a NumPy dtype or a dtype "

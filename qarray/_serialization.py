@@ -27,7 +27,7 @@ import numbers
 import os
 import secrets
 import stat
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple, Union, overload
 
 import numpy
 
@@ -551,6 +551,15 @@ def check_fields(
     return fields
 
 
+# With optional=False the decoders never return None.
+@overload
+def decode_float(value: Any, argument: str, optional: Literal[False]) -> numpy.float64: ...
+
+
+@overload
+def decode_float(value: Any, argument: str, optional: bool = True) -> Optional[numpy.float64]: ...
+
+
 def decode_float(value: Any, argument: str, optional: bool = True) -> Optional[numpy.float64]:
     """Return a JSON number as a finite float64 (``None`` passes when ``optional``).
 
@@ -569,6 +578,14 @@ def decode_float(value: Any, argument: str, optional: bool = True) -> Optional[n
     if not math.isfinite(converted):
         raise ValueError(f"{argument} must be finite, got {describe(value)}")
     return converted
+
+
+@overload
+def decode_int(value: Any, argument: str, optional: Literal[False]) -> int: ...
+
+
+@overload
+def decode_int(value: Any, argument: str, optional: bool = True) -> Optional[int]: ...
 
 
 def decode_int(value: Any, argument: str, optional: bool = True) -> Optional[int]:
@@ -637,6 +654,16 @@ def _defer(array: Any, check: Optional[Callable[[numpy.ndarray], None]]) -> Opti
         dtype = numpy.asarray(probe).dtype
     _check_encodable(dtype)
     return _DeferredData(array, dtype, shape, check)
+
+
+@overload
+def decode_array(value: Any, argument: str, dtypes: Iterable[str], optional: Literal[False]) -> numpy.ndarray: ...
+
+
+@overload
+def decode_array(
+    value: Any, argument: str, dtypes: Iterable[str] = ARRAY_DTYPES, optional: bool = True
+) -> Optional[numpy.ndarray]: ...
 
 
 def decode_array(

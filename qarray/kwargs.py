@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Type, TypeVar, get_type_hints
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar, get_type_hints, overload
 
 __all__ = ["fill_from_kwargs"]
 
 T = TypeVar("T")
+
+
+# Only None may stay None: an object that is given comes back (filled).
+@overload
+def fill_from_kwargs(obj: None, klass: Type[T], **kwargs: Any) -> Tuple[Optional[T], Dict[str, Any]]: ...
+
+
+@overload
+def fill_from_kwargs(obj: T, klass: Type[T], **kwargs: Any) -> Tuple[T, Dict[str, Any]]: ...
 
 
 def fill_from_kwargs(obj: Optional[T], klass: Type[T], **kwargs: Any) -> Tuple[Optional[T], Dict[str, Any]]:
@@ -52,7 +61,7 @@ def fill_from_kwargs(obj: Optional[T], klass: Type[T], **kwargs: Any) -> Tuple[O
         absent = [name for name in needed if name not in used]
         if absent:
             raise TypeError(f"missing quantizer parameter(s) {', '.join(absent)} for {klass.__name__}")
-        klass.__init__(obj, **{name: used[name] for name in needed})  # type: ignore[misc]
+        klass.__init__(obj, **{name: used[name] for name in needed})
     for name, value in used.items():
         setattr(obj, name, value)
     required = getattr(klass, "_required_fields", tuple(fields))

@@ -7,7 +7,7 @@ serializable classes; nothing named in a file is ever imported or executed.
 from __future__ import annotations
 
 import os
-from typing import IO, Any, Optional, Union
+from typing import IO, Any, Dict, Optional, Union
 
 from ._checks import describe
 from ._consistency import check_consistent
@@ -22,7 +22,8 @@ from .stats import MinMaxQuantizationStats
 __all__ = ["FORMAT_VERSION", "MAX_DUMPS_LAZY_BYTES", "load", "load_dict", "loads"]
 
 _PLACED = {"MinMaxQuantizationStats", "UniformQuantizer", "QuantizedArray"}
-_CLASSES = {
+# Each has load_dict(metadata), and those in _PLACED load_dict(metadata, backend=).
+_CLASSES: Dict[str, Any] = {
     "QuantizationOptions": QuantizationOptions,
     "MinMaxQuantizationStats": MinMaxQuantizationStats,
     "HistogramQuantizationStats": HistogramQuantizationStats,

@@ -92,15 +92,15 @@ def calibrate(
             )
         return _calibrate_histogram(batches, options, progress, nan_policy, method, percentile, max_bins)
     stats = MinMaxQuantizationStats()
-    granularity = {"axis": options.axis, "block_size": options.block_size}
+    axis, block_size = options.axis, options.block_size
     with_uvalues = with_uvalues and not options.is_granular
     for batch in _with_progress(batches, progress):
-        stats.update(batch, nan_policy=nan_policy, with_uvalues=with_uvalues, **granularity)
+        stats.update(batch, nan_policy=nan_policy, with_uvalues=with_uvalues, axis=axis, block_size=block_size)
     if not stats._has_data():
         raise ValueError("batches must hold at least one non-empty batch to calibrate on")
     quantizer = UniformQuantizer(options, stats)
     # Reading rmin/rmax here is the one read-back of the whole calibration.
-    quantizer.compute_quantization_parameters(quantizer.options, quantizer.stats)
+    quantizer.compute_quantization_parameters(quantizer.quant_options, quantizer.stats)
     return quantizer
 
 
@@ -133,7 +133,7 @@ def _calibrate_histogram(
         is_symmetric=options.is_symmetric,
     )
     quantizer = UniformQuantizer(options, stats)
-    quantizer.compute_quantization_parameters(quantizer.options, quantizer.stats)
+    quantizer.compute_quantization_parameters(quantizer.quant_options, quantizer.stats)
     return quantizer
 
 
@@ -151,14 +151,14 @@ def _options(
         options = options.quant_options
         if n_bits is not None:
             options.n_bits = check_n_bits(n_bits)
-    options, rest = fill_from_kwargs(options, QuantizationOptions, **option_kwargs)
+    filled, rest = fill_from_kwargs(options, QuantizationOptions, **option_kwargs)
     if rest:
         raise TypeError(
             f"unexpected keyword argument(s) {', '.join(sorted(rest))}: keyword arguments must "
             "name fields of QuantizationOptions"
         )
-    options.validate()
-    return options
+    filled.validate()
+    return filled
 
 
 def _with_progress(batches: Iterable[Any], progress: bool) -> Iterable[Any]:
