@@ -24,18 +24,15 @@ from ._checks import (
     raise_on_problems,
 )
 from ._namespace import as_array, check_output, is_array, to_numpy
+from ._serialization import Serializable, check_fields
 from .backends.spec import QuantSpec, clip_range, exact_float_bounds
 from .granularity import block_extent as _block_extent
-from ._serialization import Serializable, check_fields
 from .options import QuantizationOptions
-from .params import UniformQuantizationParameters
+from .params import UniformQuantizationParameters, ZeroPoint
 from .stats import MinMaxQuantizationStats
 
 __all__ = ["UniformQuantizer"]
 
-_OPTION_FIELDS = ("n_bits", "is_signed", "is_symmetric", "is_qat", "is_narrow", "is_precomputed_qat")
-_STATS_FIELDS = ("rmax", "rmin", "uvalues")
-_PARAM_FIELDS = ("scale", "zero_point", "offset")
 _FLOAT_OUTPUTS = ("float32", "float64")
 
 
@@ -129,6 +126,116 @@ class UniformQuantizer(Serializable):
         """A fresh copy of the quantization parameters."""
         return self.params.quant_params
 
+    # -- the fields of the parts, read and set on the quantizer ------------------------------
+
+    @property
+    def n_bits(self) -> Optional[int]:
+        """The ``n_bits`` field of the quantizer's options."""
+        return self._part_field("options", "n_bits")
+
+    @n_bits.setter
+    def n_bits(self, value: int) -> None:
+        self._set_part_field("options", "n_bits", value)
+
+    @property
+    def is_signed(self) -> Optional[bool]:
+        """The ``is_signed`` field of the quantizer's options."""
+        return self._part_field("options", "is_signed")
+
+    @is_signed.setter
+    def is_signed(self, value: bool) -> None:
+        self._set_part_field("options", "is_signed", value)
+
+    @property
+    def is_symmetric(self) -> Optional[bool]:
+        """The ``is_symmetric`` field of the quantizer's options."""
+        return self._part_field("options", "is_symmetric")
+
+    @is_symmetric.setter
+    def is_symmetric(self, value: bool) -> None:
+        self._set_part_field("options", "is_symmetric", value)
+
+    @property
+    def is_qat(self) -> Optional[bool]:
+        """The ``is_qat`` field of the quantizer's options."""
+        return self._part_field("options", "is_qat")
+
+    @is_qat.setter
+    def is_qat(self, value: bool) -> None:
+        self._set_part_field("options", "is_qat", value)
+
+    @property
+    def is_narrow(self) -> Optional[bool]:
+        """The ``is_narrow`` field of the quantizer's options."""
+        return self._part_field("options", "is_narrow")
+
+    @is_narrow.setter
+    def is_narrow(self, value: bool) -> None:
+        self._set_part_field("options", "is_narrow", value)
+
+    @property
+    def is_precomputed_qat(self) -> Optional[bool]:
+        """The ``is_precomputed_qat`` field of the quantizer's options."""
+        return self._part_field("options", "is_precomputed_qat")
+
+    @is_precomputed_qat.setter
+    def is_precomputed_qat(self, value: bool) -> None:
+        self._set_part_field("options", "is_precomputed_qat", value)
+
+    @property
+    def rmax(self) -> Optional[numpy.float64]:
+        """The ``rmax`` field of the quantizer's stats."""
+        return self._part_field("stats", "rmax")
+
+    @rmax.setter
+    def rmax(self, value: Optional[float]) -> None:
+        self._set_part_field("stats", "rmax", value)
+
+    @property
+    def rmin(self) -> Optional[numpy.float64]:
+        """The ``rmin`` field of the quantizer's stats."""
+        return self._part_field("stats", "rmin")
+
+    @rmin.setter
+    def rmin(self, value: Optional[float]) -> None:
+        self._set_part_field("stats", "rmin", value)
+
+    @property
+    def uvalues(self) -> Optional[Any]:
+        """The ``uvalues`` field of the quantizer's stats."""
+        return self._part_field("stats", "uvalues")
+
+    @uvalues.setter
+    def uvalues(self, value: Optional[Any]) -> None:
+        self._set_part_field("stats", "uvalues", value)
+
+    @property
+    def scale(self) -> Optional[numpy.float64]:
+        """The ``scale`` field of the quantizer's params."""
+        return self._part_field("params", "scale")
+
+    @scale.setter
+    def scale(self, value: Optional[float]) -> None:
+        self._set_part_field("params", "scale", value)
+
+    @property
+    def zero_point(self) -> Optional[ZeroPoint]:
+        """The ``zero_point`` field of the quantizer's params."""
+        return self._part_field("params", "zero_point")
+
+    @zero_point.setter
+    def zero_point(self, value: Any) -> None:
+        self._set_part_field("params", "zero_point", value)
+
+    @property
+    def offset(self) -> Optional[int]:
+        """The ``offset`` field of the quantizer's params."""
+        return self._part_field("params", "offset")
+
+    @offset.setter
+    def offset(self, value: Optional[int]) -> None:
+        self._set_part_field("params", "offset", value)
+
     def is_equal(self, opts: QuantizationOptions, ignore_sign_qat: bool = False) -> bool:
         """Compare the options with ``opts`` (see :meth:`QuantizationOptions.is_equal`)."""
         return self._require_options().is_equal(opts, ignore_sign_qat)
@@ -159,7 +266,7 @@ class UniformQuantizer(Serializable):
 
     # -- quantization ----------------------------------------------------------------------
 
-    def clip_range(self) -> Optional[Tuple[int, int]]:
+    def clip_range(self) -> Optional[Tuple[Any, Any]]:
         """Return the inclusive integer range quant clips to, or None when it does not clip.
 
         No clipping with ``no_clipping``, nor for QAT with inferred parameters (its
@@ -366,7 +473,7 @@ class UniformQuantizer(Serializable):
         )
 
     @classmethod
-    def load_dict(cls, metadata: Dict[str, Any], backend: Optional[str] = None) -> "UniformQuantizer":
+    def load_dict(cls, metadata: Dict[str, Any], backend: Optional[str] = None) -> UniformQuantizer:
         """Load a quantizer from a dict made by :meth:`dump_dict`.
 
         Args:
@@ -396,6 +503,18 @@ class UniformQuantizer(Serializable):
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _part_field(self, part: str, name: str) -> Any:
+        owner = getattr(self, part)
+        return None if owner is None else getattr(owner, name)
+
+    def _set_part_field(self, part: str, name: str, value: Any) -> None:
+        if part == "options" and self.options is None:
+            if name != "n_bits":
+                raise ValueError(f"set n_bits (or give options) before {name}")
+            self.options = QuantizationOptions(value)
+            return
+        setattr(getattr(self, part), name, value)
+
     def _require_options(self) -> QuantizationOptions:
         if self.options is None:
             raise ValueError("this quantizer has no options; give QuantizationOptions first")
@@ -410,29 +529,6 @@ class UniformQuantizer(Serializable):
                 "calibrate it or give UniformQuantizationParameters"
             )
         return params.scale, params.zero_point, params.offset
-
-
-def _delegate(part: str, name: str) -> property:
-    """A property of the quantizer that reads and writes field ``name`` of one of its parts."""
-
-    def getter(self: UniformQuantizer) -> Any:
-        owner = getattr(self, part)
-        return None if owner is None else getattr(owner, name)
-
-    def setter(self: UniformQuantizer, value: Any) -> None:
-        if part == "options" and self.options is None:
-            if name != "n_bits":
-                raise ValueError(f"set n_bits (or give options) before {name}")
-            self.options = QuantizationOptions(value)
-            return
-        setattr(getattr(self, part), name, value)
-
-    return property(getter, setter, doc=f"The ``{name}`` field of the quantizer's {part}.")
-
-
-for _part, _names in (("options", _OPTION_FIELDS), ("stats", _STATS_FIELDS), ("params", _PARAM_FIELDS)):
-    for _name in _names:
-        setattr(UniformQuantizer, _name, _delegate(_part, _name))
 
 
 def _loaded_bool(value: Any, argument: str) -> bool:
