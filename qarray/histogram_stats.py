@@ -13,7 +13,7 @@ are the functions of :mod:`qarray.histogram`.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, cast
 
 import numpy
 
@@ -171,7 +171,8 @@ class HistogramQuantizationStats(Serializable):
                 pending = self._pending
                 if pending is None or pending[0] != "device" or not pending[1].histogram_accepts(pending[2], values):
                     self._resolve()
-                    pending = ("device", backend, backend.histogram_state(values, self._max_bins))
+                    # callable(histogram_update) above: a backend with device histograms
+                    pending = ("device", backend, cast(Any, backend).histogram_state(values, self._max_bins))
                     self._pending = pending
                 update_on_device(pending[2], values, omit_nan=omit)
             return
@@ -179,7 +180,7 @@ class HistogramQuantizationStats(Serializable):
         with self._lock:
             self._hist = merge(self._hist, batch_hist)
 
-    def merge(self, other: "HistogramQuantizationStats") -> "HistogramQuantizationStats":
+    def merge(self, other: HistogramQuantizationStats) -> HistogramQuantizationStats:
         """Return new statistics holding the histogram of both data sets (neither is changed).
 
         Exact: the result equals one update on all the data. Pending device or lazy
@@ -332,7 +333,9 @@ class HistogramQuantizationStats(Serializable):
         """Dump itself to a JSON-ready dict (the exact histogram: k, j_lo, int64 counts, min, max)."""
         hist = self.histogram
         if hist is None:
-            return self._tagged({"max_bins": self._max_bins, "k": None, "j_lo": None, "counts": None, "vmin": None, "vmax": None})
+            return self._tagged(
+                {"max_bins": self._max_bins, "k": None, "j_lo": None, "counts": None, "vmin": None, "vmax": None}
+            )
         return self._tagged(
             {
                 "max_bins": self._max_bins,
@@ -345,7 +348,7 @@ class HistogramQuantizationStats(Serializable):
         )
 
     @classmethod
-    def load_dict(cls, metadata: Dict[str, Any], backend: Optional[str] = None) -> "HistogramQuantizationStats":
+    def load_dict(cls, metadata: Dict[str, Any], backend: Optional[str] = None) -> HistogramQuantizationStats:
         """Load statistics from a dict made by :meth:`dump_dict`, checking it is a histogram
         that calibration can produce (``backend`` is accepted for symmetry; the histogram
         lives on the host).
@@ -369,7 +372,9 @@ class HistogramQuantizationStats(Serializable):
         vmin = decode_float(fields["vmin"], "vmin", optional=False) + 0.0
         vmax = decode_float(fields["vmax"], "vmax", optional=False) + 0.0
         if counts.ndim != 1 or not 1 <= counts.shape[0] <= max_bins:
-            raise ValueError(f"{cls._type_tag}: counts must be 1-d with 1 to {max_bins} entries, got shape {counts.shape}")
+            raise ValueError(
+                f"{cls._type_tag}: counts must be 1-d with 1 to {max_bins} entries, got shape {counts.shape}"
+            )
         if bool(numpy.any(counts < 0)) or counts[0] == 0 or counts[-1] == 0:
             raise ValueError(f"{cls._type_tag}: counts must be >= 0, with the bins of min and max non-empty")
         if sum(int(count) for count in counts) >= 2**63:

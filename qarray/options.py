@@ -6,7 +6,7 @@ determine the quantization parameters (see :mod:`qarray.params`).
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
 from ._checks import check_bool, check_n_bits
 from ._serialization import Serializable, check_fields
@@ -56,16 +56,19 @@ class QuantizationOptions(Serializable):
         QuantizationOptions(n_bits=8, is_signed=True, is_symmetric=True, is_qat=False, is_narrow=False, is_precomputed_qat=False)
         >>> QuantizationOptions(4, block_size=128).block_size
         128
-    """
+    """  # noqa: E501 (the example's output is one repr line)
 
-    n_bits: int
-    is_signed: bool
-    is_symmetric: bool
-    is_qat: bool
-    is_narrow: bool
-    is_precomputed_qat: bool
-    axis: Axis
-    block_size: BlockSize
+    # The fields, named for fill_from_kwargs (which reads them with get_type_hints); type
+    # checkers read the properties below instead.
+    if not TYPE_CHECKING:
+        n_bits: int
+        is_signed: bool
+        is_symmetric: bool
+        is_qat: bool
+        is_narrow: bool
+        is_precomputed_qat: bool
+        axis: Axis
+        block_size: BlockSize
 
     _type_tag = "QuantizationOptions"
     _required_fields = ("n_bits",)
@@ -195,12 +198,14 @@ class QuantizationOptions(Serializable):
             and self._block_size == other._block_size
         )
 
-    __hash__ = None  # type: ignore[assignment]  (mutable)
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
     def __repr__(self) -> str:
         flags = ", ".join(f"{name}={self._flags[name]}" for name in _FLAGS)
         granularity = "".join(
-            f", {name}={value!r}" for name, value in (("axis", self._axis), ("block_size", self._block_size)) if value is not None
+            f", {name}={value!r}"
+            for name, value in (("axis", self._axis), ("block_size", self._block_size))
+            if value is not None
         )
         return f"QuantizationOptions(n_bits={self.n_bits}, {flags}{granularity})"
 
@@ -210,7 +215,7 @@ class QuantizationOptions(Serializable):
 
         return render_html(self)
 
-    def copy_opts(self, opts: "QuantizationOptions") -> None:
+    def copy_opts(self, opts: QuantizationOptions) -> None:
         """Copy the options from a different structure.
 
         Args:
@@ -223,13 +228,13 @@ class QuantizationOptions(Serializable):
         self._axis, self._block_size = opts._axis, opts._block_size
 
     @property
-    def quant_options(self) -> "QuantizationOptions":
+    def quant_options(self) -> QuantizationOptions:
         """A fresh copy of these options."""
         copy = QuantizationOptions(self.n_bits)
         copy.copy_opts(self)
         return copy
 
-    def is_equal(self, opts: "QuantizationOptions", ignore_sign_qat: bool = False) -> bool:
+    def is_equal(self, opts: QuantizationOptions, ignore_sign_qat: bool = False) -> bool:
         """Compare two quantization options sets.
 
         Compares n_bits, is_qat, is_symmetric and, unless ``opts.is_qat`` and
@@ -255,11 +260,16 @@ class QuantizationOptions(Serializable):
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict (with a type tag and format version)."""
         return self._tagged(
-            {"n_bits": self.n_bits, **self._flags, "axis": _json_tuple(self._axis), "block_size": _json_tuple(self._block_size)}
+            {
+                "n_bits": self.n_bits,
+                **self._flags,
+                "axis": _json_tuple(self._axis),
+                "block_size": _json_tuple(self._block_size),
+            }
         )
 
     @classmethod
-    def load_dict(cls, metadata: Dict[str, Any]) -> "QuantizationOptions":
+    def load_dict(cls, metadata: Dict[str, Any]) -> QuantizationOptions:
         """Load options from a dict made by :meth:`dump_dict`.
 
         Raises:

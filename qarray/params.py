@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
 import numpy
 
@@ -164,9 +164,12 @@ class UniformQuantizationParameters(Serializable):
         (0.5, 3)
     """
 
-    scale: Optional[numpy.float64]
-    zero_point: Optional[ZeroPoint]
-    offset: Optional[int]
+    # The fields, named for fill_from_kwargs (which reads them with get_type_hints); type
+    # checkers read the properties below instead.
+    if not TYPE_CHECKING:
+        scale: Optional[numpy.float64]
+        zero_point: Optional[ZeroPoint]
+        offset: Optional[int]
 
     _type_tag = "UniformQuantizationParameters"
     _required_fields = ("scale", "zero_point", "offset")
@@ -184,8 +187,8 @@ class UniformQuantizationParameters(Serializable):
         self.zero_point = zero_point
         self.offset = offset
 
-    @property  # type: ignore[no-redef]
-    def scale(self) -> Optional[numpy.float64]:  # noqa: F811
+    @property
+    def scale(self) -> Optional[numpy.float64]:
         """The quantization step (float64), or None before it is computed."""
         return self._scale
 
@@ -193,8 +196,8 @@ class UniformQuantizationParameters(Serializable):
     def scale(self, value: Optional[float]) -> None:
         self._scale = check_scale(value)
 
-    @property  # type: ignore[no-redef]
-    def zero_point(self) -> Optional[ZeroPoint]:  # noqa: F811
+    @property
+    def zero_point(self) -> Optional[ZeroPoint]:
         """The zero point (int, float64 or host NumPy array), or None."""
         return self._zero_point
 
@@ -202,8 +205,8 @@ class UniformQuantizationParameters(Serializable):
     def zero_point(self, value: Any) -> None:
         self._zero_point = check_zero_point(value)
 
-    @property  # type: ignore[no-redef]
-    def offset(self) -> Optional[int]:  # noqa: F811
+    @property
+    def offset(self) -> Optional[int]:
         """The offset: ``2**(n_bits - 1)`` when signed, else 0; or None."""
         return self._offset
 
@@ -248,7 +251,7 @@ class UniformQuantizationParameters(Serializable):
             return
         self._scale, self._zero_point, self._offset = choose_parameters(options, stats, self._scale)
 
-    def copy_params(self, params: "UniformQuantizationParameters") -> None:
+    def copy_params(self, params: UniformQuantizationParameters) -> None:
         """Copy the parameters from a different structure.
 
         Args:
@@ -266,7 +269,7 @@ class UniformQuantizationParameters(Serializable):
         )
 
     @property
-    def quant_params(self) -> "UniformQuantizationParameters":
+    def quant_params(self) -> UniformQuantizationParameters:
         """A fresh copy of these parameters."""
         copy = UniformQuantizationParameters()
         copy.copy_params(self)
@@ -312,12 +315,12 @@ class UniformQuantizationParameters(Serializable):
         )
 
     @classmethod
-    def load_dict(cls, metadata: Dict[str, Any]) -> "UniformQuantizationParameters":
+    def load_dict(cls, metadata: Dict[str, Any]) -> UniformQuantizationParameters:
         """Load parameters from a dict made by :meth:`dump_dict`."""
         fields = check_fields(metadata, cls._type_tag, ("scale", "zero_point", "offset"))
         zero_point = fields["zero_point"]
         if isinstance(zero_point, dict):
-            zero_point = decode_array(zero_point, "zero_point", ("int64", "float64"))
+            zero_point = decode_array(zero_point, "zero_point", ("int64", "float64"), optional=False)
             if zero_point.ndim == 0:  # dump_dict writes scalar zero points as numbers
                 raise ValueError("zero_point: an encoded array must have at least one dimension")
         elif type(zero_point) is float:

@@ -83,11 +83,11 @@ class QuantizedArray(Serializable):
         lambda value, argument: check_instance(value, argument, UniformQuantizer),
         "The quantizer (UniformQuantizer) that maps values to qvalues and back.",
     )
-    values: Any = CheckedAttribute(  # type: ignore[assignment]
+    values: Any = CheckedAttribute(
         lambda value, argument: None if value is None else as_array(value, "values", kind="float"),
         "The real values: an array (a list is converted to a NumPy float64 array), or None.",
     )
-    qvalues: Any = CheckedAttribute(  # type: ignore[assignment]
+    qvalues: Any = CheckedAttribute(
         lambda value, argument: None if value is None else as_array(value, "qvalues", kind="int"),
         "The quantized integers: an array (a list is converted to NumPy int64), or None.",
     )
@@ -119,7 +119,7 @@ class QuantizedArray(Serializable):
         options.n_bits = n_bits
         stats = _copied(stats, MinMaxQuantizationStats, "stats")
         params = _copied(params, UniformQuantizationParameters, "params")
-        options, kwargs = fill_from_kwargs(options, QuantizationOptions, **kwargs)
+        filled, kwargs = fill_from_kwargs(options, QuantizationOptions, **kwargs)
         stats, kwargs = fill_from_kwargs(stats, MinMaxQuantizationStats, **kwargs)
         params, kwargs = fill_from_kwargs(params, UniformQuantizationParameters, **kwargs)
         if kwargs:
@@ -128,14 +128,14 @@ class QuantizedArray(Serializable):
                 "must name fields of QuantizationOptions, MinMaxQuantizationStats or "
                 "UniformQuantizationParameters"
             )
-        options.validate()
+        filled.validate()
         self.n_bits = n_bits
-        self.quantizer = UniformQuantizer(options, stats, params)
+        self.quantizer = UniformQuantizer(filled, stats, params)
         self.values = None
         self.qvalues = None
         self._backend = _resolve_backend(backend)
         if values is not None:
-            self._values_setup(values, value_is_float, options, stats, params)
+            self._values_setup(values, value_is_float, filled, stats, params)
 
     @property
     def backend(self) -> Any:
@@ -327,7 +327,7 @@ class QuantizedArray(Serializable):
         elif zero_point is not None:
             zero_point = int(zero_point)
         try:
-            clip = self.quantizer.clip_range() if self.quantizer.offset is not None else None
+            clip: Any = self.quantizer.clip_range() if self.quantizer.offset is not None else None
         except ValueError:  # options made invalid by hand: still show the rest
             clip = "<invalid options>"
         if clip is not None and not isinstance(clip, str) and is_array(clip[0]):
@@ -356,7 +356,7 @@ class QuantizedArray(Serializable):
         )
 
     @classmethod
-    def load_dict(cls, metadata: Dict[str, Any], backend: Optional[str] = None) -> "QuantizedArray":
+    def load_dict(cls, metadata: Dict[str, Any], backend: Optional[str] = None) -> QuantizedArray:
         """Load a QuantizedArray from a dict made by :meth:`dump_dict`, as it was (no recomputation).
 
         Args:
@@ -377,7 +377,7 @@ class QuantizedArray(Serializable):
         )
         if (values is None) != (qvalues is None):
             raise ValueError("QuantizedArray: values and qvalues must both be present or both null")
-        if values is not None and values.shape != qvalues.shape:
+        if values is not None and qvalues is not None and values.shape != qvalues.shape:
             raise ValueError(
                 f"QuantizedArray: values shape {values.shape} differs from qvalues shape {qvalues.shape}"
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy
 
@@ -61,9 +61,12 @@ class MinMaxQuantizationStats(Serializable):
         (-1.0, 3.0)
     """
 
-    rmax: Optional[float]
-    rmin: Optional[float]
-    uvalues: Optional[Any]
+    # The fields, named for fill_from_kwargs (which reads them with get_type_hints); type
+    # checkers read the properties below instead.
+    if not TYPE_CHECKING:
+        rmax: Optional[float]
+        rmin: Optional[float]
+        uvalues: Optional[Any]
 
     _type_tag = "MinMaxQuantizationStats"
     _required_fields = ("rmax", "rmin")
@@ -90,8 +93,8 @@ class MinMaxQuantizationStats(Serializable):
 
     # -- fields ----------------------------------------------------------------------------
 
-    @property  # type: ignore[no-redef]
-    def rmax(self) -> Optional[numpy.float64]:  # noqa: F811
+    @property
+    def rmax(self) -> Optional[numpy.float64]:
         """The largest calibration value (a host float64), or None before calibration.
 
         With a granularity (``axis`` / ``block_size``), one value per block: a float64
@@ -106,13 +109,13 @@ class MinMaxQuantizationStats(Serializable):
 
     @rmax.setter
     def rmax(self, value: Optional[float]) -> None:
-        value = _range_value(value, "rmax")
+        checked = _range_value(value, "rmax")
         with self._guard():
             self._resolve_pending()
-            self._rmax = value
+            self._rmax = checked
 
-    @property  # type: ignore[no-redef]
-    def rmin(self) -> Optional[numpy.float64]:  # noqa: F811
+    @property
+    def rmin(self) -> Optional[numpy.float64]:
         """The smallest calibration value (a host float64), or None before calibration.
 
         With a granularity, one value per block (see :attr:`rmax`).
@@ -126,13 +129,13 @@ class MinMaxQuantizationStats(Serializable):
 
     @rmin.setter
     def rmin(self, value: Optional[float]) -> None:
-        value = _range_value(value, "rmin")
+        checked = _range_value(value, "rmin")
         with self._guard():
             self._resolve_pending()
-            self._rmin = value
+            self._rmin = checked
 
-    @property  # type: ignore[no-redef]
-    def uvalues(self) -> Optional[Any]:  # noqa: F811
+    @property
+    def uvalues(self) -> Optional[Any]:
         """Sorted unique calibration values rounded to 2 decimals, or None if not computed."""
         return self._uvalues
 
@@ -324,7 +327,7 @@ class MinMaxQuantizationStats(Serializable):
             self._fold(low, high)
             self._uvalues = uvalues
 
-    def merge(self, other: "MinMaxQuantizationStats") -> "MinMaxQuantizationStats":
+    def merge(self, other: MinMaxQuantizationStats) -> MinMaxQuantizationStats:
         """Return new statistics that combine these with ``other`` (neither is changed).
 
         The result is what one :meth:`compute_quantization_stats` call on both data sets
@@ -414,13 +417,13 @@ class MinMaxQuantizationStats(Serializable):
         self._rmin, self._rmax, self._pending = numpy.float64(low), numpy.float64(high), None
 
     @property
-    def quant_stats(self) -> "MinMaxQuantizationStats":
+    def quant_stats(self) -> MinMaxQuantizationStats:
         """A fresh copy of these statistics (``uvalues`` is shared, never modified in place)."""
         copy = MinMaxQuantizationStats()
         copy.copy_stats(self)
         return copy
 
-    def copy_stats(self, stats: "MinMaxQuantizationStats") -> None:
+    def copy_stats(self, stats: MinMaxQuantizationStats) -> None:
         """Copy the statistics from a different structure.
 
         Args:
@@ -522,7 +525,7 @@ class MinMaxQuantizationStats(Serializable):
         )
 
     @classmethod
-    def load_dict(cls, metadata: Dict[str, Any], backend: Optional[str] = None) -> "MinMaxQuantizationStats":
+    def load_dict(cls, metadata: Dict[str, Any], backend: Optional[str] = None) -> MinMaxQuantizationStats:
         """Load statistics from a dict made by :meth:`dump_dict`.
 
         Args:
@@ -545,7 +548,10 @@ class MinMaxQuantizationStats(Serializable):
             raise ValueError("uvalues must be sorted, unique and finite")
         if _is_block_range(rmin) and uvalues is not None:
             raise ValueError(f"{cls._type_tag}: per-block statistics have no uvalues")
-        stats = cls(rmax=place(rmax, backend) if _is_block_range(rmax) else rmax, rmin=place(rmin, backend) if _is_block_range(rmin) else rmin)
+        stats = cls(
+            rmax=place(rmax, backend) if _is_block_range(rmax) else rmax,
+            rmin=place(rmin, backend) if _is_block_range(rmin) else rmin,
+        )
         stats._uvalues = place(uvalues, backend)
         return stats
 
@@ -571,7 +577,7 @@ def _copied_uvalues(uvalues: Optional[Any]) -> Optional[Any]:
 # -- helpers shared with the other classes ------------------------------------------------
 
 
-def place(array: Optional[numpy.ndarray], backend: Optional[str]) -> Any:
+def place(array: Any, backend: Optional[str]) -> Any:
     """Return a loaded host array placed with the named backend (NumPy when None)."""
     if array is None or backend is None:
         return array
@@ -603,7 +609,7 @@ def _host_scalar(value: Any) -> Any:
     return value
 
 
-def _fmt(value: Optional[float]) -> str:
+def _fmt(value: Any) -> str:  # a number, None, or an array of blocks
     if _is_block_range(value):
         return f"<{'x'.join(map(str, value.shape))} blocks>"
     return "None" if value is None else repr(float(value))
@@ -782,7 +788,7 @@ def _fold_blocks(rmin: Any, rmax: Any, low: Any, high: Any) -> Tuple[Any, Any]:
     return xp.minimum(rmin, low), xp.maximum(rmax, high)
 
 
-def _merge_blocks(first: "MinMaxQuantizationStats", second: "MinMaxQuantizationStats") -> "MinMaxQuantizationStats":
+def _merge_blocks(first: MinMaxQuantizationStats, second: MinMaxQuantizationStats) -> MinMaxQuantizationStats:
     """:meth:`MinMaxQuantizationStats.merge` for per-block statistics."""
     rmin, rmax, _, _ = first._state()
     other_rmin, other_rmax, _, _ = second._state()
@@ -804,7 +810,7 @@ def _merge_blocks(first: "MinMaxQuantizationStats", second: "MinMaxQuantizationS
 def _decode_range(value: Any, argument: str) -> Any:
     """An ``rmin``/``rmax`` from a document: a number, null, or a finite float64 array (per block)."""
     if isinstance(value, dict):
-        array = decode_array(value, argument, ("float64",))
+        array = decode_array(value, argument, ("float64",), optional=False)
         if array.ndim == 0 or not numpy.all(numpy.isfinite(array)):
             raise ValueError(f"{argument}: a per-block range must be a finite array with at least one axis")
         return array
