@@ -432,7 +432,9 @@ def _quantize_grid(
                     numpy.float32(0), numpy.float32(0), numpy.float32(0), numpy.float32(0), numpy.int32(0)
                 )
             if saturate:
-                counts = _quantize_clip_range(source, target, start, stop, s, z, lo, hi, inverse, zero32, low32, high32, limit)
+                counts = _quantize_clip_range(
+                    source, target, start, stop, s, z, lo, hi, inverse, zero32, low32, high32, limit
+                )
                 nonfinite += counts[0]
                 fast += counts[1]
             else:
@@ -833,5 +835,8 @@ def dequantize_grid(
     n_rows = source.shape[0]
     kernel = kernels.dequantize_grid
     _grid_parts(
-        n_rows, scale.shape[1], group, lambda r0, r1, g0, g1: kernel(source, target, rows, scale, zero, group, r0, r1, g0, g1)
+        n_rows,
+        scale.shape[1],
+        group,
+        lambda r0, r1, g0, g1: kernel(source, target, rows, scale, zero, group, r0, r1, g0, g1),
     )

@@ -230,7 +230,9 @@ class NumpyBackend(ArrayAPIBackend):
             _fill_nan_range(values, qvalues, fill)
         else:
             source, target = pair
-            _parallel.run(source.size, lambda start, stop: _fill_nan_range(source[start:stop], target[start:stop], fill))
+            _parallel.run(
+                source.size, lambda start, stop: _fill_nan_range(source[start:stop], target[start:stop], fill)
+            )
         return qvalues
 
 
@@ -254,7 +256,7 @@ def _minmax_blocked(values: numpy.ndarray, omit_nonfinite: bool) -> Tuple[numpy.
 def _minmax_range(values: numpy.ndarray, omit_nonfinite: bool) -> Tuple[Any, Any]:
     """min and max of one block after the other: the max reads the block from cache."""
     lows, highs = [], []
-    finite = numpy.empty(min(MINMAX_BLOCK_ELEMENTS, values.size), dtype=bool) if omit_nonfinite else None
+    finite: Any = numpy.empty(min(MINMAX_BLOCK_ELEMENTS, values.size), dtype=bool) if omit_nonfinite else None
     for index, count in _blocks(values, MINMAX_BLOCK_ELEMENTS):
         block = values[index]
         if omit_nonfinite:
@@ -386,8 +388,8 @@ def _quantize_range(
 ) -> Tuple[int, int]:
     buffer = numpy.empty(min(BLOCK_ELEMENTS, source.size), dtype=numpy.float64)
     checks_fit = clip is None and fit is not None
-    mask = numpy.empty(buffer.size, dtype=bool) if check_finite or checks_fit else None
-    inside = numpy.empty(buffer.size, dtype=bool) if checks_fit else None
+    mask: Any = numpy.empty(buffer.size, dtype=bool) if check_finite or checks_fit else None
+    inside: Any = numpy.empty(buffer.size, dtype=bool) if checks_fit else None
     n_nonfinite = 0
     n_outside = 0
     for index, count in _blocks(source, BLOCK_ELEMENTS):
@@ -442,7 +444,7 @@ def _dequantize_blocked(qvalues: numpy.ndarray, result: numpy.ndarray, scale: fl
 
 def _dequantize_range(source: numpy.ndarray, target: numpy.ndarray, scale: float, zero_point: float) -> None:
     direct = target.dtype == numpy.float64
-    buffer = None if direct else numpy.empty(min(BLOCK_ELEMENTS, source.size), dtype=numpy.float64)
+    buffer: Any = None if direct else numpy.empty(min(BLOCK_ELEMENTS, source.size), dtype=numpy.float64)
     for index, count in _blocks(source, BLOCK_ELEMENTS):
         chunk = source[index]
         work = target[index] if direct else buffer[:count].reshape(chunk.shape)
@@ -474,10 +476,11 @@ def _quantize_grid(values: numpy.ndarray, result: numpy.ndarray, spec: QuantSpec
     low = spec.low if spec.low is not None else -numpy.inf
     high = spec.high if spec.high is not None else numpy.inf
     grid_shape = numpy.shape(spec.scale)
-    parameters = tuple(
+    scale_m, zero_m, low_m, high_m = (
         _grid_matrix(numpy.broadcast_to(numpy.asarray(parameter, dtype=numpy.float64), grid_shape), n_columns)
         for parameter in (spec.scale, spec.zero_point, low, high)
     )
+    parameters = (scale_m, zero_m, low_m, high_m)
     source = numpy.ascontiguousarray(values).reshape(n_rows, length)
     target = result if result.flags.c_contiguous else numpy.empty(result.shape, dtype=result.dtype)
     target2d = target.reshape(n_rows, length)
