@@ -1,12 +1,19 @@
 """GPU benchmark: qarray's fused CuPy kernels against naive CuPy code and PyTorch.
 
 For float32 arrays of 2^24, 2^27 and 2^29 elements (sizes that do not fit the
-GPU's free memory are skipped) it times four operations:
+GPU's free memory are skipped) it times these operations:
 
 - ``quant_int8``: quantization to int8 (signed 8-bit, clipped);
 - ``dequant_float32``: de-quantization of those int8 values to float32;
 - ``calibration``: the calibration statistics (qarray: min and max in one fused pass);
-- ``calibration_quant``: calibration, parameters and quantization together.
+- ``calibration_quant``: calibration, parameters and quantization together;
+- ``quant_int8_group128`` / ``dequant_float32_group128``: the same with one scale and
+  zero point per group of 128 consecutive values (the array seen as rows of 4096
+  values, ``block_size=128``: per-block parameters, the grid kernels). Quant to int8
+  includes the small read of the offset grid that checks the blocks' clip ranges
+  against the dtype;
+- ``histogram_update``: ``HistogramQuantizationStats.update`` of the whole array on
+  the GPU (min/max, re-binning plan and the fused bin-and-count pass; no read-back).
 
 Each is timed with CUDA events (median of the repeats, after warm-up runs) and
 reported as effective bandwidth: the bytes a single pass must read and write
@@ -27,9 +34,13 @@ qarray's integers are checked against a float64 CuPy computation of the
 specification (and its float32 results and min/max likewise); the process
 exits with 1 when a check fails, 2 when no GPU is usable.
 
+``--dry-run`` needs no GPU: it runs the per-group and histogram set-up and their
+checks on small NumPy arrays (the same functions the GPU run uses), times nothing, and
+exits with 1 when a check fails.
+
 Usage::
 
-    python benchmarks/gpu_benchmark.py [--quick] [--json results.json]
+    python benchmarks/gpu_benchmark.py [--quick] [--json results.json] [--dry-run]
 """
 
 from __future__ import annotations
@@ -60,6 +71,10 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--device", type=int, default=0, help="CUDA device id (default 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="no GPU: run the per-group and histogram set-up and checks on small NumPy arrays",
+    )
     args = parser.parse_args(argv)
     if args.sizes is None:
         args.sizes = [24, 27] if args.quick else [24, 27, 29]
@@ -137,9 +152,129 @@ def _naive_parameters(rmin: float, rmax: float, n_bits: int, offset: int):
     return numpy.float64(scale), zero_point
 
 
+GROUP = 128
+"""Values per group of the per-group (per-block) rows."""
+
+GROUP_COLUMNS = 4096
+"""The per-group rows see the values as rows of this many values (fewer for tiny sizes)."""
+
+GROUP_REQUIRED_CHECKS = (
+    "group128_quant_equals_float64_reference",
+    "group128_dequant_equals_float64_reference",
+    "histogram_update_equals_minmax_and_count",
+)
+"""The checks of the per-group and histogram rows that must pass."""
+
+
+def _group_matrix(x: Any) -> Any:
+    """The 1-d ``x`` as a C-order matrix of rows of ``GROUP_COLUMNS`` values (a view)."""
+    return x.reshape(-1, min(GROUP_COLUMNS, int(x.shape[0])))
+
+
+def _group_quantizer(matrix: Any, options: Any) -> Any:
+    """A quantizer with one parameter set per group of ``GROUP`` values along the rows of ``matrix``."""
+    from qarray import MinMaxQuantizationStats, UniformQuantizationParameters, UniformQuantizer
+
+    stats = MinMaxQuantizationStats()
+    stats.compute_quantization_stats(matrix, with_uvalues=False, block_size=GROUP)
+    params = UniformQuantizationParameters()
+    params.compute_quantization_parameters(options, stats)
+    return UniformQuantizer(options, stats, params)
+
+
+def _per_value(xp: Any, grid: Any, columns: int) -> Any:
+    """A ``(rows, groups)`` parameter grid repeated over the ``(rows, columns)`` values."""
+    return xp.repeat(grid, GROUP, axis=1)[:, :columns]
+
+
+def _group_reference_quant(xp: Any, matrix: Any, quantizer: Any) -> Any:
+    """The specification in float64, value by value: ``clip(rint(x / scale + zero_point))`` (int64)."""
+    columns = int(matrix.shape[1])
+    scale = _per_value(xp, xp.asarray(quantizer.scale, dtype=xp.float64), columns)
+    zero = _per_value(xp, xp.asarray(quantizer.zero_point, dtype=xp.float64), columns)
+    low, high = (_per_value(xp, xp.asarray(bound, dtype=xp.float64), columns) for bound in quantizer.clip_range())
+    return xp.clip(xp.rint(matrix.astype(xp.float64) / scale + zero), low, high).astype(xp.int64)
+
+
+def _group_reference_dequant(xp: Any, qvalues: Any, quantizer: Any) -> Any:
+    """``scale * (q - zero_point)`` in float64, value by value, rounded once to float32."""
+    columns = int(qvalues.shape[1])
+    scale = _per_value(xp, xp.asarray(quantizer.scale, dtype=xp.float64), columns)
+    zero = _per_value(xp, xp.asarray(quantizer.zero_point, dtype=xp.float64), columns)
+    return (scale * (qvalues.astype(xp.float64) - zero)).astype(xp.float32)
+
+
+def _group_naive_quant(xp: Any, matrix: Any, scale: Any, zero: Any, low: Any, high: Any) -> Any:
+    """Per-group quant as plain array code: the rows cut into groups, parameters broadcast."""
+    rows, columns = (int(n) for n in matrix.shape)
+    groups = -(-columns // GROUP)
+    blocks = matrix.reshape(rows, groups, -1)  # sizes are powers of two: groups divide the rows
+    rounded = xp.rint(blocks / scale[:, :, None] + zero[:, :, None])
+    return xp.clip(rounded, low[:, :, None], high[:, :, None]).astype(xp.int8).reshape(rows, columns)
+
+
+def _histogram_checks(xp: Any, x: Any, stats: Any, host_histogram: Any) -> bool:
+    """The device histogram's min, max and total against the data (and the host histogram when given)."""
+    hist = stats.histogram
+    ok = bool(
+        hist is not None
+        and float(hist.vmin) == float(xp.min(x))
+        and float(hist.vmax) == float(xp.max(x))
+        and int(hist.total) == int(x.size)
+    )
+    if ok and host_histogram is not None:
+        ok = (hist.k, hist.j_lo, hist.vmin, hist.vmax) == (
+            host_histogram.k, host_histogram.j_lo, host_histogram.vmin, host_histogram.vmax
+        ) and numpy.array_equal(numpy.asarray(hist.counts), numpy.asarray(host_histogram.counts))
+    return ok
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """The per-group and histogram set-up and checks on NumPy (no GPU, no timing)."""
+    from qarray import HistogramQuantizationStats, QuantizationOptions
+    from qarray.histogram import histogram
+
+    document: Dict[str, Any] = {"python": platform.python_version(), "dry_run": True, "sizes": []}
+    options = QuantizationOptions(8, is_signed=True, block_size=GROUP)
+    for exponent in (5, 12, 14):
+        x = numpy.random.default_rng(args.seed + exponent).standard_normal(1 << exponent).astype(numpy.float32)
+        matrix = _group_matrix(x)
+        quantizer = _group_quantizer(matrix, options)
+        q8 = quantizer.quant(matrix, dtype=numpy.int8, check_finite=False)
+        low, high = quantizer.clip_range()
+        naive = _group_naive_quant(numpy, matrix, quantizer.scale, quantizer.zero_point, low, high)
+        restored = quantizer.dequant(q8, dtype=numpy.float32)
+        stats = HistogramQuantizationStats()
+        stats.update(x)
+        checks = {
+            "group128_quant_equals_float64_reference": bool(
+                numpy.array_equal(q8.astype(numpy.int64), _group_reference_quant(numpy, matrix, quantizer))
+            ),
+            "group128_quant_equals_naive": bool(numpy.array_equal(q8, naive)),
+            "group128_dequant_equals_float64_reference": bool(
+                numpy.array_equal(
+                    restored.view(numpy.uint32), _group_reference_dequant(numpy, q8, quantizer).view(numpy.uint32)
+                )
+            ),
+            "histogram_update_equals_minmax_and_count": _histogram_checks(
+                numpy, x, stats, histogram(x, stats.max_bins)
+            ),
+        }
+        summary = ", ".join(f"{name}={value}" for name, value in checks.items())
+        print(f"dry run 2^{exponent}: grid {tuple(quantizer.scale.shape)}; {summary}")
+        document["sizes"].append({"exponent": exponent, "checks": checks})
+    required = GROUP_REQUIRED_CHECKS + ("group128_quant_equals_naive",)
+    passed = all(size["checks"][name] for size in document["sizes"] for name in required)
+    document["all_checks_passed"] = passed
+    _write_json(args.json, document)
+    print(f"dry run checks: {'all passed' if passed else 'FAILED'}")
+    return 0 if passed else 1
+
+
 def _bench_size(exponent: int, args: argparse.Namespace, cupy: Any, torch: Any, timer: Timer) -> Dict[str, Any]:
     import qarray
-    from qarray import MinMaxQuantizationStats, QuantizationOptions, UniformQuantizationParameters
+    from qarray import HistogramQuantizationStats, MinMaxQuantizationStats, QuantizationOptions
+    from qarray import UniformQuantizationParameters
     from qarray import UniformQuantizer
     from qarray.backends import get_backend
 
@@ -261,6 +396,91 @@ def _bench_size(exponent: int, args: argparse.Namespace, cupy: Any, torch: Any, 
             return torch.quantize_per_tensor(tensor, float(scale_), zero_point_, torch.qint8)
 
         record("calibration_quant", "torch", timer(torch_pipeline, "torch"), 9 * count)
+        release()
+
+    # -- per group of 128: quant to int8 and dequant to float32 with per-block parameters -------
+    matrix = _group_matrix(x)
+    group_options = QuantizationOptions(8, is_signed=True, block_size=GROUP)
+    grouped = _group_quantizer(matrix, group_options)
+    group_low, group_high = grouped.clip_range()
+    checks["group128_grid"] = list(grouped.scale.shape)
+    checks["group128_parameters_on_device"] = all(
+        isinstance(p, cupy.ndarray) and p.device.id == x.device.id
+        for p in (grouped.scale, grouped.zero_point, group_low, group_high)
+    )
+    g8 = grouped.quant(matrix, dtype=cupy.int8, check_finite=False)
+    checks["group128_quant_equals_float64_reference"] = bool(
+        cupy.array_equal(g8.astype(cupy.int64), _group_reference_quant(cupy, matrix, grouped))
+    )
+    naive_scale, naive_zero = grouped.scale, grouped.zero_point.astype(cupy.float64)
+    checks["group128_quant_equals_naive"] = bool(
+        cupy.array_equal(g8, _group_naive_quant(cupy, matrix, naive_scale, naive_zero, group_low, group_high))
+    )
+    g_restored = grouped.dequant(g8, dtype=cupy.float32)
+    checks["group128_dequant_equals_float64_reference"] = bool(
+        cupy.array_equal(g_restored.view(cupy.uint32), _group_reference_dequant(cupy, g8, grouped).view(cupy.uint32))
+    )
+    del g_restored
+    release()
+    record(
+        "quant_int8_group128", "qarray",
+        timer(lambda: grouped.quant(matrix, dtype=cupy.int8, check_finite=False)),
+        5 * count,
+    )
+    record("quant_int8_group128", "qarray_checked", timer(lambda: grouped.quant(matrix, dtype=cupy.int8)), 5 * count)
+    record(
+        "quant_int8_group128", "naive",
+        timer(lambda: _group_naive_quant(cupy, matrix, naive_scale, naive_zero, group_low, group_high)),
+        5 * count,
+    )
+    release()
+    if tensor is not None:
+        try:
+            blocks = tensor.reshape(-1, min(GROUP, count))
+            torch_scales = torch.from_dlpack(cupy.ascontiguousarray(grouped.scale.reshape(-1)))
+            torch_zeros = torch.from_dlpack(cupy.ascontiguousarray(grouped.zero_point.reshape(-1).astype(cupy.int64)))
+            record(
+                "quant_int8_group128", "torch_per_channel",
+                timer(lambda: torch.quantize_per_channel(blocks, torch_scales, torch_zeros, 0, torch.qint8), "torch"),
+                5 * count,
+            )
+        except Exception as error:  # timing only: an older PyTorch may refuse the layout
+            checks["group128_torch_error"] = f"{type(error).__name__}: {error}"
+        release()
+    record("dequant_float32_group128", "qarray", timer(lambda: grouped.dequant(g8, dtype=cupy.float32)), 5 * count)
+    record(
+        "dequant_float32_group128", "naive",
+        timer(lambda: _group_reference_dequant(cupy, g8, grouped)),
+        5 * count,
+    )
+    release()
+
+    # -- histogram calibration: HistogramQuantizationStats.update on the GPU ----------------------
+    hist_stats = HistogramQuantizationStats()
+    hist_stats.update(x)
+    host_histogram = None
+    if count <= 1 << 24:  # the host histogram of a host copy: exact, but slow for the largest sizes
+        from qarray.histogram import histogram
+
+        host_histogram = histogram(cupy.asnumpy(x), hist_stats.max_bins)
+    checks["histogram_update_equals_minmax_and_count"] = _histogram_checks(cupy, x, hist_stats, host_histogram)
+    checks["histogram_update_compared_with_host_histogram"] = host_histogram is not None
+    running = HistogramQuantizationStats()
+    record("histogram_update", "qarray", timer(lambda: running.update(x)), 4 * count)
+    checks["histogram_update_repeated_total"] = int(running.count) == (args.warmup + args.repeats) * count
+    record(
+        "histogram_update", "naive_cupy_histogram",
+        timer(lambda: cupy.histogram(x, bins=hist_stats.max_bins)),
+        4 * count,
+    )
+    release()
+    if tensor is not None:
+        record(
+            "histogram_update", "torch_histc",
+            timer(lambda: torch.histc(tensor, bins=hist_stats.max_bins), "torch"),
+            4 * count,
+        )
+        release()
 
     for row in rows:
         row["vs_copy"] = row["gbps"] / copy_gbps
@@ -294,6 +514,8 @@ def _print_size(result: Dict[str, Any]) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; return the process exit status (0 ok, 1 a check failed, 2 no GPU)."""
     args = _parse(argv)
+    if args.dry_run:
+        return _dry_run(args)
     document: Dict[str, Any] = {"python": platform.python_version(), "sizes": [], "skipped_sizes": []}
     try:
         import cupy  # imported here: the benchmark needs it, qarray does not
@@ -336,7 +558,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _print_size(result)
             document["sizes"].append(result)
     required = ("quant_int8_equals_float64_reference", "dequant_float32_equals_float64_reference",
-                "minmax_equals_cupy", "pipeline_equals_quant")
+                "minmax_equals_cupy", "pipeline_equals_quant", *GROUP_REQUIRED_CHECKS,
+                "group128_parameters_on_device")
     passed = all(size["checks"][name] for size in document["sizes"] for name in required)
     document["all_checks_passed"] = passed
     _write_json(args.json, document)

@@ -9,8 +9,9 @@
 #                  downloads (default .whl): array-api-compat is required; array-api-strict,
 #                  pytest and hypothesis when the machine lacks them
 #   --python PY    the Python that has CuPy (default python3)
-#   --quick        the GPU tests, every cupy-parametrized test and the kernel test files
-#                  (tests/test_cuda_*, test_granularity*, test_histogram*), a shorter benchmark
+#   --quick        the GPU tests (tests/test_gpu*), every cupy-parametrized test and the kernel
+#                  test files (tests/test_cuda_*, test_granularity*, test_histogram*), a shorter
+#                  benchmark
 #
 # Nothing is installed into that Python: qarray is staged (its package layout, as pyproject.toml
 # maps it) and the wheels unpacked into a temporary folder put on PYTHONPATH. The whole run is
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     --wheels) wheels="${2:?--wheels needs a directory}"; shift 2 ;;
     --python) python="${2:?--python needs an interpreter}"; shift 2 ;;
     --quick) quick=1; shift ;;
-    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -136,11 +137,14 @@ if "$python" -c "import pytest_timeout" 2>/dev/null; then
   pytest_args+=(--timeout 120)
 fi
 if [ "$quick" = 1 ]; then
-  # The GPU tests, every cupy-parametrized test, and the whole files about the kernels: the
-  # NVRTC compile and CPU emulation checks, granularity and histogram tests (where present).
+  # The GPU tests (test_gpu.py, test_gpu_granularity.py: per-block parameters and device
+  # histograms), every cupy-parametrized test, and the whole files about the kernels: the
+  # NVRTC compile and CPU emulation checks (grid and histogram kernels included), granularity
+  # and histogram tests (where present; their xb-parametrized tests run on CuPy too).
   keywords="cupy or gpu"
   shopt -s nullglob
-  for file in "$repo"/tests/test_cuda_*.py "$repo"/tests/test_granularity*.py "$repo"/tests/test_histogram*.py; do
+  for file in "$repo"/tests/test_gpu*.py "$repo"/tests/test_cuda_*.py "$repo"/tests/test_granularity*.py \
+              "$repo"/tests/test_histogram*.py; do
     module="$(basename "$file" .py)"
     keywords="$keywords or $module"
   done
