@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Optional, Tuple, Union
 
 import numpy
 
@@ -171,6 +171,11 @@ class UniformQuantizationParameters(Serializable):
         zero_point: Optional[ZeroPoint]
         offset: Optional[int]
 
+    # The distinct offsets of per-block parameters (a host set, known when they were
+    # computed or set), so quantization knows the union of the blocks' clipping ranges
+    # without reading the offset grid back; None per tensor. Not a field.
+    _offsets_present: Optional[FrozenSet[int]] = None
+
     _type_tag = "UniformQuantizationParameters"
     _required_fields = ("scale", "zero_point", "offset")
 
@@ -218,12 +223,14 @@ class UniformQuantizationParameters(Serializable):
                 raise ValueError(f"offset must hold integers between 0 and 2**{MAX_N_BITS - 1}, got {describe(value)}")
             xp = array_namespace(value)
             self._offset = xp.astype(value, xp.int64)
+            self._offsets_present = frozenset(int(entry) for entry in numpy.unique(host))
             return
         if value is not None:
             value = check_int(value, "offset")
             if not 0 <= value <= 2 ** (MAX_N_BITS - 1):
                 raise ValueError(f"offset must be between 0 and 2**{MAX_N_BITS - 1}, got {describe(value)}")
         self._offset = value
+        self._offsets_present = None
 
     def compute_quantization_parameters(
         self, options: QuantizationOptions, stats: MinMaxQuantizationStats
@@ -242,14 +249,15 @@ class UniformQuantizationParameters(Serializable):
         if not isinstance(stats, MinMaxQuantizationStats):
             raise TypeError(f"stats must be MinMaxQuantizationStats, got {type(stats).__name__}")
         if _is_grid(stats.rmin) or _is_grid(stats.rmax):
-            from .primitives import choose_parameters as choose_block_parameters
+            from .primitives import choose_block_parameters
 
             previous = self._scale if _is_grid(self._scale) else None
-            self._scale, self._zero_point, self._offset = choose_block_parameters(
+            self._scale, self._zero_point, self._offset, self._offsets_present = choose_block_parameters(
                 stats.rmin, stats.rmax, options, previous_scale=previous
             )
             return
         self._scale, self._zero_point, self._offset = choose_parameters(options, stats, self._scale)
+        self._offsets_present = None
 
     def copy_params(self, params: UniformQuantizationParameters) -> None:
         """Copy the parameters from a different structure.
@@ -267,6 +275,7 @@ class UniformQuantizationParameters(Serializable):
             _copy_array(params.zero_point),
             _copy_array(params.offset),
         )
+        self._offsets_present = params._offsets_present
 
     @property
     def quant_params(self) -> UniformQuantizationParameters:

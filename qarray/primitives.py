@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, FrozenSet, Optional, Tuple
 
 import numpy
 
@@ -35,6 +35,7 @@ from .granularity import block_minmax as _block_minmax
 __all__ = [
     "block_extent",
     "block_minmax",
+    "choose_block_parameters",
     "choose_parameters",
     "dequantize",
     "quantize",
@@ -97,11 +98,27 @@ def choose_parameters(
         return per_tensor(options, MinMaxQuantizationStats(rmax=rmax, rmin=rmin), previous_scale)
     # Blocks that the rule does not use (single values, overflowing products) divide by
     # zero or overflow on the way; only the selected entries matter, and they are checked.
+    scale, zero_point, offset, _ = choose_block_parameters(rmin, rmax, options, previous_scale=previous_scale)
+    return scale, zero_point, offset
+
+
+def choose_block_parameters(
+    rmin: Any, rmax: Any, options: Any, *, previous_scale: Any = None
+) -> Tuple[Any, Any, Any, FrozenSet[int]]:
+    """:func:`choose_parameters` for arrays of ranges, also returning the offsets that occur.
+
+    The set of offsets (``0`` for single-value blocks or unsigned options,
+    ``2**(n_bits - 1)`` for the others) comes with the one read-back that checks the
+    blocks, so that quantization knows the union of the blocks' clipping ranges
+    without reading the offset grid again.
+    """
+    # Blocks that the rule does not use (single values, overflowing products) divide by
+    # zero or overflow on the way; only the selected entries matter, and they are checked.
     with numpy.errstate(all="ignore"):
         return _grid_parameters(as_array(rmin, "rmin"), as_array(rmax, "rmax"), options, previous_scale)
 
 
-def _grid_parameters(rmin: Any, rmax: Any, options: Any, previous_scale: Any) -> Tuple[Any, Any, Any]:
+def _grid_parameters(rmin: Any, rmax: Any, options: Any, previous_scale: Any) -> Tuple[Any, Any, Any, FrozenSet[int]]:
     """The per-block parameter rule, elementwise (see :func:`choose_parameters`)."""
     options.validate()
     if options.is_qat and not options.is_precomputed_qat:
@@ -144,8 +161,14 @@ def _grid_parameters(rmin: Any, rmax: Any, options: Any, previous_scale: Any) ->
     nonfinite = xp.logical_not(xp.isfinite(rmin) & xp.isfinite(rmax))
     invalid = (rmin > rmax) | xp.logical_not(xp.isfinite(scale) & (scale != 0.0))
     invalid = invalid | xp.logical_not(xp.abs(zero) < _ZERO_POINT_LIMIT)
-    counts = xp.stack([xp.sum(xp.astype(nonfinite, xp.int64)), xp.sum(xp.astype(invalid & ~nonfinite, xp.int64))])
-    n_nonfinite, n_invalid = (int(count) for count in to_numpy(counts))  # the one read-back of parameters
+    counts = xp.stack(
+        [
+            xp.sum(xp.astype(nonfinite, xp.int64)),
+            xp.sum(xp.astype(invalid & ~nonfinite, xp.int64)),
+            xp.sum(xp.astype(single, xp.int64)),
+        ]
+    )
+    n_nonfinite, n_invalid, n_single = (int(count) for count in to_numpy(counts))  # the one read-back
     blocks = int(numpy.prod(rmin.shape))
     if n_nonfinite:
         raise ValueError(
@@ -159,7 +182,10 @@ def _grid_parameters(rmin: Any, rmax: Any, options: Any, previous_scale: Any) ->
             "rmin <= rmax, an asymmetric range must be narrower than float64's limit, and its zero "
             "point must fit int64"
         )
-    return scale, xp.astype(zero, xp.int64), offset
+    offsets = {0} if n_single else set()
+    if n_single < blocks:
+        offsets.add(signed_offset)
+    return scale, xp.astype(zero, xp.int64), offset, frozenset(offsets)
 
 
 def _zero_points(xp: Any, rmin: Any, rmax: Any, n_bits: int, offset: int) -> Any:

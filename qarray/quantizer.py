@@ -386,12 +386,15 @@ class UniformQuantizer(Serializable):
         else:
             narrow, n_bits = (1 if options.is_narrow else 0), options.n_bits
             # Offsets are 0 (unsigned, or a single-value block) or 2**(n - 1) (signed): the
-            # blocks' ranges lie in the widest union below. Only when that does not fit the
-            # dtype is the offset grid read back (a small read) for the actual union.
+            # blocks' ranges lie in the widest union below. When that does not fit the dtype,
+            # the actual union comes from the offsets the parameters record (known when they
+            # were computed: nothing is read back here).
             widest = (-(2 ** (n_bits - 1)) + narrow if options.is_signed else narrow, 2**n_bits - 1)
             if widest[0] < low or widest[1] > high:
-                host = to_numpy(offset)
-                union = (int(-host.max()) + narrow, int(2**n_bits - 1 - host.min()))
+                offsets = self.params._offsets_present
+                if offsets is None:  # set by hand without a record: read the grid (small)
+                    offsets = frozenset(int(entry) for entry in numpy.unique(to_numpy(offset)))
+                union = (-max(offsets) + narrow, 2**n_bits - 1 - min(offsets))
                 if union[0] < low or union[1] > high:
                     raise ValueError(
                         f"dtype {name} cannot hold the clipped range [{union[0]}, {union[1]}] of "
