@@ -273,9 +273,13 @@ def _dry_run(args: argparse.Namespace) -> int:
 
 def _bench_size(exponent: int, args: argparse.Namespace, cupy: Any, torch: Any, timer: Timer) -> Dict[str, Any]:
     import qarray
-    from qarray import HistogramQuantizationStats, MinMaxQuantizationStats, QuantizationOptions
-    from qarray import UniformQuantizationParameters
-    from qarray import UniformQuantizer
+    from qarray import (
+        HistogramQuantizationStats,
+        MinMaxQuantizationStats,
+        QuantizationOptions,
+        UniformQuantizationParameters,
+        UniformQuantizer,
+    )
     from qarray.backends import get_backend
 
     count = 1 << exponent
@@ -295,7 +299,9 @@ def _bench_size(exponent: int, args: argparse.Namespace, cupy: Any, torch: Any, 
     checks: Dict[str, Any] = {}
 
     def record(op: str, impl: str, seconds: float, nbytes: int) -> None:
-        rows.append({"op": op, "impl": impl, "median_ms": seconds * 1e3, "bytes": nbytes, "gbps": nbytes / seconds / 1e9})
+        rows.append(
+            {"op": op, "impl": impl, "median_ms": seconds * 1e3, "bytes": nbytes, "gbps": nbytes / seconds / 1e9}
+        )
 
     def release() -> None:
         cupy.get_default_memory_pool().free_all_blocks()

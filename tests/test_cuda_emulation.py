@@ -147,7 +147,8 @@ def test_quant_matches_numpy_for_every_dtype_pair(emulated: EmulatedModule, in_d
     info = numpy.iinfo(out_dtype)
     low, high = max(float(info.min), -(2.0**31)), min(float(info.max), 2.0**31 - 1)
     zero_point = 0.0 if info.min < 0 else 200.0
-    check_quant(emulated, x, out_dtype, scale, zero_point, cupy_kernels.FLAG_CLIP | cupy_kernels.FLAG_COUNT_NONFINITE, clip=(low, high))
+    flags = cupy_kernels.FLAG_CLIP | cupy_kernels.FLAG_COUNT_NONFINITE
+    check_quant(emulated, x, out_dtype, scale, zero_point, flags, clip=(low, high))
     check_quant(emulated, x, out_dtype, scale, zero_point, COUNTS, fit=(low, high))
 
 
@@ -163,7 +164,9 @@ def test_quant_honours_each_combination_of_flags(emulated: EmulatedModule, flags
     [1, 31, 32, 33, 255, 256, 257, UNROLL * BLOCK - 1, UNROLL * BLOCK, UNROLL * BLOCK + 1,
      3 * UNROLL * BLOCK - 1, 3 * UNROLL * BLOCK, 3 * UNROLL * BLOCK + 1, 2 * 3 * UNROLL * BLOCK + 5],
 )
-def test_quant_sizes_around_block_unroll_and_grid_boundaries(emulated: EmulatedModule, count: int, capacity: int) -> None:
+def test_quant_sizes_around_block_unroll_and_grid_boundaries(
+    emulated: EmulatedModule, count: int, capacity: int
+) -> None:
     x = mixed_values("float64", count, 0.5, seed=count)
     if count > 1:
         x[-1] = numpy.nan  # the last element is the one a wrong bound would miss
@@ -261,7 +264,9 @@ def test_dequant_matches_numpy_for_every_dtype_pair(emulated: EmulatedModule, in
     [1, 31, 33, 256, 257, UNROLL * BLOCK - 1, UNROLL * BLOCK + 1, 3 * UNROLL * BLOCK, 3 * UNROLL * BLOCK + 1,
      2 * 3 * UNROLL * BLOCK + 5],
 )
-def test_dequant_sizes_around_block_unroll_and_grid_boundaries(emulated: EmulatedModule, count: int, capacity: int) -> None:
+def test_dequant_sizes_around_block_unroll_and_grid_boundaries(
+    emulated: EmulatedModule, count: int, capacity: int
+) -> None:
     check_dequant(emulated, integer_values("int8", count, seed=count), "float32", 0.37, 1.0, capacity)
 
 
@@ -276,7 +281,8 @@ def run_minmax(
     partial = poisoned(2 * grid, "float64")
     low, high = poisoned(1, x.dtype.name), poisoned(1, x.dtype.name)
     name = x.dtype.name
-    module.launch(cupy_kernels.kernel_name("minmax_partial", name), grid, BLOCK, x, x.size, int(omit_nonfinite), partial)
+    partial_kernel = cupy_kernels.kernel_name("minmax_partial", name)
+    module.launch(partial_kernel, grid, BLOCK, x, x.size, int(omit_nonfinite), partial)
     module.launch(cupy_kernels.kernel_name("minmax_final", name), 1, BLOCK, partial, grid, low, high)
     return low[0], high[0]
 
@@ -302,7 +308,8 @@ def check_minmax(module: EmulatedModule, x: numpy.ndarray, omit_nonfinite: bool,
 def spread(dtype: str, count: int, seed: int) -> numpy.ndarray:
     """Distinct-magnitude values without zeros (so a signed zero never decides a result)."""
     rng = numpy.random.default_rng(seed)
-    return (rng.uniform(1.0, 2.0, count) * rng.choice([-1.0, 1.0], count) * 10.0 ** rng.integers(-30, 30, count)).astype(dtype)
+    magnitudes = 10.0 ** rng.integers(-30, 30, count)
+    return (rng.uniform(1.0, 2.0, count) * rng.choice([-1.0, 1.0], count) * magnitudes).astype(dtype)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -328,7 +335,9 @@ def test_minmax_matches_numpy(emulated: EmulatedModule, dtype: str, omit_nonfini
     [1, 2, 31, 32, 33, 255, 256, 257, UNROLL * BLOCK + 1, 3 * UNROLL * BLOCK - 1, 3 * UNROLL * BLOCK + 1,
      300 * BLOCK + 7],
 )
-def test_minmax_sizes_around_block_unroll_and_grid_boundaries(emulated: EmulatedModule, count: int, capacity: int) -> None:
+def test_minmax_sizes_around_block_unroll_and_grid_boundaries(
+    emulated: EmulatedModule, count: int, capacity: int
+) -> None:
     x = spread("float32", count, seed=count)
     check_minmax(emulated, x, False, capacity)
     x[-1] = numpy.nan  # found only if the last element is read
@@ -399,4 +408,5 @@ def test_emulation_reports_a_barrier_that_a_thread_never_reaches(emulated: Emula
 def test_emulation_refuses_a_launch_above_the_launch_bound(emulated: EmulatedModule) -> None:
     x = numpy.ones(10, dtype=numpy.float32)
     with pytest.raises(RuntimeError, match="bound"):
-        emulated.launch(cupy_kernels.kernel_name("minmax_partial", "float32"), 1, 2 * BLOCK, x, x.size, 0, numpy.empty(2))
+        name = cupy_kernels.kernel_name("minmax_partial", "float32")
+        emulated.launch(name, 1, 2 * BLOCK, x, x.size, 0, numpy.empty(2))

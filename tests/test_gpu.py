@@ -33,15 +33,25 @@ if _N_DEVICES < 1:
 
 import array_api_compat.cupy as compat_cupy  # noqa: E402  (after the skip on purpose)
 
-from kernel_calls import dequantize, quantize
 import qarray  # noqa: E402
-from qarray import QuantizationOptions, QuantizedArray, UniformQuantizationParameters  # noqa: E402
-from qarray import UniformQuantizer  # noqa: E402
-from qarray.backends import ArrayAPIBackend, NumpyBackend, backend_for, get_backend  # noqa: E402
-from qarray.backends import cupy_kernels  # noqa: E402
-from qarray.backends.cupy_backend import CupyBackend  # noqa: E402
+from qarray import (  # noqa: E402
+    QuantizationOptions,
+    QuantizedArray,
+    UniformQuantizationParameters,
+    UniformQuantizer,  # noqa: E402
+)
 from qarray._namespace import to_numpy  # noqa: E402
-from qarray.quantizer import _float_bounds  # noqa: E402
+from qarray.backends import (  # noqa: E402
+    ArrayAPIBackend,
+    NumpyBackend,
+    backend_for,
+    cupy_kernels,  # noqa: E402
+    get_backend,
+)
+from qarray.backends.cupy_backend import CupyBackend  # noqa: E402
+from qarray.backends.spec import exact_float_bounds  # noqa: E402
+
+from kernel_calls import dequantize, quantize  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -170,7 +180,7 @@ def test_fused_quant_matches_numpy_and_generic(fused, generic, host, in_dtype, o
     rng = numpy.random.default_rng(_seed(in_dtype, out_dtype, mode, scale))
     clip = _clip_for(out_dtype, narrow=(mode == "narrow")) if mode != "fit" else None
     info = numpy.iinfo(out_dtype)
-    fit = _float_bounds(int(info.min), int(info.max)) if mode == "fit" else None
+    fit = exact_float_bounds(out_dtype) if mode == "fit" else None
     low, high = clip if clip is not None else (float(max(info.min, -(2**60))), float(min(info.max, 2**60)))
     zero_point = float(numpy.rint((low + high) / 2)) if info.bits <= 32 else 0.0
     for size in (1, 257, 10_007):
@@ -178,7 +188,7 @@ def test_fused_quant_matches_numpy_and_generic(fused, generic, host, in_dtype, o
         device_values = cupy.asarray(values)
         expected, expected_problems = _host_quantize(host, values, scale, zero_point, clip, out_dtype, True, fit)
         got, problems = quantize(fused, device_values, scale, zero_point, clip, out_dtype, True, fit)
-        reference, reference_problems = quantize(generic, 
+        reference, reference_problems = quantize(generic,
             device_values, scale, zero_point, clip, out_dtype, True, fit
         )
         valid = _valid_quant_positions(values, scale, zero_point, clip, fit)
@@ -204,7 +214,7 @@ def test_fused_quant_matches_numpy_across_kernel_boundaries(fused, host, in_dtyp
 
 def test_fused_quant_counts_values_outside_the_dtype_and_nan_as_outside(fused, host, generic):
     values = numpy.array([0.0, 127.4, 127.6, -128.6, -128.4, numpy.nan, numpy.inf, 1e300], dtype=numpy.float64)
-    fit = _float_bounds(-128, 127)
+    fit = exact_float_bounds("int8")
     expected, expected_problems = _host_quantize(host, values, 1.0, 0.0, None, "int8", True, fit)
     got, problems = quantize(fused, cupy.asarray(values), 1.0, 0.0, None, "int8", True, fit)
     reference, reference_problems = quantize(generic, cupy.asarray(values), 1.0, 0.0, None, "int8", True, fit)
@@ -380,7 +390,8 @@ def test_fused_minmax_handles_non_finite_values_like_numpy(fused, dtype, omit, w
     size = 3 * cupy_kernels.BLOCK_THREADS * 5 + 11
     values = numpy.random.default_rng(1).uniform(-2, 2, size).astype(dtype)
     block = cupy_kernels.BLOCK_THREADS
-    index = {"first": [0], "last": [size - 1], "middle": [size // 2], "block-edge": [block - 1, block, size - block - 1]}
+    edges = [block - 1, block, size - block - 1]
+    index = {"first": [0], "last": [size - 1], "middle": [size // 2], "block-edge": edges}
     if where == "all":
         values[:] = bad
     else:
@@ -413,7 +424,7 @@ def test_per_channel_zero_point_falls_back_and_matches_numpy(host, fused):
     zero_point = numpy.array([-3.0, 0.0, 12.0])
     expected, _ = quantize(host, values, 0.05, zero_point, (-128, 127), "int8", True, None)
     device_values = cupy.asarray(values)
-    got, problems = quantize(fused, 
+    got, problems = quantize(fused,
         device_values, 0.05, fused.parameter(zero_point, device_values), (-128, 127), "int8", True, None
     )
     numpy.testing.assert_array_equal(_host(got), expected)

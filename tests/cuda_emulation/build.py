@@ -23,7 +23,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy
 
@@ -184,7 +184,7 @@ class EmulatedModule:
             self._functions[name] = function
 
     @classmethod
-    def build(cls, source: str, workdir: Path, compiler: str) -> "EmulatedModule":
+    def build(cls, source: str, workdir: Path, compiler: str) -> EmulatedModule:
         """Compile ``source`` into ``workdir`` (reused when the same text was built) and load it.
 
         Raises:
