@@ -776,7 +776,7 @@ def test_candidate_for_every_dtype_clipped_or_fit_with_non_finite_values(small_c
         values = (rng.normal(0.0, 40.0, size) * scale).astype(in_dtype)
         for clip, fit in (((low, high), None), (None, (float(low), float(high)))):
             n_fast = _check_candidate(values, scale, zero_point, clip, out_dtype, fit)
-            assert n_fast == 0 if size < 128 else n_fast > 0 or size < 5 * 128
+            assert n_fast > 0  # partial sub-blocks (127, the tail of 5 * 128 + 17) too
         if size > 128:
             values[[3, size // 2, size - 2]] = [numpy.nan, numpy.inf, -numpy.inf]
             values[size // 3] = numpy.float32(1e30) * scale  # beyond the range: clipped, or outside the fit
@@ -833,6 +833,24 @@ def test_candidate_comes_back_after_a_run_of_ties(numba_only):
     n_fast = _check_candidate(values, 0.25, 0.0, (0, 255), "uint8")
     assert n_fast >= 0.7 * clean.size  # at most _MAX_SKIP sub-blocks divided ahead, and a few random failures
     assert _compiled(ties * 0.25, 0.25, 0.0, (0, 255), None, "uint8", True)[1][2] == 0
+
+
+@pytest.mark.parametrize("clip, fit", [((0, 255), None), (None, (0.0, 255.0))])
+def test_a_stray_tie_costs_the_candidate_one_element_not_its_sub_block(numba_only, clip, fit):
+    """One exact tie per sub-block: only the ties are divided; every other element keeps the
+    candidate's integer, which is the division's."""
+    sub = numba_kernels.SUB_BLOCK
+    rng = numpy.random.default_rng(8)
+    quotients = rng.uniform(2, 250, 200 * sub)
+    quotients[::sub] = numpy.floor(quotients[::sub]) + 0.5  # x / 0.25 exactly k + 1/2
+    values = quotients * 0.25
+    n_fast = _check_candidate(values, 0.25, 0.0, clip, "uint8", fit)
+    inverse, zero32, _, _, limit = numba_kernels._candidate(0.25, 0.0, 0.0, 255.0)
+    candidate = values.astype(numpy.float32) * inverse + zero32  # y', as the kernel computes it
+    distance = numpy.abs(candidate - numpy.rint(candidate))
+    kept = distance < numpy.asarray(limit).view(numpy.float32)
+    assert n_fast == numpy.count_nonzero(kept)  # all but the ties and the near-ties
+    assert n_fast >= values.size - 200 - 0.01 * values.size
 
 
 def test_the_backend_quantizes_ordinary_data_with_the_candidate(numba_only, monkeypatch):
