@@ -219,7 +219,7 @@ class ArrayAPIBackend:
         )
         rounded = xp.round(xp.astype(values, xp.float64) / scale + zero_point)
         if spec.saturate:
-            if spec.extent is None:
+            if spec.extent is None or isinstance(low, (int, float)):  # one range for every block
                 rounded = xp.clip(rounded, low, high)
             else:
                 rounded = xp.minimum(xp.maximum(rounded, xp.astype(low, xp.float64)), xp.astype(high, xp.float64))

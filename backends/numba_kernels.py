@@ -849,7 +849,8 @@ def quantize_grid(
         source: 2-d C-contiguous float32/float64 array.
         target: 2-d C-contiguous integer array of the same shape, written in place.
         rows: int64, the grid row of each source row.
-        parameters: ``(scale, zero, low, high)``, 2-d float64 grids ``(grid rows, grid columns)``.
+        parameters: ``(scale, zero, low, high)``, 2-d float64 grids ``(grid rows, grid columns)``
+            (any strides: a bound the same for every block may be a broadcast view).
         group: the block extent along the last axis.
         saturate: clip to ``[low, high]``, else count the values outside.
 
@@ -858,7 +859,7 @@ def quantize_grid(
     """
     kernels = _kernels()
     n_rows, length = source.shape
-    scale, zero, low, high = (numpy.ascontiguousarray(p, dtype=numpy.float64) for p in parameters)
+    scale, zero, low, high = (numpy.asarray(p, dtype=numpy.float64) for p in parameters)
     n_groups = scale.shape[1]
     flat_source, flat_target = source.reshape(-1), target.reshape(-1)
     kernel = kernels.quantize_grid

@@ -17,6 +17,7 @@ first time such an array is quantized.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy
@@ -460,9 +461,13 @@ def _dequantize_range(source: numpy.ndarray, target: numpy.ndarray, scale: float
 # consecutive runs of ``group`` values along the last axis one grid column each.
 
 
-def _grid_matrix(parameter: Any, n_columns: int) -> numpy.ndarray:
-    """A grid parameter as a C-contiguous float64 ``(grid rows, grid columns)`` matrix."""
-    return numpy.ascontiguousarray(numpy.asarray(parameter, dtype=numpy.float64).reshape(-1, n_columns))
+def _grid_matrix(parameter: Any, grid_shape: Tuple[int, ...], n_columns: int) -> numpy.ndarray:
+    """A grid parameter as a float64 ``(grid rows, grid columns)`` matrix: C-contiguous, or for
+    one number for every block (the clipping bounds, mostly) a read-only view of it."""
+    array = numpy.asarray(parameter, dtype=numpy.float64)
+    if array.ndim == 0:
+        return numpy.broadcast_to(array, (max(1, math.prod(grid_shape)) // n_columns, n_columns))
+    return numpy.ascontiguousarray(numpy.broadcast_to(array, grid_shape).reshape(-1, n_columns))
 
 
 def _quantize_grid(values: numpy.ndarray, result: numpy.ndarray, spec: QuantSpec) -> Tuple[int, int]:
@@ -477,8 +482,7 @@ def _quantize_grid(values: numpy.ndarray, result: numpy.ndarray, spec: QuantSpec
     high = spec.high if spec.high is not None else numpy.inf
     grid_shape = numpy.shape(spec.scale)
     scale_m, zero_m, low_m, high_m = (
-        _grid_matrix(numpy.broadcast_to(numpy.asarray(parameter, dtype=numpy.float64), grid_shape), n_columns)
-        for parameter in (spec.scale, spec.zero_point, low, high)
+        _grid_matrix(parameter, grid_shape, n_columns) for parameter in (spec.scale, spec.zero_point, low, high)
     )
     parameters = (scale_m, zero_m, low_m, high_m)
     source = numpy.ascontiguousarray(values).reshape(n_rows, length)
@@ -542,7 +546,9 @@ def _dequantize_grid(qvalues: numpy.ndarray, result: numpy.ndarray, spec: QuantS
     assert extent is not None  # only called for grids
     rows, n_rows, length, group = grid_layout(qvalues.shape, extent)
     n_columns = -(-length // group)
-    scale, zero = (_grid_matrix(parameter, n_columns) for parameter in (spec.scale, spec.zero_point))
+    scale, zero = (
+        _grid_matrix(parameter, numpy.shape(spec.scale), n_columns) for parameter in (spec.scale, spec.zero_point)
+    )
     source = numpy.ascontiguousarray(qvalues).reshape(n_rows, length)
     target = result if result.flags.c_contiguous else numpy.empty(result.shape, dtype=result.dtype)
     target2d = target.reshape(n_rows, length)

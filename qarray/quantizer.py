@@ -400,7 +400,11 @@ class UniformQuantizer(Serializable):
                         f"dtype {name} cannot hold the clipped range [{union[0]}, {union[1]}] of "
                         f"the blocks at n_bits={n_bits}; use a wider integer dtype"
                     )
-            bounds = clip_range(n_bits, place(offset), bool(narrow))
+            present = self.params._offsets_present
+            if present is not None and len(present) == 1:  # one offset for every block: host bounds
+                bounds = clip_range(n_bits, next(iter(present)), bool(narrow))
+            else:
+                bounds = clip_range(n_bits, place(offset), bool(narrow))
             saturate = True
         return QuantSpec(
             place(scale), place(zero_point), bounds[0], bounds[1], saturate, name, tuple(extent)
