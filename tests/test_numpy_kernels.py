@@ -853,6 +853,39 @@ def test_a_stray_tie_costs_the_candidate_one_element_not_its_sub_block(numba_onl
     assert n_fast >= values.size - 200 - 0.01 * values.size
 
 
+@pytest.mark.parametrize("group", [16, 32, 100, 128, 300])
+def test_grid_kernel_serves_blocks_of_any_size_with_the_candidate(numba_only, group):
+    """Per-block parameters, blocks shorter or longer than a sub-block: the compiled grid kernel's
+    integers equal the division's, and the candidate gives nearly all of them."""
+    rng = numpy.random.default_rng(9)
+    rows, length = 40, 3 * group + group // 2  # a partial last block in every row
+    n_groups = -(-length // group)
+    values = (rng.normal(0, 1, (rows, length)) * rng.uniform(0.1, 10, (rows, 1))).astype(numpy.float32)
+    padded = numpy.full((rows, n_groups * group), numpy.nan)
+    padded[:, :length] = values
+    blocks = padded.reshape(rows, n_groups, group)
+    low_value = numpy.minimum(numpy.nanmin(blocks, axis=2), 0.0)
+    scale = (numpy.maximum(numpy.nanmax(blocks, axis=2), 0.0) - low_value) / 255
+    zero = numpy.rint(-low_value / scale)
+    low, high = numpy.zeros_like(scale), numpy.full_like(scale, 255.0)
+    kernel = numba_kernels._kernels().quantize_grid
+    source, row_map = values.reshape(-1), numpy.arange(rows, dtype=numpy.int64)
+    results = []
+    for fast_path in (True, False):
+        target = numpy.empty(values.size, dtype=numpy.uint8)
+        counts = kernel(source, target, row_map, length, group, scale, zero, low, high, True, fast_path, 0, rows, 0,
+                        n_groups)
+        results.append((target, counts))
+    (fast, fast_counts), (divided, divided_counts) = results
+    expected = numpy.clip(numpy.rint(values.astype(numpy.float64) / numpy.repeat(scale, group, axis=1)[:, :length]
+                                     + numpy.repeat(zero, group, axis=1)[:, :length]), 0, 255)
+    numpy.testing.assert_array_equal(fast, expected.reshape(-1).astype(numpy.uint8))
+    numpy.testing.assert_array_equal(divided, fast)
+    assert divided_counts[2] == 0
+    assert fast_counts[:2] == divided_counts[:2] == (0, 0)
+    assert fast_counts[2] >= 0.99 * values.size
+
+
 def test_the_backend_quantizes_ordinary_data_with_the_candidate(numba_only, monkeypatch):
     given = []
     original = numba_kernels._quantize
