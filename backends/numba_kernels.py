@@ -457,17 +457,19 @@ def _quantize_grid(
     ``source``/``target`` are the flat C-order values of a ``(rows, length)`` matrix; row
     ``r`` takes grid row ``rows[r]``, and its values ``[g * group, (g + 1) * group)`` grid
     column ``g`` of the float64 grids ``scale``, ``zero``, ``low``, ``high``. Each block is
-    quantized in sub-blocks of up to :data:`SUB_BLOCK` elements by the per-tensor
-    sub-block kernels (:func:`_clip_sub_block`, :func:`_fit_sub_block`) with its own
-    parameters and float32 candidate (:func:`_row_candidates`, when ``fast_path``), so
-    every block gets exactly the per-tensor integers. Return the non-finite and outside
-    counts, and how many elements the candidate gave.
+    quantized by the per-tensor sub-block kernels (:func:`_clip_sub_block`,
+    :func:`_fit_sub_block`) with its own parameters and float32 candidate
+    (:func:`_row_candidates`, when ``fast_path``), so every block gets exactly the
+    per-tensor integers: a block of at most :data:`SUB_BLOCK` values as one sub-block,
+    a longer one as :func:`_quantize_span` runs a flat array. Blocks do not divide ahead
+    after failed checks (:func:`_next_skip`): that bookkeeping cost a fifth of the
+    speed of 32-value blocks, while data made only of exact ties now takes about 1.4x
+    the time of dividing it straight away (measured, group 128).
+    Return the non-finite and outside counts, and how many elements the candidate gave.
     """
     nonfinite = 0
     outside = 0
     fast = 0
-    failures = 0
-    skip = 0
     n_groups = scale.shape[1]
     candidates = numpy.zeros((4, n_groups), dtype=numpy.float32)
     limits = numpy.zeros(n_groups, dtype=numpy.int32)
@@ -483,14 +485,29 @@ def _quantize_grid(
             inverse, zero32, low32, high32 = candidates[0, g], candidates[1, g], candidates[2, g], candidates[3, g]
             limit = limits[g]
             stop = base + min((g + 1) * group, length)
-            counts = _quantize_span(
-                source, target, base + g * group, stop, s, z, lo, hi, inverse, zero32, low32, high32, limit,
-                saturate, failures, skip,
-            )
-            nonfinite += counts[0]
-            outside += counts[1]
-            fast += counts[2]
-            failures, skip = counts[3], counts[4]
+            start = base + g * group
+            if group > SUB_BLOCK:
+                counts = _quantize_span(
+                    source, target, start, stop, s, z, lo, hi, inverse, zero32, low32, high32, limit, saturate, 0, 0
+                )
+                nonfinite += counts[0]
+                outside += counts[1]
+                fast += counts[2]
+            elif saturate:
+                clip_counts = _clip_sub_block(
+                    source, target, numpy.uint64(start), stop - start, s, z, lo, hi, inverse, zero32, low32, high32,
+                    limit, inverse != 0,
+                )
+                nonfinite += clip_counts[0]
+                fast += clip_counts[1]
+            else:
+                fit_counts = _fit_sub_block(
+                    source, target, numpy.uint64(start), stop - start, s, z, lo, hi, inverse, zero32, low32, high32,
+                    limit, inverse != 0,
+                )
+                nonfinite += fit_counts[0]
+                outside += fit_counts[1]
+                fast += fit_counts[2]
     return nonfinite, outside, fast
 
 
