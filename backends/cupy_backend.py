@@ -173,11 +173,7 @@ class CupyBackend(ArrayAPIBackend):
         ``omit_nan=False`` are remembered on the device and raised by :meth:`histogram_read`.
         """
         cupy = self._cupy
-        if self._fused_float(values) is None:  # float16 and friends: exact in float64
-            with values.device:
-                values = values.astype(cupy.float64)
-        dtype = self._fused_float(values)
-        assert dtype is not None  # values are float64 or a fused float type now
+        values, dtype = self._fused_float_values(values)
         with values.device:
             source = cupy.ascontiguousarray(values)
             low, high = self.minmax(source, omit_nonfinite=omit_nan)
@@ -226,11 +222,7 @@ class CupyBackend(ArrayAPIBackend):
         cupy = self._cupy
         if not isinstance(values, cupy.ndarray):
             return super().bin_counts(values, k=k, j_lo=j_lo, max_bins=max_bins, omit_nan=omit_nan)
-        if self._fused_float(values) is None:
-            with values.device:
-                values = values.astype(cupy.float64)
-        dtype = self._fused_float(values)
-        assert dtype is not None  # values are float64 or a fused float type now
+        values, dtype = self._fused_float_values(values)
         with values.device:
             source = cupy.ascontiguousarray(values)
             ints = cupy.asarray(numpy.array([1, k, j_lo, 0, 0], dtype=numpy.int64))
@@ -382,9 +374,7 @@ class CupyBackend(ArrayAPIBackend):
         (no read-back); the parameters stay where they are.
         """
         cupy = self._cupy
-        extent = spec.extent
-        assert extent is not None  # only called for grids
-        rows, _, length, group = grid_layout(tuple(like.shape), extent)
+        rows, _, length, group = grid_layout(tuple(like.shape), spec.extent)
         n_groups = -(-length // group)
         scale: Any = spec.scale  # an array of the parameter grid (grid kernels only)
         grid_shape = tuple(scale.shape)
@@ -411,6 +401,21 @@ class CupyBackend(ArrayAPIBackend):
             return None
         name = numpy.dtype(values.dtype).name
         return name if name in cupy_kernels.FLOAT_TYPES else None
+
+    def _fused_float_values(self, values: Any) -> Tuple[Any, str]:
+        """``values`` in a dtype the fused float kernels take (float16 and friends become
+        float64, exactly), with that dtype's name.
+
+        Raises:
+            TypeError: if ``values`` is not a CuPy floating-point array.
+        """
+        if self._fused_float(values) is None and isinstance(values, self._cupy.ndarray):
+            with values.device:
+                values = values.astype(self._cupy.float64)
+        dtype = self._fused_float(values)
+        if dtype is None:
+            raise TypeError(f"values must be a CuPy floating-point array, got {type(values).__name__}")
+        return values, dtype
 
     def _fused_integer(self, qvalues: Any) -> Optional[str]:
         """Return the dtype name if the fused integer kernels take ``qvalues``, else None."""

@@ -474,9 +474,7 @@ def _quantize_grid(values: numpy.ndarray, result: numpy.ndarray, spec: QuantSpec
     """Quantize with one parameter set per block into ``result``; return the problem counts."""
     if values.size == 0:
         return 0, 0
-    extent = spec.extent
-    assert extent is not None  # only called for grids
-    rows, n_rows, length, group = grid_layout(values.shape, extent)
+    rows, n_rows, length, group = grid_layout(values.shape, spec.extent)
     n_columns = -(-length // group)
     low = spec.low if spec.low is not None else -numpy.inf
     high = spec.high if spec.high is not None else numpy.inf
@@ -542,9 +540,7 @@ def _dequantize_grid(qvalues: numpy.ndarray, result: numpy.ndarray, spec: QuantS
     """De-quantize with one parameter set per block into ``result``."""
     if qvalues.size == 0:
         return
-    extent = spec.extent
-    assert extent is not None  # only called for grids
-    rows, n_rows, length, group = grid_layout(qvalues.shape, extent)
+    rows, n_rows, length, group = grid_layout(qvalues.shape, spec.extent)
     n_columns = -(-length // group)
     scale, zero = (
         _grid_matrix(parameter, numpy.shape(spec.scale), n_columns) for parameter in (spec.scale, spec.zero_point)

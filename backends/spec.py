@@ -174,7 +174,7 @@ def check_out(out: Any, *, shape: Tuple[int, ...], dtype: Any, library: str, own
         raise ValueError("out must be a writeable array, got a read-only one")
 
 
-def grid_layout(shape: Tuple[int, ...], extent: Tuple[int, ...]) -> Tuple[numpy.ndarray, int, int, int]:
+def grid_layout(shape: Tuple[int, ...], extent: Optional[Tuple[int, ...]]) -> Tuple[numpy.ndarray, int, int, int]:
     """How the grid kernels see values of ``shape`` with blocks of ``extent``.
 
     The values are read as a C-order ``(n_rows, length)`` matrix (``length`` is the
@@ -185,11 +185,16 @@ def grid_layout(shape: Tuple[int, ...], extent: Tuple[int, ...]) -> Tuple[numpy.
     Returns:
         ``(rows, n_rows, length, group)``, ``rows`` an int64 host array of ``n_rows``.
 
+    Raises:
+        ValueError: if ``extent`` is None (per-tensor parameters have no grid).
+
     Example:
         >>> rows, n_rows, length, group = grid_layout((4, 10), (2, 5))
         >>> rows.tolist(), n_rows, length, group
         ([0, 0, 1, 1], 4, 10, 5)
     """
+    if extent is None:
+        raise ValueError("extent must be the block extent of a parameter grid, got None (per-tensor parameters)")
     leading, leading_extent = tuple(shape[:-1]), tuple(extent[:-1])
     grid = tuple(-(-n // e) for n, e in zip(leading, leading_extent))
     if leading:

@@ -151,7 +151,8 @@ def block_extent(
             )
         extent = tuple(whole[d] if entry is None else min(entry, whole[d]) for d, entry in enumerate(block_size))
     else:
-        assert isinstance(block_size, int)  # narrowed by check_granularity
+        if not isinstance(block_size, int):
+            raise TypeError(f"block_size must be an int or a tuple, got {type(block_size).__name__}")
         extent = (1,) * (ndim - 1) + (min(block_size, whole[-1]),)
     return extent, grid_shape(shape, extent)
 

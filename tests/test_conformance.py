@@ -20,6 +20,7 @@ import pytest
 import qarray
 
 import reference
+from bits import assert_same_bits
 from reference import Options
 
 RNG_SEED = 20240601
@@ -65,7 +66,7 @@ def make_options(options: Options) -> qarray.QuantizationOptions:
 def assert_parameters_match(quantizer: qarray.UniformQuantizer, expected: reference.Parameters) -> None:
     """Scale, zero point and offset are host numbers equal to the reference's, bit for bit."""
     assert isinstance(quantizer.scale, numpy.float64)
-    assert quantizer.scale.tobytes() == numpy.float64(expected.scale).tobytes()
+    assert_same_bits(quantizer.scale, numpy.float64(expected.scale))
     assert isinstance(quantizer.zero_point, (int, numpy.integer))
     assert quantizer.zero_point == expected.zero_point
     assert isinstance(quantizer.offset, (int, numpy.integer))

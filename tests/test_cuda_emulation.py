@@ -291,7 +291,8 @@ def same(actual: numpy.ndarray, expected: numpy.ndarray) -> bool:
     """Equal bits, or both NaN (a NaN's payload is not part of the contract)."""
     if numpy.isnan(expected):
         return bool(numpy.isnan(actual))
-    return actual.tobytes() == numpy.asarray(expected, dtype=actual.dtype).tobytes()
+    expected = numpy.asarray(expected, dtype=actual.dtype)
+    return bool(actual == expected and numpy.signbit(actual) == numpy.signbit(expected))  # -0.0 is not 0.0
 
 
 def check_minmax(module: EmulatedModule, x: numpy.ndarray, omit_nonfinite: bool, capacity: int = 3) -> None:

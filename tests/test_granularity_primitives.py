@@ -99,3 +99,13 @@ def test_no_granularity_is_one_block() -> None:
 def test_bad_granularity_is_refused_naming_the_argument(shape: tuple, kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         block_extent(shape, **kwargs)
+
+
+def test_grid_layout_refuses_per_tensor_parameters() -> None:
+    """The grid kernels' layout needs a block extent; a per-tensor spec has none."""
+    from qarray.backends.spec import grid_layout
+
+    rows, n_rows, length, group = grid_layout((4, 10), (2, 5))
+    assert (rows.tolist(), n_rows, length, group) == ([0, 0, 1, 1], 4, 10, 5)
+    with pytest.raises(ValueError, match="extent must be the block extent"):
+        grid_layout((4, 10), None)

@@ -33,6 +33,8 @@ from qarray import (
 )
 from qarray.params import STABILITY_CONST, ZERO_POINT_LIMIT, choose_parameters
 
+from bits import assert_same_bits
+
 FLOAT64_MAX = float(numpy.finfo(numpy.float64).max)
 
 
@@ -148,7 +150,7 @@ def test_parameters_are_bit_identical_to_the_plain_formula_wherever_it_is_finite
             _parameters(rmin, rmax, n_bits, is_signed=is_signed)
         return
     got_scale, got_zero_point, offset = _parameters(rmin, rmax, n_bits, is_signed=is_signed)
-    assert got_scale.tobytes() == scale.tobytes()
+    assert_same_bits(got_scale, scale)
     assert got_zero_point == int(plain)
     assert offset == (2 ** (n_bits - 1) if is_signed else 0)
 

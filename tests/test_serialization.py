@@ -171,10 +171,10 @@ def test_round_trip_keeps_every_integer_dtype_and_shape(dtype, shape):
 def test_round_trip_keeps_float_bits_of_scalars():
     """-0.0, subnormals and neighbours of round numbers come back bit for bit."""
     stats = qarray.loads(MinMaxQuantizationStats(rmax=TINY, rmin=-0.0).dumps())
-    assert numpy.float64(stats.rmin).tobytes() == numpy.float64(-0.0).tobytes()
-    assert numpy.float64(stats.rmax).tobytes() == TINY.tobytes()
+    assert_same_bits(numpy.float64(stats.rmin), numpy.float64(-0.0))
+    assert_same_bits(numpy.float64(stats.rmax), TINY)
     params = qarray.loads(UniformQuantizationParameters(numpy.nextafter(0.1, 1.0), 0, 0).dumps())
-    assert params.scale.tobytes() == numpy.nextafter(0.1, 1.0).tobytes()
+    assert_same_bits(params.scale, numpy.nextafter(0.1, 1.0))
 
 
 @pytest.mark.parametrize("zero_point", [7, 7.0, numpy.array([1, 2], dtype=numpy.int64)], ids=["int", "float", "array"])
