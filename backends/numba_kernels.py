@@ -493,7 +493,7 @@ def _quantize_grid(
                 nonfinite += counts[0]
                 outside += counts[1]
                 fast += counts[2]
-            elif saturate:
+            elif saturate:  # written out as in _quantize_span: a shared helper measured 10-20% slower
                 clip_counts = _clip_sub_block(
                     source, target, numpy.uint64(start), stop - start, s, z, lo, hi, inverse, zero32, low32, high32,
                     limit, inverse != 0,

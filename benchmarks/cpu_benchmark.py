@@ -41,7 +41,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,8 +49,8 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy
+from _machine import machine_info
 
-import qarray
 from qarray import (
     MinMaxQuantizationStats,
     QuantizationOptions,
@@ -363,36 +362,6 @@ def evaluate_targets(rows: Sequence[Dict[str, Any]]) -> List[str]:
     return lines
 
 
-def machine() -> Dict[str, Any]:
-    """Versions and the processor, for the record."""
-    info: Dict[str, Any] = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "numpy": numpy.__version__,
-        "qarray": qarray.__version__,
-    }
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        if names:
-            info["processor"] = names[0]
-    except OSError:
-        pass
-    for module in ("numba", "torch", "onnxruntime"):
-        if importlib.util.find_spec(module) is not None:
-            info[module] = __import__(module).__version__
-    if "torch" in info:
-        import torch
-
-        info["torch_threads"] = torch.get_num_threads()
-    if "numba" in info:
-        import numba
-
-        info["numba_threads"] = numba.config.NUMBA_NUM_THREADS
-    return info
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; print the table; return 1 if a qarray result differed from the reference."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -409,7 +378,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--sizes must be >= 1")
 
     paths = ["numba", "numpy"] if importlib.util.find_spec("numba") is not None else ["numpy"]
-    info = machine()
+    info = machine_info(("numba", "torch", "onnxruntime"))
     print("machine: " + ", ".join(f"{key} {value}" for key, value in info.items()), flush=True)
     rows: List[Dict[str, Any]] = []
     ok = True

@@ -66,10 +66,7 @@ import io
 import json
 import logging
 import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -77,6 +74,7 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy
+from _machine import machine_info, peak_bytes, reset_peak, rss_bytes
 
 import qarray
 from qarray.backends import numba_kernels
@@ -317,32 +315,6 @@ def onnxruntime_tool(case: Case, weights: numpy.ndarray) -> Tool:
 # -- measuring ----------------------------------------------------------------------------------
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as stream:
-        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_bytes() -> int:
-    try:
-        with open("/proc/self/status") as stream:
-            for line in stream:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark of this process to its current RSS (Linux)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as stream:
-            stream.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def traced_peak(call: Callable[[], Any]) -> int:
     """Peak bytes that NumPy allocates during one ``call``, as tracemalloc sees them."""
     tracemalloc.start()
@@ -393,11 +365,11 @@ def run_size(size: int, bits: Sequence[int], repeats: int, numpy_path: bool, see
         for granularity, case in cases.items():
             for name, numba_on, factory in tools:
                 resettable = reset_peak()
-                base = _rss_bytes()
+                base = rss_bytes()
                 with NumbaSwitch(numba_on) if numba_on is not None else contextlib.nullcontext():
                     run, integers = factory(case)
                     run()  # warm-up (compilation, session and arena set-up)
-                held = _peak_bytes() - base if resettable else 0
+                held = peak_bytes() - base if resettable else 0
                 if numba_on is not None:
                     run, integers = switched(run, numba_on), switched(integers, numba_on)
                 entries.append({"granularity": granularity, "tool": name, "run": run, "integers": integers,
@@ -483,52 +455,6 @@ def evaluate_targets(rows: Sequence[Dict[str, Any]]) -> List[str]:
     return lines
 
 
-def _git(*args: str) -> Optional[str]:
-    here = os.path.dirname(os.path.abspath(qarray.__file__))
-    try:
-        return subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def machine() -> Dict[str, Any]:
-    """Versions, threads, the processor and qarray's commit, for the record."""
-    info: Dict[str, Any] = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
-        "numpy": numpy.__version__,
-        "qarray": qarray.__version__,
-        "qarray_commit": _git("describe", "--always", "--dirty", "--abbrev=12"),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        if names:
-            info["processor"] = names[0]
-    except OSError:
-        pass
-    for module in ("numba", "torch", "torchao", "onnxruntime", "onnx"):
-        if importlib.util.find_spec(module) is not None:
-            try:
-                info[module] = (_import_torchao() and __import__("torchao").__version__) if module == "torchao" \
-                    else __import__(module).__version__
-            except Exception:
-                info[module] = "does not import"
-    if "torch" in info:
-        import torch
-
-        info["torch_threads"] = torch.get_num_threads()
-    if "numba" in info:
-        import numba
-
-        info["numba_threads"] = numba.config.NUMBA_NUM_THREADS
-    return info
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; print the table; return 1 if a qarray result differs from the reference."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -549,7 +475,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     skipped = {name: why for name, why in (("torchao", torchao_available()),
                                            ("onnxruntime", onnxruntime_available())) if why}
-    info = machine()
+    info = machine_info(("numba", "torch", "torchao", "onnxruntime", "onnx"), {"torchao": _import_torchao})
     print("machine: " + ", ".join(f"{key} {value}" for key, value in info.items()), flush=True)
     for name, why in skipped.items():
         print(f"skipped {name}: {why}", flush=True)

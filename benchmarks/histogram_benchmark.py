@@ -27,8 +27,6 @@ import contextlib
 import io
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +34,7 @@ import time
 from typing import Any, Dict, List, Tuple
 
 import numpy
+from _machine import machine_info, peak_bytes, reset_peak, rss_bytes
 
 SEED = 0
 BATCHES_A = 10
@@ -59,32 +58,6 @@ def batching_a(data: numpy.ndarray) -> List[numpy.ndarray]:
 
 def batching_b(data: numpy.ndarray) -> List[numpy.ndarray]:
     return numpy.array_split(data, BATCHES_B)[::-1]
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as stream:
-        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def reset_peak() -> None:
-    """Reset the kernel's peak-RSS mark of this process (Linux), so warm-up does not count."""
-    try:
-        with open("/proc/self/clear_refs", "w") as stream:
-            stream.write("5")
-    except OSError:
-        pass
-
-
-def peak_bytes() -> int:
-    """The peak RSS since :func:`reset_peak` (VmHWM), else since the process started."""
-    try:
-        with open("/proc/self/status") as stream:
-            for line in stream:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # -- the tools -------------------------------------------------------------------------------------
@@ -184,26 +157,6 @@ def child(tool: str, size: int, repeats: int) -> Dict[str, Any]:
     }
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    import numba
-    import torch
-
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB; Python {platform.python_version()}, "
-        f"NumPy {numpy.__version__}, Numba {numba.__version__}, PyTorch {torch.__version__}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=float, default=[1e7, 1e8])
@@ -214,7 +167,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), int(args.child[2]))))
         return
-    print(machine())
+    info = machine_info(("numba", "torch", "onnxruntime", "onnx"))
+    print(", ".join(f"{key} {value}" for key, value in info.items()))
     results = []
     for size in (int(size) for size in args.sizes):
         repeats = args.repeats if size <= 10**7 else 1

@@ -31,6 +31,8 @@ except Exception as error:  # CuPy raises CUDA errors when there is no driver or
 if _N_DEVICES < 1:
     pytest.skip("CuPy found no CUDA GPU", allow_module_level=True)
 
+from gpu_sync import assert_returned_while_busy, busy_launcher  # noqa: E402
+
 from qarray import (  # noqa: E402  # noqa: E402
     HistogramQuantizationStats,
     MinMaxQuantizationStats,
@@ -84,10 +86,6 @@ def _bits(array: Any) -> numpy.ndarray:
     """The raw bits of a float array (host copy), so comparisons see -0.0 and NaN payloads."""
     array = numpy.ascontiguousarray(to_numpy(array))
     return array.view({4: numpy.uint32, 8: numpy.uint64}[array.dtype.itemsize])
-
-
-def _sync() -> None:
-    cupy.cuda.get_current_stream().synchronize()
 
 
 # -- QuantizedArray with a granularity -------------------------------------------------------------
@@ -235,42 +233,11 @@ def test_per_block_parameters_and_results_on_a_second_gpu_stay_there():
 
 # -- synchronisation -------------------------------------------------------------------------------
 
-_BUSY_SOURCE = r"""
-extern "C" __global__ void qarray_test_busy_wait_granularity(long long cycles) {
-    const long long start = clock64();
-    while (clock64() - start < cycles) {
-    }
-}
-"""
-
-
 @pytest.fixture(scope="module")
 def busy() -> Callable[[float], None]:
     """Enqueue a one-thread kernel that spins for about ``seconds`` on the current stream."""
-    kernel = cupy.RawKernel(_BUSY_SOURCE, "qarray_test_busy_wait_granularity")
-    calibration = 20_000_000
-    kernel((1,), (1,), (numpy.int64(calibration),))  # compile and load
-    _sync()
-    cycles_per_second = 0.0
-    for _ in range(3):  # the clock may still be ramping up: keep the fastest reading
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        kernel((1,), (1,), (numpy.int64(calibration),))
-        end.record()
-        end.synchronize()
-        seconds = max(cupy.cuda.get_elapsed_time(start, end) / 1e3, 1e-6)
-        cycles_per_second = max(cycles_per_second, calibration / seconds)
+    return busy_launcher()
 
-    def launch(seconds: float) -> None:
-        kernel((1,), (1,), (numpy.int64(int(cycles_per_second * seconds)),))
-
-    return launch
-
-
-def _assert_returned_while_busy(returned: float, still_busy: bool, finished: float) -> None:
-    assert still_busy, f"the stream was idle when the calls returned ({returned:.3f} s): a hidden sync"
-    assert finished > 0.1, f"the busy kernel ran only {finished:.3f} s"
-    assert returned < 0.5 * finished, f"returned after {returned:.3f} s of {finished:.3f} s"
 
 
 def test_per_block_quant_and_dequant_return_before_the_gpu_is_done(busy):
@@ -296,7 +263,7 @@ def test_per_block_quant_and_dequant_return_before_the_gpu_is_done(busy):
         stream.synchronize()
         finished = time.perf_counter() - started
 
-    _assert_returned_while_busy(returned, still_busy, finished)
+    assert_returned_while_busy(returned, still_busy, finished)
     on_host = QuantizedArray(8, host, block_size=128, is_signed=True).quantizer
     expected = on_host.quant(host, dtype=numpy.int16)
     numpy.testing.assert_array_equal(to_numpy(q), expected)
@@ -329,7 +296,7 @@ def test_per_block_calibration_parameters_and_quant_return_before_the_gpu_is_don
         stream.synchronize()
         finished = time.perf_counter() - started
 
-    _assert_returned_while_busy(returned, still_busy, finished)
+    assert_returned_while_busy(returned, still_busy, finished)
     expected = QuantizedArray(8, host, block_size=128, is_signed=True).quantizer.quant(host, dtype=numpy.int16)
     numpy.testing.assert_array_equal(to_numpy(q), expected)
 
@@ -387,7 +354,7 @@ def test_histogram_update_returns_before_the_gpu_is_done(busy):
         stream.synchronize()
         finished = time.perf_counter() - started
 
-    _assert_returned_while_busy(returned, still_busy, finished)
+    assert_returned_while_busy(returned, still_busy, finished)
     expected = HistogramQuantizationStats()
     expected.update(host)
     expected.update(host)
