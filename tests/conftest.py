@@ -93,3 +93,21 @@ def library(name: str) -> ArrayLibrary:
 def xb(request: pytest.FixtureRequest) -> ArrayLibrary:
     """Each available array library in turn (missing ones skip with the reason)."""
     return library(request.param)
+
+
+@pytest.fixture(scope="session")
+def emulated(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The CUDA kernel module compiled for the CPU against ``tests/cuda_emulation``, once per
+    test session; skipped, with the reason, where it cannot be built."""
+    import sys
+
+    from qarray.backends import cupy_kernels
+
+    from cuda_emulation.build import EmulatedModule, find_compiler
+
+    if sys.platform == "win32":
+        pytest.skip("the CUDA emulation needs POSIX ucontext, which Windows lacks")
+    compiler = find_compiler()
+    if compiler is None:
+        pytest.skip("no C++ compiler ($CXX, g++, clang++ or c++): the kernels' logic is not emulated")
+    return EmulatedModule.build(cupy_kernels.source(), tmp_path_factory.mktemp("cuda_emulation"), compiler)

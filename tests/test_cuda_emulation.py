@@ -17,7 +17,6 @@ reason, where no C++ compiler is found or the platform has no ucontext (Windows)
 
 from __future__ import annotations
 
-import sys
 from typing import Optional, Tuple
 
 import numpy
@@ -25,7 +24,8 @@ import pytest
 
 from qarray.backends import cupy_kernels
 
-from cuda_emulation.build import EmulatedModule, find_compiler, kernel_signatures
+from cuda_emulation.build import EmulatedModule, kernel_signatures
+from cuda_emulation.inputs import float32_subnormals
 
 BLOCK = cupy_kernels.BLOCK_THREADS
 UNROLL = 4  # the kernels' grid-stride loops take four elements per thread per turn
@@ -33,19 +33,6 @@ COUNTS = cupy_kernels.FLAG_COUNT_NONFINITE | cupy_kernels.FLAG_COUNT_OUTSIDE
 ALL_FLAGS = cupy_kernels.FLAG_CLIP | COUNTS
 FLOATS = tuple(cupy_kernels.FLOAT_TYPES)
 INTEGERS = tuple(cupy_kernels.INTEGER_TYPES)
-
-
-@pytest.fixture(scope="session")
-def emulated(tmp_path_factory: pytest.TempPathFactory) -> EmulatedModule:
-    """The kernel module compiled for the CPU, once per test session."""
-    if sys.platform == "win32":
-        pytest.skip("the CUDA emulation needs POSIX ucontext, which Windows lacks")
-    compiler = find_compiler()
-    if compiler is None:
-        pytest.skip("no C++ compiler ($CXX, g++, clang++ or c++): the kernels' logic is not emulated")
-    return EmulatedModule.build(
-        cupy_kernels.source(), tmp_path_factory.mktemp("cuda_emulation"), compiler
-    )
 
 
 def grid_for(count: int, capacity: int) -> int:
@@ -183,15 +170,6 @@ def test_quant_rounds_ties_to_even(emulated: EmulatedModule, in_dtype: str) -> N
     assert q.tolist() == numpy.rint(k + 0.5).astype(numpy.int16).tolist()
     q, _ = run_quant(emulated, k.astype(in_dtype), "int16", 1.0, 0.5, 0)  # tie by the zero point
     assert q.tolist() == numpy.rint(k + 0.5).astype(numpy.int16).tolist()
-
-
-def float32_subnormals(count: int, seed: int) -> numpy.ndarray:
-    """Subnormal float32 values of both signs, the smallest and largest included."""
-    rng = numpy.random.default_rng(seed)
-    bits = rng.integers(1, 0x800000, count, dtype=numpy.uint32)
-    bits[:4] = [1, 0x7FFFFF, 2, 0x400000]
-    bits[count // 2 :] |= numpy.uint32(0x80000000)
-    return bits.view(numpy.float32)
 
 
 def test_quant_reads_subnormal_float32_exactly(emulated: EmulatedModule) -> None:

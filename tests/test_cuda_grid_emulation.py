@@ -22,7 +22,6 @@ Skipped, with the reason, where no C++ compiler is found or the platform has no 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
 from collections import OrderedDict
 from typing import Any, Dict, List, Tuple
@@ -36,7 +35,8 @@ from qarray.backends.cupy_backend import CupyBackend
 from qarray.backends.spec import QuantSpec, exact_float_bounds
 from qarray.granularity import block_extent
 
-from cuda_emulation.build import EmulatedModule, find_compiler
+from cuda_emulation.build import EmulatedModule
+from cuda_emulation.inputs import float32_subnormals
 
 BLOCK = cupy_kernels.BLOCK_THREADS
 FLOATS = tuple(cupy_kernels.FLOAT_TYPES)
@@ -56,17 +56,6 @@ _C_TYPES: Dict[str, Any] = {
     "float": numpy.float32,
     "double": numpy.float64,
 }
-
-
-@pytest.fixture(scope="module")
-def emulated(tmp_path_factory: pytest.TempPathFactory) -> EmulatedModule:
-    """The kernel module compiled for the CPU, once for this file."""
-    if sys.platform == "win32":
-        pytest.skip("the CUDA emulation needs POSIX ucontext, which Windows lacks")
-    compiler = find_compiler()
-    if compiler is None:
-        pytest.skip("no C++ compiler ($CXX, g++, clang++ or c++): the kernels' logic is not emulated")
-    return EmulatedModule.build(cupy_kernels.source(), tmp_path_factory.mktemp("grid_emulation"), compiler)
 
 
 # ---- CuPy, played by NumPy ---------------------------------------------------------------------
@@ -515,15 +504,6 @@ def test_quant_grid_rounds_ties_to_even_with_each_blocks_parameters(emulation: A
     for row in q:
         assert row.tolist() == numpy.rint(k + 0.5).astype(numpy.int16).tolist()
     assert q[0, 130] == 0 and q[0, 131] == 2  # 0.5 -> 0, 1.5 -> 2
-
-
-def float32_subnormals(count: int, seed: int) -> numpy.ndarray:
-    """Subnormal float32 values of both signs, the smallest and largest included."""
-    rng = numpy.random.default_rng(seed)
-    bits = rng.integers(1, 0x800000, count, dtype=numpy.uint32)
-    bits[:4] = [1, 0x7FFFFF, 2, 0x400000]
-    bits[count // 2 :] |= numpy.uint32(0x80000000)
-    return bits.view(numpy.float32)
 
 
 def test_quant_grid_reads_subnormal_float32_exactly(emulation: Any) -> None:

@@ -10,27 +10,15 @@ as ``histogram_read`` reads it. After any batching the result must equal
 
 from __future__ import annotations
 
-import sys
-
 import numpy
 import pytest
 
 from qarray import histogram as H
 from qarray.backends import cupy_kernels
 
-from cuda_emulation.build import EmulatedModule, find_compiler
+from cuda_emulation.build import EmulatedModule
 
 BLOCK = cupy_kernels.BLOCK_THREADS
-
-
-@pytest.fixture(scope="module")
-def emulated(tmp_path_factory: pytest.TempPathFactory) -> EmulatedModule:
-    if sys.platform == "win32":
-        pytest.skip("the CUDA emulation needs POSIX ucontext, which Windows lacks")
-    compiler = find_compiler()
-    if compiler is None:
-        pytest.skip("no C++ compiler: the kernels' logic is not emulated")
-    return EmulatedModule.build(cupy_kernels.source(), tmp_path_factory.mktemp("histogram_emulation"), compiler)
 
 
 class EmulatedState:
