@@ -660,43 +660,35 @@ def source() -> str:
     )
     parts = [prelude, _HISTOGRAM.replace("__HIST_SHARED_BINS__", str(HIST_SHARED_BINS))]
     block = str(BLOCK_THREADS)
+
+    def fill(template: str, **names: str) -> str:
+        for placeholder, text in {**names, "BLOCK": block}.items():
+            template = template.replace(f"__{placeholder}__", text)
+        return template
+
     for float_name, float_type in FLOAT_TYPES.items():
         for int_name, int_type in INTEGER_TYPES.items():
-            parts.append(
-                _QUANT.replace("__NAME__", kernel_name("quant", float_name, int_name))
-                .replace("__TIN__", float_type)
-                .replace("__TOUT__", int_type)
-                .replace("__BLOCK__", block)
-            )
-            parts.append(
-                _DEQUANT.replace("__NAME__", kernel_name("dequant", int_name, float_name))
-                .replace("__TIN__", int_type)
-                .replace("__TOUT__", float_type)
-                .replace("__BLOCK__", block)
-            )
-            parts.append(
-                _QUANT_GRID.replace("__NAME__", kernel_name("quant_grid", float_name, int_name))
-                .replace("__TIN__", float_type)
-                .replace("__TOUT__", int_type)
-                .replace("__BLOCK__", block)
-            )
-            parts.append(
-                _DEQUANT_GRID.replace("__NAME__", kernel_name("dequant_grid", int_name, float_name))
-                .replace("__TIN__", int_type)
-                .replace("__TOUT__", float_type)
-                .replace("__BLOCK__", block)
-            )
+            quant = {"TIN": float_type, "TOUT": int_type}
+            dequant = {"TIN": int_type, "TOUT": float_type}
+            parts.append(fill(_QUANT, NAME=kernel_name("quant", float_name, int_name), **quant))
+            parts.append(fill(_DEQUANT, NAME=kernel_name("dequant", int_name, float_name), **dequant))
+            parts.append(fill(_QUANT_GRID, NAME=kernel_name("quant_grid", float_name, int_name), **quant))
+            parts.append(fill(_DEQUANT_GRID, NAME=kernel_name("dequant_grid", int_name, float_name), **dequant))
         parts.append(
-            _MINMAX.replace("__PARTIAL__", kernel_name("minmax_partial", float_name))
-            .replace("__FINAL__", kernel_name("minmax_final", float_name))
-            .replace("__T__", float_type)
-            .replace("__BLOCK__", block)
+            fill(
+                _MINMAX,
+                PARTIAL=kernel_name("minmax_partial", float_name),
+                FINAL=kernel_name("minmax_final", float_name),
+                T=float_type,
+            )
         )
         parts.append(
-            _HISTOGRAM_KERNELS.replace("__PLAN__", kernel_name("hist_plan", float_name))
-            .replace("__BIN__", kernel_name("hist_bin", float_name))
-            .replace("__T__", float_type)
-            .replace("__BLOCK__", block)
+            fill(
+                _HISTOGRAM_KERNELS,
+                PLAN=kernel_name("hist_plan", float_name),
+                BIN=kernel_name("hist_bin", float_name),
+                T=float_type,
+            )
         )
     return "\n".join(parts)
 
