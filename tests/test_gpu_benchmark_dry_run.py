@@ -18,7 +18,7 @@ BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_benchma
 
 
 @pytest.fixture(scope="module")
-def benchmark() -> Any:
+def gpu_benchmark() -> Any:
     spec = importlib.util.spec_from_file_location("qarray_gpu_benchmark", BENCHMARK)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -26,18 +26,18 @@ def benchmark() -> Any:
     return module
 
 
-def test_dry_run_checks_pass_without_a_gpu(benchmark: Any, tmp_path: Path) -> None:
+def test_dry_run_checks_pass_without_a_gpu(gpu_benchmark: Any, tmp_path: Path) -> None:
     path = tmp_path / "dry.json"
-    assert benchmark.main(["--dry-run", "--json", str(path)]) == 0
+    assert gpu_benchmark.main(["--dry-run", "--json", str(path)]) == 0
     document = json.loads(path.read_text())
     assert document["dry_run"] is True and document["all_checks_passed"] is True
     assert [size["exponent"] for size in document["sizes"]] == [5, 12, 14]
     for size in document["sizes"]:
-        assert set(benchmark.GROUP_REQUIRED_CHECKS) <= set(size["checks"])
+        assert set(gpu_benchmark.GROUP_REQUIRED_CHECKS) <= set(size["checks"])
 
 
-def test_help_lists_the_dry_run(benchmark: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_lists_the_dry_run(gpu_benchmark: Any, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        benchmark.main(["--help"])
+        gpu_benchmark.main(["--help"])
     assert exit_info.value.code == 0
     assert "--dry-run" in capsys.readouterr().out
