@@ -10,8 +10,8 @@
 #                  pytest and hypothesis when the machine lacks them
 #   --python PY    the Python that has CuPy (default python3)
 #   --quick        the GPU tests (tests/test_gpu*), every cupy-parametrized test and the kernel
-#                  test files (tests/test_cuda_*, test_granularity*, test_histogram*), a shorter
-#                  benchmark
+#                  test files (tests/test_cuda_*, test_granularity*, test_histogram*), and the
+#                  benchmark at every size with fewer repeats
 #
 # Nothing is installed into that Python: qarray is staged (its package layout, as pyproject.toml
 # maps it) and the wheels unpacked into a temporary folder put on PYTHONPATH. The whole run is
@@ -43,7 +43,8 @@ log="$out/gpu-check.log"
 exec > >(tee -a "$log") 2>&1
 
 if [ "$quick" = 1 ]; then
-  tests_timeout=150; bench_timeout=90; bench_args=(--quick)
+  # Fewer tests, but the benchmark keeps every size (2^24, 2^27, 2^29) with fewer repeats.
+  tests_timeout=200; bench_timeout=120; bench_args=(--repeats 5)
 else
   tests_timeout=190; bench_timeout=120; bench_args=()
 fi
@@ -129,6 +130,9 @@ export PYTHONPATH="$src:$site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
 (cd "$src" && "$python" -c "import qarray, qarray.backends.cupy_backend; print('qarray', qarray.__version__, 'from', qarray.__file__)") \
   || { echo "qarray does not import"; exit 2; }
+
+say "kernel resources"
+(cd "$src" && timeout 60 "$python" "$repo/tools/gpu_kernel_report.py") || echo "(kernel report failed)"
 
 say "tests (timeout ${tests_timeout}s)"
 pytest_args=(-q -rs -p no:cacheprovider -p qarray --rootdir "$repo" -c "$repo/pyproject.toml"
