@@ -59,6 +59,7 @@ class CupyBackend(ArrayAPIBackend):
         self._lock = threading.Lock()
         self._parameters: OrderedDict[Tuple[int, int], Tuple[numpy.ndarray, Any]] = OrderedDict()
         self._grids: Dict[Tuple[str, int], int] = {}
+        self._row_maps: OrderedDict[Tuple[Any, ...], Tuple[Any, int, int]] = OrderedDict()
 
     # -- moving data -----------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class CupyBackend(ArrayAPIBackend):
             return HistogramState(
                 device_id=values.device.id,
                 max_bins=int(max_bins),
-                ints=cupy.zeros(5, dtype=cupy.int64),
+                ints=cupy.zeros(cupy_kernels.HIST_STATE_INTS, dtype=cupy.int64),
                 bounds=cupy.zeros(2, dtype=cupy.float64),
                 buffers=[cupy.zeros(int(max_bins), dtype=cupy.uint64), cupy.empty(int(max_bins), dtype=cupy.uint64)],
             )
@@ -167,18 +168,41 @@ class CupyBackend(ArrayAPIBackend):
     def histogram_update(self, state: HistogramState, values: Any, omit_nan: bool = False) -> None:
         """Count ``values`` into the device histogram ``state``; nothing is read back.
 
-        Three launches on the current stream: min/max of the batch, the one-block plan
-        (fold the range in, choose the new ``k`` and ``j_lo``, coarsen the old counts
-        into the other buffer), and the fused bin-and-count pass. NaN/±Inf under
-        ``omit_nan=False`` are remembered on the device and raised by :meth:`histogram_read`.
+        Four launches on the current stream: the scan (min/max per block, and every
+        value whose bin is among the histogram's present bins counted there), the
+        blocks' min/max, the one-block plan (fold the range in, choose the new ``k`` and
+        ``j_lo``, coarsen the old counts into the other buffer, record what the scan
+        counted), and the bin pass, which counts the rest and returns at once when the
+        scan counted every value (a batch within the range so far: one read of the data).
+        NaN/±Inf under ``omit_nan=False`` are remembered on the device and raised by
+        :meth:`histogram_read`.
         """
         cupy = self._cupy
         values, dtype = self._fused_float_values(values)
         with values.device:
             source = cupy.ascontiguousarray(values)
-            low, high = self.minmax(source, omit_nonfinite=omit_nan)
+            count = int(source.size)
+            if count == 0:
+                return
             old, new = state.buffers[state.current], state.buffers[1 - state.current]
             block = (cupy_kernels.BLOCK_THREADS,)
+            use_shared = numpy.int32(state.max_bins <= cupy_kernels.HIST_SHARED_BINS)
+            scan_name = cupy_kernels.kernel_name("hist_scan", dtype)
+            scan = cupy_kernels.kernel(scan_name)
+            grid = self._counting_grid(scan, scan_name, count, source.device.id)
+            partial = cupy.empty(2 * grid, dtype=cupy.float64)
+            scan(
+                (grid,),
+                block,
+                (
+                    source, numpy.int64(count), numpy.int32(bool(omit_nan)), state.ints,
+                    numpy.int64(state.max_bins), old, partial, use_shared,
+                ),
+            )
+            low = cupy.empty((), dtype=source.dtype)
+            high = cupy.empty((), dtype=source.dtype)
+            final = cupy_kernels.kernel(cupy_kernels.kernel_name("minmax_final", dtype))
+            final((1,), block, (partial, numpy.int64(grid), low, high))
             plan = cupy_kernels.kernel(cupy_kernels.kernel_name("hist_plan", dtype))
             plan(
                 (1,),
@@ -225,7 +249,9 @@ class CupyBackend(ArrayAPIBackend):
         values, dtype = self._fused_float_values(values)
         with values.device:
             source = cupy.ascontiguousarray(values)
-            ints = cupy.asarray(numpy.array([1, k, j_lo, 0, 0], dtype=numpy.int64))
+            ints = numpy.zeros(cupy_kernels.HIST_STATE_INTS, dtype=numpy.int64)
+            ints[:3] = (1, k, j_lo)  # a histogram at (k, j_lo) whose counts the bin pass makes
+            ints = cupy.asarray(ints)
             counts = cupy.zeros(int(max_bins), dtype=cupy.uint64)
             self._bin(source, dtype, ints, int(max_bins), counts)
             return counts.astype(cupy.int64)
@@ -237,8 +263,7 @@ class CupyBackend(ArrayAPIBackend):
             return
         name = cupy_kernels.kernel_name("hist_bin", dtype)
         function = cupy_kernels.kernel(name)
-        # every block must count fewer than 2**31 values into its 32-bit shared counters
-        grid = max(self._grid(function, name, count, source.device.id), -(-count // (1 << 31)))
+        grid = self._counting_grid(function, name, count, source.device.id)
         use_shared = max_bins <= cupy_kernels.HIST_SHARED_BINS
         function(
             (grid,),
@@ -370,11 +395,12 @@ class CupyBackend(ArrayAPIBackend):
     def _grid_arguments(self, like: Any, spec: QuantSpec, names: Tuple[str, ...]) -> Tuple[Any, ...]:
         """The grid kernels' layout arguments and the named parameters as device float64 matrices.
 
-        The row map is computed on the host from the shape alone and copied to the device
-        (no read-back); the parameters stay where they are.
+        The row map depends on the shape alone: it is computed on the host and copied to
+        the device once per shape, extent and device (no read-back); the parameters stay
+        where they are.
         """
         cupy = self._cupy
-        rows, _, length, group = grid_layout(tuple(like.shape), spec.extent)
+        rows, length, group = self._row_map(tuple(like.shape), tuple(spec.extent or ()), like.device.id)
         n_groups = -(-length // group)
         scale: Any = spec.scale  # an array of the parameter grid (grid kernels only)
         grid_shape = tuple(scale.shape)
@@ -389,9 +415,26 @@ class CupyBackend(ArrayAPIBackend):
             numpy.int64(length),
             numpy.int64(group),
             numpy.int64(n_groups),
-            cupy.asarray(rows),
+            rows,
             *matrices,
         )
+
+    def _row_map(self, shape: Tuple[int, ...], extent: Tuple[int, ...], device_id: int) -> Tuple[Any, int, int]:
+        """The grid kernels' row map on the device (see :func:`grid_layout`), its row length and
+        group, kept for the last few shapes so that repeated calls copy nothing to the device."""
+        key = (shape, extent, device_id)
+        with self._lock:
+            found = self._row_maps.get(key)
+            if found is not None:
+                self._row_maps.move_to_end(key)
+                return found
+        rows, _, length, group = grid_layout(shape, extent)
+        entry = (self._cupy.asarray(rows), int(length), int(group))
+        with self._lock:
+            self._row_maps[key] = entry
+            while len(self._row_maps) > _PARAMETER_CACHE_SIZE:
+                self._row_maps.popitem(last=False)
+        return entry
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -461,6 +504,11 @@ class CupyBackend(ArrayAPIBackend):
         needed = -(-count // cupy_kernels.BLOCK_THREADS)
         return max(1, min(needed, capacity))
 
+    def _counting_grid(self, function: Any, name: str, count: int, device_id: int) -> int:
+        """The grid of a kernel that counts into 32-bit shared counters: at most one wave,
+        and enough blocks that each counts fewer than 2**31 values."""
+        return max(self._grid(function, name, count, device_id), -(-count // (1 << 31)))
+
     def _on(self, array: Any) -> Any:
         """A context that makes ``array``'s device current (a no-op for non-CuPy input)."""
         if isinstance(array, self._cupy.ndarray):
@@ -480,9 +528,10 @@ class CupyBackend(ArrayAPIBackend):
 
 @dataclass
 class HistogramState:
-    """A dyadic histogram on one GPU: ``ints = [has_data, k, j_lo, nonfinite_seen, skip_batch]``,
-    ``bounds = [min, max]``, and two buffers of ``max_bins`` uint64 counts used in turn
-    (``buffers[current]`` holds the counts). Only the backend reads or writes it."""
+    """A dyadic histogram on one GPU: ``ints`` (``cupy_kernels.HIST_STATE_INTS`` int64: has_data,
+    k, j_lo, nonfinite_seen, skip_batch, then what the last scan counted), ``bounds = [min,
+    max]``, and two buffers of ``max_bins`` uint64 counts used in turn (``buffers[current]``
+    holds the counts). Only the backend reads or writes it."""
 
     device_id: int
     max_bins: int

@@ -22,7 +22,10 @@ and as a fraction of a device-to-device copy's bandwidth measured in the same
 run. Side by side:
 
 - ``qarray``: the public API on CuPy arrays (``check_finite=False`` for the bare
-  kernel; ``qarray_checked`` with the default check and its one read-back);
+  kernel; ``qarray_checked`` with the default check and its one read-back), one call
+  timed alone (the host's per-call work counted in full); ``qarray_x10``: ten calls
+  queued back to back, the time divided by ten (the host's work overlapped with the
+  GPU's, as in a loop over batches);
 - ``naive``: the same formulas as plain CuPy array operations, as Concrete ML's
   NumPy code runs on a CuPy array (``rint(x / scale + zero_point)``, ``clip``,
   ``astype(int64)``; calibration with ``min``, ``max`` and
@@ -103,8 +106,13 @@ class Timer:
         self.repeats = repeats
         self.warmup = warmup
 
-    def __call__(self, function: Callable[[], Any], library: str = "cupy") -> float:
-        """Return the median seconds of ``function`` (results are dropped after each run)."""
+    def __call__(self, function: Callable[[], Any], library: str = "cupy", calls: int = 1) -> float:
+        """Return the median seconds of one call of ``function`` (results are dropped).
+
+        With ``calls`` > 1, each timed run queues that many calls back to back and the time
+        is divided by ``calls``: the host's per-call work then overlaps the GPU's, as in a
+        loop over batches. With 1, it is counted in full.
+        """
         for _ in range(self.warmup):
             function()
         self._synchronize(library)
@@ -116,14 +124,15 @@ class Timer:
             else:
                 start, end = self.cupy.cuda.Event(), self.cupy.cuda.Event()
             start.record()
-            function()
+            for _ in range(calls):
+                function()
             end.record()
             end.synchronize()
             if library == "torch":
                 milliseconds = start.elapsed_time(end)
             else:
                 milliseconds = self.cupy.cuda.get_elapsed_time(start, end)
-            times.append(milliseconds / 1e3)
+            times.append(milliseconds / 1e3 / calls)
         return statistics.median(times)
 
     def _synchronize(self, library: str) -> None:
@@ -151,6 +160,9 @@ def _naive_parameters(rmin: float, rmax: float, n_bits: int, offset: int):
     zero_point = int(numpy.round((rmax * -offset - rmin * (2**n_bits - 1 - offset)) / (rmax - rmin)))
     return numpy.float64(scale), zero_point
 
+
+STREAM = 10
+"""Calls queued back to back in the ``qarray_x10`` rows (the host's per-call work overlapped)."""
 
 GROUP = 128
 """Values per group of the per-group (per-block) rows."""
@@ -324,6 +336,10 @@ def _bench_size(exponent: int, args: argparse.Namespace, cupy: Any, torch: Any, 
     del reference, literal
     release()
     record("quant_int8", "qarray", timer(lambda: quantizer.quant(x, dtype=cupy.int8, check_finite=False)), 5 * count)
+    record(
+        "quant_int8", f"qarray_x{STREAM}",
+        timer(lambda: quantizer.quant(x, dtype=cupy.int8, check_finite=False), calls=STREAM), 5 * count,
+    )
     record("quant_int8", "qarray_checked", timer(lambda: quantizer.quant(x, dtype=cupy.int8)), 5 * count)
     record(
         "quant_int8", "naive",
@@ -352,6 +368,10 @@ def _bench_size(exponent: int, args: argparse.Namespace, cupy: Any, torch: Any, 
     release()
     record("dequant_float32", "qarray", timer(lambda: quantizer.dequant(q8, dtype=cupy.float32)), 5 * count)
     record(
+        "dequant_float32", f"qarray_x{STREAM}",
+        timer(lambda: quantizer.dequant(q8, dtype=cupy.float32), calls=STREAM), 5 * count,
+    )
+    record(
         "dequant_float32", "naive",
         timer(lambda: (scale * (q8.astype(cupy.float64) - numpy.float64(zero_point))).astype(cupy.float32)),
         5 * count,
@@ -365,6 +385,7 @@ def _bench_size(exponent: int, args: argparse.Namespace, cupy: Any, torch: Any, 
     rmin, rmax = backend.minmax(x)
     checks["minmax_equals_cupy"] = bool(float(rmin) == float(x.min()) and float(rmax) == float(x.max()))
     record("calibration", "qarray", timer(lambda: backend.minmax(x)), 4 * count)
+    record("calibration", f"qarray_x{STREAM}", timer(lambda: backend.minmax(x), calls=STREAM), 4 * count)
     record("calibration", "naive_minmax", timer(lambda: (x.min(), x.max())), 4 * count)
     record(
         "calibration", "naive",
@@ -433,6 +454,10 @@ def _bench_size(exponent: int, args: argparse.Namespace, cupy: Any, torch: Any, 
         timer(lambda: grouped.quant(matrix, dtype=cupy.int8, check_finite=False)),
         5 * count,
     )
+    record(
+        "quant_int8_group128", f"qarray_x{STREAM}",
+        timer(lambda: grouped.quant(matrix, dtype=cupy.int8, check_finite=False), calls=STREAM), 5 * count,
+    )
     record("quant_int8_group128", "qarray_checked", timer(lambda: grouped.quant(matrix, dtype=cupy.int8)), 5 * count)
     record(
         "quant_int8_group128", "naive",
@@ -455,6 +480,10 @@ def _bench_size(exponent: int, args: argparse.Namespace, cupy: Any, torch: Any, 
         release()
     record("dequant_float32_group128", "qarray", timer(lambda: grouped.dequant(g8, dtype=cupy.float32)), 5 * count)
     record(
+        "dequant_float32_group128", f"qarray_x{STREAM}",
+        timer(lambda: grouped.dequant(g8, dtype=cupy.float32), calls=STREAM), 5 * count,
+    )
+    record(
         "dequant_float32_group128", "naive",
         timer(lambda: _group_reference_dequant(cupy, g8, grouped)),
         5 * count,
@@ -473,7 +502,15 @@ def _bench_size(exponent: int, args: argparse.Namespace, cupy: Any, torch: Any, 
     checks["histogram_update_compared_with_host_histogram"] = host_histogram is not None
     running = HistogramQuantizationStats()
     record("histogram_update", "qarray", timer(lambda: running.update(x)), 4 * count)
-    checks["histogram_update_repeated_total"] = int(running.count) == (args.warmup + args.repeats) * count
+    record("histogram_update", f"qarray_x{STREAM}", timer(lambda: running.update(x), calls=STREAM), 4 * count)
+    updates = 2 * args.warmup + args.repeats * (1 + STREAM)
+    checks["histogram_update_repeated_total"] = int(running.count) == updates * count
+    if host_histogram is not None:  # every repeated update after the first counted by the scan alone
+        repeated = running.histogram
+        checks["histogram_update_repeated_equals_host"] = repeated is not None and bool(
+            (repeated.k, repeated.j_lo) == (host_histogram.k, host_histogram.j_lo)
+            and numpy.array_equal(numpy.asarray(repeated.counts), updates * numpy.asarray(host_histogram.counts))
+        )
     record(
         "histogram_update", "naive_cupy_histogram",
         timer(lambda: cupy.histogram(x, bins=hist_stats.max_bins)),
@@ -507,10 +544,10 @@ def _print_size(result: Dict[str, Any]) -> None:
         f"\n2^{result['exponent']} = {result['elements']:,} float32 values; "
         f"device-to-device copy: {result['copy_gbps']:.0f} GB/s (read + write)"
     )
-    print(f"{'operation':<18} {'implementation':<15} {'median ms':>10} {'GB/s':>8} {'vs copy':>8}")
+    print(f"{'operation':<24} {'implementation':<20} {'median ms':>10} {'GB/s':>8} {'vs copy':>8}")
     for row in result["results"]:
         print(
-            f"{row['op']:<18} {row['impl']:<15} {row['median_ms']:>10.3f} "
+            f"{row['op']:<24} {row['impl']:<20} {row['median_ms']:>10.3f} "
             f"{row['gbps']:>8.1f} {row['vs_copy']:>8.2f}"
         )
     for name, value in result["checks"].items():
@@ -566,7 +603,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     required = ("quant_int8_equals_float64_reference", "dequant_float32_equals_float64_reference",
                 "minmax_equals_cupy", "pipeline_equals_quant", *GROUP_REQUIRED_CHECKS,
                 "group128_parameters_on_device")
-    passed = all(size["checks"][name] for size in document["sizes"] for name in required)
+    passed = all(size["checks"][name] for size in document["sizes"] for name in required) and all(
+        size["checks"].get("histogram_update_repeated_equals_host", True) for size in document["sizes"]
+    )
     document["all_checks_passed"] = passed
     _write_json(args.json, document)
     print(f"\nchecks: {'all passed' if passed else 'FAILED'}")

@@ -111,3 +111,13 @@ def emulated(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if compiler is None:
         pytest.skip("no C++ compiler ($CXX, g++, clang++ or c++): the kernels' logic is not emulated")
     return EmulatedModule.build(cupy_kernels.source(), tmp_path_factory.mktemp("cuda_emulation"), compiler)
+
+
+@pytest.fixture
+def emulation(emulated: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``emulation(capacity)``: a fresh CuPy backend whose CuPy is NumPy and whose kernels run on
+    the CPU emulation (``tests/cuda_emulation/backend.py``), on a device that fits ``capacity``
+    blocks."""
+    from cuda_emulation.backend import Emulation
+
+    return lambda capacity=3: Emulation(emulated, capacity, monkeypatch)

@@ -17,7 +17,7 @@ reason, where no C++ compiler is found or the platform has no ucontext (Windows)
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy
 import pytest
@@ -172,6 +172,73 @@ def test_quant_rounds_ties_to_even(emulated: EmulatedModule, in_dtype: str) -> N
     assert q.tolist() == numpy.rint(k + 0.5).astype(numpy.int16).tolist()
 
 
+def neighbours(values: numpy.ndarray, steps: int) -> List[numpy.ndarray]:
+    """``values`` moved ``steps`` representable values up and down (in their own dtype)."""
+    up, down = values.copy(), values.copy()
+    for _ in range(steps):
+        up = numpy.nextafter(up, numpy.inf, dtype=values.dtype)
+        down = numpy.nextafter(down, -numpy.inf, dtype=values.dtype)
+    return [up, down]
+
+
+@pytest.mark.parametrize("in_dtype", FLOATS)
+@pytest.mark.parametrize("seed", range(3))
+def test_quant_at_and_next_to_ties_with_any_scale(emulated: EmulatedModule, in_dtype: str, seed: int) -> None:
+    """The kernels round a candidate in the input's precision and keep it only where it is
+    farther than its error bound from a tie: every tie, its neighbours and values a little
+    farther out, for scales that are no power of two, give the float64 rule's integers."""
+    rng = numpy.random.default_rng(seed)
+    scales = rng.uniform(0.5, 2.0, 3) * 10.0 ** rng.integers(-25, 25, 3)
+    for scale in scales:
+        for zero_point in (float(rng.integers(-200, 200)), 0.5, 17.25):  # integral or not
+            k = numpy.arange(-300.0, 300.0)
+            ties = ((k + 0.5 - zero_point) * scale).astype(in_dtype)
+            parts = [ties]
+            for steps in (1, 2, 3, 40, 2000):
+                parts += neighbours(ties, steps)
+            x = numpy.concatenate(parts)
+            check_quant(emulated, x, "int16", float(scale), zero_point, ALL_FLAGS, clip=(-250.0, 250.0),
+                        fit=(-200.0, 200.0))
+            check_quant(emulated, x, "int16", float(scale), zero_point, COUNTS, fit=(-200.0, 200.0))
+
+
+@pytest.mark.parametrize("in_dtype", FLOATS)
+def test_quant_far_from_the_shortcuts_range(emulated: EmulatedModule, in_dtype: str) -> None:
+    """Results near 2**22 and beyond, scales outside [2**-100, 2**100] (float32's shortcut),
+    and clip bounds that are no integers: all take the float64 rule."""
+    k = numpy.arange(2.0**22 - 40, 2.0**22 + 40, 0.25)
+    big = numpy.concatenate([k, -k]).astype(in_dtype)
+    check_quant(emulated, big, "int32", 1.0, 0.0, ALL_FLAGS, clip=(-(2.0**31), 2.0**31 - 1), fit=(-(2.0**22), 2.0**22))
+    check_quant(emulated, big * 3, "int32", 3.0, 7.0, 0)
+    rng = numpy.random.default_rng(7)
+    for scale in (2.0**-110 * 1.37, 2.0**105 * 1.37, 1e-300 if in_dtype == "float64" else 1e-38):
+        x = (rng.uniform(-200, 200, 3000) * scale).astype(in_dtype)
+        check_quant(emulated, x, "int16", scale, 3.0, ALL_FLAGS, clip=(-300.0, 300.0), fit=(-100.0, 100.0))
+    x = (rng.uniform(-20, 20, 3000) * 0.37).astype(in_dtype)
+    check_quant(emulated, x, "int8", 0.37, 0.0, ALL_FLAGS, clip=(-10.5, 9.5), fit=(-5.0, 5.0))
+
+
+@pytest.mark.parametrize("in_dtype", FLOATS)
+def test_quant_and_dequant_of_arrays_off_the_vector_boundary(emulated: EmulatedModule, in_dtype: str) -> None:
+    """Views that start one element past an aligned address take the one-value-at-a-time path."""
+    x = mixed_values(in_dtype, 3 * UNROLL * BLOCK + 9, 0.37, seed=4)
+    count = x.size - 1
+    for x_offset, q_offset in [(1, 0), (0, 1), (1, 1)]:
+        source = x[x_offset : x_offset + count]
+        q = poisoned(count + 1, "int8")[q_offset : q_offset + count]
+        module_args = (source, q, count, 0.37, 0.0, ALL_FLAGS, -128.0, 127.0, -100.0, 100.0)
+        problems = numpy.zeros(2, dtype=numpy.uint64)
+        name = cupy_kernels.kernel_name("quant", in_dtype, "int8")
+        emulated.launch(name, grid_for(count, 3), BLOCK, *module_args, problems)
+        rounded = numpy.clip(numpy.rint(source.astype(numpy.float64) / 0.37), -128.0, 127.0)
+        defined = numpy.isfinite(rounded)
+        numpy.testing.assert_array_equal(q[defined], rounded[defined].astype(numpy.int8))
+        y = poisoned(count + 1, in_dtype)[x_offset : x_offset + count]
+        emulated.launch(cupy_kernels.kernel_name("dequant", "int8", in_dtype), grid_for(count, 3), BLOCK,
+                        q, y, count, 0.37, 1.0)
+        numpy.testing.assert_array_equal(y, (0.37 * (q.astype(numpy.float64) - 1.0)).astype(in_dtype))
+
+
 def test_quant_reads_subnormal_float32_exactly(emulated: EmulatedModule) -> None:
     # -ftz=true would read these as zero; the kernel converts them by hand.
     x = float32_subnormals(2000, seed=1)
@@ -234,6 +301,16 @@ def test_dequant_matches_numpy_for_every_dtype_pair(emulated: EmulatedModule, in
     for scale, zero_point in [(0.0173, 3.0), (0.1, -2.5), (2.0**-152, 0.0), (2.0**-140 * 1.3, 1.0),
                               (2.0**-126 / 127.3, 0.0), (2.0**-133, 0.5)]:
         check_dequant(emulated, q, out_dtype, scale, zero_point)
+
+
+def test_dequant_of_every_byte_value(emulated: EmulatedModule) -> None:
+    """One-byte integers are looked up in a table each block fills: all 256 values, both signs."""
+    for in_dtype in ("int8", "uint8"):
+        q = numpy.arange(256).astype(numpy.uint8).view(in_dtype)
+        q = numpy.concatenate([q, q[::-1], q[3:]])
+        for out_dtype in FLOATS:
+            for scale, zero_point in [(0.0173, 3.0), (2.0**-140 * 1.3, 1.0), (1e30, -0.5)]:
+                check_dequant(emulated, q, out_dtype, scale, zero_point, capacity=2)
 
 
 @pytest.mark.parametrize("capacity", [1, 3, 1000])

@@ -22,19 +22,17 @@ Skipped, with the reason, where no C++ compiler is found or the platform has no 
 from __future__ import annotations
 
 import dataclasses
-import threading
-from collections import OrderedDict
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy
 import pytest
 
 from qarray import QuantizedArray
-from qarray.backends import NumpyBackend, cupy_backend, cupy_kernels
-from qarray.backends.cupy_backend import CupyBackend
+from qarray.backends import NumpyBackend, cupy_kernels
 from qarray.backends.spec import QuantSpec, exact_float_bounds
 from qarray.granularity import block_extent
 
+from cuda_emulation.backend import EmulatedKernel, Emulation, on_device, poisoned
 from cuda_emulation.build import EmulatedModule
 from cuda_emulation.inputs import float32_subnormals
 
@@ -43,161 +41,6 @@ FLOATS = tuple(cupy_kernels.FLOAT_TYPES)
 INTEGERS = tuple(cupy_kernels.INTEGER_TYPES)
 FULL_WAVE = 132 * (2048 // BLOCK)
 """What ``_grid`` picks on an H100/H200 (132 multiprocessors, 8 resident blocks of 256 threads)."""
-
-_C_TYPES: Dict[str, Any] = {
-    "signed char": numpy.int8,
-    "unsigned char": numpy.uint8,
-    "short": numpy.int16,
-    "unsigned short": numpy.uint16,
-    "int": numpy.int32,
-    "unsigned int": numpy.uint32,
-    "long long": numpy.int64,
-    "unsigned long long": numpy.uint64,
-    "float": numpy.float32,
-    "double": numpy.float64,
-}
-
-
-# ---- CuPy, played by NumPy ---------------------------------------------------------------------
-
-
-class _Device:
-    """Device 0 as a CuPy array names it: an id and a context manager."""
-
-    id = 0
-
-    def __enter__(self) -> _Device:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
-_DEVICE = _Device()
-
-
-class DeviceArray(numpy.ndarray):
-    """A NumPy array that answers ``.device`` as a CuPy array does."""
-
-    @property
-    def device(self) -> _Device:  # type: ignore[override]
-        return _DEVICE
-
-
-def on_device(host: numpy.ndarray) -> DeviceArray:
-    return numpy.array(host).view(DeviceArray)
-
-
-def poisoned(shape: Any, dtype: Any) -> numpy.ndarray:
-    """A buffer full of 0xa5 bytes, so an element the kernel never writes shows."""
-    buffer = numpy.empty(shape, dtype=dtype)
-    buffer.view(numpy.uint8)[...] = 0xA5
-    return buffer
-
-
-class FakeCupy:
-    """The part of CuPy the grid branches use; ``empty`` gives poisoned memory, as a GPU may."""
-
-    ndarray = numpy.ndarray
-    float64 = numpy.float64
-    int64 = numpy.int64
-    uint64 = numpy.uint64
-    zeros = staticmethod(numpy.zeros)
-    asarray = staticmethod(numpy.asarray)
-    ascontiguousarray = staticmethod(numpy.ascontiguousarray)
-    broadcast_to = staticmethod(numpy.broadcast_to)
-
-    @staticmethod
-    def empty(shape: Any, dtype: Any = numpy.float64) -> numpy.ndarray:
-        return poisoned(shape, dtype)
-
-
-class EmulatedKernel:
-    """A kernel called as a ``cupy.RawKernel``: ``kernel((grid,), (block,), arguments)``."""
-
-    def __init__(self, module: EmulatedModule, name: str, launches: List[Tuple[str, int, int]]) -> None:
-        self.module = module
-        self.name = name
-        self.launches = launches
-        self.signature = module.kernels[name]
-
-    def __call__(self, grid: Tuple[int, ...], block: Tuple[int, ...], arguments: Tuple[Any, ...]) -> None:
-        assert len(grid) == 1 and len(block) == 1
-        parameters = self.signature.parameters
-        assert len(arguments) == len(parameters), f"{self.name}: {len(arguments)} arguments for {parameters}"
-        converted = []
-        for argument, parameter in zip(arguments, parameters):
-            words = [w for w in parameter.replace("*", " * ").split() if w not in ("const", "__restrict__")]
-            base = " ".join(w for w in words[:-1] if w != "*")
-            expected = numpy.dtype(_C_TYPES[base])
-            if "*" in words:
-                if isinstance(argument, numpy.generic) and not isinstance(argument, numpy.ndarray):
-                    # CuPy passes a scalar's bytes: an 8-byte zero is the null pointer
-                    assert argument.dtype.itemsize == 8 and int(argument) == 0, (self.name, parameter, argument)
-                    converted.append(None)
-                    continue
-                assert isinstance(argument, numpy.ndarray), (self.name, parameter, type(argument))
-                assert argument.flags.c_contiguous, (self.name, parameter)
-                same = argument.dtype == expected or (
-                    # the problem counts: int64 counters read as unsigned long long
-                    expected.kind == "u" and argument.dtype.kind == "i" and argument.dtype.itemsize == expected.itemsize
-                )
-                assert same, f"{self.name}: {parameter} given a {argument.dtype} array"
-                converted.append(argument)
-            else:
-                assert isinstance(argument, numpy.generic) and argument.dtype == expected, (
-                    f"{self.name}: {parameter} given {argument!r} ({type(argument).__name__}); "
-                    "CuPy would pass it with a different C type"
-                )
-                converted.append(argument.item())
-        self.launches.append((self.name, int(grid[0]), int(block[0])))
-        self.module.launch(self.name, int(grid[0]), int(block[0]), *converted)
-
-
-class Emulation:
-    """A :class:`CupyBackend` whose CuPy is NumPy and whose kernels run on the emulation."""
-
-    def __init__(self, module: EmulatedModule, capacity: int, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.launches: List[Tuple[str, int, int]] = []
-        backend = CupyBackend.__new__(CupyBackend)
-        backend.xp = numpy
-        backend.name = "cupy"
-        backend._cupy = FakeCupy
-        backend._lock = threading.Lock()
-        backend._parameters = OrderedDict()
-        backend._grids = {}
-        self.backend = backend
-        self.capacity = capacity
-        monkeypatch.setattr(cupy_kernels, "kernel", lambda name: EmulatedKernel(module, name, self.launches))
-        monkeypatch.setattr(cupy_backend, "_device_capacity", lambda cupy, function, device_id: capacity)
-
-    def quantize(self, values: numpy.ndarray, spec: QuantSpec, check_finite: bool) -> Tuple[numpy.ndarray, Any]:
-        before = len(self.launches)
-        q, problems = self.backend.quantize(on_device(values), spec, check_finite=check_finite)
-        self._check_launch(before, "quant_grid", values.size)
-        return numpy.asarray(q), None if problems is None else numpy.asarray(problems.counts)
-
-    def dequantize(self, qvalues: numpy.ndarray, spec: QuantSpec, dtype: str) -> numpy.ndarray:
-        before = len(self.launches)
-        restored = self.backend.dequantize(on_device(qvalues), spec, dtype=dtype)
-        self._check_launch(before, "dequant_grid", qvalues.size)
-        return numpy.asarray(restored)
-
-    def _check_launch(self, before: int, kind: str, count: int) -> None:
-        launched = self.launches[before:]
-        if count == 0:
-            assert launched == []
-            return
-        assert len(launched) == 1 and launched[0][0].startswith(f"qarray_{kind}_"), launched
-        assert launched[0][1] == max(1, min(-(-count // BLOCK), self.capacity))
-        assert launched[0][2] == BLOCK
-
-
-@pytest.fixture
-def emulation(emulated: EmulatedModule, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``emulation(capacity)``: a fresh emulated backend whose device fits ``capacity`` blocks."""
-    return lambda capacity=3: Emulation(emulated, capacity, monkeypatch)
-
 
 # ---- references ----------------------------------------------------------------------------------
 
@@ -314,7 +157,9 @@ def clip_for(dtype: str) -> Tuple[int, int]:
 
 def test_every_grid_kernel_has_an_emulated_launcher(emulated: EmulatedModule) -> None:
     names = cupy_kernels.kernel_names()
-    assert len(names) == len(set(names)) == 4 * len(FLOATS) * len(INTEGERS) + 4 * len(FLOATS) == 72
+    # per dtype pair: quant, dequant and their grid forms; per float dtype: the min/max pair
+    # and the histogram's scan, plan and bin
+    assert len(names) == len(set(names)) == 4 * len(FLOATS) * len(INTEGERS) + 5 * len(FLOATS) == 74
     for float_name in FLOATS:
         for int_name in INTEGERS:
             for name in (

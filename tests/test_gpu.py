@@ -102,7 +102,7 @@ def _boundary_sizes(fused: CupyBackend, kind: str, in_dtype: str, out_dtype: Opt
     block = cupy_kernels.BLOCK_THREADS
     wave = _capacity(fused, kind, in_dtype, out_dtype) * block
     sizes = {1, 2, 31, 33, block - 1, block, block + 1, 3 * block + 7}
-    for edge in (wave, 4 * wave, 5 * wave):
+    for edge in (wave, 4 * wave, 5 * wave, 8 * wave, 12 * wave):  # 8: a turn of two vectors of four
         sizes.update({edge - 1, edge, edge + 1})
     sizes.add(4 * wave + 3 * (wave // 2) + 17)
     return sorted(sizes)
@@ -195,6 +195,50 @@ def test_fused_quant_matches_numpy_and_generic(fused, generic, host, in_dtype, o
         numpy.testing.assert_array_equal(_host(got)[valid], _host(reference)[valid])
         numpy.testing.assert_array_equal(_host(problems), expected_problems)
         numpy.testing.assert_array_equal(_host(problems), _host(reference_problems))
+
+
+@pytest.mark.parametrize("in_dtype", FLOAT_DTYPES)
+def test_fused_quant_at_and_next_to_ties_with_any_scale(fused, host, in_dtype):
+    """The kernels round a candidate in the input's precision and keep it only far from a
+    tie: ties, their neighbours and values a little farther out, for scales that are no
+    power of two and zero points integral or not, give NumPy's float64 integers."""
+    rng = numpy.random.default_rng(_seed("near ties", in_dtype))
+    for scale in rng.uniform(0.5, 2.0, 4) * 10.0 ** rng.integers(-25, 25, 4):
+        for zero_point in (float(rng.integers(-200, 200)), 0.5):
+            ties = ((numpy.arange(-300.0, 300.0) + 0.5 - zero_point) * scale).astype(in_dtype)
+            parts, up, down = [ties], ties, ties
+            for _ in range(3):
+                up = numpy.nextafter(up, numpy.inf, dtype=ties.dtype)
+                down = numpy.nextafter(down, -numpy.inf, dtype=ties.dtype)
+                parts += [up, down]
+            parts.append((rng.uniform(-300.0, 300.0, 200_000) * scale).astype(in_dtype))
+            values = numpy.concatenate(parts)
+            for clip in ((-250, 250), None):
+                fit = (-200.0, 200.0) if clip is None else None
+                expected, expected_problems = _host_quantize(
+                    host, values, float(scale), zero_point, clip, "int16", True, fit
+                )
+                got, problems = quantize(
+                    fused, cupy.asarray(values), float(scale), zero_point, clip, "int16", True, fit
+                )
+                valid = _valid_quant_positions(values, float(scale), zero_point, clip, fit)
+                numpy.testing.assert_array_equal(_host(got)[valid], expected[valid])
+                numpy.testing.assert_array_equal(_host(problems), expected_problems)
+
+
+@pytest.mark.parametrize("offset", [1, 2, 3])
+def test_fused_kernels_on_views_off_the_vector_boundary(fused, host, offset):
+    """Arrays that do not start on a 4-value boundary take the one-value-at-a-time path."""
+    values = (numpy.random.default_rng(offset).standard_normal(40_011) * 40.0).astype(numpy.float32)
+    device = cupy.asarray(values)
+    got, _ = quantize(fused, device[offset:], 0.37, 3.0, (-128, 127), "int8", False)
+    expected, _ = _host_quantize(host, values[offset:], 0.37, 3.0, (-128, 127), "int8", False)
+    numpy.testing.assert_array_equal(_host(got), expected)
+    restored = dequantize(fused, got[offset:], 0.37, 3.0, "float32")
+    expected_restored = dequantize(host, expected[offset:], 0.37, 3.0, "float32")
+    numpy.testing.assert_array_equal(_bits(_host(restored)), _bits(expected_restored))
+    low, high = fused.minmax(device[offset:])
+    assert float(_host(low)) == float(values[offset:].min()) and float(_host(high)) == float(values[offset:].max())
 
 
 @pytest.mark.parametrize("in_dtype", FLOAT_DTYPES)

@@ -312,6 +312,7 @@ def test_histogram_update_on_gpu_matches_numpy(dtype, max_bins):
         rng.standard_normal(100_003) * 0.01,  # a narrow range first
         rng.standard_normal(1 << 20),  # then wider (the counts are re-binned on the device)
         numpy.concatenate([rng.standard_normal(5000) * 50.0, [0.0, -0.0, 1e-300]]),
+        numpy.clip(rng.standard_normal(1 << 20), -3.0, 3.0),  # within the range: the scan counts it all
     ]
     on_device, on_host = HistogramQuantizationStats(max_bins), HistogramQuantizationStats(max_bins)
     for batch in batches:

@@ -507,6 +507,7 @@ inline __qarray_float __fadd_rn(__qarray_float a, __qarray_float b) { return a +
 inline __qarray_float __fsub_rn(__qarray_float a, __qarray_float b) { return a - b; }
 inline __qarray_float __fmul_rn(__qarray_float a, __qarray_float b) { return a * b; }
 inline __qarray_float __fdiv_rn(__qarray_float a, __qarray_float b) { return a / b; }
+inline __qarray_float __frcp_rn(__qarray_float a) { return __qarray_float(1.0f) / a; }
 inline __qarray_float __double2float_rn(double x) { return __qarray_float(x); }
 inline double __ll2double_rn(long long x) { return static_cast<double>(x); }
 inline double __ull2double_rn(unsigned long long x) { return static_cast<double>(x); }
@@ -519,6 +520,9 @@ inline long long __double2ll_ru(double x) { return static_cast<long long>(std::c
 inline int __double2int_rn(double x) { return static_cast<int>(std::nearbyint(x)); }
 inline int __double2int_rz(double x) { return static_cast<int>(x); }
 inline int __double2int_rd(double x) { return static_cast<int>(std::floor(x)); }
+inline unsigned int __umulhi(unsigned int a, unsigned int b) {
+    return static_cast<unsigned int>((static_cast<unsigned long long>(a) * b) >> 32);
+}
 inline int __popc(unsigned int x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned int>(x)); }
