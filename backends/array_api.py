@@ -43,6 +43,9 @@ class ArrayAPIBackend:
 
     #: whether the arrays this backend makes live in host memory (reading them back is free)
     host_resident = False
+    defers_reads = False
+    """Whether a read back to the host synchronises with a device (a GPU): checks whose
+    result the caller does not need at once are then left on the device until first read."""
 
     def __init__(self, xp: Any, name: Optional[str] = None) -> None:
         self.xp = xp

@@ -53,6 +53,8 @@ class CupyBackend(ArrayAPIBackend):
         array([0, 3], dtype=int8)
     """
 
+    defers_reads = True
+
     def __init__(self, cupy_namespace: Any) -> None:
         super().__init__(cupy_namespace, name="cupy")
         self._cupy = importlib.import_module("cupy")
@@ -288,13 +290,15 @@ class CupyBackend(ArrayAPIBackend):
     def quantize(
         self, values: Any, spec: QuantSpec, *, check_finite: bool = True, out: Any = None
     ) -> Tuple[Any, Optional[Problems]]:
-        """Quantize in one fused pass (see :meth:`ArrayAPIBackend.quantize` for the contract).
+        """Quantize with the fused kernels (see :meth:`ArrayAPIBackend.quantize` for the contract).
 
         ``rint((double)x / scale + zero_point)`` with IEEE float64 division and addition,
         clipped (``spec.saturate``) or checked against ``[low, high]``, written as
-        ``spec.out_dtype``. The problem counts (non-finite inputs when ``check_finite``;
-        rounded values outside the bounds, NaN included) are added up on the device into
-        a length-2 int64 array that is returned unread. Parameter grids take the grid
+        ``spec.out_dtype``: a fast pass that settles nearly every value without dividing,
+        and an exact pass over the few it leaves (two launches). The problem counts
+        (non-finite inputs when ``check_finite``; rounded values outside the bounds, NaN
+        included) are added up on the device into a length-2 int64 array that is returned
+        unread. Parameter grids take the grid
         kernels (the parameters stay on the device); broadcast zero-point arrays and
         dtypes without a kernel take the generic path.
 
@@ -324,11 +328,11 @@ class CupyBackend(ArrayAPIBackend):
             if count:
                 source = cupy.ascontiguousarray(values)
                 if grid:
-                    name = cupy_kernels.kernel_name("quant_grid", in_dtype, spec.out_dtype)
+                    kinds = ("quant_grid", "quant_grid_rest")
                     layout = self._grid_arguments(values, spec, ("scale", "zero_point", "low", "high"))
-                    arguments = (source, result, numpy.int64(count), *layout, numpy.int32(flags))
+                    arguments: Tuple[Any, ...] = (source, result, numpy.int64(count), *layout, numpy.int32(flags))
                 else:
-                    name = cupy_kernels.kernel_name("quant", in_dtype, spec.out_dtype)
+                    kinds = ("quant", "quant_rest")
                     low = float(spec.low) if spec.low is not None else 0.0
                     high = float(spec.high) if spec.high is not None else 0.0
                     arguments = (
@@ -343,13 +347,18 @@ class CupyBackend(ArrayAPIBackend):
                         numpy.float64(low),
                         numpy.float64(high),
                     )
-                function = cupy_kernels.kernel(name)
-                blocks = self._grid(function, name, count, values.device.id)
-                function(
-                    (blocks,),
-                    (cupy_kernels.BLOCK_THREADS,),
-                    (*arguments, problems if problems is not None else numpy.uint64(0)),
-                )
+                # The fast pass settles nearly every vector of four values; the exact pass
+                # (a launch of its own, see cupy_kernels) the ones it lists in pending, and
+                # the last count % 4 values.
+                capacity = max(cupy_kernels.QUANT_PENDING_MIN_CAPACITY, count // 4 // 256)
+                pending = cupy.empty(2 + capacity, dtype=cupy.uint64)
+                pending[:2] = 0
+                tail = (problems if problems is not None else numpy.uint64(0), pending, numpy.int64(capacity))
+                for kind in kinds:
+                    name = cupy_kernels.kernel_name(kind, in_dtype, spec.out_dtype)
+                    function = cupy_kernels.kernel(name)
+                    blocks = self._grid(function, name, count, values.device.id)
+                    function((blocks,), (cupy_kernels.BLOCK_THREADS,), (*arguments, *tail))
             if write_back is not None:
                 write_back[...] = result
                 result = write_back

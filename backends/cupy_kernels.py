@@ -35,6 +35,7 @@ __all__ = [
     "FLOAT_TYPES",
     "HIST_SHARED_BINS",
     "HIST_STATE_INTS",
+    "QUANT_PENDING_MIN_CAPACITY",
     "INTEGER_TYPES",
     "COMPILE_OPTIONS",
     "kernel",
@@ -57,6 +58,11 @@ FLAG_COUNT_OUTSIDE = 4
 
 HIST_SHARED_BINS = 4096
 """Histograms of at most this many bins are counted in shared memory (16 KiB of 32-bit counters per block)."""
+
+QUANT_PENDING_MIN_CAPACITY = 1 << 16
+"""Vectors of four values the fast quant pass may leave to the exact pass in a list: this
+many, or one in 256 of the vectors if more (the fast pass leaves about one in 2,500 of random
+data). Beyond that the exact pass re-examines every vector: correct, slower (data of ties)."""
 
 HIST_STATE_INTS = 8
 """Length of a device histogram's int64 state: ``[has_data, k, j_lo, nonfinite_seen,
@@ -157,47 +163,115 @@ __device__ __forceinline__ bool qarray_vectors_aligned(const A* a, const B* b) {
         && (reinterpret_cast<unsigned long long>(b) % sizeof(qarray_vec4<B>)) == 0ull;
 }
 
-// y[i] = f(x[i]) for this thread's share of the indices: a grid-stride walk, in vectors of
-// four (two in flight) where both arrays are aligned, then the last n % 4 one at a time.
+// visit(v, xv[v]) for this thread's share of the n_vectors vectors: a grid-stride walk with
+// two vectors in flight.
+template <typename T, typename V>
+__device__ __forceinline__ void qarray_each_vector(
+    const qarray_vec4<T>* __restrict__ xv, long long n_vectors, V& visit)
+{
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    long long v = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; v + stride < n_vectors; v += 2 * stride) {
+        const qarray_vec4<T> a = xv[v];
+        const qarray_vec4<T> b = xv[v + stride];
+        visit(v, a);
+        visit(v + stride, b);
+    }
+    for (; v < n_vectors; v += stride) {
+        visit(v, xv[v]);
+    }
+}
+
+// visit(i) for this thread's share of the indices [start, n), one at a time.
+template <typename V>
+__device__ __forceinline__ void qarray_each_index(long long start, long long n, V& visit) {
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = start + (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        visit(i);
+    }
+}
+
+// y[i] = f(x[i]) for this thread's share: vectors of four through f.four where both arrays
+// are aligned, then the last n % 4 (or all, unaligned) one at a time.
 template <typename TIN, typename TOUT, typename F>
 __device__ __forceinline__ void qarray_map_values(
     const TIN* __restrict__ x, TOUT* __restrict__ y, long long n, F& f)
 {
-    const long long stride = (long long)blockDim.x * gridDim.x;
-    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long n_vectors = qarray_vectors_aligned(x, y) ? (n >> 2) : 0LL;
-    const qarray_vec4<TIN>* __restrict__ xv = reinterpret_cast<const qarray_vec4<TIN>*>(x);
     qarray_vec4<TOUT>* __restrict__ yv = reinterpret_cast<qarray_vec4<TOUT>*>(y);
-    long long v = first;
-    for (; v + stride < n_vectors; v += 2 * stride) {
-        const qarray_vec4<TIN> a = xv[v];
-        const qarray_vec4<TIN> b = xv[v + stride];
-        qarray_vec4<TOUT> ya, yb;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            ya.v[k] = f(a.v[k]);
-            yb.v[k] = f(b.v[k]);
+    auto vector = [&](long long v, const qarray_vec4<TIN>& a) { yv[v] = f.four(a); };
+    qarray_each_vector(reinterpret_cast<const qarray_vec4<TIN>*>(x), n_vectors, vector);
+    auto one = [&](long long i) { y[i] = f(x[i]); };
+    qarray_each_index(4 * n_vectors, n, one);
+}
+
+// The problem counts of a block, added to problems[0] and problems[1] (every thread calls it;
+// a thread counts fewer than 2^32 values).
+__device__ __forceinline__ void qarray_add_problems(
+    int flags, unsigned int thread_nonfinite, unsigned int thread_outside,
+    unsigned long long* __restrict__ problems)
+{
+    // flags are the same for every thread, and every thread of the block gets here, so the
+    // full-warp shuffles are well defined (blockDim.x is a multiple of 32).
+    if (flags & (QARRAY_FLAG_COUNT_NONFINITE | QARRAY_FLAG_COUNT_OUTSIDE)) {
+        const unsigned long long n_nonfinite = qarray_warp_sum(thread_nonfinite);
+        const unsigned long long n_outside = qarray_warp_sum(thread_outside);
+        if ((threadIdx.x & 31u) == 0u) {
+            if (n_nonfinite != 0ull) atomicAdd(problems, n_nonfinite);
+            if (n_outside != 0ull) atomicAdd(problems + 1, n_outside);
         }
-        yv[v] = ya;
-        yv[v + stride] = yb;
-    }
-    for (; v < n_vectors; v += stride) {
-        const qarray_vec4<TIN> a = xv[v];
-        qarray_vec4<TOUT> ya;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            ya.v[k] = f(a.v[k]);
-        }
-        yv[v] = ya;
-    }
-    for (long long i = 4 * n_vectors + first; i < n; i += stride) {
-        y[i] = f(x[i]);
     }
 }
 
-// ---- the integers an output type holds ------------------------------------------------------
-// Bounds for the shortcut below, whose results lie within +-2^22: wider types are "unbounded".
+// ---- quant: the rule ------------------------------------------------------------------------
+// q = rint(x / scale + zero_point) in float64 (x converted exactly), clipped or checked. The
+// float64 division is the costly part on a GPU, so quant runs in two passes:
+//
+// 1. The fast pass settles each vector of four by two candidates, no division: c = x *
+//    (1/scale) + zero_point in float32 (float32 input), then in float64. A candidate is kept
+//    when it lies farther than a bound on its error from every half-integer: then the exact
+//    rint(...) is the same integer. Vectors that a candidate cannot settle (ties and their
+//    closest neighbours, |c| >= 2^22, NaN, +-Inf, unusual parameters) are left to pass 2.
+// 2. The exact pass computes those vectors (and the last n % 4 values) by the float64 rule.
+//    It is a kernel of its own: the division's code would otherwise take registers from
+//    the fast pass, which nearly every value goes through.
+//
+// Error bounds. float32: 1/scale is rcp(fl32(scale)) (relative error <= 2^-23 + 2^-24), the
+// product adds 2^-24 and the sum 2^-24 of |c|, so |c - (x/scale + z)| <= 2^-21.9 (|c| + |z|)
+// for scales in [2^-100, 2^100] (a subnormal x, flushed to zero, then moves c by less than
+// 2^-26), plus |z - fl32(z)| for a zero point that float32 does not hold. The tolerance
+// 2^-21 (|c| + |z| + 1) + 2 |z - fl32(z)| covers it with room for its own rounding and for the
+// float64 rule's rounding. float64: the same with 2^-52 per operation and the tolerance
+// 2^-50 (|c| + |z| + 1), for scales in [2^-1000, 2^1000]. A candidate beyond 2^22 is never
+// kept.
 
+// The exact rule for one value, and the problems the flags count.
+template <typename TOUT> struct qarray_quantized {
+    TOUT value;
+    unsigned int nonfinite;
+    unsigned int outside;
+};
+
+template <typename TIN, typename TOUT>
+__device__ __forceinline__ qarray_quantized<TOUT> qarray_quant_exact(
+    TIN raw, double scale, double zero_point, int flags, double clip_low, double clip_high,
+    double fit_low, double fit_high)
+{
+    const double value = qarray_to_double(raw);
+    double rounded = rint(__dadd_rn(__ddiv_rn(value, scale), zero_point));
+    qarray_quantized<TOUT> result;
+    result.nonfinite = ((flags & QARRAY_FLAG_COUNT_NONFINITE) && !qarray_isfinite(value)) ? 1u : 0u;
+    if (flags & QARRAY_FLAG_CLIP) {
+        rounded = (rounded < clip_low) ? clip_low : ((rounded > clip_high) ? clip_high : rounded);
+    }
+    const bool fits = rounded >= fit_low && rounded <= fit_high;  // false for NaN
+    result.outside = ((flags & QARRAY_FLAG_COUNT_OUTSIDE) && !fits) ? 1u : 0u;
+    result.value = (TOUT)rounded;
+    return result;
+}
+
+// The integers an output type holds, for the candidates (whose results lie within +-2^22:
+// wider types are "unbounded").
 template <typename T> struct qarray_int_range {
     static constexpr int low = ((T)-1 < (T)0) ? -1073741824 : 0;
     static constexpr int high = 1073741824;
@@ -228,172 +302,307 @@ __device__ __forceinline__ bool qarray_integral_bound(double bound, int& value) 
     return bound == bound && __dsub_rn(shifted, 6755399441055744.0) == limited;
 }
 
-// ---- quant: the exact float64 rule -------------------------------------------------------
+// One candidate: c = x * inverse + zero in C's precision, kept far from every half-integer.
+template <typename C> struct qarray_candidate;
 
-// Kept out of line: the kernels reach it for a few values in ten thousand (see the shortcut),
-// and inlined eight times into the vector loops it would crowd their registers.
-template <typename TIN, typename TOUT>
-__device__ __noinline__ TOUT qarray_quant_exact(
-    TIN raw, double scale, double zero_point, int flags, double clip_low, double clip_high,
-    double fit_low, double fit_high, unsigned long long& n_nonfinite, unsigned long long& n_outside)
-{
-    const double value = qarray_to_double(raw);
-    double rounded = rint(__dadd_rn(__ddiv_rn(value, scale), zero_point));
-    if ((flags & QARRAY_FLAG_COUNT_NONFINITE) && !qarray_isfinite(value)) {
-        ++n_nonfinite;
-    }
-    if (flags & QARRAY_FLAG_CLIP) {
-        rounded = (rounded < clip_low) ? clip_low : ((rounded > clip_high) ? clip_high : rounded);
-    }
-    if ((flags & QARRAY_FLAG_COUNT_OUTSIDE) && !(rounded >= fit_low && rounded <= fit_high)) {
-        ++n_outside;  // NaN counts as outside
-    }
-    return (TOUT)rounded;
-}
-
-// ---- quant: the shortcut -----------------------------------------------------------------
-// The float64 division is the costly part of quant on a GPU. The shortcut computes the
-// candidate c = x * (1/scale) + zero_point in the input's own precision and keeps
-// rint(c) when c lies farther than a bound on its error from every half-integer: then the
-// exact rint(x / scale + zero_point) is the same integer. Else (ties and their neighbours,
-// |c| >= 2^22, NaN, +-Inf, unusual parameters) the element takes the exact rule above.
-//
-// Error bound, float32 input: 1/scale is rcp(fl32(scale)) (relative error <= 2^-23 + 2^-24),
-// the product adds 2^-24 and the sum 2^-24 of |c|, so |c - (x/scale + z)| <= 2^-21.9 (|c| +
-// |z|) for scales in [2^-100, 2^100] (subnormal x, flushed to zero, then moves c by less
-// than 2^-26) and an integral z (exact in float32 below 2^22). The tolerance
-// 2^-21 (|c| + |z| + 1) covers it with room for its own rounding and for the float64
-// rule's rounding. float64 input: the same with 2^-52 per operation; tolerance 2^-50 (...).
-
-template <typename C> struct qarray_shortcut {
-    C inverse;
-    C zero;
-    C slack;  // the tolerance's part that does not grow with |c|
+template <> struct qarray_candidate<float> {
+    float inverse;
+    float zero;
+    float slack;  // the tolerance's part that does not grow with |c|
     bool usable;
-    int clip_low, clip_high;  // the clip (the identity when not clipping)
-    int keep_low, keep_high;  // results the shortcut may write: the output type's range
-    int fit_low, fit_high;    // results outside are counted (FLAG_COUNT_OUTSIDE)
+    __device__ __forceinline__ void setup(double scale, double zero_point) {
+        const double magnitude = fabs(scale);
+        usable = magnitude >= 0x1p-100 && magnitude <= 0x1p100 && fabs(zero_point) < 4194304.0;
+        inverse = __frcp_rn(__double2float_rn(scale));
+        zero = __double2float_rn(zero_point);
+        // A zero point that float32 does not hold exactly (a fraction) moves c by its error;
+        // twice that error joins the tolerance (the conversion back flushes as the sum does).
+        const double zero_error = fabs(__dsub_rn(zero_point, (double)zero));
+        slack = __double2float_rn(__dadd_rn(__dmul_rn(__dadd_rn(fabs(zero_point), 1.0), 0x1p-21),
+                                            __dmul_rn(zero_error, 2.0)));
+    }
+    // rint(c) when it is certainly the exact rule's integer, else false.
+    __device__ __forceinline__ bool round(float x, int& rounded) const {
+        const float c = __fadd_rn(__fmul_rn(x, inverse), zero);
+        const float shifted = __fadd_rn(c, 12582912.0f);  // 1.5 * 2^23: rounds |c| < 2^22 to an integer
+        const float distance = __fsub_rn(0.5f, fabsf(__fsub_rn(c, __fsub_rn(shifted, 12582912.0f))));
+        const float tolerance = __fadd_rn(__fmul_rn(fabsf(c), 0x1p-21f), slack);
+        rounded = __float_as_int(shifted) - 0x4B400000;
+        return fabsf(c) < 4194304.0f && distance > tolerance;  // false for NaN and +-Inf
+    }
 };
 
-__device__ __forceinline__ void qarray_shortcut_parameters(
-    qarray_shortcut<float>& s, double scale, double zero_point)
-{
-    const double magnitude = fabs(scale);
-    int zero_integer = 0;
-    s.usable = magnitude >= 0x1p-100 && magnitude <= 0x1p100
-        && qarray_integral_bound(zero_point, zero_integer) && fabs(zero_point) < 4194304.0;
-    s.inverse = __frcp_rn(__double2float_rn(scale));
-    s.zero = __double2float_rn(zero_point);
-    s.slack = __fmul_rn(__fadd_rn(fabsf(s.zero), 1.0f), 0x1p-21f);
-}
-
-__device__ __forceinline__ void qarray_shortcut_parameters(
-    qarray_shortcut<double>& s, double scale, double zero_point)
-{
-    const double magnitude = fabs(scale);
-    s.usable = magnitude >= 0x1p-1000 && magnitude <= 0x1p1000 && fabs(zero_point) < 4194304.0;
-    s.inverse = __drcp_rn(scale);
-    s.zero = zero_point;
-    s.slack = __dmul_rn(__dadd_rn(fabs(zero_point), 1.0), 0x1p-50);
-}
-
-template <typename TOUT, typename C>
-__device__ __forceinline__ void qarray_shortcut_setup(
-    qarray_shortcut<C>& s, double scale, double zero_point, int flags, double clip_low,
-    double clip_high, double fit_low, double fit_high)
-{
-    qarray_shortcut_parameters(s, scale, zero_point);
-    s.keep_low = qarray_int_range<TOUT>::low;
-    s.keep_high = qarray_int_range<TOUT>::high;
-    s.clip_low = -1073741824;
-    s.clip_high = 1073741824;
-    if (flags & QARRAY_FLAG_CLIP) {
-        s.usable = s.usable && qarray_integral_bound(clip_low, s.clip_low)
-            && qarray_integral_bound(clip_high, s.clip_high);
+template <> struct qarray_candidate<double> {
+    double inverse;
+    double zero;
+    double slack;
+    bool usable;
+    __device__ __forceinline__ void setup(double scale, double zero_point) {
+        const double magnitude = fabs(scale);
+        usable = magnitude >= 0x1p-1000 && magnitude <= 0x1p1000 && fabs(zero_point) < 4194304.0;
+        inverse = __drcp_rn(scale);
+        zero = zero_point;
+        slack = __dmul_rn(__dadd_rn(fabs(zero_point), 1.0), 0x1p-50);
     }
-    s.fit_low = -1073741824;
-    s.fit_high = 1073741824;
-    if (flags & QARRAY_FLAG_COUNT_OUTSIDE) {
-        s.usable = s.usable && qarray_integral_bound(fit_low, s.fit_low)
-            && qarray_integral_bound(fit_high, s.fit_high);
+    __device__ __forceinline__ bool round(double x, int& rounded) const {
+        const double c = __dadd_rn(__dmul_rn(x, inverse), zero);
+        const double shifted = __dadd_rn(c, 6755399441055744.0);  // 1.5 * 2^52
+        const double distance = __dsub_rn(0.5, fabs(__dsub_rn(c, __dsub_rn(shifted, 6755399441055744.0))));
+        const double tolerance = __dadd_rn(__dmul_rn(fabs(c), 0x1p-50), slack);
+        rounded = __double2loint(shifted);
+        return fabs(c) < 4194304.0 && distance > tolerance;
     }
-}
+};
 
-// rint(c) when it is certainly the exact rule's integer (see above), else false.
-__device__ __forceinline__ bool qarray_shortcut_round(float x, const qarray_shortcut<float>& s, int& rounded) {
-    const float c = __fadd_rn(__fmul_rn(x, s.inverse), s.zero);
-    const float shifted = __fadd_rn(c, 12582912.0f);  // 1.5 * 2^23: rounds |c| < 2^22 to an integer
-    const float distance = __fsub_rn(0.5f, fabsf(__fsub_rn(c, __fsub_rn(shifted, 12582912.0f))));
-    const float tolerance = __fadd_rn(__fmul_rn(fabsf(c), 0x1p-21f), s.slack);
-    rounded = __float_as_int(shifted) - 0x4B400000;
-    return fabsf(c) < 4194304.0f && distance > tolerance;  // false for NaN and +-Inf
-}
+// quant's rule for one parameter set: the candidates where they are certain, the integers
+// clipped and checked as the flags say; the exact rule (quant_exact) for the rest.
+template <typename TIN, typename TOUT> struct qarray_quant_rule {
+    qarray_candidate<TIN> narrow;  // in the input's precision
+    double scale, zero_point, clip_low, clip_high, fit_low, fit_high;
+    int flags;
+    bool usable;                  // the bounds are integers: the candidates may be used
+    int clip_lo, clip_hi;         // the clip as integers (the identity when not clipping)
+    int fit_lo, fit_hi;           // outside these, results are counted (FLAG_COUNT_OUTSIDE)
 
-__device__ __forceinline__ bool qarray_shortcut_round(double x, const qarray_shortcut<double>& s, int& rounded) {
-    const double c = __dadd_rn(__dmul_rn(x, s.inverse), s.zero);
-    const double shifted = __dadd_rn(c, 6755399441055744.0);  // 1.5 * 2^52
-    const double distance = __dsub_rn(0.5, fabs(__dsub_rn(c, __dsub_rn(shifted, 6755399441055744.0))));
-    const double tolerance = __dadd_rn(__dmul_rn(fabs(c), 0x1p-50), s.slack);
-    rounded = __double2loint(shifted);
-    return fabs(c) < 4194304.0 && distance > tolerance;
-}
+    __device__ __forceinline__ void setup(double scale_, double zero_point_, int flags_, double clip_low_,
+                                          double clip_high_, double fit_low_, double fit_high_) {
+        scale = scale_;
+        zero_point = zero_point_;
+        flags = flags_;
+        clip_low = clip_low_;
+        clip_high = clip_high_;
+        fit_low = fit_low_;
+        fit_high = fit_high_;
+        narrow.setup(scale, zero_point);
+        usable = true;
+        clip_lo = -1073741824;
+        clip_hi = 1073741824;
+        if (flags & QARRAY_FLAG_CLIP) {
+            usable = qarray_integral_bound(clip_low, clip_lo) && qarray_integral_bound(clip_high, clip_hi);
+        }
+        fit_lo = -1073741824;
+        fit_hi = 1073741824;
+        if (flags & QARRAY_FLAG_COUNT_OUTSIDE) {
+            usable = usable && qarray_integral_bound(fit_low, fit_lo) && qarray_integral_bound(fit_high, fit_hi);
+        }
+    }
 
-// One value: the shortcut where it is certain, else the exact rule; the counts as specified.
-template <typename TIN, typename TOUT>
-__device__ __forceinline__ TOUT qarray_quant_value(
-    TIN raw, const qarray_shortcut<TIN>& s, double scale, double zero_point, int flags,
-    double clip_low, double clip_high, double fit_low, double fit_high,
-    unsigned long long& n_nonfinite, unsigned long long& n_outside)
-{
-    int rounded = 0;
-    if (s.usable && qarray_shortcut_round(raw, s, rounded)) {
-        rounded = (rounded < s.clip_low) ? s.clip_low : ((rounded > s.clip_high) ? s.clip_high : rounded);
-        if (rounded >= s.keep_low && rounded <= s.keep_high) {
-            if ((flags & QARRAY_FLAG_COUNT_OUTSIDE) && (rounded < s.fit_low || rounded > s.fit_high)) {
-                ++n_outside;
+    // The rule's integer (clipped) when a candidate is certain of it and the output type
+    // holds it; false otherwise. WIDE: where float32's candidate is not sure, try float64's.
+    template <bool WIDE>
+    __device__ __forceinline__ bool sure(TIN x, int& rounded) const {
+        bool certain = narrow.usable && narrow.round(x, rounded);
+        if constexpr (WIDE && sizeof(TIN) == 4) {
+            if (!certain) {
+                qarray_candidate<double> wide;
+                wide.setup(scale, zero_point);
+                certain = wide.usable && wide.round(qarray_to_double(x), rounded);
             }
+        }
+        rounded = (rounded < clip_lo) ? clip_lo : ((rounded > clip_hi) ? clip_hi : rounded);
+        return usable && certain && rounded >= qarray_int_range<TOUT>::low
+            && rounded <= qarray_int_range<TOUT>::high;
+    }
+
+    // Whether the fast pass tries float64's candidate too: for outputs wider than a byte,
+    // where |c| reaches 2^15 and more and float32's tolerance leaves too many values (8-bit
+    // results are within 2^8, where float32 leaves a few in ten thousand).
+    static constexpr bool fast_wide = sizeof(TOUT) > 1;
+
+    __device__ __forceinline__ unsigned int outside(int rounded) const {
+        return ((flags & QARRAY_FLAG_COUNT_OUTSIDE) && (rounded < fit_lo || rounded > fit_hi)) ? 1u : 0u;
+    }
+
+    // Four values when the fast pass is sure of every one: the integers in y, the count
+    // outside added.
+    __device__ __forceinline__ bool sure4(const qarray_vec4<TIN>& a, qarray_vec4<TOUT>& y,
+                                          unsigned int& n_outside) const {
+        int rounded[4] = {0, 0, 0, 0};
+        bool all = true;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            all = sure<fast_wide>(a.v[k], rounded[k]) & all;
+        }
+        if (!all) {
+            return false;
+        }
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            n_outside += outside(rounded[k]);
+            y.v[k] = (TOUT)rounded[k];
+        }
+        return true;
+    }
+
+    // One value, sure or by the exact rule (the exact pass only: it divides).
+    __device__ __forceinline__ TOUT exact(TIN x, unsigned int& n_nonfinite, unsigned int& n_outside) const {
+        int rounded = 0;
+        if (sure<true>(x, rounded)) {
+            n_outside += outside(rounded);
             return (TOUT)rounded;  // a finite input: nothing to count as non-finite
         }
+        const qarray_quantized<TOUT> one = qarray_quant_exact<TIN, TOUT>(
+            x, scale, zero_point, flags, clip_low, clip_high, fit_low, fit_high);
+        n_nonfinite += one.nonfinite;
+        n_outside += one.outside;
+        return one.value;
     }
-    return qarray_quant_exact<TIN, TOUT>(raw, scale, zero_point, flags, clip_low, clip_high, fit_low,
-                                         fit_high, n_nonfinite, n_outside);
-}
+};
 
-// The problem counts of a block, added to problems[0] and problems[1] (every thread calls it).
-__device__ __forceinline__ void qarray_add_problems(
-    int flags, unsigned long long n_nonfinite, unsigned long long n_outside,
-    unsigned long long* __restrict__ problems)
-{
-    // flags are the same for every thread, and every thread of the block gets here, so the
-    // full-warp shuffles are well defined (blockDim.x is a multiple of 32).
-    if (flags & (QARRAY_FLAG_COUNT_NONFINITE | QARRAY_FLAG_COUNT_OUTSIDE)) {
-        n_nonfinite = qarray_warp_sum(n_nonfinite);
-        n_outside = qarray_warp_sum(n_outside);
-        if ((threadIdx.x & 31u) == 0u) {
-            if (n_nonfinite != 0ull) atomicAdd(problems, n_nonfinite);
-            if (n_outside != 0ull) atomicAdd(problems + 1, n_outside);
+// ---- quant: what the fast pass leaves to the exact pass -----------------------------------
+// pending = [count, everything, v_0, v_1, ...]: the vectors the fast pass left, at most
+// capacity of them. everything = 1 when there were more (or the candidates are unusable):
+// the exact pass then re-examines every vector. A block gathers its vectors in shared memory
+// and appends them with one atomic at its end.
+
+#define QARRAY_BLOCK_PENDING 256
+
+struct qarray_pending_block {
+    unsigned long long* list;  // shared, QARRAY_BLOCK_PENDING entries
+    unsigned int* count;       // shared
+    __device__ __forceinline__ void start() {
+        if (threadIdx.x == 0u) {
+            *count = 0u;
+        }
+        __syncthreads();
+    }
+    __device__ __forceinline__ void add(long long v) {
+        const unsigned int slot = atomicAdd(count, 1u);
+        if (slot < QARRAY_BLOCK_PENDING) {
+            list[slot] = (unsigned long long)v;
         }
     }
+    // Every thread calls it.
+    __device__ __forceinline__ void finish(unsigned long long* __restrict__ pending, long long capacity,
+                                           unsigned long long* base) {
+        __syncthreads();
+        const unsigned int total = *count;
+        if (total == 0u) {
+            return;  // the same for every thread of the block
+        }
+        if (threadIdx.x == 0u) {
+            if (total > QARRAY_BLOCK_PENDING) {
+                pending[1] = 1ull;
+                *base = (unsigned long long)capacity;
+            } else {
+                *base = atomicAdd(pending, (unsigned long long)total);
+                if (*base + total > (unsigned long long)capacity) {
+                    pending[1] = 1ull;
+                }
+            }
+        }
+        __syncthreads();
+        for (unsigned int t = threadIdx.x; t < total && t < QARRAY_BLOCK_PENDING; t += blockDim.x) {
+            if (*base + t < (unsigned long long)capacity) {
+                pending[2 + *base + t] = list[t];
+            }
+        }
+    }
+};
+
+// The fast pass over the vectors that rule_at(v) gives the rule of: sure vectors written and
+// counted, the others left in pending.
+template <typename TIN, typename TOUT, typename R>
+__device__ __forceinline__ void qarray_quant_fast_pass(
+    const TIN* __restrict__ x, TOUT* __restrict__ q, long long n_vectors, int flags, R& rule_at,
+    unsigned long long* __restrict__ problems, unsigned long long* __restrict__ pending, long long capacity)
+{
+    __shared__ unsigned long long list[QARRAY_BLOCK_PENDING];
+    __shared__ unsigned int count;
+    __shared__ unsigned long long base;
+    qarray_pending_block left{list, &count};
+    left.start();
+    unsigned int n_outside = 0u;
+    qarray_vec4<TOUT>* __restrict__ qv = reinterpret_cast<qarray_vec4<TOUT>*>(q);
+    auto visit = [&](long long v, const qarray_vec4<TIN>& a) {
+        qarray_vec4<TOUT> y;
+        if (rule_at(v).sure4(a, y, n_outside)) {
+            qv[v] = y;
+        } else {
+            left.add(v);
+        }
+    };
+    qarray_each_vector(reinterpret_cast<const qarray_vec4<TIN>*>(x), n_vectors, visit);
+    left.finish(pending, capacity, &base);
+    qarray_add_problems(flags, 0u, n_outside, problems);
 }
 
-// ---- quant -------------------------------------------------------------------------------
+// The exact pass: the vectors the fast pass left (all those it could not settle, when
+// pending says everything), then the values outside the vectors, from index 4 * n_vectors.
+template <typename TIN, typename TOUT, typename R, typename I>
+__device__ __forceinline__ void qarray_quant_exact_pass(
+    const TIN* __restrict__ x, TOUT* __restrict__ q, long long n, long long n_vectors, int flags,
+    R& rule_at, I& rule_of, unsigned long long* __restrict__ problems,
+    const unsigned long long* __restrict__ pending, long long capacity)
+{
+    unsigned int n_nonfinite = 0u;
+    unsigned int n_outside = 0u;
+    const qarray_vec4<TIN>* __restrict__ xv = reinterpret_cast<const qarray_vec4<TIN>*>(x);
+    qarray_vec4<TOUT>* __restrict__ qv = reinterpret_cast<qarray_vec4<TOUT>*>(q);
+    auto settle = [&](long long v, const qarray_vec4<TIN>& a) {
+        const auto rule = rule_at(v);
+        qarray_vec4<TOUT> y;
+#pragma unroll 1
+        for (int k = 0; k < 4; ++k) {
+            y.v[k] = rule.exact(a.v[k], n_nonfinite, n_outside);
+        }
+        qv[v] = y;
+    };
+    const unsigned long long count = pending[0];
+    if (pending[1] != 0ull || count > (unsigned long long)capacity) {
+        auto unsettled = [&](long long v, const qarray_vec4<TIN>& a) {
+            qarray_vec4<TOUT> y;
+            unsigned int ignored = 0u;
+            if (!rule_at(v).sure4(a, y, ignored)) {  // what the fast pass left, by the same test
+                settle(v, a);
+            }
+        };
+        qarray_each_vector(xv, n_vectors, unsettled);
+    } else {
+        auto listed = [&](long long i) {
+            const long long v = (long long)pending[2 + i];
+            settle(v, xv[v]);
+        };
+        qarray_each_index(0, (long long)count, listed);
+    }
+    auto one = [&](long long i) { q[i] = rule_of(i).exact(x[i], n_nonfinite, n_outside); };
+    qarray_each_index(4 * n_vectors, n, one);
+    qarray_add_problems(flags, n_nonfinite, n_outside, problems);
+}
+
+// ---- quant, one parameter set -------------------------------------------------------------
 
 template <typename TIN, typename TOUT>
+__device__ __forceinline__ qarray_quant_rule<TIN, TOUT> qarray_tensor_rule(
+    double scale, double zero_point, int flags, double clip_low, double clip_high, double fit_low,
+    double fit_high)
+{
+    qarray_quant_rule<TIN, TOUT> rule;
+    rule.setup(scale, zero_point, flags, clip_low, clip_high, fit_low, fit_high);
+    return rule;
+}
+
+// The fast pass (REST false) or the exact pass (REST true) of quant per tensor.
+template <bool REST, typename TIN, typename TOUT>
 __device__ __forceinline__ void qarray_quant(
     const TIN* __restrict__ x, TOUT* __restrict__ q, long long n, double scale,
     double zero_point, int flags, double clip_low, double clip_high, double fit_low,
-    double fit_high, unsigned long long* __restrict__ problems)
+    double fit_high, unsigned long long* __restrict__ problems, unsigned long long* __restrict__ pending,
+    long long capacity)
 {
-    qarray_shortcut<TIN> s;
-    qarray_shortcut_setup<TOUT>(s, scale, zero_point, flags, clip_low, clip_high, fit_low, fit_high);
-    unsigned long long n_nonfinite = 0ull;
-    unsigned long long n_outside = 0ull;
-    auto f = [&](TIN value) {
-        return qarray_quant_value<TIN, TOUT>(value, s, scale, zero_point, flags, clip_low, clip_high,
-                                             fit_low, fit_high, n_nonfinite, n_outside);
-    };
-    qarray_map_values(x, q, n, f);
-    qarray_add_problems(flags, n_nonfinite, n_outside, problems);
+    const qarray_quant_rule<TIN, TOUT> rule =
+        qarray_tensor_rule<TIN, TOUT>(scale, zero_point, flags, clip_low, clip_high, fit_low, fit_high);
+    const long long n_vectors = qarray_vectors_aligned(x, q) ? (n >> 2) : 0LL;
+    auto rule_at = [&](long long) { return rule; };
+    if constexpr (REST) {
+        qarray_quant_exact_pass(x, q, n, n_vectors, flags, rule_at, rule_at, problems, pending, capacity);
+    } else if (!rule.usable) {  // bounds that are no integers: sure() is false for every value
+        if (blockIdx.x == 0u && threadIdx.x == 0u) {
+            pending[1] = 1ull;  // the exact pass takes every vector
+        }
+    } else {
+        qarray_quant_fast_pass(x, q, n_vectors, flags, rule_at, problems, pending, capacity);
+    }
 }
 
 // ---- dequant -----------------------------------------------------------------------------
@@ -403,18 +612,37 @@ __device__ __forceinline__ TOUT qarray_dequant_value(TIN q, double scale, double
     return qarray_from_double<TOUT>(__dmul_rn(scale, __dsub_rn((double)q, zero_point)));
 }
 
-// One-byte integers take 256 values: each block tabulates them (the same rule) in shared
-// memory and looks every value up. Wider integers are computed one by one.
+// dequant's rule for one parameter set, computed value by value.
 template <typename TIN, typename TOUT> struct qarray_dequant_rule {
     double scale;
     double zero_point;
+    __device__ __forceinline__ TOUT operator()(TIN q) const {
+        return qarray_dequant_value<TIN, TOUT>(q, scale, zero_point);
+    }
+    __device__ __forceinline__ qarray_vec4<TOUT> four(const qarray_vec4<TIN>& a) const {
+        qarray_vec4<TOUT> y;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            y.v[k] = (*this)(a.v[k]);
+        }
+        return y;
+    }
+};
+
+// One-byte integers take 256 values: each block tabulates them by the same rule in shared
+// memory and looks every value up.
+template <typename TIN, typename TOUT> struct qarray_dequant_table {
     const TOUT* table;
     __device__ __forceinline__ TOUT operator()(TIN q) const {
-        if constexpr (sizeof(TIN) == 1) {
-            return table[(unsigned char)q];
-        } else {
-            return qarray_dequant_value<TIN, TOUT>(q, scale, zero_point);
+        return table[(unsigned char)q];
+    }
+    __device__ __forceinline__ qarray_vec4<TOUT> four(const qarray_vec4<TIN>& a) const {
+        qarray_vec4<TOUT> y;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            y.v[k] = table[(unsigned char)a.v[k]];
         }
+        return y;
     }
 };
 
@@ -423,32 +651,34 @@ __device__ __forceinline__ void qarray_dequant(
     const TIN* __restrict__ q, TOUT* __restrict__ y, long long n, double scale,
     double zero_point)
 {
-    __shared__ TOUT table[256];
-    qarray_dequant_rule<TIN, TOUT> rule{scale, zero_point, table};
+    qarray_dequant_rule<TIN, TOUT> rule{scale, zero_point};
     if constexpr (sizeof(TIN) == 1) {
+        __shared__ TOUT table[256];
         for (int t = threadIdx.x; t < 256; t += blockDim.x) {
             const int value = ((TIN)-1 < (TIN)0 && t >= 128) ? t - 256 : t;  // the byte's integer
-            table[t] = qarray_dequant_value<TIN, TOUT>((TIN)value, scale, zero_point);
+            table[t] = rule((TIN)value);
         }
         __syncthreads();
+        qarray_dequant_table<TIN, TOUT> lookup{table};
+        qarray_map_values(q, y, n, lookup);
+    } else {
+        qarray_map_values(q, y, n, rule);
     }
-    qarray_map_values(q, y, n, rule);
 }
 
 // ---- per-block parameters (per channel, per group) -------------------------------------------
 // The values are a C-order (rows, length) matrix: row r takes grid row rows[r], and its values
 // [g * group, (g + 1) * group) grid column g; parameter p = rows[r] * n_groups + g. With
 // QARRAY_FLAG_CLIP the rounded value is clipped to [low[p], high[p]]; with
-// QARRAY_FLAG_COUNT_OUTSIDE the ones outside it are counted.
+// QARRAY_FLAG_COUNT_OUTSIDE the ones outside it are counted. Vectors of four share their
+// parameters when rows and groups are multiples of four; otherwise the values go one by one.
 
 // Unsigned 32-bit division by a divisor fixed for the whole launch, as a multiply and shifts
 // (Granlund and Montgomery): exact for every 32-bit numerator.
 struct qarray_divider {
-    unsigned int divisor;
     unsigned int multiplier;
     unsigned int shift;
     __device__ __forceinline__ void setup(unsigned int d) {
-        divisor = d;
         unsigned int bits = 0u;
         while (bits < 32u && (1ull << bits) < (unsigned long long)d) {
             ++bits;  // bits = ceil(log2(d))
@@ -496,60 +726,61 @@ struct qarray_parameter_map {
         const long long row = e / length;
         return rows[row] * n_groups + (e - row * length) / group;
     }
+    // Whether vectors of four values share their parameters.
+    __device__ __forceinline__ bool by_vector() const {
+        return (length & 3LL) == 0LL && (group & 3LL) == 0LL;
+    }
 };
 
-// y[i] = rule_at(p)(x[i]), p element i's parameter set: in vectors of four where both arrays
-// are aligned and rows and groups are multiples of four (the four then share p, and the
-// rule is prepared once for them), one value at a time otherwise and for the tail.
-template <typename TIN, typename TOUT, typename A>
-__device__ __forceinline__ void qarray_map_grid(
-    const TIN* __restrict__ x, TOUT* __restrict__ y, long long n, long long length, long long group,
-    long long n_groups, const long long* __restrict__ rows, A& rule_at)
-{
+template <typename TIN, typename TOUT> struct qarray_grid_rules {
     qarray_parameter_map where;
-    where.setup(n, length, group, n_groups, rows);
-    const long long stride = (long long)blockDim.x * gridDim.x;
-    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const bool by_vector = qarray_vectors_aligned(x, y) && (length & 3LL) == 0LL && (group & 3LL) == 0LL;
-    const long long n_vectors = by_vector ? (n >> 2) : 0LL;
-    const qarray_vec4<TIN>* __restrict__ xv = reinterpret_cast<const qarray_vec4<TIN>*>(x);
-    qarray_vec4<TOUT>* __restrict__ yv = reinterpret_cast<qarray_vec4<TOUT>*>(y);
-    for (long long v = first; v < n_vectors; v += stride) {
-        const qarray_vec4<TIN> a = xv[v];
-        const auto rule = rule_at(where(4 * v));
-        qarray_vec4<TOUT> ya;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            ya.v[k] = rule(a.v[k]);
-        }
-        yv[v] = ya;
+    const double* __restrict__ scale;
+    const double* __restrict__ zero;
+    const double* __restrict__ low;
+    const double* __restrict__ high;
+    int flags;
+    // The rule of element e.
+    __device__ __forceinline__ qarray_quant_rule<TIN, TOUT> operator()(long long e) const {
+        const long long p = where(e);
+        const double low_p = low[p], high_p = high[p];
+        return qarray_tensor_rule<TIN, TOUT>(scale[p], zero[p], flags, low_p, high_p, low_p, high_p);
     }
-    for (long long i = 4 * n_vectors + first; i < n; i += stride) {
-        y[i] = rule_at(where(i))(x[i]);
-    }
-}
+};
 
 template <typename TIN, typename TOUT>
+__device__ __forceinline__ qarray_grid_rules<TIN, TOUT> qarray_make_grid_rules(
+    long long n, long long length, long long group, long long n_groups, const long long* __restrict__ rows,
+    const double* __restrict__ scale, const double* __restrict__ zero, const double* __restrict__ low,
+    const double* __restrict__ high, int flags)
+{
+    qarray_grid_rules<TIN, TOUT> rules;
+    rules.where.setup(n, length, group, n_groups, rows);
+    rules.scale = scale;
+    rules.zero = zero;
+    rules.low = low;
+    rules.high = high;
+    rules.flags = flags;
+    return rules;
+}
+
+// The fast pass (REST false) or the exact pass (REST true) of quant per block.
+template <bool REST, typename TIN, typename TOUT>
 __device__ __forceinline__ void qarray_quant_grid(
     const TIN* __restrict__ x, TOUT* __restrict__ q, long long n, long long length,
     long long group, long long n_groups, const long long* __restrict__ rows,
     const double* __restrict__ scale, const double* __restrict__ zero,
     const double* __restrict__ low, const double* __restrict__ high, int flags,
-    unsigned long long* __restrict__ problems)
+    unsigned long long* __restrict__ problems, unsigned long long* __restrict__ pending, long long capacity)
 {
-    unsigned long long n_nonfinite = 0ull;
-    unsigned long long n_outside = 0ull;
-    auto rule_at = [&](long long p) {
-        const double s_p = scale[p], z_p = zero[p], low_p = low[p], high_p = high[p];
-        qarray_shortcut<TIN> s;
-        qarray_shortcut_setup<TOUT>(s, s_p, z_p, flags, low_p, high_p, low_p, high_p);
-        return [=, &n_nonfinite, &n_outside](TIN value) {
-            return qarray_quant_value<TIN, TOUT>(value, s, s_p, z_p, flags, low_p, high_p, low_p, high_p,
-                                                 n_nonfinite, n_outside);
-        };
-    };
-    qarray_map_grid(x, q, n, length, group, n_groups, rows, rule_at);
-    qarray_add_problems(flags, n_nonfinite, n_outside, problems);
+    const qarray_grid_rules<TIN, TOUT> rules =
+        qarray_make_grid_rules<TIN, TOUT>(n, length, group, n_groups, rows, scale, zero, low, high, flags);
+    const long long n_vectors = (qarray_vectors_aligned(x, q) && rules.where.by_vector()) ? (n >> 2) : 0LL;
+    auto rule_at = [&](long long v) { return rules(4 * v); };
+    if constexpr (REST) {
+        qarray_quant_exact_pass(x, q, n, n_vectors, flags, rule_at, rules, problems, pending, capacity);
+    } else {
+        qarray_quant_fast_pass(x, q, n_vectors, flags, rule_at, problems, pending, capacity);
+    }
 }
 
 template <typename TIN, typename TOUT>
@@ -558,11 +789,20 @@ __device__ __forceinline__ void qarray_dequant_grid(
     long long group, long long n_groups, const long long* __restrict__ rows,
     const double* __restrict__ scale, const double* __restrict__ zero)
 {
-    auto rule_at = [&](long long p) {
-        const double s_p = scale[p], z_p = zero[p];
-        return [=](TIN value) { return qarray_dequant_value<TIN, TOUT>(value, s_p, z_p); };
+    qarray_parameter_map where;
+    where.setup(n, length, group, n_groups, rows);
+    const long long n_vectors = (qarray_vectors_aligned(q, y) && where.by_vector()) ? (n >> 2) : 0LL;
+    qarray_vec4<TOUT>* __restrict__ yv = reinterpret_cast<qarray_vec4<TOUT>*>(y);
+    auto vector = [&](long long v, const qarray_vec4<TIN>& a) {
+        const long long p = where(4 * v);
+        yv[v] = qarray_dequant_rule<TIN, TOUT>{scale[p], zero[p]}.four(a);
     };
-    qarray_map_grid(q, y, n, length, group, n_groups, rows, rule_at);
+    qarray_each_vector(reinterpret_cast<const qarray_vec4<TIN>*>(q), n_vectors, vector);
+    auto one = [&](long long i) {
+        const long long p = where(i);
+        y[i] = qarray_dequant_value<TIN, TOUT>(q[i], scale[p], zero[p]);
+    };
+    qarray_each_index(4 * n_vectors, n, one);
 }
 
 // ---- min / max ---------------------------------------------------------------------------
@@ -658,34 +898,20 @@ template <typename T> struct qarray_minmax_fold {
     }
 };
 
-// Calls visit(value) on each value of this thread's share of x: a grid-stride walk, in
-// vectors of four (two in flight) where x is aligned, then the last n % 4 one at a time.
+// Calls visit(value) on each value of this thread's share of x: vectors of four where x is
+// aligned, then the last n % 4 one at a time.
 template <typename T, typename V>
 __device__ __forceinline__ void qarray_each_value(const T* __restrict__ x, long long n, V& visit) {
-    const long long stride = (long long)blockDim.x * gridDim.x;
-    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long n_vectors = qarray_vectors_aligned(x, x) ? (n >> 2) : 0LL;
-    const qarray_vec4<T>* __restrict__ xv = reinterpret_cast<const qarray_vec4<T>*>(x);
-    long long v = first;
-    for (; v + stride < n_vectors; v += 2 * stride) {
-        const qarray_vec4<T> a = xv[v];
-        const qarray_vec4<T> b = xv[v + stride];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            visit(a.v[k]);
-            visit(b.v[k]);
-        }
-    }
-    for (; v < n_vectors; v += stride) {
-        const qarray_vec4<T> a = xv[v];
+    auto vector = [&](long long, const qarray_vec4<T>& a) {
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
             visit(a.v[k]);
         }
-    }
-    for (long long i = 4 * n_vectors + first; i < n; i += stride) {
-        visit(x[i]);
-    }
+    };
+    qarray_each_vector(reinterpret_cast<const qarray_vec4<T>*>(x), n_vectors, vector);
+    auto one = [&](long long i) { visit(x[i]); };
+    qarray_each_index(4 * n_vectors, n, one);
 }
 
 // Each thread folds its share of x, then the block (the result in thread 0).
@@ -1060,8 +1286,11 @@ __device__ __forceinline__ void qarray_hist_bin(
 }
 """
 
+# The scan and the bin pass ask for six and eight resident blocks per multiprocessor (40 and
+# 32 registers; the compiler spills nothing at these bounds for sm_90): memory-bound passes
+# need the loads of many threads in flight.
 _HISTOGRAM_KERNELS = r"""
-extern "C" __global__ void __launch_bounds__(__BLOCK__) __SCAN__(
+extern "C" __global__ void __launch_bounds__(__BLOCK__, 6) __SCAN__(
     const __T__* __restrict__ x, long long n, int omit_nonfinite, const long long* __restrict__ ints,
     long long max_bins, unsigned long long* __restrict__ counts, double* __restrict__ partial,
     int use_shared)
@@ -1078,7 +1307,7 @@ extern "C" __global__ void __launch_bounds__(__BLOCK__) __PLAN__(
                             old_counts, new_counts);
 }
 
-extern "C" __global__ void __launch_bounds__(__BLOCK__) __BIN__(
+extern "C" __global__ void __launch_bounds__(__BLOCK__, 8) __BIN__(
     const __T__* __restrict__ x, long long n, const long long* __restrict__ ints,
     long long max_bins, unsigned long long* __restrict__ counts, int use_shared)
 {
@@ -1086,14 +1315,21 @@ extern "C" __global__ void __launch_bounds__(__BLOCK__) __BIN__(
 }
 """
 
+FAST_QUANT_MIN_BLOCKS: Dict[str, str] = {"float32": "8", "float64": "6"}
+"""Resident blocks of 256 threads per multiprocessor that the fast quant pass per tensor asks
+the compiler for (at most 32 and 40 registers; for sm_90 it spills a few bytes for 8-bit
+outputs of float32, nothing for float64): many threads' loads in flight, as a memory-bound
+pass needs."""
+
 _QUANT = r"""
-extern "C" __global__ void __launch_bounds__(__BLOCK__) __NAME__(
+extern "C" __global__ void __launch_bounds__(__BLOCK__, __MIN_BLOCKS__) __NAME__(
     const __TIN__* __restrict__ x, __TOUT__* __restrict__ q, long long n, double scale,
     double zero_point, int flags, double clip_low, double clip_high, double fit_low,
-    double fit_high, unsigned long long* __restrict__ problems)
+    double fit_high, unsigned long long* __restrict__ problems, unsigned long long* __restrict__ pending,
+    long long capacity)
 {
-    qarray_quant<__TIN__, __TOUT__>(x, q, n, scale, zero_point, flags, clip_low, clip_high,
-                                    fit_low, fit_high, problems);
+    qarray_quant<__REST__, __TIN__, __TOUT__>(x, q, n, scale, zero_point, flags, clip_low, clip_high,
+                                              fit_low, fit_high, problems, pending, capacity);
 }
 """
 
@@ -1112,10 +1348,10 @@ extern "C" __global__ void __launch_bounds__(__BLOCK__) __NAME__(
     long long group, long long n_groups, const long long* __restrict__ rows,
     const double* __restrict__ scale, const double* __restrict__ zero,
     const double* __restrict__ low, const double* __restrict__ high, int flags,
-    unsigned long long* __restrict__ problems)
+    unsigned long long* __restrict__ problems, unsigned long long* __restrict__ pending, long long capacity)
 {
-    qarray_quant_grid<__TIN__, __TOUT__>(x, q, n, length, group, n_groups, rows, scale, zero,
-                                         low, high, flags, problems);
+    qarray_quant_grid<__REST__, __TIN__, __TOUT__>(x, q, n, length, group, n_groups, rows, scale, zero,
+                                                   low, high, flags, problems, pending, capacity);
 }
 """
 
@@ -1150,7 +1386,8 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
 
     Args:
         kind: ``"quant"`` / ``"quant_grid"`` (float dtype in, integer dtype out; the grid
-            kernels take one parameter set per block), ``"dequant"`` / ``"dequant_grid"``
+            kernels take one parameter set per block: the fast pass) and ``"quant_rest"`` /
+            ``"quant_grid_rest"`` (the exact pass over what the fast pass left), ``"dequant"`` / ``"dequant_grid"``
             (integer in, float out), ``"minmax_partial"``, ``"minmax_final"``, ``"hist_scan"``,
             ``"hist_plan"`` or ``"hist_bin"`` (one float dtype).
         first: the input dtype's name.
@@ -1159,7 +1396,7 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
     Raises:
         ValueError: if ``kind`` or a dtype is not one the module has a kernel for.
     """
-    if kind in ("quant", "quant_grid"):
+    if kind in ("quant", "quant_rest", "quant_grid", "quant_grid_rest"):
         _check(first, FLOAT_TYPES, "first")
         _check(second, INTEGER_TYPES, "second")
         return f"qarray_{kind}_{first}_{second}"
@@ -1173,8 +1410,8 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
             raise ValueError(f"second must be None for {kind}, got {second!r}")
         return f"qarray_{kind}_{first}"
     raise ValueError(
-        "kind must be 'quant', 'quant_grid', 'dequant', 'dequant_grid', 'minmax_partial', 'minmax_final', "
-        f"'hist_scan', 'hist_plan' or 'hist_bin', got {kind!r}"
+        "kind must be 'quant', 'quant_rest', 'quant_grid', 'quant_grid_rest', 'dequant', 'dequant_grid', "
+        f"'minmax_partial', 'minmax_final', 'hist_scan', 'hist_plan' or 'hist_bin', got {kind!r}"
     )
 
 
@@ -1202,9 +1439,15 @@ def source() -> str:
         for int_name, int_type in INTEGER_TYPES.items():
             quant = {"TIN": float_type, "TOUT": int_type}
             dequant = {"TIN": int_type, "TOUT": float_type}
-            parts.append(fill(_QUANT, NAME=kernel_name("quant", float_name, int_name), **quant))
+            for kind, rest, min_blocks in (
+                ("quant", "false", FAST_QUANT_MIN_BLOCKS[float_name]),
+                ("quant_rest", "true", "1"),
+            ):
+                names = {"NAME": kernel_name(kind, float_name, int_name), "REST": rest, "MIN_BLOCKS": min_blocks}
+                parts.append(fill(_QUANT, **names, **quant))
             parts.append(fill(_DEQUANT, NAME=kernel_name("dequant", int_name, float_name), **dequant))
-            parts.append(fill(_QUANT_GRID, NAME=kernel_name("quant_grid", float_name, int_name), **quant))
+            for kind, rest in (("quant_grid", "false"), ("quant_grid_rest", "true")):
+                parts.append(fill(_QUANT_GRID, NAME=kernel_name(kind, float_name, int_name), REST=rest, **quant))
             parts.append(fill(_DEQUANT_GRID, NAME=kernel_name("dequant_grid", int_name, float_name), **dequant))
         parts.append(
             fill(
@@ -1232,8 +1475,10 @@ def kernel_names() -> Tuple[str, ...]:
     for float_name in FLOAT_TYPES:
         for int_name in INTEGER_TYPES:
             names.append(kernel_name("quant", float_name, int_name))
+            names.append(kernel_name("quant_rest", float_name, int_name))
             names.append(kernel_name("dequant", int_name, float_name))
             names.append(kernel_name("quant_grid", float_name, int_name))
+            names.append(kernel_name("quant_grid_rest", float_name, int_name))
             names.append(kernel_name("dequant_grid", int_name, float_name))
         names.append(kernel_name("minmax_partial", float_name))
         names.append(kernel_name("minmax_final", float_name))

@@ -175,6 +175,9 @@ class UniformQuantizationParameters(Serializable):
     # computed or set), so quantization knows the union of the blocks' clipping ranges
     # without reading the offset grid back; None per tensor. Not a field.
     _offsets_present: Optional[FrozenSet[int]] = None
+    # Per-block parameters computed on a GPU: the check of the blocks, not read back yet
+    # (see qarray.primitives.BlockCheck and settle()); None otherwise. Not a field.
+    _pending_check: Any = None
 
     _type_tag = "UniformQuantizationParameters"
     _required_fields = ("scale", "zero_point", "offset")
@@ -224,6 +227,7 @@ class UniformQuantizationParameters(Serializable):
             xp = array_namespace(value)
             self._offset = xp.astype(value, xp.int64)
             self._offsets_present = frozenset(int(entry) for entry in numpy.unique(host))
+            self._pending_check = None
             return
         if value is not None:
             value = check_int(value, "offset")
@@ -231,6 +235,7 @@ class UniformQuantizationParameters(Serializable):
                 raise ValueError(f"offset must be between 0 and 2**{MAX_N_BITS - 1}, got {describe(value)}")
         self._offset = value
         self._offsets_present = None
+        self._pending_check = None
 
     def compute_quantization_parameters(
         self, options: QuantizationOptions, stats: MinMaxQuantizationStats
@@ -252,12 +257,31 @@ class UniformQuantizationParameters(Serializable):
             from .primitives import choose_block_parameters
 
             previous = self._scale if _is_grid(self._scale) else None
-            self._scale, self._zero_point, self._offset, self._offsets_present = choose_block_parameters(
+            self._scale, self._zero_point, self._offset, check = choose_block_parameters(
                 stats.rmin, stats.rmax, options, previous_scale=previous
             )
+            self._offsets_present, self._pending_check = check.offsets, (None if check.offsets else check)
             return
         self._scale, self._zero_point, self._offset = choose_parameters(options, stats, self._scale)
         self._offsets_present = None
+        self._pending_check = None
+
+    def settle(self) -> None:
+        """Check per-block parameters computed on a GPU, if not done yet (one read-back).
+
+        Per-block parameters are checked when computed where reading back is free; on a
+        GPU the check waits until something reads back: a checked quantization, a
+        document, a dtype that needs the blocks' offsets. This does it now. A no-op
+        otherwise.
+
+        Raises:
+            ValueError: if a block's range is not finite or gives no valid parameters
+                (as computing them on the host raises).
+        """
+        check = self._pending_check
+        if check is not None:
+            self._offsets_present = check.read()
+            self._pending_check = None
 
     def copy_params(self, params: UniformQuantizationParameters) -> None:
         """Copy the parameters from a different structure.
@@ -276,6 +300,7 @@ class UniformQuantizationParameters(Serializable):
             _copy_array(params.offset),
         )
         self._offsets_present = params._offsets_present
+        self._pending_check = params._pending_check
 
     @property
     def quant_params(self) -> UniformQuantizationParameters:
@@ -313,7 +338,13 @@ class UniformQuantizationParameters(Serializable):
         return render_html(self)
 
     def dump_dict(self) -> Dict[str, Any]:
-        """Dump itself to a JSON-ready dict."""
+        """Dump itself to a JSON-ready dict.
+
+        Raises:
+            ValueError: if per-block parameters computed on a GPU fail their check (see
+                :meth:`settle`): a document is never written that loading would refuse.
+        """
+        self.settle()
         scale, offset = self.scale, self.offset
         return self._tagged(
             {

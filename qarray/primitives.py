@@ -33,6 +33,7 @@ from .granularity import block_extent, expand_to_values
 from .granularity import block_minmax as _block_minmax
 
 __all__ = [
+    "BlockCheck",
     "block_extent",
     "block_minmax",
     "choose_block_parameters",
@@ -89,7 +90,8 @@ def choose_parameters(
         ValueError: if a range is not finite, has rmin > rmax, is wider than float64
             holds (asymmetric), or gives a zero point beyond int64; and for QAT scale
             inference from unique values, which needs one tensor's values (not supported
-            per block). Checking arrays reads one count back from their device.
+            per block). Checking arrays reads one count back from their device (this
+            function always checks at once; see :func:`choose_block_parameters`).
     """
     if not is_array(rmin) and not is_array(rmax):
         from .params import choose_parameters as per_tensor
@@ -98,27 +100,100 @@ def choose_parameters(
         return per_tensor(options, MinMaxQuantizationStats(rmax=rmax, rmin=rmin), previous_scale)
     # Blocks that the rule does not use (single values, overflowing products) divide by
     # zero or overflow on the way; only the selected entries matter, and they are checked.
-    scale, zero_point, offset, _ = choose_block_parameters(rmin, rmax, options, previous_scale=previous_scale)
+    scale, zero_point, offset, check = choose_block_parameters(rmin, rmax, options, previous_scale=previous_scale)
+    check.read()
     return scale, zero_point, offset
+
+
+class BlockCheck:
+    """What the per-block rule found about the blocks, read back once, when first needed.
+
+    The counts (non-finite ranges, ranges that give no valid parameters, single-value
+    blocks) are computed where the ranges are. :meth:`read` brings them to the host (one
+    read-back), raises on a bad block, and returns the offsets that occur: ``0`` for
+    single-value blocks or unsigned options, ``2**(n_bits - 1)`` for the others, so that
+    quantization knows the union of the blocks' clipping ranges without reading the
+    offset grid. On a GPU the parameters are checked when something first reads back
+    (a checked quantization, a document, a dtype that needs the offsets), not when they
+    are computed: computing them reads nothing back.
+
+    Example:
+        >>> import numpy
+        >>> from qarray import QuantizationOptions
+        >>> *_, check = choose_block_parameters(numpy.array([0.0, 1.0]), numpy.array([0.0, 3.0]),
+        ...                                     QuantizationOptions(8, is_signed=True))
+        >>> sorted(check.read())
+        [0, 128]
+    """
+
+    def __init__(self, counts: Any, blocks: int, signed_offset: int) -> None:
+        self._counts = counts
+        self._blocks = blocks
+        self._signed_offset = signed_offset
+        self._offsets: Optional[FrozenSet[int]] = None
+
+    @property
+    def offsets(self) -> Optional[FrozenSet[int]]:
+        """The offsets that occur, once :meth:`read` has passed; None before."""
+        return self._offsets
+
+    def read(self) -> FrozenSet[int]:
+        """Read the counts back (the first call only), raise on a bad block, return the offsets.
+
+        Raises:
+            ValueError: if a block range is not finite (NaN or ±Inf in the calibration
+                values, or no finite value under ``nan_policy='omit'``), or gives no valid
+                parameters.
+        """
+        if self._offsets is not None:
+            return self._offsets
+        n_nonfinite, n_invalid, n_single = (int(count) for count in to_numpy(self._counts))  # the one read-back
+        if n_nonfinite:
+            raise ValueError(
+                f"{n_nonfinite} of {self._blocks} block range(s) are not finite: the calibration values hold "
+                "NaN or ±Inf there (or, under nan_policy='omit', no finite value); clean them, or pass "
+                "nan_policy='omit'"
+            )
+        if n_invalid:
+            raise ValueError(
+                f"{n_invalid} of {self._blocks} block range(s) give no valid parameters: ranges must have "
+                "rmin <= rmax, an asymmetric range must be narrower than float64's limit, and its zero "
+                "point must fit int64"
+            )
+        offsets = {0} if n_single else set()
+        if n_single < self._blocks:
+            offsets.add(self._signed_offset)
+        self._offsets = frozenset(offsets)
+        return self._offsets
 
 
 def choose_block_parameters(
     rmin: Any, rmax: Any, options: Any, *, previous_scale: Any = None
-) -> Tuple[Any, Any, Any, FrozenSet[int]]:
-    """:func:`choose_parameters` for arrays of ranges, also returning the offsets that occur.
+) -> Tuple[Any, Any, Any, BlockCheck]:
+    """:func:`choose_parameters` for arrays of ranges, with the check of the blocks.
 
-    The set of offsets (``0`` for single-value blocks or unsigned options,
-    ``2**(n_bits - 1)`` for the others) comes with the one read-back that checks the
-    blocks, so that quantization knows the union of the blocks' clipping ranges
-    without reading the offset grid again.
+    Returns ``(scale, zero_point, offset, check)``. Where reading back is free (host
+    arrays) the check is read at once, so a bad block raises here; on a device whose
+    reads synchronise (a GPU), nothing is read back: ``check.read()`` raises later, when
+    first called (see :class:`BlockCheck`).
+
+    Raises:
+        ValueError: as :func:`choose_parameters` (at once on the host).
     """
     # Blocks that the rule does not use (single values, overflowing products) divide by
     # zero or overflow on the way; only the selected entries matter, and they are checked.
     with numpy.errstate(all="ignore"):
-        return _grid_parameters(as_array(rmin, "rmin"), as_array(rmax, "rmax"), options, previous_scale)
+        scale, zero_point, offset, check = _grid_parameters(
+            as_array(rmin, "rmin"), as_array(rmax, "rmax"), options, previous_scale
+        )
+    from .backends import backend_for
+
+    if not backend_for(scale).defers_reads:
+        check.read()
+    return scale, zero_point, offset, check
 
 
-def _grid_parameters(rmin: Any, rmax: Any, options: Any, previous_scale: Any) -> Tuple[Any, Any, Any, FrozenSet[int]]:
+def _grid_parameters(rmin: Any, rmax: Any, options: Any, previous_scale: Any) -> Tuple[Any, Any, Any, BlockCheck]:
     """The per-block parameter rule, elementwise (see :func:`choose_parameters`)."""
     options.validate()
     if options.is_qat and not options.is_precomputed_qat:
@@ -168,24 +243,8 @@ def _grid_parameters(rmin: Any, rmax: Any, options: Any, previous_scale: Any) ->
             xp.sum(xp.astype(single, xp.int64)),
         ]
     )
-    n_nonfinite, n_invalid, n_single = (int(count) for count in to_numpy(counts))  # the one read-back
     blocks = int(numpy.prod(rmin.shape))
-    if n_nonfinite:
-        raise ValueError(
-            f"{n_nonfinite} of {blocks} block range(s) are not finite: the calibration values hold "
-            "NaN or ±Inf there (or, under nan_policy='omit', no finite value); clean them, or pass "
-            "nan_policy='omit'"
-        )
-    if n_invalid:
-        raise ValueError(
-            f"{n_invalid} of {blocks} block range(s) give no valid parameters: ranges must have "
-            "rmin <= rmax, an asymmetric range must be narrower than float64's limit, and its zero "
-            "point must fit int64"
-        )
-    offsets = {0} if n_single else set()
-    if n_single < blocks:
-        offsets.add(signed_offset)
-    return scale, xp.astype(zero, xp.int64), offset, frozenset(offsets)
+    return scale, xp.astype(zero, xp.int64), offset, BlockCheck(counts, blocks, signed_offset)
 
 
 def _zero_points(xp: Any, rmin: Any, rmax: Any, n_bits: int, offset: int) -> Any:

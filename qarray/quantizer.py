@@ -290,7 +290,10 @@ class UniformQuantizer(Serializable):
             dtype: the integer dtype of the result (default int64). It must hold the
                 clipped range; without clipping, every rounded value must fit it.
             check_finite: refuse NaN and ±Inf (the default). ``False`` skips the check
-                and its read-back; non-finite values then give unspecified integers.
+                and its read-back; non-finite values then give unspecified integers, and
+                per-block parameters computed on a GPU are not checked either (blocks
+                whose calibration range was not finite give unspecified integers; see
+                ``UniformQuantizationParameters.settle``).
             out: an array of ``dtype`` and ``values``' shape to write the result into.
                 Arguments are checked before anything is written; when the data is
                 refused (non-finite values, integers that do not fit ``dtype``), ``out``
@@ -320,6 +323,8 @@ class UniformQuantizer(Serializable):
             spec = self._grid_spec(values, backend, name)
             with numpy.errstate(invalid="ignore", over="ignore"):
                 qvalues, problems = backend.quantize(values, spec, check_finite=check_finite, out=out)
+            if problems is not None:  # a checked quantization reads back: parameters computed on a GPU too
+                self._settle_before_problems(out)
             return self._raise_on_problems(problems, out, name, backend, values, qvalues)
         clip = self.clip_range()
         low, high = integer_dtype_range(name)
@@ -337,6 +342,16 @@ class UniformQuantizer(Serializable):
         with numpy.errstate(invalid="ignore", over="ignore"):
             qvalues, problems = backend.quantize(values, spec, check_finite=check_finite, out=out)
         return self._raise_on_problems(problems, out, name, backend, values, qvalues)
+
+    def _settle_before_problems(self, out: Any) -> None:
+        """Check per-block parameters computed on a GPU (see ``settle``) before a checked
+        quantization's problems are read; a refused call leaves zeros in ``out``."""
+        try:
+            self.params.settle()
+        except ValueError:
+            if out is not None:
+                out[...] = 0
+            raise
 
     def _raise_on_problems(self, problems: Any, out: Any, name: str, backend: Any, values: Any, qvalues: Any) -> Any:
         """Read a quantization's problem counts (the one read-back) and raise on any; else return qvalues."""
@@ -388,9 +403,10 @@ class UniformQuantizer(Serializable):
             # Offsets are 0 (unsigned, or a single-value block) or 2**(n - 1) (signed): the
             # blocks' ranges lie in the widest union below. When that does not fit the dtype,
             # the actual union comes from the offsets the parameters record (known when they
-            # were computed: nothing is read back here).
+            # were computed on the host; on a GPU, their check's one read-back, here).
             widest = (-(2 ** (n_bits - 1)) + narrow if options.is_signed else narrow, 2**n_bits - 1)
             if widest[0] < low or widest[1] > high:
+                self.params.settle()
                 offsets = self.params._offsets_present
                 if offsets is None:  # set by hand without a record: read the grid (small)
                     offsets = frozenset(int(entry) for entry in numpy.unique(to_numpy(offset)))

@@ -67,15 +67,24 @@ def run_quant(
     clip: Tuple[float, float] = (0.0, 0.0),
     fit: Tuple[float, float] = (0.0, 0.0),
     capacity: int = 3,
+    pending_capacity: Optional[int] = None,
 ) -> Tuple[numpy.ndarray, Optional[numpy.ndarray]]:
-    """Launch the quant kernel as the CuPy backend does; return ``(q, problems or None)``."""
+    """Launch the two quant passes as the CuPy backend does; return ``(q, problems or None)``.
+
+    The fast pass settles what it can and lists the rest in ``pending`` (at most
+    ``pending_capacity`` vectors; more, and the exact pass re-examines every vector).
+    """
     q = poisoned(x.size, dtype)
     problems = numpy.zeros(2, dtype=numpy.uint64) if flags & COUNTS else None
-    name = cupy_kernels.kernel_name("quant", x.dtype.name, dtype)
-    module.launch(
-        name, grid_for(x.size, capacity), BLOCK, x, q, x.size, scale, zero_point, flags,
-        clip[0], clip[1], fit[0], fit[1], problems,
-    )
+    if pending_capacity is None:
+        pending_capacity = max(cupy_kernels.QUANT_PENDING_MIN_CAPACITY, x.size // 4 // 256)
+    pending = poisoned(2 + pending_capacity, "uint64")
+    pending[:2] = 0
+    for kind in ("quant", "quant_rest"):
+        module.launch(
+            cupy_kernels.kernel_name(kind, x.dtype.name, dtype), grid_for(x.size, capacity), BLOCK, x, q, x.size,
+            scale, zero_point, flags, clip[0], clip[1], fit[0], fit[1], problems, pending, pending_capacity,
+        )
     return q, problems
 
 
@@ -89,9 +98,10 @@ def check_quant(
     clip: Tuple[float, float] = (0.0, 0.0),
     fit: Tuple[float, float] = (0.0, 0.0),
     capacity: int = 3,
+    pending_capacity: Optional[int] = None,
 ) -> None:
     """Quantize on the emulated GPU and with NumPy; the values and counts must agree."""
-    q, problems = run_quant(module, x, dtype, scale, zero_point, flags, clip, fit, capacity)
+    q, problems = run_quant(module, x, dtype, scale, zero_point, flags, clip, fit, capacity, pending_capacity)
     rounded = numpy.rint(x.astype(numpy.float64) / scale + zero_point)
     if flags & cupy_kernels.FLAG_CLIP:
         rounded = numpy.where(rounded < clip[0], clip[0], numpy.where(rounded > clip[1], clip[1], rounded))
@@ -203,6 +213,23 @@ def test_quant_at_and_next_to_ties_with_any_scale(emulated: EmulatedModule, in_d
 
 
 @pytest.mark.parametrize("in_dtype", FLOATS)
+@pytest.mark.parametrize("pending_capacity", [0, 1, 7, 10_000])
+def test_quant_when_the_fast_pass_leaves_more_than_its_list_holds(
+    emulated: EmulatedModule, in_dtype: str, pending_capacity: int
+) -> None:
+    """Data of ties: every vector is left to the exact pass. A list too short (or a block
+    leaving more than its share) makes the exact pass re-examine every vector; the integers
+    and the counts stay those of the float64 rule, each value counted once."""
+    k = numpy.arange(-3000.0, 3000.0)
+    x = ((k + 0.5) * 0.37).astype(in_dtype)
+    x[::7] = (k[::7] * 0.37).astype(in_dtype)  # some vectors sure, some not
+    x[5] = numpy.nan
+    for flags in (ALL_FLAGS, COUNTS):
+        check_quant(emulated, x, "int16", 0.37, 3.0, flags, clip=(-2000.0, 2000.0), fit=(-1500.0, 1500.0),
+                    capacity=2, pending_capacity=pending_capacity)
+
+
+@pytest.mark.parametrize("in_dtype", FLOATS)
 def test_quant_far_from_the_shortcuts_range(emulated: EmulatedModule, in_dtype: str) -> None:
     """Results near 2**22 and beyond, scales outside [2**-100, 2**100] (float32's shortcut),
     and clip bounds that are no integers: all take the float64 rule."""
@@ -228,8 +255,10 @@ def test_quant_and_dequant_of_arrays_off_the_vector_boundary(emulated: EmulatedM
         q = poisoned(count + 1, "int8")[q_offset : q_offset + count]
         module_args = (source, q, count, 0.37, 0.0, ALL_FLAGS, -128.0, 127.0, -100.0, 100.0)
         problems = numpy.zeros(2, dtype=numpy.uint64)
-        name = cupy_kernels.kernel_name("quant", in_dtype, "int8")
-        emulated.launch(name, grid_for(count, 3), BLOCK, *module_args, problems)
+        pending = numpy.zeros(2 + 64, dtype=numpy.uint64)
+        for kind in ("quant", "quant_rest"):
+            name = cupy_kernels.kernel_name(kind, in_dtype, "int8")
+            emulated.launch(name, grid_for(count, 3), BLOCK, *module_args, problems, pending, 64)
         rounded = numpy.clip(numpy.rint(source.astype(numpy.float64) / 0.37), -128.0, 127.0)
         defined = numpy.isfinite(rounded)
         numpy.testing.assert_array_equal(q[defined], rounded[defined].astype(numpy.int8))

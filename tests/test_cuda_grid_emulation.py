@@ -157,13 +157,14 @@ def clip_for(dtype: str) -> Tuple[int, int]:
 
 def test_every_grid_kernel_has_an_emulated_launcher(emulated: EmulatedModule) -> None:
     names = cupy_kernels.kernel_names()
-    # per dtype pair: quant, dequant and their grid forms; per float dtype: the min/max pair
-    # and the histogram's scan, plan and bin
-    assert len(names) == len(set(names)) == 4 * len(FLOATS) * len(INTEGERS) + 5 * len(FLOATS) == 74
+    # per dtype pair: quant (its fast and exact passes), dequant, and their grid forms; per
+    # float dtype: the min/max pair and the histogram's scan, plan and bin
+    assert len(names) == len(set(names)) == 6 * len(FLOATS) * len(INTEGERS) + 5 * len(FLOATS) == 106
     for float_name in FLOATS:
         for int_name in INTEGERS:
             for name in (
                 cupy_kernels.kernel_name("quant_grid", float_name, int_name),
+                cupy_kernels.kernel_name("quant_grid_rest", float_name, int_name),
                 cupy_kernels.kernel_name("dequant_grid", int_name, float_name),
             ):
                 assert name in names and name in emulated.kernels
@@ -294,11 +295,14 @@ def test_quant_grid_kernel_honours_each_combination_of_flags(
     layout = backend._grid_arguments(source, spec, ("scale", "zero_point", "low", "high"))
     q = poisoned(shape, numpy.int16)
     problems = numpy.zeros(2, dtype=numpy.uint64)
-    name = cupy_kernels.kernel_name("quant_grid", "float64", "int16")
-    EmulatedKernel(emulated, name, [])(
-        (backend._grid(None, name, values.size, 0),), (BLOCK,),
-        (numpy.ascontiguousarray(values), q, numpy.int64(values.size), *layout, numpy.int32(flags), problems),
-    )
+    pending = numpy.zeros(2 + 16, dtype=numpy.uint64)  # 16: the fast pass leaves more (ties)
+    for kind in ("quant_grid", "quant_grid_rest"):
+        name = cupy_kernels.kernel_name(kind, "float64", "int16")
+        EmulatedKernel(emulated, name, [])(
+            (backend._grid(None, name, values.size, 0),), (BLOCK,),
+            (numpy.ascontiguousarray(values), q, numpy.int64(values.size), *layout, numpy.int32(flags), problems,
+             pending, numpy.int64(16)),
+        )
     rounded = rounded_values(values, dataclasses.replace(spec, saturate=bool(flags & cupy_kernels.FLAG_CLIP)))
     defined = defined_casts(rounded, "int16")
     assert numpy.array_equal(q[defined], rounded[defined].astype(numpy.int16))

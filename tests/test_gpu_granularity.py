@@ -301,6 +301,24 @@ def test_per_block_calibration_parameters_and_quant_return_before_the_gpu_is_don
     numpy.testing.assert_array_equal(to_numpy(q), expected)
 
 
+def test_per_block_parameters_on_gpu_are_checked_at_the_first_read():
+    """Computing them reads nothing back; a checked quant (or a document) refuses a bad block."""
+    host = numpy.random.default_rng(7).standard_normal((4, 256)).astype(numpy.float32)
+    host[1, :128] = numpy.nan  # a block with nothing finite under nan_policy="omit"
+    values = cupy.asarray(host)
+    options = QuantizationOptions(8, is_signed=True, block_size=128)
+    stats = MinMaxQuantizationStats()
+    stats.compute_quantization_stats(values, nan_policy="omit", with_uvalues=False, block_size=128)
+    params = UniformQuantizationParameters()
+    params.compute_quantization_parameters(options, stats)  # not refused yet: nothing read back
+    quantizer = UniformQuantizer(options, stats, params)
+    clean = cupy.asarray(numpy.nan_to_num(host))
+    with pytest.raises(ValueError, match="1 of 8 block range"):
+        quantizer.quant(clean, dtype=cupy.int16)
+    with pytest.raises(ValueError, match="1 of 8 block range"):
+        params.dump_dict()
+
+
 # -- histograms on the GPU -------------------------------------------------------------------------
 
 

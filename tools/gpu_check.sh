@@ -3,7 +3,7 @@
 # this working tree, run the test suite with CuPy visible (so every backend-parametrized test
 # also runs on the GPU) and the GPU benchmark, and write a log and a JSON summary.
 #
-# Usage: tools/gpu_check.sh [--out DIR] [--wheels DIR] [--python PY] [--quick]
+# Usage: tools/gpu_check.sh [--out DIR] [--wheels DIR] [--python PY] [--quick | --gpu-only] [--sizes "N ..."]
 #   --out DIR      where the log and results go (default ./gpu-check-out)
 #   --wheels DIR   wheels for Python packages missing on the machine, installed without
 #                  downloads (default .whl): array-api-compat is required; array-api-strict,
@@ -12,6 +12,9 @@
 #   --quick        the GPU tests (tests/test_gpu*), every cupy-parametrized test and the kernel
 #                  test files (tests/test_cuda_*, test_granularity*, test_histogram*), and the
 #                  benchmark at every size with fewer repeats
+#   --gpu-only     only what needs the GPU: tests/test_gpu*.py and the cupy-parametrized tests
+#                  (the NVRTC compile and CPU emulation tests run in CI), fewer benchmark repeats
+#   --sizes "N ..." the benchmark's sizes, as powers of two (default 24 27 29)
 #
 # Nothing is installed into that Python: qarray is staged (its package layout, as pyproject.toml
 # maps it) and the wheels unpacked into a temporary folder put on PYTHONPATH. The whole run is
@@ -24,13 +27,17 @@ out="./gpu-check-out"
 wheels=".whl"
 python="python3"
 quick=0
+gpu_only=0
+sizes=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="${2:?--out needs a directory}"; shift 2 ;;
     --wheels) wheels="${2:?--wheels needs a directory}"; shift 2 ;;
     --python) python="${2:?--python needs an interpreter}"; shift 2 ;;
     --quick) quick=1; shift ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --gpu-only) gpu_only=1; shift ;;
+    --sizes) sizes="${2:?--sizes needs powers of two}"; shift 2 ;;
+    -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,7 +49,9 @@ log="$out/gpu-check.log"
 : >"$log"
 exec > >(tee -a "$log") 2>&1
 
-if [ "$quick" = 1 ]; then
+if [ "$gpu_only" = 1 ]; then
+  tests_timeout=140; bench_timeout=80; bench_args=(--repeats 5)
+elif [ "$quick" = 1 ]; then
   # Fewer tests, but the benchmark keeps every size (2^24, 2^27, 2^29) with fewer repeats.
   tests_timeout=200; bench_timeout=120; bench_args=(--repeats 5)
 else
@@ -155,9 +164,17 @@ if [ "$quick" = 1 ]; then
   shopt -u nullglob
   pytest_args+=(-k "$keywords")
 fi
+test_paths=("$repo/tests")
+if [ "$gpu_only" = 1 ]; then
+  pytest_args+=(-k "cupy or gpu")
+fi
+if [ -n "$sizes" ]; then
+  # shellcheck disable=SC2206  # the sizes are words on purpose
+  bench_args+=(--sizes $sizes)
+fi
 # Run from the staging folder so that the checkout's qarray/ (which lacks qarray.backends)
 # never shadows the staged package; -p qarray imports it before any test module.
-(cd "$src" && timeout "$tests_timeout" "$python" -m pytest "${pytest_args[@]}" "$repo/tests")
+(cd "$src" && timeout "$tests_timeout" "$python" -m pytest "${pytest_args[@]}" "${test_paths[@]}")
 tests_rc=$?
 echo "pytest exit status: $tests_rc"
 

@@ -172,20 +172,23 @@ class Emulation:
     def quantize(self, values: numpy.ndarray, spec: QuantSpec, check_finite: bool) -> Tuple[numpy.ndarray, Any]:
         before = len(self.launches)
         q, problems = self.backend.quantize(on_device(values), spec, check_finite=check_finite)
-        self._check_launch(before, "quant_grid", values.size)
+        self._check_launch(before, ("quant_grid", "quant_grid_rest"), values.size)
         return numpy.asarray(q), None if problems is None else numpy.asarray(problems.counts)
 
     def dequantize(self, qvalues: numpy.ndarray, spec: QuantSpec, dtype: str) -> numpy.ndarray:
         before = len(self.launches)
         restored = self.backend.dequantize(on_device(qvalues), spec, dtype=dtype)
-        self._check_launch(before, "dequant_grid", qvalues.size)
+        self._check_launch(before, ("dequant_grid",), qvalues.size)
         return numpy.asarray(restored)
 
-    def _check_launch(self, before: int, kind: str, count: int) -> None:
+    def _check_launch(self, before: int, kinds: Tuple[str, ...], count: int) -> None:
+        """The launches since ``before`` were one of each kernel kind, in order, on the expected grid."""
         launched = self.launches[before:]
         if count == 0:
             assert launched == []
             return
-        assert len(launched) == 1 and launched[0][0].startswith(f"qarray_{kind}_"), launched
-        assert launched[0][1] == max(1, min(-(-count // BLOCK), self.capacity))
-        assert launched[0][2] == BLOCK
+        assert len(launched) == len(kinds), launched
+        for (name, grid, block), kind in zip(launched, kinds):
+            assert name.startswith(f"qarray_{kind}_") and name[len(f"qarray_{kind}_"):].count("_") == 1, launched
+            assert grid == max(1, min(-(-count // BLOCK), self.capacity))
+            assert block == BLOCK
