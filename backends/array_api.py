@@ -16,8 +16,8 @@ from typing import Any, Optional, Tuple
 
 import numpy
 
-from qarray._namespace import array_namespace, device_of, library_name, to_numpy
-from qarray.granularity import expand_to_values
+from qarray.core.granularity import expand_to_values
+from qarray.core.namespace import array_namespace, device_of, library_name, to_numpy
 
 from .spec import Problems, QuantSpec, check_out
 
@@ -169,7 +169,7 @@ class ArrayAPIBackend:
     def bin_counts(self, values: Any, *, k: int, j_lo: int, max_bins: int, omit_nan: bool) -> Any:
         """Count ``values`` into the ``max_bins`` bins ``j_lo, j_lo + 1, ...`` of width ``2**k``.
 
-        The reference of every backend's histogram kernel (see :mod:`qarray.histogram`):
+        The reference of every backend's histogram kernel (see :mod:`qarray.calibration.histogram`):
         ``j = floor(x / 2**k)`` in float64, with ``-1`` where a negative ``x`` underflows
         to ``-0.0``; values whose bin is outside the range, and (with ``omit_nan``)
         NaN and ±Inf, are not counted. The Array API has no bincount, so the indices

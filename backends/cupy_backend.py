@@ -149,7 +149,7 @@ class CupyBackend(ArrayAPIBackend):
             final_kernel((1,), block, (partial, numpy.int64(grid), low, high))
         return low, high
 
-    # -- histograms (see qarray.histogram) ---------------------------------------------------
+    # -- histograms (see qarray.calibration.histogram) ---------------------------------------------------
 
     def histogram_state(self, values: Any, max_bins: int) -> HistogramState:
         """Return an empty device histogram of ``max_bins`` counts on ``values``' device."""
@@ -223,7 +223,7 @@ class CupyBackend(ArrayAPIBackend):
         Raises:
             ValueError: if a batch held NaN/±Inf under ``nan_policy="raise"``.
         """
-        from qarray.histogram import Histogram, bin_floor
+        from qarray.calibration.histogram import Histogram, bin_floor
 
         ints = self.to_numpy(state.ints)
         if ints[3]:

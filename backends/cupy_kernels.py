@@ -987,7 +987,7 @@ __device__ __forceinline__ void qarray_minmax_final(
 _HISTOGRAM = r"""
 #define QARRAY_HIST_SHARED_BINS __HIST_SHARED_BINS__
 
-// ---- dyadic histograms (qarray.histogram) --------------------------------------------------
+// ---- dyadic histograms (qarray.calibration.histogram) --------------------------------------------------
 // State of one histogram, on the device: ints = [has_data, k, j_lo, nonfinite_seen,
 // skip_batch, counted_by_scan, scan_k, scan_j_lo], bounds = [min, max], and a buffer of
 // max_bins counts (two, used in turn). A batch takes four launches: the scan (min/max per
@@ -1006,7 +1006,7 @@ __device__ __forceinline__ double qarray_pow2(long long k) {
 }
 
 // floor(x / 2**k), exact while |x| / 2**k < 2**53; a negative x whose quotient underflows to
-// -0.0 is in bin -1 (as qarray.histogram.bin_floor).
+// -0.0 is in bin -1 (as qarray.calibration.histogram.bin_floor).
 __device__ __forceinline__ long long qarray_bin_floor(double x, long long k) {
     const double quotient = __ddiv_rn(x, qarray_pow2(k));
     if (quotient == 0.0 && x < 0.0) {
@@ -1015,7 +1015,7 @@ __device__ __forceinline__ long long qarray_bin_floor(double x, long long k) {
     return (long long)floor(quotient);
 }
 
-// The k of the specification: the binary search of qarray.histogram.choose_k, step for step.
+// The k of the specification: the binary search of qarray.calibration.histogram.choose_k, step for step.
 __device__ long long qarray_choose_k(double lo, double hi, long long max_bins) {
     const double largest = fmax(fabs(lo), fabs(hi));
     long long low = -1074LL;

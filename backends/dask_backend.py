@@ -21,8 +21,8 @@ from typing import Any, List, Optional, Tuple
 
 import numpy
 
-from qarray._checks import raise_on_problems
-from qarray._namespace import to_numpy
+from qarray.core.checks import raise_on_problems
+from qarray.core.namespace import to_numpy
 
 from .array_api import ArrayAPIBackend
 from .spec import Problems, QuantSpec
@@ -294,7 +294,7 @@ def _unique_block(block: Any, omit_nonfinite: bool) -> Any:
 
 def _merge_unique(parts: list) -> Any:
     """Merge the per-block unique values into one sorted unique array (chunk library)."""
-    from qarray._namespace import array_namespace
+    from qarray.core.namespace import array_namespace
 
     xp = array_namespace(*parts)
     return xp.sort(xp.unique_values(xp.concat(parts)))

@@ -782,7 +782,7 @@ def _candidate(scale: float, zero_point: float, low: float, high: float) -> Opti
 def bin_counts(values: numpy.ndarray, k: int, j_lo: int, max_bins: int) -> numpy.ndarray:
     """Count the finite values of a 1-d float32/float64 array into bins of width ``2**k``.
 
-    Bin ``j = floor(x / 2**k)`` (exact; see :func:`qarray.histogram.bin_floor`) is counted
+    Bin ``j = floor(x / 2**k)`` (exact; see :func:`qarray.calibration.histogram.bin_floor`) is counted
     at ``j - j_lo`` when that lies in ``[0, max_bins)``; NaN, ±Inf and values outside
     are left out. One pass, no sort: each chunk of the array counts into its own
     ``max_bins`` int64 counters on the thread pool, and the chunks' counts are added.

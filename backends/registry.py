@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
-from qarray._namespace import array_namespace, library_name
+from qarray.core.namespace import array_namespace, library_name
 
 from .array_api import ArrayAPIBackend
 

@@ -4,13 +4,12 @@ A backend's ``quantize(values, spec, *, check_finite, out)`` and
 ``dequantize(qvalues, spec, *, dtype, out)`` take a :class:`QuantSpec`: the
 scale and zero point (host numbers per tensor, or arrays of the parameter grid
 with the block ``extent``), the bounds, whether to saturate to them or count
-what falls outside, and the output dtype. This module also owns what would
-otherwise be repeated in every backend: the integer dtype table, the clipping
-range formula, the float bounds that hold exactly a dtype's integers, and the
-check of an ``out=`` buffer.
+what falls outside, and the output dtype. This module also owns the check of an
+``out=`` buffer and the row map of the grid kernels; the dtype tables and the
+clipping range come from :mod:`qarray.core.dtypes`.
 
 Example:
-    >>> spec = QuantSpec.per_tensor(0.5, 128, clip_range(8, 0, False), "uint8")
+    >>> spec = QuantSpec.per_tensor(0.5, 128, (0, 255), "uint8")
     >>> spec.low, spec.high, spec.saturate
     (0, 255, True)
 """
@@ -18,62 +17,19 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Optional, Tuple
 
 import numpy
 
+from qarray.core.dtypes import INTEGER_RANGES, Parameter, exact_float_bounds
+from qarray.core.namespace import to_numpy
+
 __all__ = [
-    "FLOAT_DTYPES",
-    "INTEGER_RANGES",
     "Problems",
     "QuantSpec",
     "check_out",
-    "clip_range",
-    "exact_float_bounds",
     "grid_layout",
 ]
-
-INTEGER_RANGES: Dict[str, Tuple[int, int]] = {
-    name: (int(numpy.iinfo(name).min), int(numpy.iinfo(name).max))
-    for name in ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
-}
-"""Every integer dtype qarray writes, with its inclusive range: the one dtype table."""
-
-FLOAT_DTYPES = ("float32", "float64")
-"""The floating-point dtypes ``dequantize`` writes."""
-
-Parameter = Union[int, float, Any]
-"""A host number (per tensor) or an array of the parameter grid (per block)."""
-
-
-def clip_range(n_bits: int, offset: Parameter, narrow: bool) -> Tuple[Parameter, Parameter]:
-    """Return the inclusive clipping range ``[-offset + narrow, 2**n_bits - 1 - offset]``.
-
-    ``offset`` may be an int or an integer array of the parameter grid (each block
-    clips with its own offset); the bounds are then arrays of the same shape.
-
-    Example:
-        >>> clip_range(8, 128, True)
-        (-127, 127)
-    """
-    return -offset + (1 if narrow else 0), (2**n_bits - 1) - offset
-
-
-def exact_float_bounds(dtype: str) -> Tuple[float, float]:
-    """Return the float64 range holding exactly the integers of ``dtype`` (no rounding into it).
-
-    For 64-bit dtypes the largest integer is not a float64: the bound is the largest
-    float64 below ``max + 1``.
-
-    Example:
-        >>> exact_float_bounds("int8")
-        (-128.0, 127.0)
-    """
-    low, high = INTEGER_RANGES[dtype]
-    upper = float(high)
-    if int(upper) > high:
-        upper = float(numpy.nextafter(upper, 0.0))
-    return float(low), upper
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +46,6 @@ class Problems:
 
     def read(self) -> Tuple[int, int]:
         """Return ``(nonfinite, outside)`` as host ints: the one read-back of a quantization."""
-        from qarray._namespace import to_numpy
-
         nonfinite, outside = (int(count) for count in to_numpy(self.counts))
         return nonfinite, outside
 
@@ -110,7 +64,7 @@ class QuantSpec:
             zero point and the extent.
         out_dtype: the integer dtype ``quantize`` writes.
         extent: the block extent along each axis when the parameters are a grid
-            (see :func:`qarray.granularity.block_extent`), None per tensor.
+            (see :func:`qarray.core.granularity.block_extent`), None per tensor.
     """
 
     scale: Parameter

@@ -244,7 +244,7 @@ def _histogram_checks(xp: Any, x: Any, stats: Any, host_histogram: Any) -> bool:
 def _dry_run(args: argparse.Namespace) -> int:
     """The per-group and histogram set-up and checks on NumPy (no GPU, no timing)."""
     from qarray import HistogramQuantizationStats, QuantizationOptions
-    from qarray.histogram import histogram
+    from qarray.calibration.histogram import histogram
 
     document: Dict[str, Any] = {"python": platform.python_version(), "dry_run": True, "sizes": []}
     options = QuantizationOptions(8, is_signed=True, block_size=GROUP)
@@ -495,7 +495,7 @@ def _bench_size(exponent: int, args: argparse.Namespace, cupy: Any, torch: Any, 
     hist_stats.update(x)
     host_histogram = None
     if count <= 1 << 24:  # the host histogram of a host copy: exact, but slow for the largest sizes
-        from qarray.histogram import histogram
+        from qarray.calibration.histogram import histogram
 
         host_histogram = histogram(cupy.asnumpy(x), hist_stats.max_bins)
     checks["histogram_update_equals_minmax_and_count"] = _histogram_checks(cupy, x, hist_stats, host_histogram)

@@ -17,14 +17,14 @@ Example:
 from __future__ import annotations
 
 from . import display
-from ._checks import MAX_N_BITS
+from .core.checks import MAX_N_BITS
+from .documents import FORMAT_VERSION, load, loads
 from .histogram_stats import HistogramQuantizationStats
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
 from .params import STABILITY_CONST, UniformQuantizationParameters
 from .quantized_array import QuantizedArray
 from .quantizer import UniformQuantizer
-from .serialization import FORMAT_VERSION, load, loads
 from .stats import MinMaxQuantizationStats
 from .streaming import calibrate
 

@@ -1,7 +1,7 @@
 """Rich display of qarray objects: the summaries Jupyter shows, as HTML or text.
 
 Importing this module (``import qarray`` does) registers :func:`html_repr` as
-the renderer of qarray's six classes in :mod:`qarray._rich`, which their
+the renderer of qarray's six classes in :mod:`qarray.core.rich`, which their
 ``_repr_html_`` calls; the classes never import this module. :func:`summary`
 gives the same rows as plain text. Each summary says what the object is in
 quantization terms: number of bits, mode (unsigned, signed, symmetric, narrow,
@@ -28,8 +28,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy
 
-from ._namespace import is_array, is_lazy
-from ._rich import mode_name, render_html
+from .core.namespace import is_array, is_lazy
+from .core.rich import mode_name, render_html
 from .histogram_stats import HistogramQuantizationStats
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
@@ -335,7 +335,7 @@ def _with_values(parameter: Any, values: Any, backend: Any) -> Any:
 
 def _float_summary(grid: Any) -> Tuple[float, float, float]:
     """``(min, median, max)`` of a float grid, reduced on its device and read back once."""
-    from ._namespace import array_namespace
+    from .core.namespace import array_namespace
 
     xp = array_namespace(grid)
     flat = xp.sort(xp.reshape(xp.astype(grid, xp.float64), (-1,)))
@@ -347,7 +347,7 @@ def _float_summary(grid: Any) -> Tuple[float, float, float]:
 
 def _int_summary(grid: Any) -> Tuple[int, int, int]:
     """``(min, max, blocks at the min)`` of an integer grid, reduced on its device, read back once."""
-    from ._namespace import array_namespace
+    from .core.namespace import array_namespace
 
     xp = array_namespace(grid)
     flat = xp.reshape(xp.astype(grid, xp.int64), (-1,))
@@ -416,7 +416,7 @@ def _block_range_text(rmin: Any, rmax: Any) -> str:
         return text + ": lazy (not computed by a display)"
     if _blocks(grid) == 0:
         return text
-    from ._namespace import array_namespace
+    from .core.namespace import array_namespace
 
     xp = array_namespace(grid)
     low, high = xp.astype(rmin, xp.float64), xp.astype(rmax, xp.float64)

@@ -1,13 +1,13 @@
 """HistogramQuantizationStats: calibration statistics as an exact, mergeable histogram.
 
-The class is thin: it holds one :class:`~qarray.histogram.Histogram` (on the
+The class is thin: it holds one :class:`~qarray.calibration.histogram.Histogram` (on the
 host) and, between reads, the work still on a device: on CuPy the counts,
 ``k`` and ``j_lo`` of a fixed ``max_bins`` buffer that each update re-bins and
 adds to on the GPU; on Dask the lazy tree reduction of per-chunk histograms.
 That work is read back once, when the histogram (a range, a document, a
 display, a copy) is asked for. Every other backend counts each batch with its
 kernel and merges it into the host histogram at once. The ranges themselves
-are the functions of :mod:`qarray.histogram`.
+are the functions of :mod:`qarray.calibration.histogram`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from typing import Any, Dict, Optional, Tuple, cast
 
 import numpy
 
-from ._namespace import as_array, is_lazy
-from ._serialization import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
-from .histogram import (
+from .calibration.histogram import (
     DEFAULT_MAX_BINS,
     DEFAULT_PERCENTILE,
     MAX_K,
@@ -32,7 +30,9 @@ from .histogram import (
     merge,
     range_for,
 )
-from .histogram import _omit as _check_nan_policy
+from .calibration.histogram import _omit as _check_nan_policy
+from .core.namespace import as_array, is_lazy
+from .io.codec import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
 
 __all__ = ["HistogramQuantizationStats"]
 
@@ -154,7 +154,7 @@ class HistogramQuantizationStats(Serializable):
         if backend.size(values) == 0:
             return
         if is_lazy(values):
-            from .backends.dask_histogram import lazy_histogram, lazy_merge
+            from .calibration.dask_histogram import lazy_histogram, lazy_merge
 
             batch = lazy_histogram(values, self._max_bins, omit)
             with self._lock:
@@ -223,7 +223,7 @@ class HistogramQuantizationStats(Serializable):
 
         Args:
             method: ``"minmax"`` (the exact range), ``"percentile"``, ``"mse"`` or
-                ``"entropy"`` (see :mod:`qarray.histogram` and ``CALIBRATION.md``).
+                ``"entropy"`` (see :mod:`qarray.calibration.histogram` and ``CALIBRATION.md``).
             percentile: for ``"percentile"``, in ``(50, 100]``.
             n_bits: the quantizer's width, for ``"mse"`` and ``"entropy"``.
             is_signed: the quantizer is signed (``"mse"``).
@@ -276,7 +276,7 @@ class HistogramQuantizationStats(Serializable):
         if pending is None:
             return
         if pending[0] == "dask":
-            from .backends.dask_histogram import compute_histogram
+            from .calibration.dask_histogram import compute_histogram
 
             batch = compute_histogram(pending[1])
         else:
@@ -323,7 +323,7 @@ class HistogramQuantizationStats(Serializable):
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
-        from ._rich import render_html
+        from .core.rich import render_html
 
         return render_html(self)
 

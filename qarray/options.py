@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict
 
-from ._checks import check_bool, check_n_bits
-from ._serialization import Serializable, check_fields
-from .granularity import Axis, BlockSize, check_granularity
+from .core.checks import check_bool, check_n_bits
+from .core.granularity import Axis, BlockSize, check_granularity
+from .io.codec import Serializable, check_fields
 
 __all__ = ["QuantizationOptions"]
 
@@ -36,7 +36,7 @@ class QuantizationOptions(Serializable):
     The granularity says which values share parameters: per tensor by default;
     ``axis`` keeps one parameter set per index along the given axes (per channel);
     ``block_size`` one per block of consecutive values (per group; see
-    :func:`qarray.granularity.block_extent`).
+    :func:`qarray.core.granularity.block_extent`).
 
     Args:
         n_bits: the number of bits, an int from 1 to 53.
@@ -211,7 +211,7 @@ class QuantizationOptions(Serializable):
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
-        from ._rich import render_html
+        from .core.rich import render_html
 
         return render_html(self)
 

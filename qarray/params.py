@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Optional, Tuple, Union
 
 import numpy
 
-from ._checks import MAX_N_BITS, check_finite_real, check_int, describe
-from ._namespace import array_namespace, is_array, to_numpy
-from ._serialization import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
+from .core.checks import MAX_N_BITS, check_finite_real, check_int, describe
+from .core.namespace import array_namespace, is_array, to_numpy
+from .io.codec import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
 from .options import QuantizationOptions
 from .stats import MinMaxQuantizationStats, arrays_equal
 
@@ -333,7 +333,7 @@ class UniformQuantizationParameters(Serializable):
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
-        from ._rich import render_html
+        from .core.rich import render_html
 
         return render_html(self)
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy
 
-from ._namespace import to_numpy
+from .core.namespace import to_numpy
 
 __all__ = ["plot_block_parameters", "plot_error", "plot_error_vs_bits", "plot_grid", "plot_histogram"]
 
@@ -34,7 +34,7 @@ def _axes(ax: Any) -> Any:
 
 
 def _host(values: Any, argument: str) -> numpy.ndarray:
-    from ._namespace import as_array
+    from .core.namespace import as_array
 
     return numpy.asarray(to_numpy(as_array(values, argument)), dtype=numpy.float64).reshape(-1)
 
@@ -272,7 +272,7 @@ def plot_block_parameters(
         >>> qa = qarray.QuantizedArray(4, w, block_size=32)
         >>> ax = plot_block_parameters(qa)  # doctest: +SKIP
     """
-    from .granularity import block_minmax
+    from .core.granularity import block_minmax
 
     array = quantizer if hasattr(quantizer, "quantizer") else None
     quantizer = getattr(quantizer, "quantizer", quantizer)
@@ -305,7 +305,7 @@ def plot_block_parameters(
 
 
 def _as_values(values: Any) -> Any:
-    from ._namespace import as_array
+    from .core.namespace import as_array
 
     return as_array(values, "values", kind="float")
 

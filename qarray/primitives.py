@@ -28,9 +28,9 @@ from typing import Any, FrozenSet, Optional, Tuple
 
 import numpy
 
-from ._namespace import array_namespace, as_array, is_array, is_lazy, to_numpy
-from .granularity import block_extent, expand_to_values
-from .granularity import block_minmax as _block_minmax
+from .core.granularity import block_extent, expand_to_values
+from .core.granularity import block_minmax as _block_minmax
+from .core.namespace import array_namespace, as_array, is_array, is_lazy, to_numpy
 
 __all__ = [
     "BlockCheck",

@@ -13,10 +13,11 @@ from typing import Any, Dict, Optional
 
 import numpy
 
-from ._checks import CheckedAttribute, check_bool, check_instance, check_n_bits, describe
-from ._namespace import array_namespace, as_array, device_of, is_array, library_name, to_numpy
-from ._serialization import Serializable, check_fields, decode_array, decode_int, encode_array
-from .histogram import check_method, check_percentile
+from .calibration.histogram import check_method, check_percentile
+from .core.checks import CheckedAttribute, check_bool, check_instance, check_n_bits, describe
+from .core.dtypes import FLOAT_DTYPES, INTEGER_DTYPES
+from .core.namespace import array_namespace, as_array, device_of, is_array, library_name, to_numpy
+from .io.codec import Serializable, check_fields, decode_array, decode_int, encode_array
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
@@ -311,7 +312,7 @@ class QuantizedArray(Serializable):
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        from ._rich import mode_name
+        from .core.rich import mode_name
 
         shape = None if self.qvalues is None else tuple(self.qvalues.shape)
         backend = None if self._backend is None else self._backend.name
@@ -340,7 +341,7 @@ class QuantizedArray(Serializable):
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
-        from ._rich import render_html
+        from .core.rich import render_html
 
         return render_html(self)
 
@@ -371,9 +372,9 @@ class QuantizedArray(Serializable):
         quantizer = UniformQuantizer.load_dict(fields["quantizer"], backend=backend)
         if quantizer.n_bits != n_bits:
             raise ValueError(f"QuantizedArray: n_bits {n_bits} differs from the quantizer's {quantizer.n_bits}")
-        values = decode_array(fields["values"], "values", ("float16", "float32", "float64"))
+        values = decode_array(fields["values"], "values", FLOAT_DTYPES)
         qvalues = decode_array(
-            fields["qvalues"], "qvalues", ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+            fields["qvalues"], "qvalues", INTEGER_DTYPES
         )
         if (values is None) != (qvalues is None):
             raise ValueError("QuantizedArray: values and qvalues must both be present or both null")
@@ -390,7 +391,7 @@ class QuantizedArray(Serializable):
         array.n_bits = n_bits
         array.quantizer = quantizer
         array.values, array.qvalues = values, qvalues
-        from ._consistency import check_consistent
+        from .io.consistency import check_consistent
 
         check_consistent(array)  # on the host arrays, before placing them: what dumps() refuses
         array.values = place(values, backend)
@@ -435,7 +436,7 @@ def _fill_nan_per_block(quantizer: UniformQuantizer, values: Any, qvalues: Any) 
     The integer of 0.0 is computed per block on the parameters' grid, by the same float64
     sequence as quantization, then spread over the values (nothing is read back).
     """
-    from .granularity import expand_to_values
+    from .core.granularity import expand_to_values
 
     xp = array_namespace(values)
     scale, zero_point, _ = quantizer._require_params()

@@ -14,26 +14,30 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy
 
-from ._checks import (
+from .backends.spec import QuantSpec
+from .core.checks import (
     CheckedAttribute,
     check_bool,
     check_instance,
-    dtype_name,
-    integer_dtype_name,
-    integer_dtype_range,
     raise_on_problems,
 )
-from ._namespace import as_array, check_output, is_array, to_numpy
-from ._serialization import Serializable, check_fields
-from .backends.spec import QuantSpec, clip_range, exact_float_bounds
-from .granularity import block_extent as _block_extent
+from .core.dtypes import (
+    OUTPUT_FLOAT_DTYPES,
+    clip_range,
+    dtype_name,
+    exact_float_bounds,
+    integer_dtype_name,
+    integer_dtype_range,
+)
+from .core.granularity import block_extent as _block_extent
+from .core.namespace import as_array, check_output, is_array, to_numpy
+from .io.codec import Serializable, check_fields
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters, ZeroPoint
 from .stats import MinMaxQuantizationStats
 
 __all__ = ["UniformQuantizer"]
 
-_FLOAT_OUTPUTS = ("float32", "float64")
 
 
 class UniformQuantizer(Serializable):
@@ -449,7 +453,7 @@ class UniformQuantizer(Serializable):
         backend = backend_for(qvalues)
         if not backend.is_integer(qvalues):
             raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")
-        name = dtype_name(dtype, backend.xp, _FLOAT_OUTPUTS)
+        name = dtype_name(dtype, backend.xp, OUTPUT_FLOAT_DTYPES)
         if _is_grid(scale):
             place = _placer(backend, qvalues)
             extent = self.block_extent(tuple(qvalues.shape))
@@ -480,7 +484,7 @@ class UniformQuantizer(Serializable):
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
-        from ._rich import render_html
+        from .core.rich import render_html
 
         return render_html(self)
 
@@ -512,7 +516,7 @@ class UniformQuantizer(Serializable):
         quantizer.params = UniformQuantizationParameters.load_dict(fields["params"])
         if quantizer.params.scale is not None and quantizer.options is None:
             raise ValueError("UniformQuantizer: parameters without options cannot be used")
-        from ._consistency import check_consistent
+        from .io.consistency import check_consistent
 
         check_consistent(quantizer)  # refuse what dumps() refuses to write (an offset n_bits cannot give)
         params = quantizer.params

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy
 
-from ._checks import check_bool, check_optional_real
-from ._namespace import array_namespace, as_array, is_array, is_lazy, library_name, to_numpy
-from ._serialization import Serializable, check_fields, decode_array, decode_float, encode_array
-from .granularity import Axis, BlockSize, block_extent
+from .core.checks import check_bool, check_optional_real
+from .core.dtypes import FLOAT_DTYPES
+from .core.granularity import Axis, BlockSize, block_extent
+from .core.namespace import array_namespace, as_array, is_array, is_lazy, library_name, to_numpy
+from .io.codec import Serializable, check_fields, decode_array, decode_float, encode_array
 
 __all__ = ["MinMaxQuantizationStats", "NAN_POLICIES"]
 
@@ -508,7 +509,7 @@ class MinMaxQuantizationStats(Serializable):
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
-        from ._rich import render_html
+        from .core.rich import render_html
 
         return render_html(self)
 
@@ -538,7 +539,7 @@ class MinMaxQuantizationStats(Serializable):
             rmax is not None and not _ranges_ordered(rmin, rmax)
         ):
             raise ValueError(f"{cls._type_tag}: rmin ({rmin}) and rmax ({rmax}) are inconsistent")
-        uvalues = decode_array(fields["uvalues"], "uvalues", ("float16", "float32", "float64"))
+        uvalues = decode_array(fields["uvalues"], "uvalues", FLOAT_DTYPES)
         if uvalues is not None and uvalues.ndim != 1:
             raise ValueError(f"uvalues must be 1-d, got shape {uvalues.shape}")
         if uvalues is not None and (

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from ._checks import check_bool, check_n_bits
-from .histogram import check_method, check_percentile
+from .calibration.histogram import check_method, check_percentile
+from .core.checks import check_bool, check_n_bits
 from .histogram_stats import HistogramQuantizationStats
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy
 import pytest
 
-from qarray._namespace import to_numpy
+from qarray.core.namespace import to_numpy
 
 
 class ArrayLibrary:

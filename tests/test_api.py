@@ -363,7 +363,7 @@ def test_quantized_array_moved_to_a_backend_copies_the_values(backend):
     host = VALUES.copy()
     qa = QuantizedArray(4, host, backend=backend)
     host[...] = 100.0
-    numpy.testing.assert_array_equal(qarray._namespace.to_numpy(qa.values), VALUES)
+    numpy.testing.assert_array_equal(qarray.core.namespace.to_numpy(qa.values), VALUES)
 
 
 def test_quantized_array_integer_values_are_copied(xb):
@@ -446,7 +446,7 @@ def test_quantized_array_backend_argument_moves_values():
     assert type(qa.values).__module__.startswith("array_api_strict")
     assert type(qa.qvalues).__module__.startswith("array_api_strict")
     numpy.testing.assert_array_equal(
-        qarray._namespace.to_numpy(qa.qvalues), QuantizedArray(4, VALUES).qvalues
+        qarray.core.namespace.to_numpy(qa.qvalues), QuantizedArray(4, VALUES).qvalues
     )
 
 

@@ -30,7 +30,7 @@ from qarray import (
     UniformQuantizationParameters,
     UniformQuantizer,
 )
-from qarray._serialization import ARRAY_DTYPES, decode_array, encode_array
+from qarray.io.codec import ARRAY_DTYPES, decode_array, encode_array
 
 from bits import assert_same_bits
 

@@ -408,7 +408,7 @@ class Accepted(NamedTuple):
 
 
 def _host(array: Any) -> numpy.ndarray:
-    return qarray._namespace.to_numpy(array)
+    return qarray.core.namespace.to_numpy(array)
 
 
 ACCEPTED = [

@@ -17,8 +17,8 @@ import pytest
 
 import qarray
 from qarray import MinMaxQuantizationStats, QuantizationOptions, QuantizedArray
-from qarray._namespace import to_numpy
 from qarray.backends import NumpyBackend, backend_for, get_backend, register_backend
+from qarray.core.namespace import to_numpy
 
 from bits import assert_same_bits
 

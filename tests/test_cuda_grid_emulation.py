@@ -29,8 +29,9 @@ import pytest
 
 from qarray import QuantizedArray
 from qarray.backends import NumpyBackend, cupy_kernels
-from qarray.backends.spec import QuantSpec, exact_float_bounds
-from qarray.granularity import block_extent
+from qarray.backends.spec import QuantSpec
+from qarray.core.dtypes import exact_float_bounds
+from qarray.core.granularity import block_extent
 
 from cuda_emulation.backend import EmulatedKernel, Emulation, on_device, poisoned
 from cuda_emulation.build import EmulatedModule

@@ -25,8 +25,8 @@ from qarray import (  # noqa: E402  (after the skip on purpose)
     UniformQuantizer,
     primitives,  # noqa: E402
 )
-from qarray._namespace import to_numpy  # noqa: E402
 from qarray.backends import ArrayAPIBackend  # noqa: E402
+from qarray.core.namespace import to_numpy  # noqa: E402
 
 OPTIONS = QuantizationOptions(8, is_signed=True, block_size=4)
 

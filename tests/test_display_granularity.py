@@ -16,10 +16,10 @@ import pytest
 
 import qarray
 from qarray import MinMaxQuantizationStats, QuantizationOptions, QuantizedArray, UniformQuantizationParameters
-from qarray._namespace import to_numpy
 from qarray.backends import backend_for
+from qarray.core.granularity import block_extent
+from qarray.core.namespace import to_numpy
 from qarray.display import error_summary, granularity_name, html_repr, summary, summary_rows
-from qarray.granularity import block_extent
 
 SHAPE = (6, 40)
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import qarray
-import qarray._serialization as serialization
+import qarray.io.codec as serialization
 from qarray import (
     MinMaxQuantizationStats,
     QuantizationOptions,
@@ -38,8 +38,8 @@ from qarray import (
     UniformQuantizationParameters,
     UniformQuantizer,
 )
-from qarray._serialization import MAX_DUMPS_LAZY_BYTES, encode_array
-from qarray.serialization import load_dict
+from qarray.documents import load_dict
+from qarray.io.codec import MAX_DUMPS_LAZY_BYTES, encode_array
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -415,7 +415,7 @@ def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path: Path) -> 
 def test_a_killed_dump_leaves_a_temporary_file_the_next_dump_removes(tmp_path: Path) -> None:
     target = tmp_path / "array.json"
     script = (
-        "import os, signal, numpy, qarray, qarray._serialization as s\n"
+        "import os, signal, numpy, qarray, qarray.io.codec as s\n"
         "real = s._DeferredData.base64_pieces\n"
         "def pieces(self):\n"
         "    for i, piece in enumerate(real(self)):\n"

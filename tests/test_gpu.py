@@ -41,7 +41,6 @@ from qarray import (  # noqa: E402
     UniformQuantizationParameters,
     UniformQuantizer,  # noqa: E402
 )
-from qarray._namespace import to_numpy  # noqa: E402
 from qarray.backends import (  # noqa: E402
     ArrayAPIBackend,
     NumpyBackend,
@@ -50,7 +49,8 @@ from qarray.backends import (  # noqa: E402
     get_backend,
 )
 from qarray.backends.cupy_backend import CupyBackend  # noqa: E402
-from qarray.backends.spec import exact_float_bounds  # noqa: E402
+from qarray.core.dtypes import exact_float_bounds  # noqa: E402
+from qarray.core.namespace import to_numpy  # noqa: E402
 
 from kernel_calls import dequantize, quantize  # noqa: E402
 

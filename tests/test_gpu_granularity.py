@@ -41,15 +41,16 @@ from qarray import (  # noqa: E402  # noqa: E402
     UniformQuantizationParameters,
     UniformQuantizer,
 )
-from qarray._namespace import to_numpy  # noqa: E402
 from qarray.backends import (  # noqa: E402
     NumpyBackend,
     cupy_kernels,  # noqa: E402
     get_backend,
 )
 from qarray.backends.cupy_backend import CupyBackend  # noqa: E402
-from qarray.backends.spec import QuantSpec, exact_float_bounds  # noqa: E402
-from qarray.granularity import block_extent  # noqa: E402
+from qarray.backends.spec import QuantSpec  # noqa: E402
+from qarray.core.dtypes import exact_float_bounds  # noqa: E402
+from qarray.core.granularity import block_extent  # noqa: E402
+from qarray.core.namespace import to_numpy  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

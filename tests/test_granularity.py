@@ -16,8 +16,8 @@ import pytest
 
 import qarray
 from qarray import MinMaxQuantizationStats, QuantizationOptions, QuantizedArray
-from qarray._namespace import to_numpy
-from qarray.granularity import block_extent
+from qarray.core.granularity import block_extent
+from qarray.core.namespace import to_numpy
 
 from bits import assert_same_bits
 

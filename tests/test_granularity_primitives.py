@@ -12,8 +12,8 @@ from typing import Any, Dict
 import numpy
 import pytest
 
-from qarray._namespace import array_namespace, to_numpy
-from qarray.granularity import block_extent, block_minmax, expand_to_values
+from qarray.core.granularity import block_extent, block_minmax, expand_to_values
+from qarray.core.namespace import array_namespace, to_numpy
 
 SHAPE = (5, 7, 9)
 

@@ -2,7 +2,7 @@
 
 The reference computes every bin index with exact rational arithmetic
 (``fractions.Fraction``) and finds ``k`` by walking up from -1074, so it shares
-nothing with the binary search and float64 floors of ``qarray.histogram``.
+nothing with the binary search and float64 floors of ``qarray.calibration.histogram``.
 Kernels of every backend are compared with the generic Array API one, bit for bit.
 """
 
@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from qarray import histogram as H
 from qarray.backends import ArrayAPIBackend, NumpyBackend, numba_kernels, numpy_backend
+from qarray.calibration import histogram as H
 
 PROPERTY = settings(
     max_examples=40,

@@ -5,7 +5,7 @@ are, with NumPy standing in for CuPy and every launch going to the real kernel s
 compiled for the CPU (``tests/cuda_emulation``): the scan (min/max per block, and the
 values counted at the histogram's present bins), the blocks' min/max, the plan (fold the
 range in, choose ``k`` and ``j_lo``, coarsen the old counts), and the bin pass (the rest).
-After any batching the result must equal :func:`qarray.histogram.histogram` of all the
+After any batching the result must equal :func:`qarray.calibration.histogram.histogram` of all the
 data, bit for bit: batches that stay within the range (the scan counts everything), that
 widen it on one side or both (the scan counts part, the bin pass the rest), and the first.
 """
@@ -17,8 +17,8 @@ from typing import Any, List
 import numpy
 import pytest
 
-from qarray import histogram as H
 from qarray.backends import cupy_kernels
+from qarray.calibration import histogram as H
 
 BLOCK = cupy_kernels.BLOCK_THREADS
 

@@ -16,8 +16,8 @@ from hypothesis.extra import numpy as hnp
 
 import qarray
 from qarray import HistogramQuantizationStats, QuantizedArray
-from qarray import histogram as H
-from qarray.serialization import load_dict
+from qarray.calibration import histogram as H
+from qarray.documents import load_dict
 
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -223,7 +223,7 @@ def test_hostile_documents_are_refused(change, message):
 def test_negative_and_empty_bins_at_the_ends_are_refused():
     document = filled(numpy.array([0.0, 1.0, 3.0]), 16).dump_dict()
     counts = numpy.array([1, 0, -1, 1], dtype=numpy.int64)
-    document["counts"] = qarray._serialization.encode_array(counts)
+    document["counts"] = qarray.io.codec.encode_array(counts)
     with pytest.raises(ValueError, match="counts"):
         load_dict(document)
 

@@ -352,7 +352,7 @@ def test_a_size_claim_is_refused_before_allocating(shape: List[int]) -> None:
 
 
 def test_base64_is_only_decoded_once_its_length_matches(monkeypatch: pytest.MonkeyPatch) -> None:
-    import qarray._serialization as serialization
+    import qarray.io.codec as serialization
 
     def refuse(*args: Any, **kwargs: Any) -> bytes:
         raise AssertionError("base64 was decoded before the size was checked")

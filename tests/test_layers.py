@@ -2,7 +2,7 @@
 
 ``qarray/__init__.py``, ``__main__.py``, ``display.py`` and ``plot.py`` are the top
 floor; every other module of ``qarray`` and ``qarray.backends`` reaches the display
-only through the registry in ``qarray._rich`` that ``qarray.display`` fills. The
+only through the registry in ``qarray.core.rich`` that ``qarray.display`` fills. The
 check reads the modules' source (every import statement, at the top or inside a
 function), so a cycle cannot come back unnoticed.
 """
@@ -17,7 +17,7 @@ import pytest
 
 import qarray
 import qarray.backends
-from qarray import _rich
+from qarray.core import rich as _rich
 
 FACE = {"__init__", "__main__", "display", "plot"}
 FORBIDDEN = {"qarray.display", "qarray.plot"}
@@ -65,7 +65,7 @@ def test_no_class_module_imports_display_or_plot(name: str, path: pathlib.Path) 
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = name if path.stem == "__init__" else name.rsplit(".", 1)[0]
     found = sorted({imported for imported in _imported(package, tree) if imported in FORBIDDEN})
-    assert found == [], f"{name} imports {found}: go through qarray._rich instead"
+    assert found == [], f"{name} imports {found}: go through qarray.core.rich instead"
 
 
 def test_the_resolution_of_imports_sees_a_forbidden_one() -> None:

@@ -18,7 +18,7 @@ import numpy
 import pytest
 
 from qarray import QuantizedArray, UniformQuantizer
-from qarray._namespace import to_numpy
+from qarray.core.namespace import to_numpy
 
 
 def _unclipped_quantizer() -> UniformQuantizer:

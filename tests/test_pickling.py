@@ -25,8 +25,8 @@ from qarray import (
     QuantizedArray,
     UniformQuantizer,
 )
-from qarray._namespace import array_namespace, device_of, is_lazy, library_name
 from qarray.backends import backend_for
+from qarray.core.namespace import array_namespace, device_of, is_lazy, library_name
 
 VALUES = [-1.5, -0.25, 0.0, 0.4, 1.0, 2.75]
 

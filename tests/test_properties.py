@@ -27,8 +27,8 @@ from hypothesis.extra import numpy as hnp
 
 import qarray
 from qarray import QuantizationOptions, QuantizedArray, UniformQuantizer
-from qarray._namespace import to_numpy
 from qarray.backends import ArrayAPIBackend, NumpyBackend
+from qarray.core.namespace import to_numpy
 
 from bits import assert_same_bits
 from kernel_calls import dequantize, quantize

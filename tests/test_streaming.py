@@ -32,7 +32,7 @@ def _reference(batches, with_uvalues=True) -> MinMaxQuantizationStats:
 
 
 def _host(array):
-    return None if array is None else qarray._namespace.to_numpy(array)
+    return None if array is None else qarray.core.namespace.to_numpy(array)
 
 
 # -- update ---------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def test_update_keeps_the_running_range_on_the_device(xb, monkeypatch):
         stats.update(xb.asarray(batch))
     assert reads == []
     low, high = stats._pending
-    assert qarray._namespace.library_name(qarray._namespace.array_namespace(low)) == backend.name
+    assert qarray.core.namespace.library_name(qarray.core.namespace.array_namespace(low)) == backend.name
     assert stats.rmin == _reference(_batches()).rmin
     assert len(reads) == 1  # min and max read back together, once
     assert stats.rmax == _reference(_batches()).rmax

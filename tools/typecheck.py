@@ -32,16 +32,19 @@ PACKAGES = ("qarray", "qarray.backends")
 
 
 def sources(packages: tuple[str, ...] = PACKAGES) -> List[BuildSource]:
-    """Each module of ``packages`` (not of their subpackages) as a file and its module name."""
+    """Each module of ``packages`` and of their subpackages, as a file and its module name."""
     found = []
     for name in packages:
         package = importlib.import_module(name)
         for directory in package.__path__:
             found.append(BuildSource(os.path.join(directory, "__init__.py"), name))
             for info in pkgutil.iter_modules([directory], prefix=f"{name}."):
-                if not info.ispkg:
-                    path = os.path.join(directory, info.name.rpartition(".")[2] + ".py")
-                    found.append(BuildSource(path, info.name))
+                leaf = info.name.rpartition(".")[2]
+                if info.ispkg:
+                    if info.name not in packages:  # qarray.backends is listed on its own
+                        found.extend(sources((info.name,)))
+                else:
+                    found.append(BuildSource(os.path.join(directory, leaf + ".py"), info.name))
     return found
 
 

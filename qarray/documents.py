@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from typing import IO, Any, Dict, Optional, Union
 
-from ._checks import describe
-from ._consistency import check_consistent
-from ._serialization import FORMAT_VERSION, MAX_DUMPS_LAZY_BYTES, parse_document
+from .core.checks import describe
 from .histogram_stats import HistogramQuantizationStats
+from .io.codec import FORMAT_VERSION, MAX_DUMPS_LAZY_BYTES, parse_document
+from .io.consistency import check_consistent
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
 from .quantized_array import QuantizedArray

@@ -2,7 +2,7 @@
 
 Each chunk is counted by its own library's backend (the fused NumPy/Numba or
 CuPy kernels) into an exact dyadic histogram on the worker; pairs of
-histograms are merged level by level (:func:`qarray.histogram.merge` is exact,
+histograms are merged level by level (:func:`qarray.calibration.histogram.merge` is exact,
 so the tree's shape does not matter). Only the histograms, ``max_bins``
 counts each, travel; the data never leaves its chunk. Nothing is computed until
 :func:`compute_histogram` is called.
@@ -58,13 +58,13 @@ def compute_histogram(delayed: Any) -> Any:
 
 
 def _chunk_histogram(block: Any, max_bins: int, omit_nan: bool) -> Any:
-    from qarray.histogram import histogram
+    from qarray.calibration.histogram import histogram
 
     return histogram(block, max_bins, nan_policy="omit" if omit_nan else "raise")
 
 
 def _merge_many(parts: List[Optional[Any]]) -> Any:
-    from qarray.histogram import merge
+    from qarray.calibration.histogram import merge
 
     result = None
     for part in parts:

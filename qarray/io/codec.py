@@ -31,8 +31,9 @@ from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Literal, O
 
 import numpy
 
-from ._checks import describe
-from ._namespace import is_lazy, to_numpy
+from ..core.checks import describe
+from ..core.dtypes import DOCUMENT_DTYPES, FLOAT_DTYPES, INTEGER_DTYPES
+from ..core.namespace import is_lazy, to_numpy
 
 __all__ = [
     "ARRAY_DTYPES",
@@ -61,20 +62,7 @@ per-block parameter and range arrays; version-1 documents are still read."""
 READABLE_VERSIONS = (1, 2)
 """The format versions :func:`check_fields` accepts."""
 
-ARRAY_DTYPES = (
-    "bool",
-    "int8",
-    "uint8",
-    "int16",
-    "uint16",
-    "int32",
-    "uint32",
-    "int64",
-    "uint64",
-    "float16",
-    "float32",
-    "float64",
-)
+ARRAY_DTYPES = DOCUMENT_DTYPES
 """The dtypes an array in a document may have; anything else is refused."""
 
 MAX_DOCUMENT_CHARS = 1 << 34
@@ -176,7 +164,7 @@ class Serializable:
         encodes piece by piece; lazy arrays carry the checks that could not run before
         their values are computed.
         """
-        from ._consistency import check_consistent
+        from .consistency import check_consistent
 
         stream_checks = check_consistent(self)
         token = _DEFERRING.set(stream_checks)
@@ -754,9 +742,9 @@ def _array_header(value: Any, argument: str, dtypes: Iterable[str]) -> Tuple[num
 
 
 ARRAY_FIELD_DTYPES: Dict[str, Tuple[str, ...]] = {
-    "values": ("float16", "float32", "float64"),
-    "uvalues": ("float16", "float32", "float64"),
-    "qvalues": ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"),
+    "values": FLOAT_DTYPES,
+    "uvalues": FLOAT_DTYPES,
+    "qvalues": INTEGER_DTYPES,
     "zero_point": ("int64", "float64"),
 }
 """The dtypes allowed for arrays of known field names (others: any of :data:`ARRAY_DTYPES`).

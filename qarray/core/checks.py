@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 import numbers
 import reprlib
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy
 
 __all__ = [
     "CheckedAttribute",
-    "INTEGER_DTYPE_NAMES",
     "MAX_N_BITS",
     "check_bool",
     "check_finite_real",
@@ -25,9 +24,6 @@ __all__ = [
     "check_n_bits",
     "check_optional_real",
     "describe",
-    "dtype_name",
-    "integer_dtype_name",
-    "integer_dtype_range",
     "raise_on_problems",
 ]
 
@@ -37,8 +33,6 @@ MAX_N_BITS = 53
 Every integer up to ``2**53`` is exact in float64, the arithmetic quantization
 uses, so up to 53 bits every quantized value and clipping bound is exact.
 """
-
-INTEGER_DTYPE_NAMES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
 
 
 class _BoundedRepr(reprlib.Repr):
@@ -169,51 +163,6 @@ class CheckedAttribute:
 
     def __set__(self, instance: Any, value: Any) -> None:
         instance.__dict__[self.name] = self.check(value, self.argument)
-
-
-def dtype_name(dtype: Any, xp: Any, allowed: Sequence[str], argument: str = "dtype") -> str:
-    """Return the canonical name of ``dtype`` if it is one of ``allowed``.
-
-    ``dtype`` may be a name, a NumPy dtype or scalar type, or a dtype object of the
-    namespace ``xp`` (``torch.int8``).
-
-    Raises:
-        TypeError: if ``dtype`` is not one of the allowed dtypes.
-    """
-    name = None
-    if isinstance(dtype, str):
-        name = dtype
-    elif isinstance(dtype, numpy.dtype) or (isinstance(dtype, type) and issubclass(dtype, numpy.generic)):
-        name = numpy.dtype(dtype).name
-    elif xp is not None:
-        # compare only dtype objects of one kind: a dtype of another library is refused,
-        # and comparing across libraries warns in some (array-api-strict)
-        name = next(
-            (
-                n
-                for n in allowed
-                if getattr(xp, n, None) is dtype
-                or (type(getattr(xp, n, None)) is type(dtype) and getattr(xp, n) == dtype)
-            ),
-            None,
-        )
-    if name is not None and name in allowed:
-        return name
-    raise TypeError(
-        f"{argument} must be one of {', '.join(allowed)} (as a name, a NumPy dtype or a dtype "
-        f"of the array's own library), got {describe(dtype)}"
-    )
-
-
-def integer_dtype_name(dtype: Any, xp: Any = None, argument: str = "dtype") -> str:
-    """Return the canonical name (``"int8"`` ...) of an integer dtype (see :func:`dtype_name`)."""
-    return dtype_name(dtype, xp, INTEGER_DTYPE_NAMES, argument)
-
-
-def integer_dtype_range(name: str) -> tuple:
-    """Return the smallest and largest value of the integer dtype called ``name``."""
-    info = numpy.iinfo(numpy.dtype(name))
-    return int(info.min), int(info.max)
 
 
 def raise_on_problems(counts: Any, dtype: str, where: str) -> None:

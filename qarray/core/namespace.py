@@ -18,7 +18,7 @@ from array_api_compat import array_namespace as _compat_namespace
 from array_api_compat import device as _compat_device
 from array_api_compat import is_array_api_obj, is_dask_array, is_numpy_array, is_torch_array
 
-from ._checks import describe
+from .checks import describe
 
 __all__ = [
     "ArrayLike",

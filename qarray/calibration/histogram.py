@@ -21,7 +21,7 @@ every kernel returns (also when the quotient rounds to ``-0.0``).
 
 Example:
     >>> import numpy
-    >>> from qarray.histogram import histogram, merge, percentile_range
+    >>> from qarray.calibration.histogram import histogram, merge, percentile_range
     >>> data = numpy.arange(1000, dtype=numpy.float64)
     >>> whole = histogram(data, max_bins=64)
     >>> parts = merge(histogram(data[:300], max_bins=64), histogram(data[300:], max_bins=64))
@@ -39,7 +39,7 @@ from typing import Any, Optional, Tuple
 
 import numpy
 
-from ._checks import check_bool, check_int, describe
+from ..core.checks import check_bool, check_int, describe
 
 __all__ = [
     "DEFAULT_MAX_BINS",
@@ -318,7 +318,7 @@ def bin_counts(
         >>> bin_counts(numpy.array([0.1, 0.6, 0.7, 1.9]), -1, 0, 4).tolist()
         [1, 2, 0, 1]
     """
-    from .backends import backend_for, get_backend
+    from ..backends import backend_for, get_backend
 
     backend = backend_for(values) if backend is None else get_backend(backend)
     k = check_int(k, "k")
@@ -358,8 +358,8 @@ def histogram(
         >>> histogram(numpy.array([1.0, 2.0, 2.5]), max_bins=4).counts.tolist()
         [1, 0, 1, 1]
     """
-    from ._namespace import as_array
-    from .backends import backend_for, get_backend
+    from ..backends import backend_for, get_backend
+    from ..core.namespace import as_array
 
     omit = _omit(nan_policy)
     max_bins = check_max_bins(max_bins)
@@ -517,9 +517,9 @@ def quantization_mse(
         >>> quantization_mse(hist, 0.0, 1.0, 8) < quantization_mse(hist, 0.0, 0.5, 8)
         True
     """
-    from .options import QuantizationOptions
-    from .params import choose_parameters
-    from .stats import MinMaxQuantizationStats
+    from ..options import QuantizationOptions
+    from ..params import choose_parameters
+    from ..stats import MinMaxQuantizationStats
 
     hist = _check_histogram(hist)
     options = QuantizationOptions(n_bits, is_signed=is_signed or is_symmetric, is_symmetric=is_symmetric)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
-from ._checks import describe
+from .checks import describe
 
 __all__ = [
     "Axis",

@@ -15,15 +15,14 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy
 
-from ._namespace import array_namespace, is_lazy, to_numpy
+from ..core.dtypes import DOCUMENT_DTYPES, FLOAT_DTYPES, INTEGER_DTYPES
+from ..core.namespace import array_namespace, is_lazy, to_numpy
 
 __all__ = ["StreamChecks", "check_consistent", "register_consistency_check"]
 
 StreamChecks = Dict[int, Callable[[numpy.ndarray], None]]
 """Checks for lazy arrays, keyed by ``id(array)``, run on each host piece as it is written."""
 
-_FLOAT_NAMES = ("float16", "float32", "float64")
-_INT_NAMES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
 
 _CHECKS: Dict[str, Callable[[Any, StreamChecks], None]] = {}
 
@@ -84,7 +83,7 @@ def _check_stats(stats: Any, stream_checks: StreamChecks) -> None:
             f"stats: rmin ({rmin}) and rmax ({rmax}) must be both set or both None"
         )
     if rmin is not None:
-        from .stats import _ranges_ordered
+        from ..stats import _ranges_ordered
 
         if not _ranges_ordered(rmin, rmax):
             raise ValueError(
@@ -183,8 +182,8 @@ def _check_quantized_array(array: Any, stream_checks: StreamChecks) -> None:
         raise ValueError("QuantizedArray: values and qvalues must both be present or both None")
     if values is None:
         return
-    _check_dtype(values, "values", _FLOAT_NAMES)
-    _check_dtype(qvalues, "qvalues", _INT_NAMES)
+    _check_dtype(values, "values", FLOAT_DTYPES)
+    _check_dtype(qvalues, "qvalues", INTEGER_DTYPES)
     if tuple(values.shape) != tuple(qvalues.shape):
         raise ValueError(
             f"QuantizedArray: values shape {tuple(values.shape)} differs from qvalues shape "
@@ -194,7 +193,7 @@ def _check_quantized_array(array: Any, stream_checks: StreamChecks) -> None:
     if _is_array(quantizer.params.scale):
         quantizer.block_extent(tuple(values.shape))  # the values give the parameters' grid
     elif isinstance(zero_point, numpy.ndarray):
-        from .quantizer import _broadcastable
+        from ..quantizer import _broadcastable
 
         _broadcastable(zero_point, values)
     bounds = _clip_bounds(quantizer)
@@ -240,11 +239,9 @@ def _check_range(low: int, high: int, bounds: Tuple[int, int]) -> None:
 
 
 def _check_dtype(array: Any, argument: str, names: Tuple[str, ...]) -> None:
-    from ._serialization import ARRAY_DTYPES
-
     dtype = getattr(array, "dtype", None)
     name = dtype.name if isinstance(dtype, numpy.dtype) else str(dtype).rsplit(".", 1)[-1]
-    if name in ARRAY_DTYPES and name not in names:  # (others: encoding refuses them, TypeError)
+    if name in DOCUMENT_DTYPES and name not in names:  # (others: encoding refuses them, TypeError)
         raise ValueError(f"QuantizedArray: {argument} must have a dtype among {', '.join(names)}, got {dtype}")
 
 
