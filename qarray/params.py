@@ -1,8 +1,8 @@
 """UniformQuantizationParameters: scale, zero point and offset, and how they are chosen.
 
-:func:`choose_parameters` is the whole rule of the specification as one plain
-function of host numbers; the class holds its result and validates what users
-set by hand.
+:func:`choose_parameters` applies the parameter rule (:mod:`qarray.core.rule`,
+its one home) to calibrated statistics; the class holds its result and validates
+what users set by hand.
 """
 
 from __future__ import annotations
@@ -15,17 +15,18 @@ import numpy
 
 from .core.checks import MAX_N_BITS, check_finite_real, check_int, describe
 from .core.namespace import array_namespace, is_array, to_numpy
+from .core.rule import STABILITY_CONST, ZERO_POINT_LIMIT, asymmetric_zero_point, tensor_parameters
 from .io.codec import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
 from .options import QuantizationOptions
 from .stats import MinMaxQuantizationStats, arrays_equal
 
-__all__ = ["STABILITY_CONST", "UniformQuantizationParameters", "asymmetric_zero_point", "choose_parameters"]
-
-STABILITY_CONST = 10**-6
-"""Ranges narrower than this (``rmax - rmin``) are treated as one single value."""
-
-ZERO_POINT_LIMIT = 2.0**63
-"""Zero points must be smaller than this in magnitude (they must fit int64)."""
+__all__ = [
+    "STABILITY_CONST",
+    "ZERO_POINT_LIMIT",
+    "UniformQuantizationParameters",
+    "asymmetric_zero_point",
+    "choose_parameters",
+]
 
 ZeroPoint = Union[int, numpy.float64, numpy.ndarray]
 
@@ -37,8 +38,10 @@ def choose_parameters(
 ) -> Tuple[numpy.float64, ZeroPoint, int]:
     """Return ``(scale, zero_point, offset)`` for ``options`` and calibrated ``stats``.
 
-    Follows the specification step by step, in float64 with round half to even.
-    ``previous_scale`` is kept (asymmetric case) only when ``options.is_precomputed_qat``.
+    The parameter rule (:func:`qarray.core.rule.tensor_parameters`) on the statistics'
+    range, in float64 with round half to even. ``previous_scale`` is kept (asymmetric
+    case) only when ``options.is_precomputed_qat``; QAT options without it infer the
+    scale from the statistics' unique values when they look uniformly quantized.
 
     Every range whose width ``rmax - rmin`` is a finite float64 works, up to the ends
     of the float64 range: where an intermediate product of the zero point formula would
@@ -56,82 +59,21 @@ def choose_parameters(
     options.validate()
     if stats.rmin is None or stats.rmax is None:
         raise ValueError("stats must be calibrated first (rmin and rmax are None)")
-    n_bits = options.n_bits
     rmin, rmax = numpy.float64(stats.rmin), numpy.float64(stats.rmax)
-    if rmin > rmax:
-        raise ValueError(f"stats.rmin ({rmin}) must not exceed stats.rmax ({rmax})")
-    offset = 2 ** (n_bits - 1) if options.is_signed else 0
+    qat_scale = None
     with numpy.errstate(over="ignore"):
-        width = rmax - rmin  # +Inf when the range is wider than float64 can hold
-
-    if width < STABILITY_CONST:
-        # One single value: signed makes no sense, and the value should map to 1
-        # (or to the zero point when it is 0) so it is not lost in a product.
-        if abs(rmax) < STABILITY_CONST:
-            return numpy.float64(1.0), int(numpy.rint(-rmin)), 0
-        return numpy.float64(rmax), 0, 0
-
-    if options.is_symmetric:
-        scale = numpy.float64(max(abs(rmax), abs(rmin)) / (2**n_bits - 1 - offset))
-        return scale, 0, offset
-
-    if not math.isfinite(width):
-        raise ValueError(
-            f"the calibration range [{rmin}, {rmax}] is too wide: rmax - rmin overflows "
-            "float64 (symmetric quantization handles such ranges)"
-        )
-    scale = previous_scale if options.is_precomputed_qat else None
+        width = rmax - rmin
     if (
-        scale is None
-        and options.is_qat
+        options.is_qat
         and not options.is_precomputed_qat
+        and not options.is_symmetric
+        and STABILITY_CONST <= width < math.inf
         and stats.uvalues is not None
         and stats.check_is_uniform_quantized(options)
     ):
-        scale = stats.smallest_step()
-    if scale is None:
-        scale = numpy.float64(width / (2**n_bits - 1))
-    if not (math.isfinite(scale) and scale != 0):
-        raise ValueError(f"the scale inferred from the statistics ({scale}) is not a finite non-zero number")
-    if options.is_qat:
-        return numpy.float64(scale), 0, offset
-    zero_point = asymmetric_zero_point(rmin, rmax, n_bits, offset)
-    if not abs(zero_point) < ZERO_POINT_LIMIT:
-        raise ValueError(
-            f"the calibration range [{rmin}, {rmax}] is too narrow for its distance from 0: "
-            f"its zero point ({zero_point}) does not fit int64"
-        )
-    return numpy.float64(scale), int(zero_point), offset
-
-
-def asymmetric_zero_point(rmin: numpy.float64, rmax: numpy.float64, n_bits: int, offset: int) -> numpy.float64:
-    """Return ``round((rmax * -offset - rmin * levels) / (rmax - rmin))`` in float64.
-
-    ``levels = 2**n_bits - 1 - offset``; rounding is half to even. The range must have
-    a finite, non-zero width. Near the ends of the float64 range the products of the
-    formula can overflow although the zero point is small (``[-1e306, 1e306]`` at 8 bits
-    has zero point 128). Then ``rmin`` and ``rmax`` are first multiplied by
-    ``2**-(n_bits + 1)``: every product and difference of the formula scales by that same
-    power of two and the final ratio does not change, so the result is the one float64
-    arithmetic with an unbounded exponent gives. (Scaling is exact except for parts that
-    become subnormal, and such parts are below half an ulp of the other, huge term, so
-    they round away in both computations.) Where the plain formula does not overflow it
-    is used as it is, so those results are bit-identical to it.
-
-    Example:
-        >>> float(asymmetric_zero_point(numpy.float64(-1e306), numpy.float64(1e306), 8, 0))
-        128.0
-    """
-    levels = numpy.float64(2**n_bits - 1 - offset)
-    with numpy.errstate(over="ignore", invalid="ignore"):
-        zero_point = numpy.round((rmax * -offset - rmin * levels) / (rmax - rmin))
-        if math.isfinite(zero_point):
-            return zero_point
-        # |rmax * offset| + |rmin * levels| < max(|rmin|, |rmax|) * 2**n_bits < 2**(1024 + n_bits):
-        # after scaling by 2**-(n_bits + 1) no intermediate reaches 2**1023.
-        factor = numpy.float64(2.0 ** -(n_bits + 1))
-        low, high = rmin * factor, rmax * factor
-        return numpy.round((high * -offset - low * levels) / (high - low))
+        qat_scale = stats.smallest_step()
+    kept = previous_scale if options.is_precomputed_qat else None
+    return tensor_parameters(rmin, rmax, options, previous_scale=kept, qat_scale=qat_scale)
 
 
 class UniformQuantizationParameters(Serializable):

@@ -1,6 +1,6 @@
 """Per-block parameters on a device whose reads synchronise: checked when first read, not when computed.
 
-GRANULARITY.md asks that calibration, parameters and quantization with a granularity read
+docs/granularity.md asks that calibration, parameters and quantization with a granularity read
 nothing back from a GPU until a value is read. The parameter rule's check of the blocks (a
 non-finite range, a range that gives no valid parameters, which offsets occur) is therefore
 left on the device there and read by the first operation that reads back anyway: a checked
@@ -23,9 +23,9 @@ from qarray import (  # noqa: E402  (after the skip on purpose)
     QuantizationOptions,
     UniformQuantizationParameters,
     UniformQuantizer,
-    primitives,  # noqa: E402
 )
 from qarray.backends import ArrayAPIBackend  # noqa: E402
+from qarray.core import rule  # noqa: E402
 from qarray.core.namespace import to_numpy  # noqa: E402
 
 OPTIONS = QuantizationOptions(8, is_signed=True, block_size=4)
@@ -36,14 +36,14 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> List[Any]:
     """array-api-strict arrays as a GPU's: the check's reads are recorded."""
     monkeypatch.setattr(ArrayAPIBackend, "defers_reads", True)
     recorded: List[Any] = []
-    real = primitives.to_numpy
+    real = rule.to_numpy
 
     def counting(array: Any) -> numpy.ndarray:
         if not isinstance(array, numpy.ndarray):  # a read from the "device"
             recorded.append(array)
         return real(array)
 
-    monkeypatch.setattr(primitives, "to_numpy", counting)
+    monkeypatch.setattr(rule, "to_numpy", counting)
     return recorded
 
 

@@ -39,7 +39,9 @@ from typing import Any, Optional, Tuple
 
 import numpy
 
-from ..core.checks import check_bool, check_int, describe
+from ..core.checks import check_bool, check_finite_real, check_int, check_n_bits, describe
+from ..core.dtypes import clip_range
+from ..core.rule import RuleOptions, check_combination, tensor_parameters
 
 __all__ = [
     "DEFAULT_MAX_BINS",
@@ -506,8 +508,8 @@ def quantization_mse(
 ) -> float:
     """Estimate from ``hist`` the mean squared error of quantizing with the range ``[rmin, rmax]``.
 
-    The quantizer is the one ``SEMANTICS.md`` fits on that range (scale, zero point,
-    offset and clip range of :func:`~qarray.params.choose_parameters`); each bin's
+    The quantizer is the one the parameter rule fits on that range (scale, zero point,
+    offset and clip range of :func:`qarray.core.rule.tensor_parameters`); each bin's
     values are taken at the bin's centre, clamped to ``[min, max]``, and quantized,
     de-quantized and compared in float64.
 
@@ -517,22 +519,20 @@ def quantization_mse(
         >>> quantization_mse(hist, 0.0, 1.0, 8) < quantization_mse(hist, 0.0, 0.5, 8)
         True
     """
-    from ..options import QuantizationOptions
-    from ..params import choose_parameters
-    from ..stats import MinMaxQuantizationStats
-
     hist = _check_histogram(hist)
-    options = QuantizationOptions(n_bits, is_signed=is_signed or is_symmetric, is_symmetric=is_symmetric)
-    stats = MinMaxQuantizationStats(rmax=float(rmax), rmin=float(rmin))
+    symmetric = check_bool(is_symmetric, "is_symmetric")
+    options = RuleOptions(check_n_bits(n_bits), check_bool(is_signed, "is_signed") or symmetric, symmetric)
+    check_combination(options)
+    low, high = check_finite_real(rmin, "rmin"), check_finite_real(rmax, "rmax")
     try:
-        scale, zero_point, offset = choose_parameters(options, stats)
+        scale, zero_point, offset = tensor_parameters(low, high, options)
     except ValueError:  # a range too wide (or too narrow) for parameters: never the best one
         return math.inf
     occupied = hist.counts > 0
     centres = _centres(hist)[occupied]
-    low, high = -offset, 2**n_bits - 1 - offset
+    clip_low, clip_high = clip_range(n_bits, offset, False)
     with numpy.errstate(over="ignore", invalid="ignore"):
-        quantized = numpy.clip(numpy.rint(centres / scale + zero_point), low, high)
+        quantized = numpy.clip(numpy.rint(centres / scale + zero_point), clip_low, clip_high)
         restored = scale * (quantized - numpy.float64(zero_point))
         error = float(numpy.sum(hist.counts[occupied] * (restored - centres) ** 2) / hist.total)
     return error if not math.isnan(error) else math.inf  # overflowing ranges: never the best
