@@ -28,7 +28,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy
 
-from .core.namespace import is_array, is_lazy
+from .core.granularity import is_grid
+from .core.namespace import is_lazy
 from .core.rich import mode_name, render_html
 from .histogram_stats import HistogramQuantizationStats
 from .options import QuantizationOptions
@@ -100,7 +101,7 @@ def error_summary(array: Any) -> Dict[str, Any]:
     quantizer = array.quantizer
     if quantizer.scale is None:
         raise ValueError("array must have quantization parameters (its quantizer has no scale)")
-    if _is_grid(quantizer.scale):
+    if is_grid(quantizer.scale):
         return _grid_error_summary(array)
     bound = abs(float(quantizer.scale)) / 2.0
     backend = array.backend
@@ -216,7 +217,7 @@ def _stats_rows(stats: Any) -> List[Row]:
         return [("calibration range", f"invalid: {error}")]
     if rmin is None or rmax is None:
         rows = [("calibration range", "not calibrated")]
-    elif _is_grid(rmin) or _is_grid(rmax):
+    elif is_grid(rmin) or is_grid(rmax):
         rows = [("calibration range", _block_range_text(rmin, rmax))]
     else:
         rows = [("calibration range", f"[{_number(rmin)}, {_number(rmax)}]")]
@@ -243,7 +244,7 @@ def _histogram_rows(stats: Any) -> List[Row]:
 
 def _params_rows(params: Any, shape: Optional[Tuple[int, ...]] = None, quantizer: Any = None) -> List[Row]:
     scale, zero_point, offset = params.scale, params.zero_point, params.offset
-    if not _is_grid(scale):
+    if not is_grid(scale):
         return [
             ("scale", _number(scale)),
             ("zero point", _zero_point_text(zero_point)),
@@ -304,11 +305,6 @@ for _cls, _rows_of in _ROWS.items():
 
 
 # -- reading small arrays back ----------------------------------------------------------------
-
-
-def _is_grid(value: Any) -> bool:
-    """Whether a parameter is an array with at least one axis (one entry per block)."""
-    return is_array(value) and not isinstance(value, numpy.generic) and value.ndim > 0
 
 
 def _read(array: Any, backend: Any = None) -> numpy.ndarray:
@@ -395,7 +391,7 @@ def _float_grid_text(grid: Any) -> str:
 def _int_grid_text(grid: Any, count_low: bool = False) -> str:
     if grid is None:
         return "None"
-    if not _is_grid(grid):
+    if not is_grid(grid):
         return _number(grid)
     if _blocks(grid) == 0:
         return f"array of shape {_shape_text(grid.shape)}"
@@ -410,7 +406,7 @@ def _int_grid_text(grid: Any, count_low: bool = False) -> str:
 
 
 def _block_range_text(rmin: Any, rmax: Any) -> str:
-    grid = rmin if _is_grid(rmin) else rmax
+    grid = rmin if is_grid(rmin) else rmax
     text = f"per block, grid {_shape_text(grid.shape)}"
     if is_lazy(rmin) or is_lazy(rmax):
         return text + ": lazy (not computed by a display)"
@@ -455,7 +451,7 @@ def _clip_text(quantizer: Any) -> str:
         reason = "no_clipping" if quantizer.no_clipping else "QAT with inferred parameters"
         return f"none ({reason})"
     offset = quantizer.offset
-    if _is_grid(offset):
+    if is_grid(offset):
         if _blocks(offset) == 0:
             return "per block (no blocks)"
         if is_lazy(offset):
@@ -518,7 +514,7 @@ def _error_text(array: Any) -> str:
         return f"unavailable: {error}"
     if result["max_abs_error"] is None:
         return "n/a (empty)"
-    if _is_grid(array.quantizer.scale):
+    if is_grid(array.quantizer.scale):
         verdict = (
             "every block within its own scale/2"
             if result["within_bound"]

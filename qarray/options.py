@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Dict
 
 from .core.checks import check_bool, check_n_bits
 from .core.granularity import Axis, BlockSize, check_granularity
+from .core.rule import check_combination
 from .io.codec import Serializable, check_fields
 
 __all__ = ["QuantizationOptions"]
@@ -179,14 +180,7 @@ class QuantizationOptions(Serializable):
             ValueError: if ``is_symmetric`` without ``is_signed``, ``is_qat`` with
                 ``is_symmetric``, or ``is_symmetric`` with fewer than 2 bits.
         """
-        if self.is_symmetric and not self.is_signed:
-            raise ValueError("is_symmetric=True requires is_signed=True (symmetric is signed)")
-        if self.is_qat and self.is_symmetric:
-            raise ValueError("is_qat=True excludes is_symmetric=True (QAT is never symmetric)")
-        if self.is_symmetric and self.n_bits < 2:
-            raise ValueError(
-                f"symmetric quantization needs n_bits >= 2, got n_bits={self.n_bits}"
-            )
+        check_combination(self)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QuantizationOptions):

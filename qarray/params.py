@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Optional, Tuple, Union
 import numpy
 
 from .core.checks import MAX_N_BITS, check_finite_real, check_int, describe
+from .core.granularity import is_grid
 from .core.namespace import array_namespace, is_array, to_numpy
 from .core.rule import STABILITY_CONST, ZERO_POINT_LIMIT, asymmetric_zero_point, tensor_parameters
 from .io.codec import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
@@ -162,7 +163,7 @@ class UniformQuantizationParameters(Serializable):
 
     @offset.setter
     def offset(self, value: Optional[int]) -> None:
-        if _is_grid(value):
+        if is_grid(value):
             host = to_numpy(value)
             if host.dtype.kind not in "iu" or not numpy.all((host >= 0) & (host <= 2 ** (MAX_N_BITS - 1))):
                 raise ValueError(f"offset must hold integers between 0 and 2**{MAX_N_BITS - 1}, got {describe(value)}")
@@ -195,10 +196,10 @@ class UniformQuantizationParameters(Serializable):
             raise TypeError(f"options must be QuantizationOptions, got {type(options).__name__}")
         if not isinstance(stats, MinMaxQuantizationStats):
             raise TypeError(f"stats must be MinMaxQuantizationStats, got {type(stats).__name__}")
-        if _is_grid(stats.rmin) or _is_grid(stats.rmax):
+        if is_grid(stats.rmin) or is_grid(stats.rmax):
             from .primitives import choose_block_parameters
 
-            previous = self._scale if _is_grid(self._scale) else None
+            previous = self._scale if is_grid(self._scale) else None
             self._scale, self._zero_point, self._offset, check = choose_block_parameters(
                 stats.rmin, stats.rmax, options, previous_scale=previous
             )
@@ -264,7 +265,7 @@ class UniformQuantizationParameters(Serializable):
 
     def __repr__(self) -> str:
         def shown(value: Any) -> str:
-            if _is_grid(value):
+            if is_grid(value):
                 return f"<array {tuple(value.shape)}>"
             return repr(None if value is None else (float(value) if isinstance(value, numpy.floating) else value))
 
@@ -290,9 +291,9 @@ class UniformQuantizationParameters(Serializable):
         scale, offset = self.scale, self.offset
         return self._tagged(
             {
-                "scale": encode_array(scale) if _is_grid(scale) else (None if scale is None else float(scale)),
+                "scale": encode_array(scale) if is_grid(scale) else (None if scale is None else float(scale)),
                 "zero_point": encode_zero_point(self.zero_point),
-                "offset": encode_array(offset) if _is_grid(offset) else offset,
+                "offset": encode_array(offset) if is_grid(offset) else offset,
             }
         )
 
@@ -332,7 +333,7 @@ def check_scale(value: Any) -> Any:
     """
     if value is None:
         return None
-    if _is_grid(value):
+    if is_grid(value):
         host = to_numpy(value)
         if host.dtype.kind not in "iuf" or not numpy.all(numpy.isfinite(host)) or numpy.any(host == 0):
             raise ValueError(f"scale must hold finite non-zero numbers, got {describe(value)}")
@@ -385,19 +386,14 @@ def check_zero_point(value: Any) -> Optional[ZeroPoint]:
 
 def zero_points_equal(first: Any, second: Any) -> bool:
     """Compare parameters that may be numbers or arrays (of any library)."""
-    if _is_grid(first) or _is_grid(second):
-        return _is_grid(first) and _is_grid(second) and arrays_equal(first, second)
+    if is_grid(first) or is_grid(second):
+        return is_grid(first) and is_grid(second) and arrays_equal(first, second)
     return bool(first == second)
-
-
-def _is_grid(value: Any) -> bool:
-    """Whether a parameter is an array with at least one axis (per block, or per channel)."""
-    return value is not None and is_array(value) and not isinstance(value, numpy.generic) and value.ndim > 0
 
 
 def _copy_array(value: Any) -> Any:
     """A copy of an array parameter in its own library; numbers as they are."""
-    if not _is_grid(value):
+    if not is_grid(value):
         return value
     if isinstance(value, numpy.ndarray):
         return value.copy()
@@ -408,7 +404,7 @@ def _copy_array(value: Any) -> Any:
 
 def encode_zero_point(value: Optional[ZeroPoint]) -> Any:
     """Encode a zero point for JSON: ints stay ints, floats floats, arrays exact arrays."""
-    if _is_grid(value):
+    if is_grid(value):
         return encode_array(value)
     if isinstance(value, numpy.floating):
         return float(value)

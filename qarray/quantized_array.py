@@ -14,14 +14,14 @@ from typing import Any, Dict, Optional
 import numpy
 
 from .calibration.histogram import check_method, check_percentile
-from .core.checks import CheckedAttribute, check_bool, check_instance, check_n_bits, describe
+from .core.checks import CheckedAttribute, check_bool, check_broadcastable, check_instance, check_n_bits, describe
 from .core.dtypes import FLOAT_DTYPES, INTEGER_DTYPES
 from .core.namespace import array_namespace, as_array, device_of, is_array, library_name, to_numpy
 from .io.codec import Serializable, check_fields, decode_array, decode_int, encode_array
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
-from .quantizer import UniformQuantizer, _broadcastable
+from .quantizer import UniformQuantizer
 from .stats import NAN_POLICIES, MinMaxQuantizationStats, arrays_equal, place
 
 __all__ = ["QuantizedArray"]
@@ -385,7 +385,7 @@ class QuantizedArray(Serializable):
         zero_point = quantizer.zero_point
         per_block = is_array(quantizer.scale) and getattr(quantizer.scale, "ndim", 0) > 0
         if values is not None and isinstance(zero_point, numpy.ndarray) and not per_block:
-            _broadcastable(zero_point, values)
+            check_broadcastable(zero_point, values)
         array = cls.__new__(cls)
         array._nan_policy = "raise"
         array.n_bits = n_bits

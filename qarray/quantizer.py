@@ -18,6 +18,7 @@ from .backends.spec import QuantSpec
 from .core.checks import (
     CheckedAttribute,
     check_bool,
+    check_broadcastable,
     check_instance,
     raise_on_problems,
 )
@@ -30,7 +31,8 @@ from .core.dtypes import (
     integer_dtype_range,
 )
 from .core.granularity import block_extent as _block_extent
-from .core.namespace import as_array, check_output, is_array, to_numpy
+from .core.granularity import is_grid
+from .core.namespace import as_array, check_output, to_numpy
 from .io.codec import Serializable, check_fields
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters, ZeroPoint
@@ -323,7 +325,7 @@ class UniformQuantizer(Serializable):
             )
         check_finite = check_bool(check_finite, "check_finite")
         name = integer_dtype_name(dtype, backend.xp)
-        if _is_grid(scale):
+        if is_grid(scale):
             spec = self._grid_spec(values, backend, name)
             with numpy.errstate(invalid="ignore", over="ignore"):
                 qvalues, problems = backend.quantize(values, spec, check_finite=check_finite, out=out)
@@ -338,7 +340,7 @@ class UniformQuantizer(Serializable):
                 f"n_bits={self.n_bits}; use a wider integer dtype"
             )
         spec = QuantSpec.per_tensor(
-            scale, backend.parameter(_broadcastable(zero_point, values), values), clip, name
+            scale, backend.parameter(check_broadcastable(zero_point, values), values), clip, name
         )
         # NaN, ±Inf and overflowing quotients are counted and reported below (or, with
         # check_finite=False, accepted as documented): NumPy's own warnings about them
@@ -454,12 +456,12 @@ class UniformQuantizer(Serializable):
         if not backend.is_integer(qvalues):
             raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")
         name = dtype_name(dtype, backend.xp, OUTPUT_FLOAT_DTYPES)
-        if _is_grid(scale):
+        if is_grid(scale):
             place = _placer(backend, qvalues)
             extent = self.block_extent(tuple(qvalues.shape))
             spec = QuantSpec(place(scale), place(zero_point), extent=tuple(extent))
         else:
-            spec = QuantSpec(float(scale), backend.parameter(_broadcastable(zero_point, qvalues), qvalues))
+            spec = QuantSpec(float(scale), backend.parameter(check_broadcastable(zero_point, qvalues), qvalues))
         return backend.dequantize(qvalues, spec, dtype=name, out=out)
 
     # -- comparison and serialization ------------------------------------------------------
@@ -520,7 +522,7 @@ class UniformQuantizer(Serializable):
 
         check_consistent(quantizer)  # refuse what dumps() refuses to write (an offset n_bits cannot give)
         params = quantizer.params
-        if backend is not None and _is_grid(params.scale):  # per-block parameters live with the data
+        if backend is not None and is_grid(params.scale):  # per-block parameters live with the data
             from .stats import place
 
             params._scale, params._zero_point, params._offset = (
@@ -564,11 +566,6 @@ def _loaded_bool(value: Any, argument: str) -> bool:
     return value
 
 
-def _is_grid(value: Any) -> bool:
-    """Whether a parameter is an array with at least one axis: per-block parameters."""
-    return is_array(value) and not isinstance(value, numpy.generic) and value.ndim > 0
-
-
 def _placer(backend: Any, like: Any) -> Any:
     """A function giving grid parameters as float64 arrays of ``like``'s library and device.
 
@@ -582,18 +579,3 @@ def _placer(backend: Any, like: Any) -> Any:
         return backend.parameter(to_numpy(parameter), like)
 
     return place
-
-
-def _broadcastable(zero_point: Any, values: Any) -> Any:
-    """Check that an array zero point broadcasts to ``values``' shape without growing it."""
-    if isinstance(zero_point, numpy.ndarray):
-        shape = tuple(values.shape)
-        try:
-            broadcast = numpy.broadcast_shapes(zero_point.shape, shape)
-        except ValueError:
-            broadcast = None
-        if broadcast != shape:
-            raise ValueError(
-                f"zero_point of shape {zero_point.shape} does not broadcast to values of shape {shape}"
-            )
-    return zero_point

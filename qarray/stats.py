@@ -16,8 +16,9 @@ import numpy
 
 from .core.checks import check_bool, check_optional_real
 from .core.dtypes import FLOAT_DTYPES
-from .core.granularity import Axis, BlockSize, block_extent
+from .core.granularity import Axis, BlockSize, block_extent, is_grid
 from .core.namespace import array_namespace, as_array, is_array, is_lazy, library_name, to_numpy
+from .core.rule import ranges_ordered
 from .io.codec import Serializable, check_fields, decode_array, decode_float, encode_array
 
 __all__ = ["MinMaxQuantizationStats", "NAN_POLICIES"]
@@ -355,7 +356,7 @@ class MinMaxQuantizationStats(Serializable):
         rmin, rmax, pending, uvalues = self._state()
         other_rmin, other_rmax, other_pending, other_uvalues = other._state()
         merged = MinMaxQuantizationStats()
-        if _is_block_range(rmin) or _is_block_range(other_rmin):
+        if is_grid(rmin) or is_grid(other_rmin):
             return _merge_blocks(self, other)
         if not _holds_data(other_rmin, other_rmax, other_pending):
             merged._rmin, merged._rmax, merged._pending = rmin, rmax, pending
@@ -519,8 +520,8 @@ class MinMaxQuantizationStats(Serializable):
             rmax, rmin, uvalues = self.rmax, self.rmin, self.uvalues
         return self._tagged(
             {
-                "rmax": encode_array(rmax) if _is_block_range(rmax) else _json_float(rmax),
-                "rmin": encode_array(rmin) if _is_block_range(rmin) else _json_float(rmin),
+                "rmax": encode_array(rmax) if is_grid(rmax) else _json_float(rmax),
+                "rmin": encode_array(rmin) if is_grid(rmin) else _json_float(rmin),
                 "uvalues": encode_array(uvalues),
             }
         )
@@ -536,7 +537,7 @@ class MinMaxQuantizationStats(Serializable):
         fields = check_fields(metadata, cls._type_tag, ("rmax", "rmin", "uvalues"))
         rmax, rmin = (_decode_range(fields[name], name) for name in ("rmax", "rmin"))
         if (rmax is None) != (rmin is None) or (
-            rmax is not None and not _ranges_ordered(rmin, rmax)
+            rmax is not None and not ranges_ordered(rmin, rmax)
         ):
             raise ValueError(f"{cls._type_tag}: rmin ({rmin}) and rmax ({rmax}) are inconsistent")
         uvalues = decode_array(fields["uvalues"], "uvalues", FLOAT_DTYPES)
@@ -547,11 +548,11 @@ class MinMaxQuantizationStats(Serializable):
         ):
             # sorted unique values: NaN, ±Inf, repeats and disorder cannot come from calibration
             raise ValueError("uvalues must be sorted, unique and finite")
-        if _is_block_range(rmin) and uvalues is not None:
+        if is_grid(rmin) and uvalues is not None:
             raise ValueError(f"{cls._type_tag}: per-block statistics have no uvalues")
         stats = cls(
-            rmax=place(rmax, backend) if _is_block_range(rmax) else rmax,
-            rmin=place(rmin, backend) if _is_block_range(rmin) else rmin,
+            rmax=place(rmax, backend) if is_grid(rmax) else rmax,
+            rmin=place(rmin, backend) if is_grid(rmin) else rmin,
         )
         stats._uvalues = place(uvalues, backend)
         return stats
@@ -611,7 +612,7 @@ def _host_scalar(value: Any) -> Any:
 
 
 def _fmt(value: Any) -> str:  # a number, None, or an array of blocks
-    if _is_block_range(value):
+    if is_grid(value):
         return f"<{'x'.join(map(str, value.shape))} blocks>"
     return "None" if value is None else repr(float(value))
 
@@ -713,14 +714,9 @@ def _merge_unique(first: Any, second: Any) -> Any:
 # -- per-block statistics ---------------------------------------------------------------------
 
 
-def _is_block_range(value: Any) -> bool:
-    """Whether a range field holds one value per block (an array with at least one axis)."""
-    return value is not None and is_array(value) and not isinstance(value, numpy.generic) and value.ndim > 0
-
-
 def _range_value(value: Any, argument: str) -> Any:
     """Check an ``rmin``/``rmax`` being set: a real number, None, or a real array of blocks."""
-    if _is_block_range(value):
+    if is_grid(value):
         xp = array_namespace(value)
         if not (xp.isdtype(value.dtype, "real floating") or xp.isdtype(value.dtype, "integral")):
             raise TypeError(f"{argument} must be a real number or a real array, got dtype {value.dtype}")
@@ -729,8 +725,8 @@ def _range_value(value: Any, argument: str) -> Any:
 
 
 def _range_equal(first: Any, second: Any) -> bool:
-    if _is_block_range(first) or _is_block_range(second):
-        return _is_block_range(first) and _is_block_range(second) and arrays_equal(first, second)
+    if is_grid(first) or is_grid(second):
+        return is_grid(first) and is_grid(second) and arrays_equal(first, second)
     return bool(first == second)
 
 
@@ -759,7 +755,7 @@ def _block_ranges(values: Any, backend: Any, omit: bool, axis: Any, block_size: 
 
 def _check_same_blocks(stored: Any, key: Any, rmin: Any) -> None:
     """Refuse folding a batch whose blocks are not those of the statistics."""
-    if stored is None and not _is_block_range(rmin):
+    if stored is None and not is_grid(rmin):
         raise ValueError(
             "these statistics are per tensor: update() them without axis/block_size, got "
             f"axis={key[0]!r}, block_size={key[1]!r}"
@@ -799,7 +795,7 @@ def _merge_blocks(first: MinMaxQuantizationStats, second: MinMaxQuantizationStat
         merged.copy_stats(source)
         merged._granularity = source._granularity
         return merged
-    if not (_is_block_range(rmin) and _is_block_range(other_rmin)):
+    if not (is_grid(rmin) and is_grid(other_rmin)):
         raise ValueError("cannot merge per-block statistics with per-tensor ones")
     if first._granularity is not None and second._granularity is not None:
         _check_same_blocks(first._granularity, second._granularity, rmin)
@@ -818,9 +814,3 @@ def _decode_range(value: Any, argument: str) -> Any:
     return decode_float(value, argument)
 
 
-def _ranges_ordered(rmin: Any, rmax: Any) -> bool:
-    """Whether ``rmin <= rmax`` (everywhere, for per-block ranges of one shape)."""
-    if _is_block_range(rmin) or _is_block_range(rmax):
-        low, high = to_numpy(rmin), to_numpy(rmax)
-        return low.shape == high.shape and bool(numpy.all(low <= high))
-    return bool(rmin <= rmax)

@@ -18,6 +18,7 @@ __all__ = [
     "CheckedAttribute",
     "MAX_N_BITS",
     "check_bool",
+    "check_broadcastable",
     "check_finite_real",
     "check_instance",
     "check_int",
@@ -184,3 +185,22 @@ def raise_on_problems(counts: Any, dtype: str, where: str) -> None:
             f"{n_outside} quantized value(s) {where} do not fit dtype {dtype} (no clipping "
             "applies); use a wider integer dtype"
         )
+
+
+def check_broadcastable(zero_point: Any, values: Any) -> Any:
+    """Return a host array ``zero_point`` if it broadcasts to ``values``' shape without growing it.
+
+    Raises:
+        ValueError: naming ``zero_point``, its shape and the values' shape.
+    """
+    if isinstance(zero_point, numpy.ndarray):
+        shape = tuple(values.shape)
+        try:
+            broadcast = numpy.broadcast_shapes(zero_point.shape, shape)
+        except ValueError:
+            broadcast = None
+        if broadcast != shape:
+            raise ValueError(
+                f"zero_point of shape {zero_point.shape} does not broadcast to values of shape {shape}"
+            )
+    return zero_point

@@ -27,7 +27,10 @@ from __future__ import annotations
 import numbers
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
+import numpy
+
 from .checks import describe
+from .namespace import is_array
 
 __all__ = [
     "Axis",
@@ -37,6 +40,7 @@ __all__ = [
     "check_granularity",
     "expand_to_values",
     "grid_shape",
+    "is_grid",
 ]
 
 Axis = Union[int, Tuple[int, ...], None]
@@ -212,3 +216,16 @@ def expand_to_values(parameter: Any, shape: Sequence[int], extent: Sequence[int]
         if parameter.shape[axis] != length:
             parameter = parameter[(slice(None),) * axis + (slice(0, int(length)), ...)]
     return parameter
+
+
+def is_grid(value: Any) -> bool:
+    """Whether a parameter or range holds one entry per block: an array with at least one axis.
+
+    Per-tensor values are host numbers (or 0-d arrays); per-block ones are arrays of the
+    parameter grid, in their library and on their device.
+
+    Example:
+        >>> is_grid(numpy.zeros(3)), is_grid(numpy.float64(1.0)), is_grid(None)
+        (True, False, False)
+    """
+    return value is not None and is_array(value) and not isinstance(value, numpy.generic) and value.ndim > 0

@@ -33,6 +33,7 @@ from typing import Any, FrozenSet, Optional, Tuple
 
 import numpy
 
+from .granularity import is_grid
 from .namespace import array_namespace, as_array, is_lazy, to_numpy
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "asymmetric_zero_point",
     "check_combination",
     "parameter_rule",
+    "ranges_ordered",
     "tensor_parameters",
 ]
 
@@ -145,6 +147,19 @@ class BlockCheck:
             offsets.add(self._signed_offset)
         self._offsets = frozenset(offsets)
         return self._offsets
+
+
+def ranges_ordered(rmin: Any, rmax: Any) -> bool:
+    """Whether ``rmin <= rmax`` (everywhere, for per-block ranges of one shape; one read-back).
+
+    Example:
+        >>> ranges_ordered(numpy.array([0.0, 1.0]), numpy.array([1.0, 1.0])), ranges_ordered(2.0, 1.0)
+        (True, False)
+    """
+    if is_grid(rmin) or is_grid(rmax):
+        low, high = to_numpy(rmin), to_numpy(rmax)
+        return low.shape == high.shape and bool(numpy.all(low <= high))
+    return bool(rmin <= rmax)
 
 
 def parameter_rule(

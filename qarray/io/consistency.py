@@ -15,8 +15,11 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy
 
+from ..core.checks import check_broadcastable
 from ..core.dtypes import DOCUMENT_DTYPES, FLOAT_DTYPES, INTEGER_DTYPES
+from ..core.granularity import is_grid
 from ..core.namespace import array_namespace, is_lazy, to_numpy
+from ..core.rule import ranges_ordered
 
 __all__ = ["StreamChecks", "check_consistent", "register_consistency_check"]
 
@@ -83,9 +86,7 @@ def _check_stats(stats: Any, stream_checks: StreamChecks) -> None:
             f"stats: rmin ({rmin}) and rmax ({rmax}) must be both set or both None"
         )
     if rmin is not None:
-        from ..stats import _ranges_ordered
-
-        if not _ranges_ordered(rmin, rmax):
+        if not ranges_ordered(rmin, rmax):
             raise ValueError(
                 f"stats: rmin ({rmin}) must not exceed rmax ({rmax}), and per-block ranges must share a shape"
             )
@@ -138,7 +139,7 @@ def _check_quantizer(quantizer: Any, stream_checks: StreamChecks) -> None:
     # a model) may pair either with the options' sign. Any other offset (left behind
     # when n_bits changed, or set by hand) contradicts n_bits.
     allowed = (0, 2 ** (options.n_bits - 1))
-    if _is_array(offset) or _is_array(params.scale):
+    if is_grid(offset) or is_grid(params.scale):
         _check_block_parameters(quantizer, allowed)
         return
     if offset not in allowed:
@@ -148,15 +149,11 @@ def _check_quantizer(quantizer: Any, stream_checks: StreamChecks) -> None:
         )
 
 
-def _is_array(value: Any) -> bool:
-    return value is not None and hasattr(value, "shape") and len(value.shape) > 0
-
-
 def _check_block_parameters(quantizer: Any, allowed: Tuple[int, int]) -> None:
     """Per-block parameters: one grid shape for all three, the options' granularity, and
     offsets the rule can give (read once: dumping and loading read back anyway)."""
     params, options = quantizer.params, quantizer.options
-    shapes = {name: tuple(value.shape) if _is_array(value) else None for name, value in
+    shapes = {name: tuple(value.shape) if is_grid(value) else None for name, value in
               (("scale", params.scale), ("zero_point", params.zero_point), ("offset", params.offset))}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"UniformQuantizer: per-block parameters must share one grid shape, got {shapes}")
@@ -190,12 +187,10 @@ def _check_quantized_array(array: Any, stream_checks: StreamChecks) -> None:
             f"{tuple(qvalues.shape)}"
         )
     zero_point = quantizer.zero_point
-    if _is_array(quantizer.params.scale):
+    if is_grid(quantizer.params.scale):
         quantizer.block_extent(tuple(values.shape))  # the values give the parameters' grid
     elif isinstance(zero_point, numpy.ndarray):
-        from ..quantizer import _broadcastable
-
-        _broadcastable(zero_point, values)
+        check_broadcastable(zero_point, values)
     bounds = _clip_bounds(quantizer)
     if bounds is None:
         return
@@ -214,7 +209,7 @@ def _clip_bounds(quantizer: Any) -> Optional[Tuple[int, int]]:
     if params.scale is None or params.zero_point is None or params.offset is None:
         return None  # no parameters: nothing says what the integers mean
     clip = quantizer.clip_range()
-    if clip is not None and _is_array(clip[0]):  # per block: the union of the blocks' ranges
+    if clip is not None and is_grid(clip[0]):  # per block: the union of the blocks' ranges
         return int(numpy.min(to_numpy(clip[0]))), int(numpy.max(to_numpy(clip[1])))
     return clip
 
