@@ -25,6 +25,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy
 
+from qarray.core.dyadic import Histogram, bin_floor
+
 from . import cupy_kernels
 from .array_api import ArrayAPIBackend
 from .spec import Problems, QuantSpec, check_out, grid_layout
@@ -223,8 +225,6 @@ class CupyBackend(ArrayAPIBackend):
         Raises:
             ValueError: if a batch held NaN/±Inf under ``nan_policy="raise"``.
         """
-        from qarray.calibration.histogram import Histogram, bin_floor
-
         ints = self.to_numpy(state.ints)
         if ints[3]:
             raise ValueError(

@@ -22,9 +22,10 @@ from typing import Any, List, Optional, Tuple
 import numpy
 
 from qarray.core.checks import raise_on_problems
-from qarray.core.namespace import to_numpy
+from qarray.core.namespace import array_namespace, to_numpy
 
 from .array_api import ArrayAPIBackend
+from .registry import backend_for
 from .spec import Problems, QuantSpec
 
 __all__ = ["DaskBackend", "make_dask_backend"]
@@ -234,8 +235,6 @@ def _take_grid(parameter: numpy.ndarray, index: Tuple[Any, ...]) -> numpy.ndarra
 
 def _block_spec(spec: QuantSpec, block: Any, ndim: int, block_info: Optional[dict]) -> Tuple[Any, QuantSpec]:
     """The chunk library's backend, and ``spec`` with its parameters cut to the current block."""
-    from qarray.backends import backend_for
-
     backend = backend_for(block)
     if spec.extent is None:
         zero = _block_zero_point(spec.zero_point, ndim, block_info)
@@ -287,14 +286,10 @@ def _dequantize_block(
 
 def _unique_block(block: Any, omit_nonfinite: bool) -> Any:
     """The sorted unique rounded values of one chunk, by its library's backend."""
-    from qarray.backends import backend_for
-
     return backend_for(block).unique_rounded(block, omit_nonfinite=omit_nonfinite)
 
 
 def _merge_unique(parts: list) -> Any:
     """Merge the per-block unique values into one sorted unique array (chunk library)."""
-    from qarray.core.namespace import array_namespace
-
     xp = array_namespace(*parts)
     return xp.sort(xp.unique_values(xp.concat(parts)))

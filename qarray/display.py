@@ -28,12 +28,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy
 
+from .backends import backend_for
 from .core.granularity import is_grid
-from .core.namespace import is_lazy
+from .core.namespace import array_namespace, is_lazy
 from .core.rich import mode_name, render_html
 from .histogram_stats import HistogramQuantizationStats
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
+from .primitives import block_minmax
 from .quantized_array import QuantizedArray
 from .quantizer import UniformQuantizer
 from .stats import MinMaxQuantizationStats
@@ -121,8 +123,6 @@ def error_summary(array: Any) -> Dict[str, Any]:
 
 def _grid_error_summary(array: Any) -> Dict[str, Any]:
     """:func:`error_summary` with per-block parameters: each block against its own scale / 2."""
-    from .primitives import block_minmax
-
     quantizer, backend = array.quantizer, array.backend
     xp = backend.xp
     values = xp.astype(array.values, xp.float64)
@@ -310,7 +310,6 @@ for _cls, _rows_of in _ROWS.items():
 def _read(array: Any, backend: Any = None) -> numpy.ndarray:
     """Read a small array back to the host through its backend (the display's one boundary)."""
     if backend is None:
-        from .backends import backend_for
 
         if isinstance(array, numpy.generic):  # a NumPy scalar is already a host number
             return numpy.asarray(array)
@@ -331,8 +330,6 @@ def _with_values(parameter: Any, values: Any, backend: Any) -> Any:
 
 def _float_summary(grid: Any) -> Tuple[float, float, float]:
     """``(min, median, max)`` of a float grid, reduced on its device and read back once."""
-    from .core.namespace import array_namespace
-
     xp = array_namespace(grid)
     flat = xp.sort(xp.reshape(xp.astype(grid, xp.float64), (-1,)))
     size = int(flat.shape[0])
@@ -343,8 +340,6 @@ def _float_summary(grid: Any) -> Tuple[float, float, float]:
 
 def _int_summary(grid: Any) -> Tuple[int, int, int]:
     """``(min, max, blocks at the min)`` of an integer grid, reduced on its device, read back once."""
-    from .core.namespace import array_namespace
-
     xp = array_namespace(grid)
     flat = xp.reshape(xp.astype(grid, xp.int64), (-1,))
     low = xp.min(flat)
@@ -412,7 +407,6 @@ def _block_range_text(rmin: Any, rmax: Any) -> str:
         return text + ": lazy (not computed by a display)"
     if _blocks(grid) == 0:
         return text
-    from .core.namespace import array_namespace
 
     xp = array_namespace(grid)
     low, high = xp.astype(rmin, xp.float64), xp.astype(rmax, xp.float64)

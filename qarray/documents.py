@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import IO, Any, Dict, Optional, Union
 
+from .backends import get_backend
 from .core.checks import describe
 from .histogram_stats import HistogramQuantizationStats
 from .io.codec import FORMAT_VERSION, MAX_DUMPS_LAZY_BYTES, parse_document
@@ -54,7 +55,6 @@ def load_dict(metadata: Any, backend: Optional[str] = None) -> Any:
         )
     klass = _CLASSES[tag]
     if backend is not None:
-        from .backends import get_backend
 
         get_backend(backend)  # an unknown name is refused even when the document has no array
     loaded = klass.load_dict(metadata, backend=backend) if tag in _PLACED else klass.load_dict(metadata)

@@ -17,6 +17,8 @@ from typing import Any, Dict, Optional, Tuple, cast
 
 import numpy
 
+from .backends import backend_for
+from .calibration.dask_histogram import compute_histogram, lazy_histogram, lazy_merge
 from .calibration.histogram import (
     DEFAULT_MAX_BINS,
     DEFAULT_PERCENTILE,
@@ -32,7 +34,9 @@ from .calibration.histogram import (
 )
 from .calibration.histogram import _omit as _check_nan_policy
 from .core.namespace import as_array, is_lazy
+from .core.rich import render_html
 from .io.codec import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
+from .stats import MinMaxQuantizationStats
 
 __all__ = ["HistogramQuantizationStats"]
 
@@ -144,8 +148,6 @@ class HistogramQuantizationStats(Serializable):
             >>> stats.histogram.counts.tolist()
             [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
         """
-        from .backends import backend_for
-
         omit = _check_nan_policy(nan_policy)
         values = as_array(values, "values", kind="float")
         backend = backend_for(values)
@@ -154,7 +156,6 @@ class HistogramQuantizationStats(Serializable):
         if backend.size(values) == 0:
             return
         if is_lazy(values):
-            from .calibration.dask_histogram import lazy_histogram, lazy_merge
 
             batch = lazy_histogram(values, self._max_bins, omit)
             with self._lock:
@@ -263,8 +264,6 @@ class HistogramQuantizationStats(Serializable):
             >>> float(minmax.rmin), float(minmax.rmax)
             (0.0, 3.0)
         """
-        from .stats import MinMaxQuantizationStats
-
         lower, upper = self.range(method, **options)
         return MinMaxQuantizationStats(rmax=upper, rmin=lower)
 
@@ -276,7 +275,6 @@ class HistogramQuantizationStats(Serializable):
         if pending is None:
             return
         if pending[0] == "dask":
-            from .calibration.dask_histogram import compute_histogram
 
             batch = compute_histogram(pending[1])
         else:
@@ -323,8 +321,6 @@ class HistogramQuantizationStats(Serializable):
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
-        from .core.rich import render_html
-
         return render_html(self)
 
     # -- documents -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Dict
 
 from .core.checks import check_bool, check_n_bits
 from .core.granularity import Axis, BlockSize, check_granularity
+from .core.rich import render_html
 from .core.rule import check_combination
 from .io.codec import Serializable, check_fields
 
@@ -205,8 +206,6 @@ class QuantizationOptions(Serializable):
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
-        from .core.rich import render_html
-
         return render_html(self)
 
     def copy_opts(self, opts: QuantizationOptions) -> None:

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Optional, Tuple, Union
 
 import numpy
 
+from .backends import backend_for
 from .core.checks import MAX_N_BITS, check_finite_real, check_int, describe
 from .core.granularity import is_grid
 from .core.namespace import array_namespace, is_array, to_numpy
+from .core.rich import render_html
 from .core.rule import STABILITY_CONST, ZERO_POINT_LIMIT, asymmetric_zero_point, tensor_parameters
 from .io.codec import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
 from .options import QuantizationOptions
+from .primitives import choose_block_parameters
 from .stats import MinMaxQuantizationStats, arrays_equal
 
 __all__ = [
@@ -197,7 +200,6 @@ class UniformQuantizationParameters(Serializable):
         if not isinstance(stats, MinMaxQuantizationStats):
             raise TypeError(f"stats must be MinMaxQuantizationStats, got {type(stats).__name__}")
         if is_grid(stats.rmin) or is_grid(stats.rmax):
-            from .primitives import choose_block_parameters
 
             previous = self._scale if is_grid(self._scale) else None
             self._scale, self._zero_point, self._offset, check = choose_block_parameters(
@@ -276,8 +278,6 @@ class UniformQuantizationParameters(Serializable):
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
-        from .core.rich import render_html
-
         return render_html(self)
 
     def dump_dict(self) -> Dict[str, Any]:
@@ -397,7 +397,6 @@ def _copy_array(value: Any) -> Any:
         return value
     if isinstance(value, numpy.ndarray):
         return value.copy()
-    from .backends import backend_for
 
     return backend_for(value).copy(value)
 

@@ -14,7 +14,12 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy
 
-from .core.namespace import to_numpy
+from .core.granularity import block_minmax
+from .core.namespace import as_array, to_numpy
+from .histogram_stats import HistogramQuantizationStats
+from .options import QuantizationOptions
+from .quantized_array import QuantizedArray
+from .quantizer import UniformQuantizer
 
 __all__ = ["plot_block_parameters", "plot_error", "plot_error_vs_bits", "plot_grid", "plot_histogram"]
 
@@ -34,7 +39,6 @@ def _axes(ax: Any) -> Any:
 
 
 def _host(values: Any, argument: str) -> numpy.ndarray:
-    from .core.namespace import as_array
 
     return numpy.asarray(to_numpy(as_array(values, argument)), dtype=numpy.float64).reshape(-1)
 
@@ -127,8 +131,6 @@ def plot_error_vs_bits(
     Returns:
         The matplotlib axes (log scale; the errors halve with each extra bit).
     """
-    from .quantized_array import QuantizedArray
-
     host = _host(values, "values")
     widths: Sequence[int] = list(n_bits)
     largest, rms = [], []
@@ -186,10 +188,6 @@ def plot_histogram(
         >>> stats.update(numpy.random.default_rng(0).standard_t(2, size=10_000))
         >>> ax = plot_histogram(stats, n_bits=4)  # doctest: +SKIP
     """
-    from .histogram_stats import HistogramQuantizationStats
-    from .options import QuantizationOptions
-    from .quantizer import UniformQuantizer
-
     if not isinstance(stats, HistogramQuantizationStats):
         raise TypeError(f"stats must be a HistogramQuantizationStats, got {type(stats).__name__}")
     hist = stats.histogram
@@ -272,8 +270,6 @@ def plot_block_parameters(
         >>> qa = qarray.QuantizedArray(4, w, block_size=32)
         >>> ax = plot_block_parameters(qa)  # doctest: +SKIP
     """
-    from .core.granularity import block_minmax
-
     array = quantizer if hasattr(quantizer, "quantizer") else None
     quantizer = getattr(quantizer, "quantizer", quantizer)
     if quantizer.scale is None:
@@ -305,7 +301,6 @@ def plot_block_parameters(
 
 
 def _as_values(values: Any) -> Any:
-    from .core.namespace import as_array
 
     return as_array(values, "values", kind="float")
 

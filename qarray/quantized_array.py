@@ -13,11 +13,17 @@ from typing import Any, Dict, Optional
 
 import numpy
 
+from .backends import backend_for, get_backend
+from .backends.registry import registered_name
 from .calibration.histogram import check_method, check_percentile
 from .core.checks import CheckedAttribute, check_bool, check_broadcastable, check_instance, check_n_bits, describe
 from .core.dtypes import FLOAT_DTYPES, INTEGER_DTYPES
+from .core.granularity import expand_to_values
 from .core.namespace import array_namespace, as_array, device_of, is_array, library_name, to_numpy
+from .core.rich import mode_name, render_html
+from .histogram_stats import HistogramQuantizationStats
 from .io.codec import Serializable, check_fields, decode_array, decode_int, encode_array
+from .io.consistency import check_consistent
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
@@ -153,7 +159,6 @@ class QuantizedArray(Serializable):
         state = dict(self.__dict__)
         backend = state.get("_backend")
         if backend is not None:
-            from .backends.registry import registered_name
 
             state["_backend"] = registered_name(backend) or backend.name
         return state
@@ -205,8 +210,6 @@ class QuantizedArray(Serializable):
 
     def _histogram_range(self, options: QuantizationOptions) -> MinMaxQuantizationStats:
         """The statistics of the range ``method=`` chooses from the histogram of the values."""
-        from .histogram_stats import HistogramQuantizationStats
-
         method, percentile = self._calibration
         if options.is_qat and not options.is_precomputed_qat:
             raise ValueError(
@@ -227,8 +230,6 @@ class QuantizedArray(Serializable):
 
     def _own_copy(self, values: Any, argument: str, kind: str) -> Any:
         """Return a copy of ``values`` placed with this array's backend (checked for ``kind``)."""
-        from .backends import backend_for
-
         values = as_array(values, argument, kind=kind)
         backend = self._backend or backend_for(values)
         placed = backend.asarray(values)
@@ -255,7 +256,6 @@ class QuantizedArray(Serializable):
         if self._nan_policy == "raise":
             self.qvalues = self.quantizer.quant(self.values)
             return self.qvalues
-        from .backends import backend_for
 
         qvalues = self.quantizer.quant(self.values, check_finite=False)
         if is_array(self.quantizer.scale) and getattr(self.quantizer.scale, "ndim", 0) > 0:
@@ -312,7 +312,6 @@ class QuantizedArray(Serializable):
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        from .core.rich import mode_name
 
         shape = None if self.qvalues is None else tuple(self.qvalues.shape)
         backend = None if self._backend is None else self._backend.name
@@ -341,8 +340,6 @@ class QuantizedArray(Serializable):
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
-        from .core.rich import render_html
-
         return render_html(self)
 
     def dump_dict(self) -> Dict[str, Any]:
@@ -391,14 +388,12 @@ class QuantizedArray(Serializable):
         array.n_bits = n_bits
         array.quantizer = quantizer
         array.values, array.qvalues = values, qvalues
-        from .io.consistency import check_consistent
 
         check_consistent(array)  # on the host arrays, before placing them: what dumps() refuses
         array.values = place(values, backend)
         array.qvalues = place(qvalues, backend)
         array._backend = None
         if values is not None:
-            from .backends import backend_for, get_backend
 
             array._backend = get_backend(backend) if backend else backend_for(array.values)
         return array
@@ -436,8 +431,6 @@ def _fill_nan_per_block(quantizer: UniformQuantizer, values: Any, qvalues: Any) 
     The integer of 0.0 is computed per block on the parameters' grid, by the same float64
     sequence as quantization, then spread over the values (nothing is read back).
     """
-    from .core.granularity import expand_to_values
-
     xp = array_namespace(values)
     scale, zero_point, _ = quantizer._require_params()
     place = functools.partial(_in_library_of, values)
@@ -456,7 +449,6 @@ def _in_library_of(values: Any, parameter: Any) -> Any:
     """``parameter`` as an array of ``values``' library and device (copied there if it is not)."""
     if library_name(array_namespace(parameter)) == library_name(array_namespace(values)):
         return parameter
-    from .backends import backend_for
 
     return backend_for(values).asarray(to_numpy(parameter), device=device_of(values))
 
@@ -477,8 +469,6 @@ def _copied(obj: Any, klass: type, argument: str) -> Any:
 
 def _backend_named(name: str, like: Any) -> Any:
     """Return the registered backend ``name``, or (for an unregistered library) ``like``'s."""
-    from .backends import backend_for, get_backend
-
     try:
         return get_backend(name)
     except ValueError:  # a library served by the generic backend, never registered by name
@@ -490,6 +480,5 @@ def _backend_named(name: str, like: Any) -> Any:
 def _resolve_backend(backend: Any) -> Any:
     if backend is None:
         return None
-    from .backends import get_backend
 
     return get_backend(backend)

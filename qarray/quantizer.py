@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy
 
+from .backends import backend_for
 from .backends.spec import QuantSpec
 from .core.checks import (
     CheckedAttribute,
@@ -33,10 +34,12 @@ from .core.dtypes import (
 from .core.granularity import block_extent as _block_extent
 from .core.granularity import is_grid
 from .core.namespace import as_array, check_output, to_numpy
+from .core.rich import render_html
 from .io.codec import Serializable, check_fields
+from .io.consistency import check_consistent
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters, ZeroPoint
-from .stats import MinMaxQuantizationStats
+from .stats import MinMaxQuantizationStats, place
 
 __all__ = ["UniformQuantizer"]
 
@@ -313,8 +316,6 @@ class UniformQuantizer(Serializable):
             ValueError: if the quantizer has no parameters, ``dtype`` cannot hold the
                 range, or ``values`` holds NaN/±Inf (with ``check_finite``).
         """
-        from .backends import backend_for
-
         scale, zero_point, _ = self._require_params()
         values = as_array(values, "values", kind="float")
         check_output(out)
@@ -447,8 +448,6 @@ class UniformQuantizer(Serializable):
             TypeError: if ``qvalues`` is not an integer array or ``dtype`` not float32/64.
             ValueError: if the quantizer has no parameters.
         """
-        from .backends import backend_for
-
         scale, zero_point, _ = self._require_params()
         qvalues = as_array(qvalues, "qvalues", kind="int")
         check_output(out)
@@ -486,8 +485,6 @@ class UniformQuantizer(Serializable):
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
-        from .core.rich import render_html
-
         return render_html(self)
 
     def dump_dict(self) -> Dict[str, Any]:
@@ -518,12 +515,10 @@ class UniformQuantizer(Serializable):
         quantizer.params = UniformQuantizationParameters.load_dict(fields["params"])
         if quantizer.params.scale is not None and quantizer.options is None:
             raise ValueError("UniformQuantizer: parameters without options cannot be used")
-        from .io.consistency import check_consistent
 
         check_consistent(quantizer)  # refuse what dumps() refuses to write (an offset n_bits cannot give)
         params = quantizer.params
         if backend is not None and is_grid(params.scale):  # per-block parameters live with the data
-            from .stats import place
 
             params._scale, params._zero_point, params._offset = (
                 place(value, backend) for value in (params.scale, params.zero_point, params.offset)

@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy
 
+from .backends import backend_for, get_backend
 from .core.checks import check_bool, check_optional_real
 from .core.dtypes import FLOAT_DTYPES
 from .core.granularity import Axis, BlockSize, block_extent, is_grid
 from .core.namespace import array_namespace, as_array, is_array, is_lazy, library_name, to_numpy
+from .core.rich import render_html
 from .core.rule import ranges_ordered
 from .io.codec import Serializable, check_fields, decode_array, decode_float, encode_array
+from .primitives import block_minmax
 
 __all__ = ["MinMaxQuantizationStats", "NAN_POLICIES"]
 
@@ -216,8 +219,6 @@ class MinMaxQuantizationStats(Serializable):
             ValueError: if it is empty, holds NaN/±Inf under ``"raise"``, or holds no
                 finite value under ``"omit"``; for a bad granularity.
         """
-        from .backends import backend_for
-
         omit = _check_nan_policy(nan_policy)
         with_uvalues = check_bool(with_uvalues, "with_uvalues")
         values = as_array(values, "values", kind="float")
@@ -280,8 +281,6 @@ class MinMaxQuantizationStats(Serializable):
             >>> float(stats.rmin), float(stats.rmax)
             (-2.0, 1.0)
         """
-        from .backends import backend_for
-
         omit = _check_nan_policy(nan_policy)
         with_uvalues = check_bool(with_uvalues, "with_uvalues")
         values = as_array(values, "values", kind="float")
@@ -510,8 +509,6 @@ class MinMaxQuantizationStats(Serializable):
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
-        from .core.rich import render_html
-
         return render_html(self)
 
     def dump_dict(self) -> Dict[str, Any]:
@@ -571,7 +568,6 @@ def _copied_uvalues(uvalues: Optional[Any]) -> Optional[Any]:
     """Return a copy of ``uvalues`` in its own library (None stays None)."""
     if uvalues is None:
         return None
-    from .backends import backend_for
 
     return backend_for(uvalues).copy(uvalues)
 
@@ -583,7 +579,6 @@ def place(array: Any, backend: Optional[str]) -> Any:
     """Return a loaded host array placed with the named backend (NumPy when None)."""
     if array is None or backend is None:
         return array
-    from .backends import get_backend
 
     return get_backend(backend).asarray(array)
 
@@ -699,8 +694,6 @@ def _merge_unique(first: Any, second: Any) -> Any:
     ``first`` is moved there if it lives elsewhere. Lazy (Dask) unique values are
     small and already computed, so they are merged on the host.
     """
-    from .backends import backend_for
-
     if is_lazy(first) or is_lazy(second):
         host = _merge_unique(to_numpy(first), to_numpy(second))
         return backend_for(second if is_lazy(second) else first).asarray(host)
@@ -736,8 +729,6 @@ def _block_ranges(values: Any, backend: Any, omit: bool, axis: Any, block_size: 
     Host-resident backends check for non-finite data at once (the read is free there);
     device backends leave it to the parameters, which refuse non-finite ranges.
     """
-    from .primitives import block_minmax
-
     extent, _ = block_extent(tuple(values.shape), axis=axis, block_size=block_size)
     low, high = block_minmax(values, extent, omit_nonfinite=omit)
     xp = array_namespace(low)
@@ -778,7 +769,6 @@ def _fold_blocks(rmin: Any, rmax: Any, low: Any, high: Any) -> Tuple[Any, Any]:
         )
     xp = array_namespace(low)
     if library_name(array_namespace(rmin)) != library_name(xp):
-        from .backends import backend_for
 
         backend = backend_for(low)
         rmin, rmax = backend.asarray(to_numpy(rmin)), backend.asarray(to_numpy(rmax))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any, List, Optional
 
+from .histogram import histogram, merge
+
 __all__ = ["compute_histogram", "lazy_histogram", "lazy_merge"]
 
 FAN_IN = 8
@@ -58,13 +60,11 @@ def compute_histogram(delayed: Any) -> Any:
 
 
 def _chunk_histogram(block: Any, max_bins: int, omit_nan: bool) -> Any:
-    from qarray.calibration.histogram import histogram
 
     return histogram(block, max_bins, nan_policy="omit" if omit_nan else "raise")
 
 
 def _merge_many(parts: List[Optional[Any]]) -> Any:
-    from qarray.calibration.histogram import merge
 
     result = None
     for part in parts:

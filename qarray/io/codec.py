@@ -34,6 +34,7 @@ import numpy
 from ..core.checks import describe
 from ..core.dtypes import DOCUMENT_DTYPES, FLOAT_DTYPES, INTEGER_DTYPES
 from ..core.namespace import is_lazy, to_numpy
+from .consistency import check_consistent
 
 __all__ = [
     "ARRAY_DTYPES",
@@ -164,8 +165,6 @@ class Serializable:
         encodes piece by piece; lazy arrays carry the checks that could not run before
         their values are computed.
         """
-        from .consistency import check_consistent
-
         stream_checks = check_consistent(self)
         token = _DEFERRING.set(stream_checks)
         try:

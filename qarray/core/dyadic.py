@@ -1,0 +1,272 @@
+"""Dyadic histograms on the host: the value type and the rules of bins, below the kernels.
+
+:class:`Histogram` (bin ``j`` of width ``2**k`` holds the values ``x`` with
+``j * 2**k <= x < (j + 1) * 2**k``), the exact bin index :func:`bin_floor`, the choice
+of ``k`` (:func:`choose_k`), and the checks of histogram arguments. The kernels build
+histograms of this type (the GPU's are read back into one); :mod:`qarray.calibration.histogram`
+counts, merges and reads ranges from them. See ``docs/calibration.md``.
+
+Example:
+    >>> choose_k(0.0, 1.0, 4096), bin_floor(-0.75, -1)
+    (-11, -2)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy
+
+from .checks import check_int, describe
+
+__all__ = [
+    "DEFAULT_MAX_BINS",
+    "DEFAULT_PERCENTILE",
+    "Histogram",
+    "MAX_K",
+    "MAX_MAX_BINS",
+    "METHODS",
+    "MIN_K",
+    "MIN_MAX_BINS",
+    "MSE_PERCENTILES",
+    "bin_floor",
+    "check_histogram",
+    "check_max_bins",
+    "check_method",
+    "check_percentile",
+    "choose_k",
+]
+
+DEFAULT_MAX_BINS = 4096
+"""The default number of bins a histogram may use (``max_bins``)."""
+
+MAX_MAX_BINS = 1 << 24
+"""The largest ``max_bins`` accepted (16 Mi bins of int64 counts: 128 MiB)."""
+
+MIN_MAX_BINS = 4
+"""The smallest ``max_bins`` accepted: with 4 bins every finite range fits some ``k <= 1023``."""
+
+MIN_K = -1074
+"""The smallest ``k``: ``2**-1074`` is the smallest positive float64."""
+
+MAX_K = 1023
+"""The largest ``k`` ever needed (with ``max_bins >= 4``): ``2**1023`` is the largest power of two."""
+
+DEFAULT_PERCENTILE = 99.99
+"""The default ``percentile`` of the ``percentile`` method."""
+
+METHODS = ("minmax", "percentile", "mse", "entropy")
+"""The calibration methods: the exact range, and three ranges chosen from the histogram."""
+
+MSE_PERCENTILES = (
+    75.0,
+    90.0,
+    95.0,
+    97.5,
+    99.0,
+    99.5,
+    99.75,
+    99.9,
+    99.95,
+    99.975,
+    99.99,
+    99.995,
+    99.999,
+    99.9995,
+    99.9999,
+    99.99995,
+    99.99999,
+    100.0,
+)
+"""The ladder of percentiles whose ranges the ``mse`` method compares (100 is min/max)."""
+
+_MAX_INDEX = 2.0**53
+"""Bin indices stay below this in magnitude, so each is an exact integer in float64."""
+
+
+@dataclass(frozen=True, eq=False)
+class Histogram:
+    """A dyadic histogram on the host: bin width ``2**k``, counts of bins ``j_lo..j_hi``.
+
+    Attributes:
+        k: the bin width is ``2**k``.
+        j_lo: the index of the bin holding ``vmin``.
+        counts: int64 counts of the bins ``j_lo..j_hi`` (``counts[0]`` and
+            ``counts[-1]`` are positive: they hold min and max).
+        vmin: the exact smallest value (float64).
+        vmax: the exact largest value (float64).
+        max_bins: the most bins the histogram may use.
+
+    Build one with :func:`histogram`; combine two with :func:`merge`.
+
+    Example:
+        >>> import numpy
+        >>> from qarray.calibration.histogram import histogram
+        >>> hist = histogram(numpy.array([0.25, 0.5, 3.0]), max_bins=8)
+        >>> hist.k, hist.j_lo, hist.j_hi, hist.counts.tolist()
+        (-1, 0, 6, [1, 1, 0, 0, 0, 0, 1])
+    """
+
+    k: int
+    j_lo: int
+    counts: numpy.ndarray
+    vmin: numpy.float64
+    vmax: numpy.float64
+    max_bins: int = DEFAULT_MAX_BINS
+
+    @property
+    def j_hi(self) -> int:
+        """The index of the bin holding ``vmax``."""
+        return self.j_lo + int(self.counts.shape[0]) - 1
+
+    @property
+    def width(self) -> float:
+        """The bin width ``2**k`` (a float64 power of two)."""
+        return math.ldexp(1.0, self.k)
+
+    @property
+    def total(self) -> int:
+        """The number of values counted."""
+        return int(self.counts.sum())
+
+    def edges(self) -> numpy.ndarray:
+        """The ``len(counts) + 1`` bin edges ``j * 2**k`` (float64; exact up to overflow)."""
+        indices = numpy.arange(self.j_lo, self.j_hi + 2, dtype=numpy.float64)
+        with numpy.errstate(over="ignore"):
+            return indices * self.width
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Histogram):
+            return NotImplemented
+        return (
+            self.k == other.k
+            and self.j_lo == other.j_lo
+            and self.max_bins == other.max_bins
+            and _same_float(self.vmin, other.vmin)
+            and _same_float(self.vmax, other.vmax)
+            and self.counts.shape == other.counts.shape
+            and bool(numpy.array_equal(self.counts, other.counts))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Histogram(k={self.k}, j_lo={self.j_lo}, j_hi={self.j_hi}, total={self.total}, "
+            f"vmin={float(self.vmin)!r}, vmax={float(self.vmax)!r}, max_bins={self.max_bins})"
+        )
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def check_max_bins(max_bins: Any) -> int:
+    """Return ``max_bins`` as an int in ``[4, 2**24]``.
+
+    Raises:
+        TypeError: if it is not an int.
+        ValueError: if it is out of range.
+
+    Example:
+        >>> check_max_bins(4096)
+        4096
+    """
+    value = check_int(max_bins, "max_bins")
+    if not MIN_MAX_BINS <= value <= MAX_MAX_BINS:
+        raise ValueError(f"max_bins must be an int between {MIN_MAX_BINS} and {MAX_MAX_BINS}, got {value}")
+    return value
+
+
+def check_method(method: Any) -> str:
+    """Return ``method`` if it names a calibration method (see :data:`METHODS`).
+
+    Raises:
+        ValueError: naming the methods, for anything else.
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {describe(method)}")
+    return method
+
+
+def check_percentile(percentile: Any) -> float:
+    """Return ``percentile`` as a float in ``(50, 100]``.
+
+    Raises:
+        TypeError: if it is not a real number.
+        ValueError: if it is outside ``(50, 100]`` (or NaN).
+    """
+    if isinstance(percentile, (bool, numpy.bool_)) or not isinstance(
+        percentile, (int, float, numpy.floating, numpy.integer)
+    ):
+        raise TypeError(f"percentile must be a real number in (50, 100], got {describe(percentile)}")
+    value = float(percentile)
+    if not 50.0 < value <= 100.0:
+        raise ValueError(f"percentile must be in (50, 100], got {describe(percentile)}")
+    return value
+
+
+def check_histogram(hist: Any) -> Histogram:
+    """Return ``hist`` if it is a :class:`Histogram`; raise TypeError otherwise."""
+    if not isinstance(hist, Histogram):
+        raise TypeError(f"hist must be a Histogram, got {type(hist).__name__}")
+    return hist
+
+
+# -- bin indices and k ---------------------------------------------------------------------------
+
+
+def bin_floor(value: float, k: int) -> int:
+    """Return the index of the bin of width ``2**k`` holding ``value``: ``floor(value / 2**k)``.
+
+    Exact for every finite float64 ``value`` and ``k`` in ``[-1074, 1023]`` with
+    ``|value| / 2**k < 2**53`` (an underflowing quotient still floors to 0 or -1).
+
+    Example:
+        >>> bin_floor(-0.75, -1), bin_floor(3.0, 1), bin_floor(-1e-300, 900)
+        (-2, 1, -1)
+    """
+    quotient = float(value) / math.ldexp(1.0, k)
+    index = math.floor(quotient)
+    if quotient == 0.0 and value < 0.0:  # underflowed to -0.0: the true floor is -1
+        return -1
+    return int(index)
+
+
+def choose_k(vmin: float, vmax: float, max_bins: int = DEFAULT_MAX_BINS) -> int:
+    """Return the ``k`` of the specification for data spanning ``[vmin, vmax]``.
+
+    The smallest integer ``k >= -1074`` with
+    ``floor(vmax / 2**k) - floor(vmin / 2**k) + 1 <= max_bins`` and
+    ``max(|vmin|, |vmax|) / 2**k < 2**53``. Both conditions only get easier as ``k``
+    grows, so a binary search over ``[-1074, 1023]`` finds it with exact integer
+    arithmetic (the CUDA kernel runs the same search).
+
+    Raises:
+        ValueError: if the bounds are not finite or ``vmin > vmax``.
+
+    Example:
+        >>> choose_k(0.0, 1.0, 4096), choose_k(-3.0, 3.0, 4), choose_k(5.0, 5.0)
+        (-11, 1, -50)
+    """
+    max_bins = check_max_bins(max_bins)
+    vmin, vmax = float(vmin), float(vmax)
+    if not (math.isfinite(vmin) and math.isfinite(vmax)) or vmin > vmax:
+        raise ValueError(f"vmin and vmax must be finite with vmin <= vmax, got {vmin!r} and {vmax!r}")
+    largest = max(abs(vmin), abs(vmax))
+    low = MIN_K
+    if largest > 0.0:
+        low = max(low, math.frexp(largest)[1] - 53)
+    high = MAX_K
+    while low < high:  # the smallest k in [low, high] whose span fits
+        middle = (low + high) // 2
+        if bin_floor(vmax, middle) - bin_floor(vmin, middle) + 1 <= max_bins:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def _same_float(first: Any, second: Any) -> bool:
+    return numpy.float64(first).tobytes() == numpy.float64(second).tobytes()
