@@ -22,7 +22,7 @@ from typing import Any, Optional, Tuple
 import numpy
 
 from qarray.core.dtypes import INTEGER_RANGES, Parameter, exact_float_bounds
-from qarray.core.namespace import to_numpy
+from qarray.core.namespace import check_output, to_numpy
 
 __all__ = [
     "Problems",
@@ -111,9 +111,12 @@ def check_out(out: Any, *, shape: Tuple[int, ...], dtype: Any, library: str, own
         device, out_device: the input's and the buffer's devices (compared when given).
 
     Raises:
-        TypeError: if ``out`` is not an array of the input's library.
-        ValueError: if its shape, dtype or device differ, or it is read-only.
+        TypeError: if ``out`` is not an array of the input's library (or is of a kind no
+            backend writes into, see :func:`qarray.core.namespace.check_output`).
+        ValueError: if its shape, dtype or device differ, it is read-only, overlaps itself
+            or requires grad.
     """
+    check_output(out)
     if not owns:
         raise TypeError(f"out must be a {library} array like the input, got {type(out).__name__}")
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype:

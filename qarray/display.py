@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy
 
 from .backends import backend_for
+from .core.dtypes import clip_range
 from .core.granularity import is_grid
 from .core.namespace import array_namespace, is_lazy
 from .core.rich import mode_name, render_html
@@ -450,14 +451,12 @@ def _clip_text(quantizer: Any) -> str:
             return "per block (no blocks)"
         if is_lazy(offset):
             return "per block, with its offset (lazy offsets, not computed by a display)"
-        n_bits, narrow = quantizer.n_bits, 1 if quantizer.options.is_narrow else 0
+        n_bits, narrow = quantizer.n_bits, quantizer.options.is_narrow
         low, high, _ = _int_summary(offset)
+        widest, narrowest = clip_range(n_bits, high, narrow), clip_range(n_bits, low, narrow)
         if low == high:
-            return f"[{-low + narrow}, {2**n_bits - 1 - low}] in every block"
-        return (
-            f"per block, with its offset: [{-high + narrow}, {2**n_bits - 1 - high}] "
-            f"to [{-low + narrow}, {2**n_bits - 1 - low}]"
-        )
+            return f"[{narrowest[0]}, {narrowest[1]}] in every block"
+        return f"per block, with its offset: [{widest[0]}, {widest[1]}] to [{narrowest[0]}, {narrowest[1]}]"
     text = f"[{clip[0]}, {clip[1]}]"
     zero_point = quantizer.zero_point
     if quantizer.scale is not None and zero_point is not None and numpy.ndim(zero_point) == 0:

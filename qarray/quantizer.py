@@ -33,7 +33,7 @@ from .core.dtypes import (
 )
 from .core.granularity import block_extent as _block_extent
 from .core.granularity import is_grid
-from .core.namespace import as_array, check_output, to_numpy
+from .core.namespace import as_array, to_numpy
 from .core.rich import render_html
 from .io.codec import Serializable, check_fields
 from .io.consistency import check_consistent
@@ -318,7 +318,6 @@ class UniformQuantizer(Serializable):
         """
         scale, zero_point, _ = self._require_params()
         values = as_array(values, "values", kind="float")
-        check_output(out)
         backend = backend_for(values)
         if not backend.is_floating(values):
             raise TypeError(
@@ -450,7 +449,6 @@ class UniformQuantizer(Serializable):
         """
         scale, zero_point, _ = self._require_params()
         qvalues = as_array(qvalues, "qvalues", kind="int")
-        check_output(out)
         backend = backend_for(qvalues)
         if not backend.is_integer(qvalues):
             raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")
