@@ -32,7 +32,7 @@ from .calibration.histogram import (
     merge,
     range_for,
 )
-from .calibration.histogram import _omit as _check_nan_policy
+from .core.messages import check_calibration_values, check_nan_policy
 from .core.namespace import as_array, is_lazy
 from .core.rich import render_html
 from .io.codec import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
@@ -148,12 +148,10 @@ class HistogramQuantizationStats(Serializable):
             >>> stats.histogram.counts.tolist()
             [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
         """
-        omit = _check_nan_policy(nan_policy)
+        omit = check_nan_policy(nan_policy)
         values = as_array(values, "values", kind="float")
         backend = backend_for(values)
-        if not backend.is_floating(values):
-            raise TypeError(f"values must be a floating-point array to calibrate on, got dtype {values.dtype}")
-        if backend.size(values) == 0:
+        if not check_calibration_values(values, backend, allow_empty=True):
             return
         if is_lazy(values):
 

@@ -16,9 +16,10 @@ import numpy
 from .backends import backend_for, get_backend
 from .backends.registry import registered_name
 from .calibration.histogram import check_method, check_percentile
-from .core.checks import CheckedAttribute, check_bool, check_broadcastable, check_instance, check_n_bits, describe
+from .core.checks import CheckedAttribute, check_bool, check_broadcastable, check_instance, check_n_bits
 from .core.dtypes import FLOAT_DTYPES, INTEGER_DTYPES
 from .core.granularity import expand_to_values
+from .core.messages import check_nan_policy, no_finite_value
 from .core.namespace import array_namespace, as_array, device_of, is_array, library_name, to_numpy
 from .core.rich import mode_name, render_html
 from .histogram_stats import HistogramQuantizationStats
@@ -28,7 +29,7 @@ from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
 from .params import UniformQuantizationParameters
 from .quantizer import UniformQuantizer
-from .stats import NAN_POLICIES, MinMaxQuantizationStats, arrays_equal, place
+from .stats import MinMaxQuantizationStats, arrays_equal, place
 
 __all__ = ["QuantizedArray"]
 
@@ -118,8 +119,7 @@ class QuantizedArray(Serializable):
     ) -> None:
         n_bits = check_n_bits(n_bits)
         self._calibration = (check_method(method), check_percentile(percentile))
-        if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
-            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {describe(nan_policy)}")
+        check_nan_policy(nan_policy)
         self._nan_policy = nan_policy
         value_is_float = check_bool(value_is_float, "value_is_float")
         options = _copied(options, QuantizationOptions, "options") or QuantizationOptions(n_bits)
@@ -219,7 +219,7 @@ class QuantizedArray(Serializable):
         histogram_stats = HistogramQuantizationStats()
         histogram_stats.update(self.values, nan_policy=self._nan_policy)
         if histogram_stats.histogram is None:
-            raise ValueError("values hold no finite value to calibrate on (all NaN or ±Inf)")
+            raise no_finite_value()
         return histogram_stats.to_minmax(
             method,
             percentile=percentile,

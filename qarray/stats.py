@@ -18,6 +18,13 @@ from .backends import backend_for, get_backend
 from .core.checks import check_bool, check_optional_real
 from .core.dtypes import FLOAT_DTYPES
 from .core.granularity import Axis, BlockSize, block_extent, is_grid
+from .core.messages import (
+    NAN_POLICIES,
+    check_calibration_values,
+    check_nan_policy,
+    no_finite_value,
+    nonfinite_values,
+)
 from .core.namespace import array_namespace, as_array, is_array, is_lazy, library_name, to_numpy
 from .core.rich import render_html
 from .core.rule import ranges_ordered
@@ -26,7 +33,7 @@ from .primitives import block_minmax
 
 __all__ = ["MinMaxQuantizationStats", "NAN_POLICIES"]
 
-NAN_POLICIES = ("raise", "omit")
+
 """What calibration does with NaN and ±Inf: refuse them (default) or leave them out."""
 
 
@@ -219,11 +226,11 @@ class MinMaxQuantizationStats(Serializable):
             ValueError: if it is empty, holds NaN/±Inf under ``"raise"``, or holds no
                 finite value under ``"omit"``; for a bad granularity.
         """
-        omit = _check_nan_policy(nan_policy)
+        omit = check_nan_policy(nan_policy)
         with_uvalues = check_bool(with_uvalues, "with_uvalues")
         values = as_array(values, "values", kind="float")
         backend = backend_for(values)
-        _check_calibration_values(values, backend)
+        check_calibration_values(values, backend)
         if axis is not None or block_size is not None:
             key, rmin, rmax = _block_ranges(values, backend, omit, axis, block_size)
             with self._guard():
@@ -281,16 +288,13 @@ class MinMaxQuantizationStats(Serializable):
             >>> float(stats.rmin), float(stats.rmax)
             (-2.0, 1.0)
         """
-        omit = _check_nan_policy(nan_policy)
+        omit = check_nan_policy(nan_policy)
         with_uvalues = check_bool(with_uvalues, "with_uvalues")
         values = as_array(values, "values", kind="float")
         backend = backend_for(values)
-        if not backend.is_floating(values):
-            raise TypeError(
-                f"values must be a floating-point array to calibrate on, got dtype {values.dtype}"
-            )
+        has_values = check_calibration_values(values, backend, allow_empty=True)
         if axis is not None or block_size is not None:
-            if backend.size(values) == 0:
+            if not has_values:
                 return
             key, low, high = _block_ranges(values, backend, omit, axis, block_size)
             with self._guard():
@@ -305,7 +309,7 @@ class MinMaxQuantizationStats(Serializable):
                 "these statistics are per block (axis/block_size): give update() the same "
                 f"granularity, got axis=None, block_size=None for {self._granularity[:2]}"
             )
-        if backend.size(values) == 0:
+        if not has_values:
             return
         low, high = backend.minmax(values, omit_nonfinite=omit)
         if backend.host_resident:
@@ -408,13 +412,8 @@ class MinMaxQuantizationStats(Serializable):
             high = numpy.maximum(high, self._rmax)
         if not (math.isfinite(low) and math.isfinite(high)):
             if low > high:
-                raise ValueError(
-                    "values given to update() hold no finite value to calibrate on (all NaN or ±Inf)"
-                )
-            raise ValueError(
-                "values given to update() hold non-finite value(s) (NaN or ±Inf); clean them, "
-                "or pass nan_policy='omit' to calibrate on the finite values only"
-            )
+                raise no_finite_value(where="values given to update()")
+            raise nonfinite_values(where="values given to update()")
         self._rmin, self._rmax, self._pending = numpy.float64(low), numpy.float64(high), None
 
     @property
@@ -616,21 +615,6 @@ def _json_float(value: Optional[numpy.float64]) -> Optional[float]:
     return None if value is None else float(value)
 
 
-def _check_nan_policy(nan_policy: str) -> bool:
-    if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
-    return nan_policy == "omit"
-
-
-def _check_calibration_values(values: Any, backend: Any) -> None:
-    if not backend.is_floating(values):
-        raise TypeError(
-            f"values must be a floating-point array to calibrate on, got dtype {values.dtype}"
-        )
-    if backend.size(values) == 0:
-        raise ValueError(f"values must not be empty to calibrate on, got shape {tuple(values.shape)}")
-
-
 def _read_range(values: Any, backend: Any, omit: bool) -> Tuple[numpy.float64, numpy.float64]:
     """Compute min/max on the device and read them back once, checking finiteness."""
     low, high = backend.minmax(values, omit_nonfinite=omit)
@@ -638,17 +622,13 @@ def _read_range(values: Any, backend: Any, omit: bool) -> Tuple[numpy.float64, n
     if math.isfinite(rmin) and math.isfinite(rmax):
         return rmin, rmax
     if omit:
-        raise ValueError("values hold no finite value to calibrate on (all NaN or ±Inf)")
+        raise no_finite_value()
     raise _nonfinite_error(values, backend)
 
 
 def _nonfinite_error(values: Any, backend: Any) -> ValueError:
     """The error for calibration data with NaN/±Inf, counting them (an error path only)."""
-    n_bad = int(backend.to_numpy(backend.count_nonfinite(values)))
-    return ValueError(
-        f"values hold {n_bad} non-finite value(s) (NaN or ±Inf) out of {backend.size(values)}; "
-        "clean them, or pass nan_policy='omit' to calibrate on the finite values only"
-    )
+    return nonfinite_values(int(backend.to_numpy(backend.count_nonfinite(values))), backend.size(values))
 
 
 _HOST = "host"
@@ -737,7 +717,7 @@ def _block_ranges(values: Any, backend: Any, omit: bool, axis: Any, block_size: 
         host_low, host_high = to_numpy(low), to_numpy(high)
         if not (numpy.all(numpy.isfinite(host_low)) and numpy.all(numpy.isfinite(host_high))):
             if omit:
-                raise ValueError("values hold a block with no finite value to calibrate on (all NaN or ±Inf)")
+                raise no_finite_value(block=True)
             raise _nonfinite_error(values, backend)
     key_axis, key_block = (axis, None) if axis is not None else (None, block_size)
     shape = None if axis is not None else tuple(values.shape)

@@ -39,7 +39,7 @@ from typing import Any, Optional, Tuple
 import numpy
 
 from ..backends import backend_for, get_backend
-from ..core.checks import check_bool, check_finite_real, check_int, check_n_bits, describe
+from ..core.checks import check_bool, check_finite_real, check_int, check_n_bits
 from ..core.dtypes import clip_range
 from ..core.dyadic import (
     DEFAULT_MAX_BINS,
@@ -56,6 +56,7 @@ from ..core.dyadic import (
     check_percentile,
     choose_k,
 )
+from ..core.messages import check_calibration_values, check_nan_policy, nonfinite_values
 from ..core.namespace import as_array
 from ..core.rule import RuleOptions, check_combination, tensor_parameters
 
@@ -147,13 +148,11 @@ def histogram(
         >>> histogram(numpy.array([1.0, 2.0, 2.5]), max_bins=4).counts.tolist()
         [1, 0, 1, 1]
     """
-    omit = _omit(nan_policy)
+    omit = check_nan_policy(nan_policy)
     max_bins = check_max_bins(max_bins)
     values = as_array(values, "values", kind="float")
     backend = backend_for(values) if backend is None else get_backend(backend)
-    if not backend.is_floating(values):
-        raise TypeError(f"values must be a floating-point array to calibrate on, got dtype {values.dtype}")
-    if backend.size(values) == 0:
+    if not check_calibration_values(values, backend, allow_empty=True):
         return None
     low, high = backend.minmax(values, omit_nonfinite=omit)
     xp = backend.xp
@@ -162,11 +161,7 @@ def histogram(
     if not (math.isfinite(vmin) and math.isfinite(vmax)):
         if omit:
             return None  # nothing finite to count
-        n_bad = int(backend.to_numpy(backend.count_nonfinite(values)))
-        raise ValueError(
-            f"values hold {n_bad} non-finite value(s) (NaN or ±Inf) out of {backend.size(values)}; "
-            "clean them, or pass nan_policy='omit' to calibrate on the finite values only"
-        )
+        raise nonfinite_values(int(backend.to_numpy(backend.count_nonfinite(values))), backend.size(values))
     vmin, vmax = vmin + 0.0, vmax + 0.0  # -0.0 and 0.0 are one value: keep the bounds canonical
     k = choose_k(vmin, vmax, max_bins)
     j_lo, j_hi = bin_floor(vmin, k), bin_floor(vmax, k)
@@ -442,12 +437,6 @@ def range_for(
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-
-def _omit(nan_policy: Any) -> bool:
-    if nan_policy not in ("raise", "omit"):
-        raise ValueError(f"nan_policy must be one of ('raise', 'omit'), got {describe(nan_policy)}")
-    return nan_policy == "omit"
 
 
 def _clamped(value: Any, hist: Histogram) -> float:
