@@ -21,7 +21,7 @@ def fill_from_kwargs(obj: T, klass: Type[T], **kwargs: Any) -> Tuple[T, Dict[str
 def fill_from_kwargs(obj: Optional[T], klass: Type[T], **kwargs: Any) -> Tuple[Optional[T], Dict[str, Any]]:
     """Fill a parameter set structure from kwargs parameters.
 
-    Takes the kwargs that name fields of ``klass`` (from its annotations) into
+    Takes the kwargs that name fields of ``klass`` (its ``_fields``, else its annotations) into
     ``obj``, creating it if it is None and any field appears. A structure that was
     created or touched must then be complete.
 
@@ -50,7 +50,7 @@ def fill_from_kwargs(obj: Optional[T], klass: Type[T], **kwargs: Any) -> Tuple[O
         raise TypeError(f"klass must be a class, got {type(klass).__name__}")
     if obj is not None and not isinstance(obj, klass):
         raise TypeError(f"obj must be a {klass.__name__} or None, got {type(obj).__name__}")
-    fields = get_type_hints(klass)
+    fields = getattr(klass, "_fields", None) or tuple(get_type_hints(klass))
     used = {name: value for name, value in kwargs.items() if name in fields}
     remaining = {name: value for name, value in kwargs.items() if name not in fields}
     if not used:

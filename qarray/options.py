@@ -6,9 +6,10 @@ determine the quantization parameters (see :mod:`qarray.params`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict
+from typing import Any, Dict
 
 from .core.checks import check_bool, check_n_bits
+from .core.fields import CheckedAttribute
 from .core.granularity import Axis, BlockSize, check_granularity
 from .core.rich import render_html
 from .core.rule import check_combination
@@ -60,19 +61,18 @@ class QuantizationOptions(Serializable):
         128
     """  # noqa: E501 (the example's output is one repr line)
 
-    # The fields, named for fill_from_kwargs (which reads them with get_type_hints); type
-    # checkers read the properties below instead.
-    if not TYPE_CHECKING:
-        n_bits: int
-        is_signed: bool
-        is_symmetric: bool
-        is_qat: bool
-        is_narrow: bool
-        is_precomputed_qat: bool
-        axis: Axis
-        block_size: BlockSize
+    n_bits = CheckedAttribute[int](check_n_bits, "The number of bits (an int from 1 to 53).")
+    is_signed = CheckedAttribute[bool](check_bool, "Allow negative quantized values (offset ``2**(n_bits - 1)``).")
+    is_symmetric = CheckedAttribute[bool](
+        check_bool, "Symmetric quantization around 0 (zero point 0; requires ``is_signed``)."
+    )
+    is_qat = CheckedAttribute[bool](check_bool, "The values are already quantized (quantization aware training).")
+    is_narrow = CheckedAttribute[bool](check_bool, "Clip to the narrow range ``[-offset + 1, 2**n - 1 - offset]``.")
+    is_precomputed_qat = CheckedAttribute[bool](check_bool, "The scale comes from a QAT model and is kept as given.")
 
     _type_tag = "QuantizationOptions"
+    # The fields fill_from_kwargs fills, in order.
+    _fields = ("n_bits",) + _FLAGS + ("axis", "block_size")
     _required_fields = ("n_bits",)
     _constructor_fields = ("n_bits",)
 
@@ -86,67 +86,17 @@ class QuantizationOptions(Serializable):
         axis: Axis = None,
         block_size: BlockSize = None,
     ) -> None:
-        self._n_bits = check_n_bits(n_bits)
-        self._flags: Dict[str, bool] = dict.fromkeys(_FLAGS, False)
+        self.n_bits = n_bits
+        for name in _FLAGS:
+            setattr(self, name, False)
         self._axis, self._block_size = check_granularity(axis, block_size)
         self.is_signed = is_signed
         self.is_symmetric = is_symmetric
         self.is_qat = is_qat
         self.validate()
 
-    @property
-    def n_bits(self) -> int:
-        """The number of bits (an int from 1 to 53)."""
-        return self._n_bits
-
-    @n_bits.setter
-    def n_bits(self, value: int) -> None:
-        self._n_bits = check_n_bits(value)
-
-    @property
-    def is_signed(self) -> bool:
-        """Allow negative quantized values (offset ``2**(n_bits - 1)``)."""
-        return self._flags["is_signed"]
-
-    @is_signed.setter
-    def is_signed(self, value: bool) -> None:
-        self._flags["is_signed"] = check_bool(value, "is_signed")
-
-    @property
-    def is_symmetric(self) -> bool:
-        """Symmetric quantization around 0 (zero point 0; requires ``is_signed``)."""
-        return self._flags["is_symmetric"]
-
-    @is_symmetric.setter
-    def is_symmetric(self, value: bool) -> None:
-        self._flags["is_symmetric"] = check_bool(value, "is_symmetric")
-
-    @property
-    def is_qat(self) -> bool:
-        """The values are already quantized (quantization aware training)."""
-        return self._flags["is_qat"]
-
-    @is_qat.setter
-    def is_qat(self, value: bool) -> None:
-        self._flags["is_qat"] = check_bool(value, "is_qat")
-
-    @property
-    def is_narrow(self) -> bool:
-        """Clip to the narrow range ``[-offset + 1, 2**n - 1 - offset]``."""
-        return self._flags["is_narrow"]
-
-    @is_narrow.setter
-    def is_narrow(self, value: bool) -> None:
-        self._flags["is_narrow"] = check_bool(value, "is_narrow")
-
-    @property
-    def is_precomputed_qat(self) -> bool:
-        """The scale comes from a QAT model and is kept as given."""
-        return self._flags["is_precomputed_qat"]
-
-    @is_precomputed_qat.setter
-    def is_precomputed_qat(self, value: bool) -> None:
-        self._flags["is_precomputed_qat"] = check_bool(value, "is_precomputed_qat")
+    def _flags(self) -> Dict[str, bool]:
+        return {name: getattr(self, name) for name in _FLAGS}
 
     @property
     def axis(self) -> Axis:
@@ -188,7 +138,7 @@ class QuantizationOptions(Serializable):
             return NotImplemented
         return (
             self.n_bits == other.n_bits
-            and self._flags == other._flags
+            and self._flags() == other._flags()
             and self._axis == other._axis
             and self._block_size == other._block_size
         )
@@ -196,7 +146,7 @@ class QuantizationOptions(Serializable):
     __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
     def __repr__(self) -> str:
-        flags = ", ".join(f"{name}={self._flags[name]}" for name in _FLAGS)
+        flags = ", ".join(f"{name}={getattr(self, name)}" for name in _FLAGS)
         granularity = "".join(
             f", {name}={value!r}"
             for name, value in (("axis", self._axis), ("block_size", self._block_size))
@@ -216,8 +166,9 @@ class QuantizationOptions(Serializable):
         """
         if not isinstance(opts, QuantizationOptions):
             raise TypeError(f"opts must be QuantizationOptions, got {type(opts).__name__}")
-        self._n_bits = opts.n_bits
-        self._flags = dict(opts._flags)
+        self.n_bits = opts.n_bits
+        for name in _FLAGS:
+            setattr(self, name, getattr(opts, name))
         self._axis, self._block_size = opts._axis, opts._block_size
 
     @property
@@ -255,7 +206,7 @@ class QuantizationOptions(Serializable):
         return self._tagged(
             {
                 "n_bits": self.n_bits,
-                **self._flags,
+                **self._flags(),
                 "axis": _json_tuple(self._axis),
                 "block_size": _json_tuple(self._block_size),
             }

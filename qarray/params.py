@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, Optional, Tuple, Union
 
 import numpy
 
@@ -112,10 +112,6 @@ class UniformQuantizationParameters(Serializable):
 
     # The fields, named for fill_from_kwargs (which reads them with get_type_hints); type
     # checkers read the properties below instead.
-    if not TYPE_CHECKING:
-        scale: Optional[numpy.float64]
-        zero_point: Optional[ZeroPoint]
-        offset: Optional[int]
 
     # The distinct offsets of per-block parameters (a host set, known when they were
     # computed or set), so quantization knows the union of the blocks' clipping ranges
@@ -125,6 +121,8 @@ class UniformQuantizationParameters(Serializable):
     # (see qarray.primitives.BlockCheck and settle()); None otherwise. Not a field.
     _pending_check: Any = None
 
+    # The fields fill_from_kwargs fills, in order (the properties below declare them).
+    _fields = ("scale", "zero_point", "offset")
     _type_tag = "UniformQuantizationParameters"
     _required_fields = ("scale", "zero_point", "offset")
 

@@ -16,8 +16,9 @@ import numpy
 from .backends import backend_for, get_backend
 from .backends.registry import registered_name
 from .calibration.histogram import check_method, check_percentile
-from .core.checks import CheckedAttribute, check_bool, check_broadcastable, check_instance, check_n_bits
+from .core.checks import check_bool, check_broadcastable, check_instance, check_n_bits
 from .core.dtypes import FLOAT_DTYPES, INTEGER_DTYPES
+from .core.fields import CheckedAttribute
 from .core.granularity import expand_to_values
 from .core.messages import check_nan_policy, no_finite_value
 from .core.namespace import array_namespace, as_array, device_of, is_array, library_name, to_numpy
@@ -86,16 +87,16 @@ class QuantizedArray(Serializable):
         'numpy'
     """
 
-    n_bits: int = CheckedAttribute(check_n_bits, "The number of bits (an int).")  # type: ignore[assignment]
-    quantizer: UniformQuantizer = CheckedAttribute(  # type: ignore[assignment]
+    n_bits = CheckedAttribute[int](check_n_bits, "The number of bits (an int).")
+    quantizer = CheckedAttribute[UniformQuantizer](
         lambda value, argument: check_instance(value, argument, UniformQuantizer),
         "The quantizer (UniformQuantizer) that maps values to qvalues and back.",
     )
-    values: Any = CheckedAttribute(
+    values = CheckedAttribute[Any](
         lambda value, argument: None if value is None else as_array(value, "values", kind="float"),
         "The real values: an array (a list is converted to a NumPy float64 array), or None.",
     )
-    qvalues: Any = CheckedAttribute(
+    qvalues = CheckedAttribute[Any](
         lambda value, argument: None if value is None else as_array(value, "qvalues", kind="int"),
         "The quantized integers: an array (a list is converted to NumPy int64), or None.",
     )

@@ -17,7 +17,6 @@ import numpy
 from .backends import backend_for
 from .backends.spec import QuantSpec
 from .core.checks import (
-    CheckedAttribute,
     check_bool,
     check_broadcastable,
     check_instance,
@@ -31,6 +30,7 @@ from .core.dtypes import (
     integer_dtype_name,
     integer_dtype_range,
 )
+from .core.fields import CheckedAttribute, Forwarded
 from .core.granularity import block_extent as _block_extent
 from .core.granularity import is_grid
 from .core.namespace import as_array, to_numpy
@@ -72,19 +72,19 @@ class UniformQuantizer(Serializable):
 
     _type_tag = "UniformQuantizer"
 
-    options: Optional[QuantizationOptions] = CheckedAttribute(  # type: ignore[assignment]
+    options = CheckedAttribute[Optional[QuantizationOptions]](
         lambda value, argument: check_instance(value, argument, QuantizationOptions, optional=True),
         "The quantization options (QuantizationOptions), or None before they are given.",
     )
-    stats: MinMaxQuantizationStats = CheckedAttribute(  # type: ignore[assignment]
+    stats = CheckedAttribute[MinMaxQuantizationStats](
         lambda value, argument: check_instance(value, argument, MinMaxQuantizationStats),
         "The calibration statistics (MinMaxQuantizationStats).",
     )
-    params: UniformQuantizationParameters = CheckedAttribute(  # type: ignore[assignment]
+    params = CheckedAttribute[UniformQuantizationParameters](
         lambda value, argument: check_instance(value, argument, UniformQuantizationParameters),
         "The quantization parameters (UniformQuantizationParameters).",
     )
-    no_clipping: bool = CheckedAttribute(check_bool, "Never clip the quantized values.")  # type: ignore[assignment]
+    no_clipping = CheckedAttribute[bool](check_bool, "Never clip the quantized values.")
 
     def __init__(
         self,
@@ -137,113 +137,18 @@ class UniformQuantizer(Serializable):
 
     # -- the fields of the parts, read and set on the quantizer ------------------------------
 
-    @property
-    def n_bits(self) -> Optional[int]:
-        """The ``n_bits`` field of the quantizer's options."""
-        return self._part_field("options", "n_bits")
-
-    @n_bits.setter
-    def n_bits(self, value: int) -> None:
-        self._set_part_field("options", "n_bits", value)
-
-    @property
-    def is_signed(self) -> Optional[bool]:
-        """The ``is_signed`` field of the quantizer's options."""
-        return self._part_field("options", "is_signed")
-
-    @is_signed.setter
-    def is_signed(self, value: bool) -> None:
-        self._set_part_field("options", "is_signed", value)
-
-    @property
-    def is_symmetric(self) -> Optional[bool]:
-        """The ``is_symmetric`` field of the quantizer's options."""
-        return self._part_field("options", "is_symmetric")
-
-    @is_symmetric.setter
-    def is_symmetric(self, value: bool) -> None:
-        self._set_part_field("options", "is_symmetric", value)
-
-    @property
-    def is_qat(self) -> Optional[bool]:
-        """The ``is_qat`` field of the quantizer's options."""
-        return self._part_field("options", "is_qat")
-
-    @is_qat.setter
-    def is_qat(self, value: bool) -> None:
-        self._set_part_field("options", "is_qat", value)
-
-    @property
-    def is_narrow(self) -> Optional[bool]:
-        """The ``is_narrow`` field of the quantizer's options."""
-        return self._part_field("options", "is_narrow")
-
-    @is_narrow.setter
-    def is_narrow(self, value: bool) -> None:
-        self._set_part_field("options", "is_narrow", value)
-
-    @property
-    def is_precomputed_qat(self) -> Optional[bool]:
-        """The ``is_precomputed_qat`` field of the quantizer's options."""
-        return self._part_field("options", "is_precomputed_qat")
-
-    @is_precomputed_qat.setter
-    def is_precomputed_qat(self, value: bool) -> None:
-        self._set_part_field("options", "is_precomputed_qat", value)
-
-    @property
-    def rmax(self) -> Optional[numpy.float64]:
-        """The ``rmax`` field of the quantizer's stats."""
-        return self._part_field("stats", "rmax")
-
-    @rmax.setter
-    def rmax(self, value: Optional[float]) -> None:
-        self._set_part_field("stats", "rmax", value)
-
-    @property
-    def rmin(self) -> Optional[numpy.float64]:
-        """The ``rmin`` field of the quantizer's stats."""
-        return self._part_field("stats", "rmin")
-
-    @rmin.setter
-    def rmin(self, value: Optional[float]) -> None:
-        self._set_part_field("stats", "rmin", value)
-
-    @property
-    def uvalues(self) -> Optional[Any]:
-        """The ``uvalues`` field of the quantizer's stats."""
-        return self._part_field("stats", "uvalues")
-
-    @uvalues.setter
-    def uvalues(self, value: Optional[Any]) -> None:
-        self._set_part_field("stats", "uvalues", value)
-
-    @property
-    def scale(self) -> Optional[numpy.float64]:
-        """The ``scale`` field of the quantizer's params."""
-        return self._part_field("params", "scale")
-
-    @scale.setter
-    def scale(self, value: Optional[float]) -> None:
-        self._set_part_field("params", "scale", value)
-
-    @property
-    def zero_point(self) -> Optional[ZeroPoint]:
-        """The ``zero_point`` field of the quantizer's params."""
-        return self._part_field("params", "zero_point")
-
-    @zero_point.setter
-    def zero_point(self, value: Any) -> None:
-        self._set_part_field("params", "zero_point", value)
-
-    @property
-    def offset(self) -> Optional[int]:
-        """The ``offset`` field of the quantizer's params."""
-        return self._part_field("params", "offset")
-
-    @offset.setter
-    def offset(self, value: Optional[int]) -> None:
-        self._set_part_field("params", "offset", value)
+    n_bits = Forwarded[int]("options", "The ``n_bits`` field of the quantizer's options.")
+    is_signed = Forwarded[bool]("options", "The ``is_signed`` field of the quantizer's options.")
+    is_symmetric = Forwarded[bool]("options", "The ``is_symmetric`` field of the quantizer's options.")
+    is_qat = Forwarded[bool]("options", "The ``is_qat`` field of the quantizer's options.")
+    is_narrow = Forwarded[bool]("options", "The ``is_narrow`` field of the quantizer's options.")
+    is_precomputed_qat = Forwarded[bool]("options", "The ``is_precomputed_qat`` field of the quantizer's options.")
+    rmax = Forwarded[Any]("stats", "The ``rmax`` field of the quantizer's stats.")
+    rmin = Forwarded[Any]("stats", "The ``rmin`` field of the quantizer's stats.")
+    uvalues = Forwarded[Any]("stats", "The ``uvalues`` field of the quantizer's stats.")
+    scale = Forwarded[Any]("params", "The ``scale`` field of the quantizer's params.")
+    zero_point = Forwarded[ZeroPoint]("params", "The ``zero_point`` field of the quantizer's params.")
+    offset = Forwarded[Any]("params", "The ``offset`` field of the quantizer's params.")
 
     def is_equal(self, opts: QuantizationOptions, ignore_sign_qat: bool = False) -> bool:
         """Compare the options with ``opts`` (see :meth:`QuantizationOptions.is_equal`)."""
@@ -525,11 +430,8 @@ class UniformQuantizer(Serializable):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _part_field(self, part: str, name: str) -> Any:
-        owner = getattr(self, part)
-        return None if owner is None else getattr(owner, name)
-
-    def _set_part_field(self, part: str, name: str, value: Any) -> None:
+    def _set_forwarded(self, part: str, name: str, value: Any) -> None:
+        """Set a forwarded field: setting ``n_bits`` without options creates them."""
         if part == "options" and self.options is None:
             if name != "n_bits":
                 raise ValueError(f"set n_bits (or give options) before {name}")

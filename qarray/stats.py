@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy
 
@@ -73,13 +73,8 @@ class MinMaxQuantizationStats(Serializable):
         (-1.0, 3.0)
     """
 
-    # The fields, named for fill_from_kwargs (which reads them with get_type_hints); type
-    # checkers read the properties below instead.
-    if not TYPE_CHECKING:
-        rmax: Optional[float]
-        rmin: Optional[float]
-        uvalues: Optional[Any]
-
+    # The fields fill_from_kwargs fills, in order (the properties below declare them).
+    _fields = ("rmax", "rmin", "uvalues")
     _type_tag = "MinMaxQuantizationStats"
     _required_fields = ("rmax", "rmin")
     # Streaming batches not read back yet: None, or a (min, max) pair of 0-d device arrays

@@ -10,12 +10,11 @@ from __future__ import annotations
 import math
 import numbers
 import reprlib
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy
 
 __all__ = [
-    "CheckedAttribute",
     "MAX_N_BITS",
     "check_bool",
     "check_broadcastable",
@@ -120,50 +119,6 @@ def check_instance(value: Any, argument: str, klass: type, optional: bool = Fals
         return value
     expected = f"a {klass.__name__}" + (" or None" if optional else "")
     raise TypeError(f"{argument} must be {expected}, got {describe(value)} ({type(value).__name__})")
-
-
-class CheckedAttribute:
-    """An attribute whose assignments are validated, stored as a plain instance attribute.
-
-    The value lives in the instance ``__dict__`` under the attribute's own name, so
-    pickling, ``copy`` and ``__dict__``-based state handling see an ordinary attribute;
-    only assignment goes through ``check(value, argument)``, which returns the value
-    to store or raises ``TypeError``/``ValueError``.
-
-    Args:
-        check: the validator, called with the assigned value and ``"Owner.name"``.
-        doc: the attribute's docstring.
-
-    Example:
-        >>> class Box:
-        ...     size = CheckedAttribute(check_int, "The size.")
-        >>> box = Box()
-        >>> box.size = "big"
-        Traceback (most recent call last):
-        ...
-        TypeError: Box.size must be an int, got 'big' (str)
-    """
-
-    def __init__(self, check: Callable[[Any, str], Any], doc: Optional[str] = None) -> None:
-        self.check = check
-        self.name = ""
-        self.argument = ""
-        self.__doc__ = doc
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-        self.argument = f"{owner.__name__}.{name}"
-
-    def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
-        if instance is None:
-            return self
-        try:
-            return instance.__dict__[self.name]
-        except KeyError:
-            raise AttributeError(f"{type(instance).__name__!r} object has no attribute {self.name!r}") from None
-
-    def __set__(self, instance: Any, value: Any) -> None:
-        instance.__dict__[self.name] = self.check(value, self.argument)
 
 
 def raise_on_problems(counts: Any, dtype: str, where: str) -> None:
