@@ -12,16 +12,16 @@ core, at its documented boundaries.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy
 
 from qarray.core.granularity import expand_to_values
 from qarray.core.namespace import array_namespace, device_of, library_name, to_numpy
 
-from .spec import Problems, QuantSpec, check_out
+from .spec import Problems, QuantSpec, block_grid, check_extent, check_out
 
-__all__ = ["ArrayAPIBackend", "Bounds", "spread"]
+__all__ = ["ArrayAPIBackend", "Bounds", "reduce_blocks", "spread"]
 
 Bounds = Optional[Tuple[float, float]]
 """An inclusive ``(low, high)`` range of integers, or None for no range."""
@@ -134,19 +134,61 @@ class ArrayAPIBackend:
 
     # -- kernels ---------------------------------------------------------------------------
 
-    def minmax(self, values: Any, omit_nonfinite: bool = False) -> Tuple[Any, Any]:
-        """Return ``(min, max)`` of ``values`` as 0-d arrays, without reading them back.
+    def minmax(
+        self, values: Any, omit_nonfinite: bool = False, *, extent: Optional[Tuple[int, ...]] = None
+    ) -> Tuple[Any, Any]:
+        """Return ``(min, max)`` of ``values`` (or of each block), without reading them back.
 
         NaN propagates into min and max, so any non-finite input shows as a non-finite
         min or max. With ``omit_nonfinite`` NaN and ±Inf are left out; if nothing is
         left, min is +Inf and max is -Inf.
+
+        Args:
+            values: a real array.
+            omit_nonfinite: leave NaN and ±Inf out.
+            extent: None for the whole array (0-d results); else the block extent along
+                each axis (see :func:`qarray.core.granularity.block_extent`): the results are
+                then arrays of the parameter grid's shape, ``ceil(shape[d] / extent[d])``
+                per axis, one min and max per block, each as the whole-array rule gives
+                for that block alone. They are of ``values``' library, dtype and device.
+                The blocks are reduced axis by axis (the min of mins is the min, so the
+                numbers do not depend on the order). Empty ``values`` give empty grids.
+
+        Raises:
+            TypeError, ValueError: if ``extent`` is not one int >= 1 per axis of ``values``.
+
+        Example:
+            >>> import numpy, array_api_compat
+            >>> backend = ArrayAPIBackend(array_api_compat.array_namespace(numpy.zeros(1)))
+            >>> low, high = backend.minmax(numpy.arange(10.0).reshape(2, 5), extent=(1, 3))
+            >>> low.tolist(), high.tolist()
+            ([[0.0, 3.0], [5.0, 8.0]], [[2.0, 4.0], [7.0, 9.0]])
         """
         xp = self.xp
+        if extent is not None:
+            extent = check_extent(extent, tuple(values.shape))
+            if values.ndim != 0:
+                return self._block_minmax(values, extent, omit_nonfinite)
         if not omit_nonfinite:
             return xp.min(values), xp.max(values)
         finite = xp.isfinite(values)
         inf = xp.asarray(float("inf"), dtype=values.dtype, device=self.device(values))
         return xp.min(xp.where(finite, values, inf)), xp.max(xp.where(finite, values, -inf))
+
+    def _block_minmax(self, values: Any, extent: Tuple[int, ...], omit_nonfinite: bool) -> Tuple[Any, Any]:
+        """The generic per-block min and max (``extent`` checked, ``values`` at least 1-d)."""
+        xp = self.xp
+        shape = tuple(int(length) for length in values.shape)
+        grid = block_grid(shape, extent)
+        if 0 in shape:  # no block at all: empty grids
+            device = self.device(values)
+            return xp.empty(grid, dtype=values.dtype, device=device), xp.empty(grid, dtype=values.dtype, device=device)
+        low_source, high_source = values, values
+        if omit_nonfinite:
+            finite = xp.isfinite(values)
+            inf = xp.asarray(float("inf"), dtype=values.dtype, device=self.device(values))
+            low_source, high_source = xp.where(finite, values, inf), xp.where(finite, values, -inf)
+        return reduce_blocks(low_source, extent, xp.min, xp=xp), reduce_blocks(high_source, extent, xp.max, xp=xp)
 
     def count_nonfinite(self, values: Any) -> Any:
         """Return the number of NaN and ±Inf in ``values`` as a 0-d integer array."""
@@ -306,3 +348,33 @@ def spread(parameter: Any, shape: Tuple[int, ...], extent: Optional[Tuple[int, .
     if extent is None or parameter is None or isinstance(parameter, (int, float)):
         return parameter
     return expand_to_values(parameter, shape, extent, xp=xp)
+
+
+def reduce_blocks(values: Any, extent: Tuple[int, ...], reduce: Callable[..., Any], *, xp: Any) -> Any:
+    """Reduce every block of ``extent`` of a non-empty ``values`` with ``reduce`` (``xp.min``, ``xp.max``).
+
+    Axis by axis: each axis is cut into consecutive segments of ``extent[axis]`` values
+    (the last may be shorter), each reduced to one entry. The result has the parameter
+    grid's shape and is a new array (never ``values`` itself).
+    """
+    reduced = values
+    for axis, size in enumerate(extent):
+        reduced = _reduce_segments(reduced, axis, int(size), reduce, xp=xp)
+    return reduced
+
+
+def _reduce_segments(array: Any, axis: int, size: int, reduce: Callable[..., Any], *, xp: Any) -> Any:
+    """Reduce ``array`` along ``axis`` in consecutive segments of ``size`` (the last may be shorter)."""
+    length = int(array.shape[axis])
+    if size >= length:
+        return reduce(array, axis=axis, keepdims=True)
+    full = length // size * size
+    parts = []
+    if full:
+        head = array[(slice(None),) * axis + (slice(0, full), ...)]
+        split = tuple(head.shape[:axis]) + (full // size, size) + tuple(head.shape[axis + 1 :])
+        parts.append(reduce(xp.reshape(head, split), axis=axis + 1))
+    if full < length:
+        tail = array[(slice(None),) * axis + (slice(full, length), ...)]
+        parts.append(reduce(tail, axis=axis, keepdims=True))
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=axis)

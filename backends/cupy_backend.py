@@ -3,7 +3,8 @@
 CuPy is imported when this backend is first asked for, never at ``import
 qarray`` time. Quant, dequant and min/max each run as one fused kernel (see
 :mod:`qarray.backends.cupy_kernels`): one read of the input and one write of
-the output, the problem counts of quant accumulated on the device. Every
+the output, the problem counts of quant accumulated on the device (and the
+per-block min/max of every block of a parameter grid, in one read too). Every
 kernel runs on CuPy's current stream, on the device of the array it is given,
 and returns without waiting for the GPU; nothing is read back here (the core
 reads the problem counts of quant once, and only when a check was asked for).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import numbers
 import threading
 from collections import OrderedDict
@@ -29,7 +31,7 @@ from qarray.core.dyadic import Histogram, bin_floor
 
 from . import cupy_kernels
 from .array_api import ArrayAPIBackend
-from .spec import Problems, QuantSpec, check_out, grid_layout
+from .spec import Problems, QuantSpec, block_grid, check_extent, check_out, grid_layout
 
 __all__ = ["CupyBackend", "HistogramState", "make_cupy_backend"]
 
@@ -38,6 +40,9 @@ _PARAMETER_CACHE_SIZE = 32
 
 _FALLBACK_BLOCKS_PER_SM = 4
 """Resident blocks per multiprocessor assumed when the occupancy query is not available."""
+
+_KEY_DTYPES: Dict[str, str] = {"float32": "uint32", "float64": "uint64"}
+"""The dtype of the per-block min/max keys of each float dtype (``cupy_kernels.KEY_TYPES``)."""
 
 
 class CupyBackend(ArrayAPIBackend):
@@ -122,13 +127,26 @@ class CupyBackend(ArrayAPIBackend):
 
     # -- kernels ---------------------------------------------------------------------------
 
-    def minmax(self, values: Any, omit_nonfinite: bool = False) -> Tuple[Any, Any]:
-        """Return ``(min, max)`` as 0-d arrays of ``values``' dtype, in one fused pass.
+    def minmax(
+        self, values: Any, omit_nonfinite: bool = False, *, extent: Optional[Tuple[int, ...]] = None
+    ) -> Tuple[Any, Any]:
+        """Return ``(min, max)`` as arrays of ``values``' dtype, in one fused pass.
 
         See :meth:`ArrayAPIBackend.minmax`: NaN propagates unless ``omit_nonfinite``;
         with it, NaN and ±Inf are left out (+Inf, -Inf when nothing is left). Two
-        kernel launches (per-block results, then their combination), no read-back.
+        kernel launches, no read-back: per-block results then their combination (0-d
+        results), or, with an ``extent``, one pass that combines every block's order
+        keys on the device with atomics (the grid kernels' row map says which block a
+        value is in), then the keys back to floats (arrays of the parameter grid's
+        shape). Other dtypes take the generic path, on the array's device.
+
+        Raises:
+            TypeError, ValueError: if ``extent`` is not one int >= 1 per axis of ``values``.
         """
+        if extent is not None:
+            extent = check_extent(extent, tuple(values.shape))
+            if values.ndim != 0:
+                return self._block_minmax_fused(values, extent, omit_nonfinite)
         dtype = self._fused_float(values)
         if dtype is None or values.size == 0:
             with self._on(values):
@@ -149,6 +167,45 @@ class CupyBackend(ArrayAPIBackend):
                 (grid,), block, (source, numpy.int64(count), numpy.int32(bool(omit_nonfinite)), partial)
             )
             final_kernel((1,), block, (partial, numpy.int64(grid), low, high))
+        return low, high
+
+    def _block_minmax_fused(self, values: Any, extent: Tuple[int, ...], omit_nonfinite: bool) -> Tuple[Any, Any]:
+        """Per-block min and max (``extent`` checked, ``values`` at least 1-d): the two grid
+        min/max kernels for non-empty float32/float64 CuPy arrays, else the generic path."""
+        dtype = self._fused_float(values)
+        if dtype is None or values.size == 0:
+            with self._on(values):
+                return super().minmax(values, omit_nonfinite, extent=extent)
+        cupy = self._cupy
+        shape = tuple(int(length) for length in values.shape)
+        grid_shape = block_grid(shape, extent)
+        n_grid = math.prod(grid_shape)
+        with values.device:
+            source = cupy.ascontiguousarray(values)
+            count = int(source.size)
+            rows, length, group = self._row_map(shape, extent, values.device.id)
+            n_groups = -(-length // group)
+            keys = cupy.zeros(3 * n_grid, dtype=numpy.dtype(_KEY_DTYPES[dtype]))
+            low = cupy.empty(grid_shape, dtype=values.dtype)
+            high = cupy.empty(grid_shape, dtype=values.dtype)
+            block = (cupy_kernels.BLOCK_THREADS,)
+            scan_name = cupy_kernels.kernel_name("minmax_grid", dtype)
+            scan = cupy_kernels.kernel(scan_name)
+            scan(
+                (self._grid(scan, scan_name, count, values.device.id),),
+                block,
+                (
+                    source, numpy.int64(count), numpy.int64(length), numpy.int64(group), numpy.int64(n_groups),
+                    rows, numpy.int32(bool(omit_nonfinite)), keys, numpy.int64(n_grid),
+                ),
+            )
+            final_name = cupy_kernels.kernel_name("minmax_grid_final", dtype)
+            final = cupy_kernels.kernel(final_name)
+            final(
+                (self._grid(final, final_name, n_grid, values.device.id),),
+                block,
+                (keys, numpy.int64(n_grid), low, high),
+            )
         return low, high
 
     # -- histograms (see qarray.calibration.histogram) ---------------------------------------------------

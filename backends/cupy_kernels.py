@@ -37,6 +37,7 @@ __all__ = [
     "HIST_STATE_INTS",
     "QUANT_PENDING_MIN_CAPACITY",
     "INTEGER_TYPES",
+    "KEY_TYPES",
     "COMPILE_OPTIONS",
     "kernel",
     "kernel_name",
@@ -813,6 +814,7 @@ __device__ __forceinline__ void qarray_dequant_grid(
 template <typename T> struct qarray_float_bits;
 template <> struct qarray_float_bits<float> {
     typedef int key;
+    typedef unsigned int word;  // the bits as an unsigned integer
     static constexpr int magnitude_mask = 0x7fffffff;
     static constexpr int infinity = 0x7f800000;
     __device__ static __forceinline__ int bits(float x) { return __float_as_int(x); }
@@ -820,6 +822,7 @@ template <> struct qarray_float_bits<float> {
 };
 template <> struct qarray_float_bits<double> {
     typedef long long key;
+    typedef unsigned long long word;
     static constexpr long long magnitude_mask = 0x7fffffffffffffffLL;
     static constexpr long long infinity = 0x7ff0000000000000LL;
     __device__ static __forceinline__ long long bits(double x) { return __double_as_longlong(x); }
@@ -981,6 +984,178 @@ __device__ __forceinline__ void qarray_minmax_final(
         *out_low = qarray_from_double<T>(low);
         *out_high = qarray_from_double<T>(high);
     }
+}
+
+// ---- min / max per block ----------------------------------------------------------------
+// The values are the C-order (rows, length) matrix of the grid kernels (qarray_parameter_map):
+// element e belongs to block where(e) of a grid of n_grid blocks. Each block's result is kept
+// in keys, three rows of n_grid unsigned words (zeros at the start), every one combined with
+// atomicMax: keys[p] = ~u of the smallest value, keys[n_grid + p] = u of the largest, where u
+// is the value's order key with the sign bit flipped (unsigned integers ordered as the floats;
+// only NaN bit patterns give u = 0 or ~u = 0, so 0 means "nothing yet"), and keys[2 n_grid + p]
+// the largest NaN magnitude bits (0: no NaN). Integers only: exact for subnormals under
+// -ftz=true, and the same result whatever the order of the atomics.
+
+template <typename T> struct qarray_block_keys {
+    typedef typename qarray_float_bits<T>::key K;
+    typedef typename qarray_float_bits<T>::word U;
+    static constexpr U sign = (U)1 << (8 * sizeof(U) - 1);
+    U low;   // ~u of the smallest value folded, 0 when none
+    U high;  // u of the largest, 0 when none
+    U nan;   // largest NaN magnitude bits, 0 when none
+    __device__ __forceinline__ void start() {
+        low = 0;
+        high = 0;
+        nan = 0;
+    }
+    __device__ __forceinline__ void add(T x, int omit_nonfinite) {
+        const K bits = qarray_float_bits<T>::bits(x);
+        const U magnitude = (U)(bits & qarray_float_bits<T>::magnitude_mask);
+        if (magnitude >= (U)qarray_float_bits<T>::infinity) {
+            if (omit_nonfinite) {
+                return;
+            }
+            if (magnitude > (U)qarray_float_bits<T>::infinity) {
+                nan = (magnitude > nan) ? magnitude : nan;
+                return;
+            }
+        }
+        const U key = (U)qarray_order_key<K>(bits) ^ sign;
+        low = (~key > low) ? ~key : low;
+        high = (key > high) ? key : high;
+    }
+    __device__ __forceinline__ void fold(U other_low, U other_high, U other_nan) {
+        low = (other_low > low) ? other_low : low;
+        high = (other_high > high) ? other_high : high;
+        nan = (other_nan > nan) ? other_nan : nan;
+    }
+    // Fold lane + offset's keys when the condition holds (every lane of the warp must call it).
+    __device__ __forceinline__ void fold_down(unsigned int offset, bool take) {
+        const U other_low = __shfl_down_sync(QARRAY_FULL_MASK, low, offset);
+        const U other_high = __shfl_down_sync(QARRAY_FULL_MASK, high, offset);
+        const U other_nan = __shfl_down_sync(QARRAY_FULL_MASK, nan, offset);
+        if (take) {
+            fold(other_low, other_high, other_nan);
+        }
+    }
+    // Warp-wide fold; the result is valid in lane 0. Every lane must call it.
+    __device__ __forceinline__ void reduce_warp() {
+        for (unsigned int offset = 16u; offset > 0u; offset >>= 1) {
+            fold_down(offset, true);
+        }
+    }
+    // Combine into block p's keys (nothing to do for what is still 0).
+    __device__ __forceinline__ void flush(U* __restrict__ keys, long long n_grid, long long p) const {
+        if (low != 0) atomicMax(keys + p, low);
+        if (high != 0) atomicMax(keys + n_grid + p, high);
+        if (nan != 0) atomicMax(keys + 2 * n_grid + p, nan);
+    }
+};
+
+// Each warp takes one contiguous range of whole tiles of 32 values, one value per lane and
+// tile (coalesced loads), and keeps the block the range is in ("open") folded in its lanes:
+// a tile wholly in the open block costs one vote. Otherwise the tile's runs of values of one
+// block are folded (a segmented warp reduction: each lane folds the lanes up to its run's
+// end); the first run joins the open block when it is that block, the last run becomes the
+// open block, and the runs between are combined into keys at once. The open block goes to
+// keys when the range leaves it: one atomic per block and warp range when blocks are large.
+template <typename T>
+__device__ __forceinline__ void qarray_minmax_grid(
+    const T* __restrict__ x, long long n, long long length, long long group, long long n_groups,
+    const long long* __restrict__ rows, int omit_nonfinite,
+    typename qarray_float_bits<T>::word* __restrict__ keys, long long n_grid)
+{
+    qarray_parameter_map where;
+    where.setup(n, length, group, n_groups, rows);
+    const unsigned int lane = threadIdx.x & 31u;
+    const long long n_warps = ((long long)gridDim.x * blockDim.x) >> 5;
+    const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const long long n_tiles = (n + 31LL) >> 5;
+    const long long tiles_per_warp = (n_tiles + n_warps - 1LL) / n_warps;
+    const long long first = warp * tiles_per_warp * 32LL;
+    const long long last = (first + tiles_per_warp * 32LL < n) ? first + tiles_per_warp * 32LL : n;
+    qarray_block_keys<T> open;  // this lane's part of the open block
+    open.start();
+    long long open_p = -1LL;  // the same in every lane; -1: no open block
+    for (long long base = first; base < last; base += 32LL) {  // the same trip count in every lane
+        const long long e = base + (long long)lane;
+        const bool valid = e < last;
+        const long long p = valid ? where(e) : -1LL;
+        qarray_block_keys<T> own;
+        own.start();
+        if (valid) {
+            own.add(x[e], omit_nonfinite);
+        }
+        if (__all_sync(QARRAY_FULL_MASK, p == open_p)) {
+            open.fold(own.low, own.high, own.nan);
+            continue;
+        }
+        // Runs: a lane heads one when its block differs from the previous lane's.
+        const long long previous = __shfl_up_sync(QARRAY_FULL_MASK, p, 1u);
+        const bool head = lane == 0u || previous != p;
+        const unsigned int heads = __ballot_sync(QARRAY_FULL_MASK, head);
+        const unsigned int later = (lane == 31u) ? 0u : (heads & (0xffffffffu << (lane + 1u)));
+        const unsigned int run_end = later ? (unsigned int)(__ffs((int)later) - 2) : 31u;
+        for (unsigned int offset = 1u; offset < 32u; offset <<= 1) {
+            own.fold_down(offset, lane + offset <= run_end);  // own: this lane's value up to its run's end
+        }
+        const unsigned int last_head = 31u - (unsigned int)__clz((int)heads);
+        const long long first_p = __shfl_sync(QARRAY_FULL_MASK, p, 0);
+        const long long last_p = __shfl_sync(QARRAY_FULL_MASK, p, 31);
+        const bool joins = lane == 0u && first_p == open_p;  // the first run continues the open block
+        if (joins) {
+            open.fold(own.low, own.high, own.nan);
+        }
+        if (last_p != open_p) {  // the range leaves the open block: combine it into keys
+            open.reduce_warp();
+            if (lane == 0u && open_p >= 0LL) {
+                open.flush(keys, n_grid, open_p);
+            }
+            open.start();
+            open_p = last_p;
+        }
+        if (head && !joins) {
+            if (lane == last_head) {
+                open.fold(own.low, own.high, own.nan);  // the last run stays open
+            } else {
+                own.flush(keys, n_grid, p);
+            }
+        }
+    }
+    if (open_p >= 0LL) {
+        open.reduce_warp();
+        if (lane == 0u) {
+            open.flush(keys, n_grid, open_p);
+        }
+    }
+}
+
+// The keys back to floats of T (bit patterns, no float arithmetic): +Inf / -Inf for a block
+// without values (all left out), NaN for one with a NaN.
+template <typename T>
+__device__ __forceinline__ void qarray_minmax_grid_final(
+    const typename qarray_float_bits<T>::word* __restrict__ keys, long long n_grid, T* __restrict__ out_low,
+    T* __restrict__ out_high)
+{
+    typedef typename qarray_float_bits<T>::key K;
+    typedef typename qarray_float_bits<T>::word U;
+    const U sign = qarray_block_keys<T>::sign;
+    const U infinity = (U)qarray_float_bits<T>::infinity;
+    U* __restrict__ low_bits = reinterpret_cast<U*>(out_low);
+    U* __restrict__ high_bits = reinterpret_cast<U*>(out_high);
+    auto one = [&](long long p) {
+        const U low = keys[p];
+        const U high = keys[n_grid + p];
+        const U nan = keys[2 * n_grid + p];
+        if (nan != 0) {
+            low_bits[p] = nan;
+            high_bits[p] = nan;
+            return;
+        }
+        low_bits[p] = low ? (U)qarray_order_key<K>((K)(~low ^ sign)) : infinity;
+        high_bits[p] = high ? (U)qarray_order_key<K>((K)(high ^ sign)) : (infinity | sign);
+    };
+    qarray_each_index(0LL, n_grid, one);
 }
 """
 
@@ -1381,6 +1556,25 @@ extern "C" __global__ void __launch_bounds__(__BLOCK__) __FINAL__(
 """
 
 
+_MINMAX_GRID = r"""
+extern "C" __global__ void __launch_bounds__(__BLOCK__) __GRID__(
+    const __T__* __restrict__ x, long long n, long long length, long long group, long long n_groups,
+    const long long* __restrict__ rows, int omit_nonfinite, __U__* __restrict__ keys, long long n_grid)
+{
+    qarray_minmax_grid<__T__>(x, n, length, group, n_groups, rows, omit_nonfinite, keys, n_grid);
+}
+
+extern "C" __global__ void __launch_bounds__(__BLOCK__) __GRID_FINAL__(
+    const __U__* __restrict__ keys, long long n_grid, __T__* __restrict__ out_low, __T__* __restrict__ out_high)
+{
+    qarray_minmax_grid_final<__T__>(keys, n_grid, out_low, out_high);
+}
+"""
+
+KEY_TYPES: Dict[str, str] = {"float32": "unsigned int", "float64": "unsigned long long"}
+"""The unsigned integer type (CUDA C++) of the per-block min/max keys of each float dtype."""
+
+
 def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
     """Return the CUDA name of a kernel.
 
@@ -1388,7 +1582,8 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
         kind: ``"quant"`` / ``"quant_grid"`` (float dtype in, integer dtype out; the grid
             kernels take one parameter set per block: the fast pass) and ``"quant_rest"`` /
             ``"quant_grid_rest"`` (the exact pass over what the fast pass left), ``"dequant"`` / ``"dequant_grid"``
-            (integer in, float out), ``"minmax_partial"``, ``"minmax_final"``, ``"hist_scan"``,
+            (integer in, float out), ``"minmax_partial"``, ``"minmax_final"``, ``"minmax_grid"``
+            (per-block min/max keys), ``"minmax_grid_final"`` (the keys to floats), ``"hist_scan"``,
             ``"hist_plan"`` or ``"hist_bin"`` (one float dtype).
         first: the input dtype's name.
         second: the output dtype's name (quant and dequant only).
@@ -1404,14 +1599,16 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
         _check(first, INTEGER_TYPES, "first")
         _check(second, FLOAT_TYPES, "second")
         return f"qarray_{kind}_{first}_{second}"
-    if kind in ("minmax_partial", "minmax_final", "hist_scan", "hist_plan", "hist_bin"):
+    if kind in ("minmax_partial", "minmax_final", "minmax_grid", "minmax_grid_final", "hist_scan", "hist_plan",
+                "hist_bin"):
         _check(first, FLOAT_TYPES, "first")
         if second is not None:
             raise ValueError(f"second must be None for {kind}, got {second!r}")
         return f"qarray_{kind}_{first}"
     raise ValueError(
         "kind must be 'quant', 'quant_rest', 'quant_grid', 'quant_grid_rest', 'dequant', 'dequant_grid', "
-        f"'minmax_partial', 'minmax_final', 'hist_scan', 'hist_plan' or 'hist_bin', got {kind!r}"
+        "'minmax_partial', 'minmax_final', 'minmax_grid', 'minmax_grid_final', 'hist_scan', 'hist_plan' or "
+        f"'hist_bin', got {kind!r}"
     )
 
 
@@ -1459,6 +1656,15 @@ def source() -> str:
         )
         parts.append(
             fill(
+                _MINMAX_GRID,
+                GRID=kernel_name("minmax_grid", float_name),
+                GRID_FINAL=kernel_name("minmax_grid_final", float_name),
+                T=float_type,
+                U=KEY_TYPES[float_name],
+            )
+        )
+        parts.append(
+            fill(
                 _HISTOGRAM_KERNELS,
                 SCAN=kernel_name("hist_scan", float_name),
                 PLAN=kernel_name("hist_plan", float_name),
@@ -1482,6 +1688,8 @@ def kernel_names() -> Tuple[str, ...]:
             names.append(kernel_name("dequant_grid", int_name, float_name))
         names.append(kernel_name("minmax_partial", float_name))
         names.append(kernel_name("minmax_final", float_name))
+        names.append(kernel_name("minmax_grid", float_name))
+        names.append(kernel_name("minmax_grid_final", float_name))
         names.append(kernel_name("hist_scan", float_name))
         names.append(kernel_name("hist_plan", float_name))
         names.append(kernel_name("hist_bin", float_name))

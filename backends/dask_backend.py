@@ -4,7 +4,9 @@ Dask arrays (with NumPy chunks on the CPU or CuPy chunks on a GPU) are
 quantized block by block: ``quantize`` and ``dequantize`` return lazy Dask
 arrays built with ``map_blocks``, whose block function hands each chunk to the
 backend of the chunk's own library (the NumPy or CuPy kernels) with the
-fitted parameters, so the integers are exactly those of the chunk library.
+fitted parameters, so the integers are exactly those of the chunk library
+(per-block min/max too: each chunk, rechunked to hold whole blocks or lie in one,
+is reduced by its library's kernel).
 The checks that the eager backends read back (non-finite input, values that do
 not fit the output dtype) run inside the block function and raise
 ``ValueError`` when the result is computed. Calibration builds the lazy
@@ -26,7 +28,7 @@ from qarray.core.namespace import array_namespace, to_numpy
 
 from .array_api import ArrayAPIBackend
 from .registry import backend_for
-from .spec import Problems, QuantSpec
+from .spec import Problems, QuantSpec, block_grid, check_extent
 
 __all__ = ["DaskBackend", "make_dask_backend"]
 
@@ -90,13 +92,29 @@ class DaskBackend(ArrayAPIBackend):
 
     # -- kernels ---------------------------------------------------------------------------
 
-    def minmax(self, values: Any, omit_nonfinite: bool = False) -> Tuple[Any, Any]:
-        """Return lazy 0-d Dask arrays ``(min, max)`` (see :meth:`ArrayAPIBackend.minmax`).
+    def minmax(
+        self, values: Any, omit_nonfinite: bool = False, *, extent: Optional[Tuple[int, ...]] = None
+    ) -> Tuple[Any, Any]:
+        """Return lazy Dask arrays ``(min, max)`` (see :meth:`ArrayAPIBackend.minmax`).
 
         Nothing is computed here; reading both back together costs one pass over the data.
+        Without ``extent`` they are 0-d. With one, they have the parameter grid's shape:
+        the array is rechunked so that no chunk straddles a block boundary (chunk ends are
+        moved to the nearest multiple of the extent, or, along an axis whose blocks are
+        longer than its chunks, the block ends are added), each chunk reduces its blocks
+        (or its piece of one block) with its own library's kernel (the NumPy or CuPy fused
+        one), and the pieces of a block spread over several chunks are reduced together.
+
+        Raises:
+            TypeError, ValueError: if ``extent`` is not one int >= 1 per axis of ``values``,
+                or the chunk sizes are unknown.
         """
         import dask.array as da
 
+        if extent is not None:
+            extent = check_extent(extent, tuple(values.shape))
+            if values.ndim != 0:
+                return _lazy_block_minmax(values, extent, omit_nonfinite)
         if not omit_nonfinite:
             return da.min(values), da.max(values)
         finite = da.isfinite(values)
@@ -192,6 +210,69 @@ def _refuse_out(out: Any) -> None:
         )
 
 
+def _lazy_block_minmax(values: Any, extent: Tuple[int, ...], omit_nonfinite: bool) -> Tuple[Any, Any]:
+    """Lazy per-block min and max of a Dask array (``extent`` checked, ``values`` at least 1-d)."""
+    shape = tuple(int(length) for length in values.shape)
+    grid = block_grid(shape, extent)
+    if 0 in shape:  # no block at all: empty grids, of the chunks' library
+        empty = values[tuple(slice(0, length) for length in grid)]
+        return empty, empty.copy()
+    plans = [_axis_plan(chunks, length, size) for chunks, length, size in zip(values.chunks, shape, extent)]
+    aligned = values.rechunk(tuple(chunks for chunks, _ in plans))
+    pieces = tuple(
+        tuple(-(-chunk // min(size, chunk)) for chunk in chunks) for (chunks, _), size in zip(plans, extent)
+    )
+    stacked = aligned.map_blocks(
+        _minmax_block,
+        extent=extent,
+        omit_nonfinite=bool(omit_nonfinite),
+        chunks=((2,), *pieces),
+        new_axis=0,
+        dtype=values.dtype,
+        meta=values._meta.reshape((0,) * (values.ndim + 1)),
+    )
+    for axis, (_, counts) in enumerate(plans):
+        if counts is None:
+            continue
+        # every block's pieces into one chunk, reduced to one entry
+        stacked = stacked.rechunk({axis + 1: counts})
+        reduced_chunks = list(stacked.chunks)
+        reduced_chunks[axis + 1] = (1,) * len(counts)
+        stacked = stacked.map_blocks(
+            _combine_pieces, axis=axis, chunks=tuple(reduced_chunks), dtype=values.dtype, meta=stacked._meta
+        )
+    return stacked[0], stacked[1]
+
+
+def _axis_plan(chunks: Tuple[int, ...], length: int, size: int) -> Tuple[Tuple[int, ...], Optional[Tuple[int, ...]]]:
+    """How one axis is cut for blocks of ``size``: ``(chunks, counts)``.
+
+    Where blocks fit in the chunks, chunk ends move to the nearest multiple of ``size``
+    (chunks keep about their length and hold whole blocks; ``counts`` is None). Where
+    blocks are longer than every chunk, the block ends are added to the chunk ends, so
+    each chunk lies in one block, and ``counts`` says how many chunks each block spans
+    (None when one each).
+    """
+    ends = [0]
+    for chunk in chunks:
+        ends.append(ends[-1] + int(chunk))
+    if size < length and size <= max(chunks):
+        nearest = {(end + size // 2) // size * size for end in ends[1:-1]}
+        bounds = [0, *sorted(end for end in nearest if 0 < end < length), length]
+        return tuple(b - a for a, b in zip(bounds, bounds[1:])), None
+    bounds = sorted(set(ends) | set(range(size, length, size)))
+    aligned = tuple(b - a for a, b in zip(bounds, bounds[1:]))
+    counts: List[int] = []
+    previous = -1
+    for start in bounds[:-1]:
+        if start // size == previous:
+            counts[-1] += 1
+        else:
+            counts.append(1)
+            previous = start // size
+    return aligned, (tuple(counts) if any(count > 1 for count in counts) else None)
+
+
 def _block_zero_point(zero_point: Any, ndim: int, block_info: Optional[dict]) -> Any:
     """Return the part of a host zero-point array that lines up with the current block."""
     if numpy.ndim(zero_point) == 0:
@@ -282,6 +363,24 @@ def _dequantize_block(
     """De-quantize one chunk with its own library's backend."""
     backend, local = _block_spec(spec, block, ndim, block_info)
     return backend.dequantize(block, local, dtype=float_dtype)
+
+
+def _minmax_block(block: Any, extent: Tuple[int, ...], omit_nonfinite: bool) -> Any:
+    """The min and max of the blocks in one chunk, stacked ``(2, ...)``, by its library's backend.
+
+    The chunk holds whole blocks, or lies in one block (then its extent is its length).
+    """
+    local = tuple(min(size, max(1, int(length))) for size, length in zip(extent, block.shape))
+    low, high = backend_for(block).minmax(block, omit_nonfinite, extent=local)
+    return array_namespace(low).stack([low, high])
+
+
+def _combine_pieces(stacked: Any, axis: int) -> Any:
+    """Reduce stacked ``(2, ...)`` pieces of one block along data axis ``axis`` (min, then max)."""
+    xp = array_namespace(stacked)
+    low = xp.min(stacked[0, ...], axis=axis, keepdims=True)
+    high = xp.max(stacked[1, ...], axis=axis, keepdims=True)
+    return xp.stack([low, high])
 
 
 def _unique_block(block: Any, omit_nonfinite: bool) -> Any:

@@ -12,7 +12,9 @@ When Numba is installed, large C-contiguous float32/float64 arrays go through
 the compiled kernels of :mod:`qarray.backends.numba_kernels` instead (one pass,
 vectorised, on all cores), which give the same bits; set
 ``QARRAY_DISABLE_NUMBA=1`` to keep the NumPy path. Numba is only imported the
-first time such an array is quantized.
+first time such an array is quantized. The per-block min/max (``minmax`` with an
+``extent``) takes its compiled kernel for large float32/float64 input of any
+layout (strided views are read where they are), and the generic path otherwise.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from array_api_compat import numpy as compat_numpy
 
 from . import _parallel, numba_kernels
 from .array_api import ArrayAPIBackend, Bounds
-from .spec import Problems, QuantSpec, check_out, grid_layout
+from .spec import Problems, QuantSpec, check_extent, check_out, grid_layout
 
 __all__ = ["NumpyBackend", "BLOCK_ELEMENTS", "MINMAX_BLOCK_ELEMENTS"]
 
@@ -81,14 +83,29 @@ class NumpyBackend(ArrayAPIBackend):
 
     # -- statistics ------------------------------------------------------------------------
 
-    def minmax(self, values: Any, omit_nonfinite: bool = False) -> Tuple[Any, Any]:
-        """Return ``(min, max)`` as 0-d arrays of ``values``' dtype, reading the input once.
+    def minmax(
+        self, values: Any, omit_nonfinite: bool = False, *, extent: Optional[Tuple[int, ...]] = None
+    ) -> Tuple[Any, Any]:
+        """Return ``(min, max)`` as arrays of ``values``' dtype, reading the input once.
 
         NaN propagates into both (any NaN gives NaN, as ``numpy.min`` does); see
-        :meth:`ArrayAPIBackend.minmax` for ``omit_nonfinite``. Empty input raises
-        ``ValueError`` as ``numpy.min`` does.
+        :meth:`ArrayAPIBackend.minmax` for ``omit_nonfinite`` and ``extent``. Without an
+        extent the results are 0-d, and empty input raises ``ValueError`` as ``numpy.min``
+        does. With one, they are arrays of the parameter grid's shape: large float32 and
+        float64 input of any layout (strided views too, nothing copied) takes the compiled
+        one-pass kernel (:func:`numba_kernels.minmax_grid`) when Numba is available, other
+        input the generic path.
+
+        Raises:
+            TypeError, ValueError: if ``extent`` is not one int >= 1 per axis of ``values``.
         """
         values = numpy.asarray(values)
+        if extent is not None:
+            extent = check_extent(extent, values.shape)
+            if values.ndim != 0:
+                if _use_numba_grid(values):
+                    return _minmax_grid(values, extent, omit_nonfinite)
+                return super().minmax(values, omit_nonfinite, extent=extent)
         if values.size == 0:
             return numpy.min(values), numpy.max(values)  # raises NumPy's ValueError
         if not omit_nonfinite and _use_numba(values):
@@ -269,6 +286,52 @@ def _minmax_range(values: numpy.ndarray, omit_nonfinite: bool) -> Tuple[Any, Any
             lows.append(numpy.min(block))
             highs.append(numpy.max(block))
     return numpy.min(numpy.asarray(lows, dtype=values.dtype)), numpy.max(numpy.asarray(highs, dtype=values.dtype))
+
+
+def _minmax_grid(
+    values: numpy.ndarray, extent: Tuple[int, ...], omit_nonfinite: bool
+) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """Per-block min and max with the compiled kernel, for any layout, without copying the input.
+
+    The axes are first put in order of decreasing stride (a transposed view: an
+    F-ordered array becomes C-ordered, with the extent and the grid permuted alike,
+    which leaves every block's values as they are; the results are transposed views
+    of the grids). The values then go to the kernel as 2-d ``(rows, length)`` views:
+    one for the whole array when its leading axes collapse into one (any contiguous
+    array, most strided views), else one per index of the fewest outer axes for which
+    they do.
+    """
+    ndim = values.ndim
+    order = sorted(range(ndim), key=lambda axis: -abs(values.strides[axis]))
+    if order != list(range(ndim)):
+        low, high = _minmax_grid(values.transpose(order), tuple(extent[axis] for axis in order), omit_nonfinite)
+        inverse = tuple(int(axis) for axis in numpy.argsort(order))
+        return low.transpose(inverse), high.transpose(inverse)  # views: a copy would cost more than the pass
+    shape, length = values.shape, values.shape[-1]
+    parts: List[Tuple[int, numpy.ndarray]] = []
+    for outer in range(ndim):  # the fewest outer axes whose every index leaves a collapsible array
+        row_stride = _row_stride(shape[outer:], values.strides[outer:])
+        if row_stride is None:
+            continue
+        rows_per_index = math.prod(shape[outer:-1])
+        for index, position in enumerate(numpy.ndindex(*shape[:outer])):
+            part = numpy.lib.stride_tricks.as_strided(
+                values[position], (rows_per_index, length), (row_stride, values.strides[-1]), writeable=False
+            )
+            parts.append((index * rows_per_index, part))
+        break
+    return numba_kernels.minmax_grid(parts, tuple(shape), extent, omit_nonfinite)
+
+
+def _row_stride(shape: Tuple[int, ...], strides: Tuple[int, ...]) -> Optional[int]:
+    """The stride of the rows when all axes but the last collapse into one (a view), else None."""
+    leading = [(length, stride) for length, stride in zip(shape[:-1], strides[:-1]) if length != 1]
+    if not leading:
+        return 0  # one row
+    for (_, outer_stride), (inner_length, inner_stride) in zip(leading, leading[1:]):
+        if outer_stride != inner_stride * inner_length:
+            return None
+    return leading[-1][1]
 
 
 def _bin_counts_range(values: numpy.ndarray, k: int, j_lo: int, max_bins: int) -> numpy.ndarray:
@@ -570,6 +633,17 @@ def _use_numba(values: numpy.ndarray) -> bool:
     return (
         values.size >= numba_kernels.MIN_ELEMENTS
         and numba_kernels.supported_float(values)
+        and numba_kernels.available()
+    )
+
+
+def _use_numba_grid(values: numpy.ndarray) -> bool:
+    """Whether the compiled per-block min/max takes this input (large float32/float64, native
+    byte order, any layout, Numba usable)."""
+    return (
+        values.size >= numba_kernels.MIN_ELEMENTS
+        and values.dtype in (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+        and values.dtype.isnative
         and numba_kernels.available()
     )
 

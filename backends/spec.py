@@ -5,8 +5,8 @@ A backend's ``quantize(values, spec, *, check_finite, out)`` and
 scale and zero point (host numbers per tensor, or arrays of the parameter grid
 with the block ``extent``), the bounds, whether to saturate to them or count
 what falls outside, and the output dtype. This module also owns the check of an
-``out=`` buffer and the row map of the grid kernels; the dtype tables and the
-clipping range come from :mod:`qarray.core.dtypes`.
+``out=`` buffer, the check of a block extent (per-block min/max) and the row map of the
+grid kernels; the dtype tables and the clipping range come from :mod:`qarray.core.dtypes`.
 
 Example:
     >>> spec = QuantSpec.per_tensor(0.5, 128, (0, 255), "uint8")
@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Tuple
+import numbers
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy
 
@@ -27,6 +28,8 @@ from qarray.core.namespace import check_output, to_numpy
 __all__ = [
     "Problems",
     "QuantSpec",
+    "block_grid",
+    "check_extent",
     "check_out",
     "grid_layout",
 ]
@@ -160,3 +163,52 @@ def grid_layout(shape: Tuple[int, ...], extent: Optional[Tuple[int, ...]]) -> Tu
     else:
         rows = numpy.zeros(1, dtype=numpy.int64)
     return rows, int(rows.size), int(shape[-1]), int(extent[-1])
+
+
+def check_extent(extent: Any, shape: Sequence[Any]) -> Tuple[int, ...]:
+    """Check a block ``extent`` for values of ``shape``; return it as a tuple of ints, each cut
+    to its axis' length (at least 1), which gives the same blocks.
+
+    ``extent[d]`` is how many consecutive indices along axis ``d`` one block spans (see
+    :func:`qarray.core.granularity.block_extent`); the parameter grid has
+    ``ceil(shape[d] / extent[d])`` entries along that axis.
+
+    Raises:
+        TypeError: if ``extent`` is not a tuple (or list) of ints.
+        ValueError: if it has not one entry per axis, an entry is < 1, or ``shape`` has
+            unknown lengths (a Dask array with unknown chunk sizes).
+
+    Example:
+        >>> check_extent((2, 100), (4, 10))
+        (2, 10)
+    """
+    if not isinstance(extent, (tuple, list)) or not all(
+        isinstance(entry, numbers.Integral) and not isinstance(entry, (bool, numpy.bool_)) for entry in extent
+    ):
+        raise TypeError(f"extent must be a tuple of ints, one per axis of values, got {extent!r}")
+    entries = tuple(int(entry) for entry in extent)
+    if len(entries) != len(shape):
+        raise ValueError(
+            f"extent must have one entry per axis of values ({len(shape)}), got {len(entries)}: {extent!r}"
+        )
+    if any(entry < 1 for entry in entries):
+        raise ValueError(f"extent entries must be ints >= 1, got {extent!r}")
+    lengths = []
+    for length in shape:
+        if length is None or length != length:  # None or NaN: a lazy array's unknown length
+            raise ValueError(
+                f"values must have a known shape for a per-block min/max, got shape {tuple(shape)} "
+                "(compute the chunk sizes first)"
+            )
+        lengths.append(int(length))
+    return tuple(min(entry, max(length, 1)) for entry, length in zip(entries, lengths))
+
+
+def block_grid(shape: Sequence[int], extent: Sequence[int]) -> Tuple[int, ...]:
+    """Return the parameter grid's shape for ``extent``: ``ceil(shape[d] / extent[d])`` per axis.
+
+    Example:
+        >>> block_grid((4, 10), (2, 3))
+        (2, 4)
+    """
+    return tuple(-(-int(length) // int(size)) for length, size in zip(shape, extent))

@@ -159,8 +159,8 @@ def clip_for(dtype: str) -> Tuple[int, int]:
 def test_every_grid_kernel_has_an_emulated_launcher(emulated: EmulatedModule) -> None:
     names = cupy_kernels.kernel_names()
     # per dtype pair: quant (its fast and exact passes), dequant, and their grid forms; per
-    # float dtype: the min/max pair and the histogram's scan, plan and bin
-    assert len(names) == len(set(names)) == 6 * len(FLOATS) * len(INTEGERS) + 5 * len(FLOATS) == 106
+    # float dtype: the min/max pair, the per-block min/max pair, and the histogram's scan, plan and bin
+    assert len(names) == len(set(names)) == 6 * len(FLOATS) * len(INTEGERS) + 7 * len(FLOATS) == 110
     for float_name in FLOATS:
         for int_name in INTEGERS:
             for name in (
