@@ -12,16 +12,16 @@ core, at its documented boundaries.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy
 
-from qarray.core.granularity import expand_to_values
+from qarray.core.granularity import expand_to_values, grid_shape, reduce_blocks
 from qarray.core.namespace import array_namespace, device_of, library_name, to_numpy
 
-from .spec import Problems, QuantSpec, block_grid, check_extent, check_out
+from .spec import Problems, QuantSpec, check_extent, check_out
 
-__all__ = ["ArrayAPIBackend", "Bounds", "reduce_blocks", "spread"]
+__all__ = ["ArrayAPIBackend", "Bounds", "spread"]
 
 Bounds = Optional[Tuple[float, float]]
 """An inclusive ``(low, high)`` range of integers, or None for no range."""
@@ -179,7 +179,7 @@ class ArrayAPIBackend:
         """The generic per-block min and max (``extent`` checked, ``values`` at least 1-d)."""
         xp = self.xp
         shape = tuple(int(length) for length in values.shape)
-        grid = block_grid(shape, extent)
+        grid = grid_shape(shape, extent)
         if 0 in shape:  # no block at all: empty grids
             device = self.device(values)
             return xp.empty(grid, dtype=values.dtype, device=device), xp.empty(grid, dtype=values.dtype, device=device)
@@ -348,33 +348,3 @@ def spread(parameter: Any, shape: Tuple[int, ...], extent: Optional[Tuple[int, .
     if extent is None or parameter is None or isinstance(parameter, (int, float)):
         return parameter
     return expand_to_values(parameter, shape, extent, xp=xp)
-
-
-def reduce_blocks(values: Any, extent: Tuple[int, ...], reduce: Callable[..., Any], *, xp: Any) -> Any:
-    """Reduce every block of ``extent`` of a non-empty ``values`` with ``reduce`` (``xp.min``, ``xp.max``).
-
-    Axis by axis: each axis is cut into consecutive segments of ``extent[axis]`` values
-    (the last may be shorter), each reduced to one entry. The result has the parameter
-    grid's shape and is a new array (never ``values`` itself).
-    """
-    reduced = values
-    for axis, size in enumerate(extent):
-        reduced = _reduce_segments(reduced, axis, int(size), reduce, xp=xp)
-    return reduced
-
-
-def _reduce_segments(array: Any, axis: int, size: int, reduce: Callable[..., Any], *, xp: Any) -> Any:
-    """Reduce ``array`` along ``axis`` in consecutive segments of ``size`` (the last may be shorter)."""
-    length = int(array.shape[axis])
-    if size >= length:
-        return reduce(array, axis=axis, keepdims=True)
-    full = length // size * size
-    parts = []
-    if full:
-        head = array[(slice(None),) * axis + (slice(0, full), ...)]
-        split = tuple(head.shape[:axis]) + (full // size, size) + tuple(head.shape[axis + 1 :])
-        parts.append(reduce(xp.reshape(head, split), axis=axis + 1))
-    if full < length:
-        tail = array[(slice(None),) * axis + (slice(full, length), ...)]
-        parts.append(reduce(tail, axis=axis, keepdims=True))
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=axis)

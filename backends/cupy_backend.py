@@ -28,10 +28,11 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy
 
 from qarray.core.dyadic import Histogram, bin_floor
+from qarray.core.granularity import grid_shape
 
 from . import cupy_kernels
 from .array_api import ArrayAPIBackend
-from .spec import Problems, QuantSpec, block_grid, check_extent, check_out, grid_layout
+from .spec import Problems, QuantSpec, check_extent, check_out, grid_layout
 
 __all__ = ["CupyBackend", "HistogramState", "make_cupy_backend"]
 
@@ -178,16 +179,16 @@ class CupyBackend(ArrayAPIBackend):
                 return super().minmax(values, omit_nonfinite, extent=extent)
         cupy = self._cupy
         shape = tuple(int(length) for length in values.shape)
-        grid_shape = block_grid(shape, extent)
-        n_grid = math.prod(grid_shape)
+        grid = grid_shape(shape, extent)
+        n_grid = math.prod(grid)
         with values.device:
             source = cupy.ascontiguousarray(values)
             count = int(source.size)
             rows, length, group = self._row_map(shape, extent, values.device.id)
             n_groups = -(-length // group)
             keys = cupy.zeros(3 * n_grid, dtype=numpy.dtype(_KEY_DTYPES[dtype]))
-            low = cupy.empty(grid_shape, dtype=values.dtype)
-            high = cupy.empty(grid_shape, dtype=values.dtype)
+            low = cupy.empty(grid, dtype=values.dtype)
+            high = cupy.empty(grid, dtype=values.dtype)
             block = (cupy_kernels.BLOCK_THREADS,)
             scan_name = cupy_kernels.kernel_name("minmax_grid", dtype)
             scan = cupy_kernels.kernel(scan_name)

@@ -24,11 +24,12 @@ from typing import Any, List, Optional, Tuple
 import numpy
 
 from qarray.core.checks import raise_on_problems
+from qarray.core.granularity import grid_shape
 from qarray.core.namespace import array_namespace, to_numpy
 
 from .array_api import ArrayAPIBackend
 from .registry import backend_for
-from .spec import Problems, QuantSpec, block_grid, check_extent
+from .spec import Problems, QuantSpec, check_extent
 
 __all__ = ["DaskBackend", "make_dask_backend"]
 
@@ -213,7 +214,7 @@ def _refuse_out(out: Any) -> None:
 def _lazy_block_minmax(values: Any, extent: Tuple[int, ...], omit_nonfinite: bool) -> Tuple[Any, Any]:
     """Lazy per-block min and max of a Dask array (``extent`` checked, ``values`` at least 1-d)."""
     shape = tuple(int(length) for length in values.shape)
-    grid = block_grid(shape, extent)
+    grid = grid_shape(shape, extent)
     if 0 in shape:  # no block at all: empty grids, of the chunks' library
         empty = values[tuple(slice(0, length) for length in grid)]
         return empty, empty.copy()

@@ -95,8 +95,10 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy
 
+from qarray.core.granularity import grid_shape
+
 from . import _parallel
-from .spec import block_grid, grid_layout
+from .spec import grid_layout
 
 __all__ = [
     "DISABLE_ENV",
@@ -1045,7 +1047,7 @@ def minmax_grid(
     key_min, key_max = -(1 << (width - 1)), (1 << (width - 1)) - 1
     negative_infinity = ~infinity  # the key of -Inf: every bit of +Inf's key flipped
     rows, n_rows, length, group = grid_layout(shape, extent)
-    grid = block_grid(shape, extent)
+    grid = grid_shape(shape, extent)
     n_groups = grid[-1]
     low = numpy.full((max(1, math.prod(grid[:-1])), n_groups), infinity, dtype=image)
     high = numpy.full(low.shape, negative_infinity, dtype=image)

@@ -28,7 +28,6 @@ from qarray.core.namespace import check_output, to_numpy
 __all__ = [
     "Problems",
     "QuantSpec",
-    "block_grid",
     "check_extent",
     "check_out",
     "grid_layout",
@@ -202,13 +201,3 @@ def check_extent(extent: Any, shape: Sequence[Any]) -> Tuple[int, ...]:
             )
         lengths.append(int(length))
     return tuple(min(entry, max(length, 1)) for entry, length in zip(entries, lengths))
-
-
-def block_grid(shape: Sequence[int], extent: Sequence[int]) -> Tuple[int, ...]:
-    """Return the parameter grid's shape for ``extent``: ``ceil(shape[d] / extent[d])`` per axis.
-
-    Example:
-        >>> block_grid((4, 10), (2, 3))
-        (2, 4)
-    """
-    return tuple(-(-int(length) // int(size)) for length, size in zip(shape, extent))

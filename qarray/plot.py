@@ -14,10 +14,10 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy
 
-from .core.granularity import block_minmax
 from .core.namespace import as_array, to_numpy
 from .histogram_stats import HistogramQuantizationStats
 from .options import QuantizationOptions
+from .primitives import block_minmax
 from .quantized_array import QuantizedArray
 from .quantizer import UniformQuantizer
 
@@ -287,7 +287,7 @@ def plot_block_parameters(
         host = numpy.asarray(to_numpy(_as_values(values)), dtype=numpy.float64)
         restored = numpy.asarray(to_numpy(quantizer.dequant(quantizer.quant(host))), dtype=numpy.float64)
         extent = quantizer.block_extent(host.shape) if scale.ndim else tuple(max(1, n) for n in host.shape)
-        _, largest = block_minmax(numpy.abs(restored - host), extent, xp=numpy)
+        _, largest = block_minmax(numpy.abs(restored - host), extent)
         largest = numpy.asarray(largest).reshape(-1)
         ax.plot(index, largest[::step], ".", color="tab:blue", markersize=3, label="max |error| of the block")
     if half.size and numpy.all(half > 0):

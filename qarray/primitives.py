@@ -29,7 +29,6 @@ from typing import Any, Optional, Tuple
 from .backends import backend_for
 from .core.checks import check_finite_real
 from .core.granularity import block_extent, expand_to_values
-from .core.granularity import block_minmax as _block_minmax
 from .core.namespace import array_namespace, as_array, is_array
 from .core.rule import BlockCheck, check_combination, parameter_rule, tensor_parameters
 
@@ -43,28 +42,31 @@ __all__ = [
     "quantize",
 ]
 
-def block_minmax(values: Any, extent: Tuple[int, ...], *, omit_nonfinite: bool = False) -> Tuple[Any, Any]:
+def block_minmax(
+    values: Any, extent: Tuple[int, ...], *, omit_nonfinite: bool = False, backend: Any = None
+) -> Tuple[Any, Any]:
     """Return the min and max of every block of ``values`` (arrays of the parameter grid).
+
+    One pass of the backend's kernel (fused on NumPy/Numba and CuPy; the generic Array API
+    path is the reference); nothing is read back.
 
     Args:
         values: a real array of any Array API library.
         extent: the block extent per axis (:func:`block_extent`).
         omit_nonfinite: leave NaN and ±Inf out (a block without finite values then
             has min +Inf and max -Inf); by default they propagate into their block.
+        backend: the backend to use (the one of ``values`` by default).
+
+    Raises:
+        TypeError, ValueError: if ``extent`` is not one int >= 1 per axis of ``values``.
 
     Example:
         >>> import numpy
         >>> block_minmax(numpy.array([[1.0, 5.0], [2.0, -3.0]]), (1, 2))[0].tolist()
         [[1.0], [-3.0]]
     """
-    xp = array_namespace(values)
-    if not omit_nonfinite:
-        return _block_minmax(values, extent, xp=xp)
-    finite = xp.isfinite(values)
-    inf = xp.asarray(float("inf"), dtype=values.dtype, device=getattr(values, "device", None))
-    low, _ = _block_minmax(xp.where(finite, values, inf), extent, xp=xp)
-    _, high = _block_minmax(xp.where(finite, values, -inf), extent, xp=xp)
-    return low, high
+    backend = backend or backend_for(values)
+    return backend.minmax(values, omit_nonfinite, extent=tuple(extent))
 
 
 def choose_parameters(

@@ -12,8 +12,9 @@ from typing import Any, Dict
 import numpy
 import pytest
 
-from qarray.core.granularity import block_extent, block_minmax, expand_to_values
+from qarray.core.granularity import block_extent, expand_to_values
 from qarray.core.namespace import array_namespace, to_numpy
+from qarray.primitives import block_minmax
 
 SHAPE = (5, 7, 9)
 
@@ -47,7 +48,7 @@ def test_blocks_tile_the_array_and_minmax_is_each_blocks(xb: Any, name: str) -> 
         expected_min[index], expected_max[index] = values[block].min(), values[block].max()
     numpy.testing.assert_array_equal(covered, 1)
     array = xb.asarray(values)
-    rmin, rmax = block_minmax(array, extent, xp=array_namespace(array))
+    rmin, rmax = block_minmax(array, extent)
     numpy.testing.assert_array_equal(to_numpy(rmin), expected_min, strict=True)
     numpy.testing.assert_array_equal(to_numpy(rmax), expected_max, strict=True)
 

@@ -2,13 +2,14 @@
 
 Per tensor, every value shares one scale and zero point. Per channel (``axis=``)
 and per group (``block_size=``), the array is cut into blocks, and each block is
-quantized as a small tensor of its own (``GRANULARITY.md``). This module owns
+quantized as a small tensor of its own (``docs/granularity.md``). This module owns
 the geometry of that cut and the reductions over it, as plain functions over
 any Array API namespace:
 
 - :func:`block_extent` turns ``axis`` / ``block_size`` into the extent of one
   block along each axis and the shape of the parameter grid;
-- :func:`block_minmax` reduces values to the min and max of every block;
+- :func:`reduce_blocks` reduces every block (the generic per-block min and max the
+  kernels' ``minmax(extent=...)`` is compared with);
 - :func:`expand_to_values` spreads a parameter grid over the values' shape, for
   the generic (reference) quantization path.
 
@@ -17,9 +18,8 @@ Example:
     >>> extent, grid = block_extent((4, 10), block_size=4)
     >>> extent, grid
     ((1, 4), (4, 3))
-    >>> rmin, rmax = block_minmax(numpy.arange(40.0).reshape(4, 10), extent, xp=numpy)
-    >>> rmin[0].tolist(), rmax[0].tolist()
-    ([0.0, 4.0, 8.0], [3.0, 7.0, 9.0])
+    >>> reduce_blocks(numpy.arange(40.0).reshape(4, 10), extent, numpy.max, xp=numpy)[0].tolist()
+    [3.0, 7.0, 9.0]
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ __all__ = [
     "Axis",
     "BlockSize",
     "block_extent",
-    "block_minmax",
     "check_granularity",
     "expand_to_values",
     "grid_shape",
+    "reduce_blocks",
     "is_grid",
 ]
 
@@ -166,9 +166,29 @@ def grid_shape(shape: Sequence[int], extent: Sequence[int]) -> Tuple[int, ...]:
     return tuple(-(-int(length) // int(size)) for length, size in zip(shape, extent))
 
 
-def _segments(xp: Any, array: Any, axis: int, size: int, reduce: Callable[..., Any]) -> Any:
+def reduce_blocks(values: Any, extent: Sequence[int], reduce: Callable[..., Any], *, xp: Any) -> Any:
+    """Reduce every block of ``extent`` of a non-empty ``values`` with ``reduce`` (``xp.min``, ``xp.max``).
+
+    Axis by axis: each axis is cut into consecutive segments of ``extent[axis]`` values
+    (the last may be shorter), each reduced to one entry; the min of mins is the min, so
+    the result is exact whatever the order, and NaN propagates into its block. The
+    result has the parameter grid's shape, stays in ``values``' library and on its
+    device, and is a new array (never ``values`` itself). This is the generic (reference)
+    per-block reduction; the backends fuse it where they can.
+
+    Example:
+        >>> reduce_blocks(numpy.arange(40.0).reshape(4, 10), (1, 4), numpy.min, xp=numpy)[0].tolist()
+        [0.0, 4.0, 8.0]
+    """
+    reduced = values
+    for axis, size in enumerate(extent):
+        reduced = _reduce_segments(reduced, axis, int(size), reduce, xp=xp)
+    return reduced
+
+
+def _reduce_segments(array: Any, axis: int, size: int, reduce: Callable[..., Any], *, xp: Any) -> Any:
     """Reduce ``array`` along ``axis`` in consecutive segments of ``size`` (the last may be shorter)."""
-    length = array.shape[axis]
+    length = int(array.shape[axis])
     if size >= length:
         return reduce(array, axis=axis, keepdims=True)
     full = length // size * size
@@ -181,25 +201,6 @@ def _segments(xp: Any, array: Any, axis: int, size: int, reduce: Callable[..., A
         tail = array[(slice(None),) * axis + (slice(full, length), ...)]
         parts.append(reduce(tail, axis=axis, keepdims=True))
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=axis)
-
-
-def block_minmax(values: Any, extent: Sequence[int], *, xp: Any) -> Tuple[Any, Any]:
-    """Return ``(rmin, rmax)``: the min and max of every block, as arrays of the grid's shape.
-
-    Blocks are reduced axis by axis; the min of mins is the min, so the result is
-    exact whatever the order. NaN propagates into its block's min and max. The
-    arrays stay in ``values``' library and on its device, and nothing is read back.
-
-    Args:
-        values: a real array with at least one element per block.
-        extent: the block extent along each axis (from :func:`block_extent`).
-        xp: the Array API namespace of ``values``.
-    """
-    low, high = values, values
-    for axis, size in enumerate(extent):
-        low = _segments(xp, low, axis, size, xp.min)
-        high = _segments(xp, high, axis, size, xp.max)
-    return low, high
 
 
 def expand_to_values(parameter: Any, shape: Sequence[int], extent: Sequence[int], *, xp: Any) -> Any:
