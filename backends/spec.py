@@ -83,7 +83,7 @@ class QuantSpec:
 
     @classmethod
     def per_tensor(
-        cls, scale: float, zero_point: float, clip: Optional[Tuple[int, int]], out_dtype: str
+        cls, scale: float, zero_point: float, clip: Optional[Tuple[Parameter, Parameter]], out_dtype: str
     ) -> QuantSpec:
         """A per-tensor spec: saturate to ``clip``, or (``clip=None``) check the dtype's range.
 

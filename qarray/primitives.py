@@ -24,12 +24,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, FrozenSet, Optional, Tuple
+
+import numpy
 
 from .backends import backend_for
-from .core.checks import check_finite_real
+from .backends.spec import QuantSpec
+from .core.checks import check_broadcastable, check_finite_real
+from .core.dtypes import clip_range, exact_float_bounds, integer_dtype_range
 from .core.granularity import block_extent, expand_to_values
-from .core.namespace import array_namespace, as_array, is_array
+from .core.namespace import array_namespace, as_array, is_array, to_numpy
 from .core.rule import BlockCheck, check_combination, parameter_rule, tensor_parameters
 
 __all__ = [
@@ -38,7 +42,9 @@ __all__ = [
     "block_minmax",
     "choose_block_parameters",
     "choose_parameters",
+    "dequant_spec",
     "dequantize",
+    "quant_spec",
     "quantize",
 ]
 
@@ -122,6 +128,127 @@ def choose_block_parameters(
     if not backend_for(scale).defers_reads:
         check.read()
     return scale, zero_point, offset, check
+
+
+def quant_spec(
+    scale: Any,
+    zero_point: Any,
+    offset: Any,
+    options: Any,
+    out_dtype: str,
+    *,
+    like: Any,
+    backend: Any = None,
+    no_clipping: bool = False,
+    extent: Optional[Tuple[int, ...]] = None,
+    offsets: Optional[FrozenSet[int]] = None,
+    read_offsets: Optional[Callable[[], FrozenSet[int]]] = None,
+) -> QuantSpec:
+    """Return the :class:`~qarray.backends.spec.QuantSpec` quantizing ``like`` into ``out_dtype``.
+
+    The one place a quantization spec is built from parameters and options. Clipping
+    follows the options (none with ``no_clipping``, nor for QAT with inferred
+    parameters: then the results must fit ``out_dtype``); the clipping range is
+    ``[-offset + narrow, 2**n_bits - 1 - offset]``, per block with per-block parameters
+    (``extent`` given), whose grids are placed in ``like``'s library and on its device.
+
+    Args:
+        scale, zero_point, offset: the parameters (host numbers, or grids with ``extent``).
+        options: the option fields (``n_bits``, ``is_narrow``, ``is_signed``, ``is_qat``,
+            ``is_precomputed_qat``).
+        out_dtype: the name of the integer dtype to write.
+        like: the values to quantize (their library, device and shape).
+        backend: their backend (found from ``like`` by default).
+        no_clipping: never clip.
+        extent: the block extent of per-block parameters; None per tensor.
+        offsets: per block, the offsets that occur when known without reading anything
+            back (one offset for all blocks gives host bounds).
+        read_offsets: per block, how to learn them when they are needed (the widest
+            union of the blocks' ranges does not fit ``out_dtype``); by default the
+            offset grid is read back.
+
+    Raises:
+        ValueError: if ``out_dtype`` cannot hold the clipped range, or a per-tensor zero
+            point array does not broadcast to ``like``.
+
+    Example:
+        >>> import numpy
+        >>> from qarray import QuantizationOptions
+        >>> spec = quant_spec(0.5, 3, 0, QuantizationOptions(8), "uint8", like=numpy.zeros(2))
+        >>> spec.low, spec.high, spec.saturate
+        (0, 255, True)
+    """
+    backend = backend or backend_for(like)
+    clips = not (no_clipping or (options.is_qat and not options.is_precomputed_qat))
+    low, high = integer_dtype_range(out_dtype)
+    n_bits, narrow = options.n_bits, bool(options.is_narrow)
+    if extent is None:
+        clip = clip_range(n_bits, offset, narrow) if clips else None
+        if clip is not None and (clip[0] < low or clip[1] > high):
+            raise ValueError(
+                f"dtype {out_dtype} cannot hold the clipped range [{clip[0]}, {clip[1]}] of "
+                f"n_bits={n_bits}; use a wider integer dtype"
+            )
+        zero = backend.parameter(check_broadcastable(zero_point, like), like)
+        return QuantSpec.per_tensor(scale, zero, clip, out_dtype)
+    place = _placer(backend, like)
+    if not clips:
+        bounds: Tuple[Any, Any] = exact_float_bounds(out_dtype)
+        return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], False, out_dtype, tuple(extent))
+    # Offsets are 0 (unsigned, or a single-value block) or 2**(n - 1) (signed): the blocks'
+    # ranges lie in the widest union below. When that does not fit the dtype, the actual
+    # union comes from the offsets that occur.
+    widest = clip_range(n_bits, 2 ** (n_bits - 1) if options.is_signed else 0, narrow)
+    widest = (widest[0], 2**n_bits - 1)
+    present = offsets
+    if widest[0] < low or widest[1] > high:
+        if read_offsets is not None:
+            present = read_offsets()
+        if present is None:  # set by hand without a record: read the grid (small)
+            present = frozenset(int(entry) for entry in numpy.unique(to_numpy(offset)))
+        union = (clip_range(n_bits, max(present), narrow)[0], clip_range(n_bits, min(present), narrow)[1])
+        if union[0] < low or union[1] > high:
+            raise ValueError(
+                f"dtype {out_dtype} cannot hold the clipped range [{union[0]}, {union[1]}] of "
+                f"the blocks at n_bits={n_bits}; use a wider integer dtype"
+            )
+    if present is not None and len(present) == 1:  # one offset for every block: host bounds
+        bounds = clip_range(n_bits, next(iter(present)), narrow)
+    else:
+        bounds = clip_range(n_bits, place(offset), narrow)
+    return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], True, out_dtype, tuple(extent))
+
+
+def dequant_spec(
+    scale: Any, zero_point: Any, *, like: Any, backend: Any = None, extent: Optional[Tuple[int, ...]] = None
+) -> QuantSpec:
+    """Return the :class:`~qarray.backends.spec.QuantSpec` de-quantizing ``like``.
+
+    Per-block grids (``extent`` given) are placed in ``like``'s library and on its device.
+
+    Raises:
+        ValueError: if a per-tensor zero point array does not broadcast to ``like``.
+    """
+    backend = backend or backend_for(like)
+    if extent is None:
+        return QuantSpec(float(scale), backend.parameter(check_broadcastable(zero_point, like), like))
+    place = _placer(backend, like)
+    return QuantSpec(place(scale), place(zero_point), extent=tuple(extent))
+
+
+def _placer(backend: Any, like: Any) -> Callable[[Any], Any]:
+    """A function giving grid parameters as float64 arrays of ``like``'s library and device.
+
+    Parameters computed from the same library are used as they are (no copy, no
+    read-back); others (set by hand on the host) are copied there once per call.
+    """
+    def place(parameter: Any) -> Any:
+        if backend.owns(parameter):
+            xp = backend.xp
+            return xp.astype(parameter, xp.float64, copy=False) if backend.name != "dask" else parameter
+        return backend.parameter(to_numpy(parameter), like)
+
+    return place
 
 
 def quantize(

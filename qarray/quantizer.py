@@ -14,11 +14,11 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy
 
+from . import primitives
 from .backends import backend_for
 from .backends.spec import QuantSpec
 from .core.checks import (
     check_bool,
-    check_broadcastable,
     check_instance,
     raise_on_problems,
 )
@@ -26,14 +26,12 @@ from .core.dtypes import (
     OUTPUT_FLOAT_DTYPES,
     clip_range,
     dtype_name,
-    exact_float_bounds,
     integer_dtype_name,
-    integer_dtype_range,
 )
 from .core.fields import CheckedAttribute, Forwarded
 from .core.granularity import block_extent as _block_extent
 from .core.granularity import is_grid
-from .core.namespace import as_array, to_numpy
+from .core.namespace import as_array
 from .core.rich import render_html
 from .io.codec import Serializable, check_fields
 from .io.consistency import check_consistent
@@ -221,7 +219,6 @@ class UniformQuantizer(Serializable):
             ValueError: if the quantizer has no parameters, ``dtype`` cannot hold the
                 range, or ``values`` holds NaN/±Inf (with ``check_finite``).
         """
-        scale, zero_point, _ = self._require_params()
         values = as_array(values, "values", kind="float")
         backend = backend_for(values)
         if not backend.is_floating(values):
@@ -230,29 +227,38 @@ class UniformQuantizer(Serializable):
             )
         check_finite = check_bool(check_finite, "check_finite")
         name = integer_dtype_name(dtype, backend.xp)
-        if is_grid(scale):
-            spec = self._grid_spec(values, backend, name)
-            with numpy.errstate(invalid="ignore", over="ignore"):
-                qvalues, problems = backend.quantize(values, spec, check_finite=check_finite, out=out)
-            if problems is not None:  # a checked quantization reads back: parameters computed on a GPU too
-                self._settle_before_problems(out)
-            return self._raise_on_problems(problems, out, name, backend, values, qvalues)
-        clip = self.clip_range()
-        low, high = integer_dtype_range(name)
-        if clip is not None and (clip[0] < low or clip[1] > high):
-            raise ValueError(
-                f"dtype {name} cannot hold the clipped range [{clip[0]}, {clip[1]}] of "
-                f"n_bits={self.n_bits}; use a wider integer dtype"
-            )
-        spec = QuantSpec.per_tensor(
-            scale, backend.parameter(check_broadcastable(zero_point, values), values), clip, name
-        )
+        spec = self._quant_spec(values, backend, name)
         # NaN, ±Inf and overflowing quotients are counted and reported below (or, with
         # check_finite=False, accepted as documented): NumPy's own warnings about them
         # would only repeat that.
         with numpy.errstate(invalid="ignore", over="ignore"):
-            qvalues, problems = backend.quantize(values, spec, check_finite=check_finite, out=out)
+            qvalues, problems = primitives.quantize(values, spec, check_finite=check_finite, out=out, backend=backend)
+        if problems is not None and spec.is_grid:  # a checked quantization reads back: parameters on a GPU too
+            self._settle_before_problems(out)
         return self._raise_on_problems(problems, out, name, backend, values, qvalues)
+
+    def _quant_spec(self, values: Any, backend: Any, name: str) -> QuantSpec:
+        """The kernel spec quantizing ``values`` into dtype ``name`` (see :func:`qarray.primitives.quant_spec`)."""
+        scale, zero_point, offset = self._require_params()
+        params = self.params
+
+        def read_offsets() -> Any:
+            params.settle()
+            return params._offsets_present
+
+        return primitives.quant_spec(
+            scale,
+            zero_point,
+            offset,
+            self._require_options(),
+            name,
+            like=values,
+            backend=backend,
+            no_clipping=self.no_clipping,
+            extent=tuple(self.block_extent(tuple(values.shape))) if is_grid(scale) else None,
+            offsets=params._offsets_present,
+            read_offsets=read_offsets,
+        )
 
     def _settle_before_problems(self, out: Any) -> None:
         """Check per-block parameters computed on a GPU (see ``settle``) before a checked
@@ -299,44 +305,6 @@ class UniformQuantizer(Serializable):
             )
         return extent
 
-    def _grid_spec(self, values: Any, backend: Any, name: str) -> QuantSpec:
-        """The kernel spec of per-block quantization of ``values`` into dtype ``name``."""
-        scale, zero_point, offset = self._require_params()
-        extent = self.block_extent(tuple(values.shape))
-        place = _placer(backend, values)
-        options = self._require_options()
-        low, high = integer_dtype_range(name)
-        if self.no_clipping or (options.is_qat and not options.is_precomputed_qat):
-            bounds: Tuple[Any, Any] = exact_float_bounds(name)
-            saturate = False
-        else:
-            narrow, n_bits = (1 if options.is_narrow else 0), options.n_bits
-            # Offsets are 0 (unsigned, or a single-value block) or 2**(n - 1) (signed): the
-            # blocks' ranges lie in the widest union below. When that does not fit the dtype,
-            # the actual union comes from the offsets the parameters record (known when they
-            # were computed on the host; on a GPU, their check's one read-back, here).
-            widest = (-(2 ** (n_bits - 1)) + narrow if options.is_signed else narrow, 2**n_bits - 1)
-            if widest[0] < low or widest[1] > high:
-                self.params.settle()
-                offsets = self.params._offsets_present
-                if offsets is None:  # set by hand without a record: read the grid (small)
-                    offsets = frozenset(int(entry) for entry in numpy.unique(to_numpy(offset)))
-                union = (-max(offsets) + narrow, 2**n_bits - 1 - min(offsets))
-                if union[0] < low or union[1] > high:
-                    raise ValueError(
-                        f"dtype {name} cannot hold the clipped range [{union[0]}, {union[1]}] of "
-                        f"the blocks at n_bits={n_bits}; use a wider integer dtype"
-                    )
-            present = self.params._offsets_present
-            if present is not None and len(present) == 1:  # one offset for every block: host bounds
-                bounds = clip_range(n_bits, next(iter(present)), bool(narrow))
-            else:
-                bounds = clip_range(n_bits, place(offset), bool(narrow))
-            saturate = True
-        return QuantSpec(
-            place(scale), place(zero_point), bounds[0], bounds[1], saturate, name, tuple(extent)
-        )
-
     def dequant(self, qvalues: Any, dtype: Any = numpy.float64, out: Any = None) -> Any:
         """De-quantize: ``scale * (qvalues - zero_point)``, computed in float64.
 
@@ -358,13 +326,9 @@ class UniformQuantizer(Serializable):
         if not backend.is_integer(qvalues):
             raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")
         name = dtype_name(dtype, backend.xp, OUTPUT_FLOAT_DTYPES)
-        if is_grid(scale):
-            place = _placer(backend, qvalues)
-            extent = self.block_extent(tuple(qvalues.shape))
-            spec = QuantSpec(place(scale), place(zero_point), extent=tuple(extent))
-        else:
-            spec = QuantSpec(float(scale), backend.parameter(check_broadcastable(zero_point, qvalues), qvalues))
-        return backend.dequantize(qvalues, spec, dtype=name, out=out)
+        extent = tuple(self.block_extent(tuple(qvalues.shape))) if is_grid(scale) else None
+        spec = primitives.dequant_spec(scale, zero_point, like=qvalues, backend=backend, extent=extent)
+        return primitives.dequantize(qvalues, spec, dtype=name, out=out, backend=backend)
 
     # -- comparison and serialization ------------------------------------------------------
 
@@ -459,18 +423,3 @@ def _loaded_bool(value: Any, argument: str) -> bool:
     if type(value) is not bool:
         raise TypeError(f"{argument} must be a JSON boolean, got {value!r}")
     return value
-
-
-def _placer(backend: Any, like: Any) -> Any:
-    """A function giving grid parameters as float64 arrays of ``like``'s library and device.
-
-    Parameters computed from the same library are used as they are (no copy, no
-    read-back); others (set by hand on the host) are copied there once per call.
-    """
-    def place(parameter: Any) -> Any:
-        if backend.owns(parameter):
-            xp = backend.xp
-            return xp.astype(parameter, xp.float64, copy=False) if backend.name != "dask" else parameter
-        return backend.parameter(to_numpy(parameter), like)
-
-    return place

@@ -241,7 +241,7 @@ def test_quantizer_specs_give_numpy_integers_and_floats(emulation: Any, granular
     backend = emulation(3)
     for dtype in ("float32", "float64"):
         typed = values.astype(dtype)
-        spec = quantizer._grid_spec(typed, NumpyBackend(), out_dtype)
+        spec = quantizer._quant_spec(typed, NumpyBackend(), out_dtype)
         assert spec.extent is not None and numpy.shape(spec.scale) == block_extent(shape, **arguments)[1]
         q, problems = check_quant(backend, typed, spec, check_finite=True)
         assert problems is not None and problems.tolist() == [0, 0]

@@ -306,7 +306,7 @@ def test_fused_grid_kernels_match_the_generic_path(monkeypatch: Any, case: str, 
     generic = _generic_numpy()
     for dtype, no_clipping in (("int8", False), ("int64", False), ("int16", True)):
         quantizer.no_clipping = no_clipping
-        spec = quantizer._grid_spec(values, backend_for(values), dtype)
+        spec = quantizer._quant_spec(values, backend_for(values), dtype)
         with numpy.errstate(invalid="ignore"):  # the generic path casts out-of-range values
             expected, expected_problems = generic.quantize(values, spec)
         fused = quantizer.quant(values, dtype=dtype)
@@ -330,7 +330,7 @@ def test_fused_grid_kernel_counts_non_finite_and_outside_values() -> None:
     values = _values((256, 1000), seed=9)
     quantizer = QuantizedArray(8, values, block_size=128).quantizer
     values[[3, 100, 200], [5, 500, 999]] = [numpy.nan, numpy.inf, -numpy.inf]
-    spec = quantizer._grid_spec(values, backend_for(values), "int64")
+    spec = quantizer._quant_spec(values, backend_for(values), "int64")
     generic = _generic_numpy()
     for check in (spec, QuantSpec(spec.scale, spec.zero_point, -5.0, 5.0, False, "int64", spec.extent)):
         _, problems = backend_for(values).quantize(values, check)
