@@ -277,26 +277,20 @@ class CupyBackend(ArrayAPIBackend):
             state.current = 1 - state.current
             self._bin(source, dtype, state.ints, state.max_bins, new)
 
-    def histogram_read(self, state: HistogramState) -> Any:
-        """Read the device histogram back (the one read-back) as a host Histogram, or None.
-
-        Raises:
-            ValueError: if a batch held NaN/±Inf under ``nan_policy="raise"``.
-        """
+    def histogram_read(self, state: HistogramState) -> Tuple[Any, bool]:
+        """Read the device histogram back (the one read-back): ``(host Histogram or None,
+        whether a batch held NaN/±Inf under nan_policy="raise")``; the caller raises."""
         ints = self.to_numpy(state.ints)
         if ints[3]:
-            raise ValueError(
-                "values given to update() hold non-finite value(s) (NaN or ±Inf); clean them, "
-                "or pass nan_policy='omit' to calibrate on the finite values only"
-            )
+            return None, True
         if not ints[0]:
-            return None
+            return None, False
         bounds = self.to_numpy(state.bounds)
         k, j_lo = int(ints[1]), int(ints[2])
         vmin, vmax = numpy.float64(bounds[0]), numpy.float64(bounds[1])
         used = bin_floor(vmax, k) - j_lo + 1
         counts = self.to_numpy(state.buffers[state.current][:used]).astype(numpy.int64)
-        return Histogram(k, j_lo, counts, vmin, vmax, state.max_bins)
+        return Histogram(k, j_lo, counts, vmin, vmax, state.max_bins), False
 
     def bin_counts(self, values: Any, *, k: int, j_lo: int, max_bins: int, omit_nan: bool) -> Any:
         """Count ``values`` into ``max_bins`` bins of width ``2**k`` from ``j_lo`` (one fused pass).

@@ -23,8 +23,8 @@ from typing import Any, List, Optional, Tuple
 
 import numpy
 
-from qarray.core.checks import raise_on_problems
 from qarray.core.granularity import grid_shape
+from qarray.core.messages import raise_on_problems
 from qarray.core.namespace import array_namespace, to_numpy
 
 from .array_api import ArrayAPIBackend

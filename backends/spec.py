@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy
 
@@ -26,6 +26,8 @@ from qarray.core.dtypes import INTEGER_RANGES, Parameter, exact_float_bounds
 from qarray.core.namespace import check_output, to_numpy
 
 __all__ = [
+    "DeviceHistograms",
+    "Kernels",
     "Problems",
     "QuantSpec",
     "check_extent",
@@ -201,3 +203,87 @@ def check_extent(extent: Any, shape: Sequence[Any]) -> Tuple[int, ...]:
             )
         lengths.append(int(length))
     return tuple(min(entry, max(length, 1)) for entry, length in zip(entries, lengths))
+
+
+class Kernels(Protocol):
+    """The whole kernel contract: what every backend implements, keyword-only over a frozen spec.
+
+    :class:`qarray.backends.ArrayAPIBackend` implements it for any Array API library and
+    is the reference; NumPy/Numba, CuPy and Dask override what they fuse, with the same
+    numbers bit for bit. The primitives call nothing else. Kernels report problems as
+    counts (:class:`Problems`); the messages are the callers' (``qarray.core.messages``).
+    A new backend is one module with a class that satisfies this protocol, and one
+    ``register_backend`` line.
+    """
+
+    name: str
+    xp: Any
+    host_resident: bool
+    defers_reads: bool
+
+    def owns(self, array: Any) -> bool:
+        """Whether ``array`` belongs to this backend's library."""
+
+    def asarray(self, values: Any, device: Any = None) -> Any:
+        """``values`` as an array of this library (copied only when needed)."""
+
+    def to_numpy(self, array: Any) -> numpy.ndarray:
+        """A host copy of ``array`` (the one named place data leaves a device)."""
+
+    def copy(self, array: Any) -> Any:
+        """A copy sharing no memory, on the same device."""
+
+    def device(self, array: Any) -> Any:
+        """The device ``array`` lives on."""
+
+    def parameter(self, host_value: Any, like: Any) -> Any:
+        """A host parameter (number or small array) ready for the kernels next to ``like``."""
+
+    def is_floating(self, array: Any) -> bool:
+        """Whether ``array`` is real floating point."""
+
+    def is_integer(self, array: Any) -> bool:
+        """Whether ``array`` holds integers."""
+
+    def size(self, array: Any) -> Optional[int]:
+        """The number of elements (None when a lazy array's size is unknown)."""
+
+    def minmax(self, values: Any, omit_nonfinite: bool = False, *, extent: Optional[Tuple[int, ...]] = None) -> Any:
+        """``(min, max)``: 0-d arrays, or arrays of the parameter grid with a block ``extent``."""
+
+    def count_nonfinite(self, values: Any) -> Any:
+        """The number of NaN and ±Inf (a 0-d array, not read back)."""
+
+    def unique_rounded(self, values: Any, omit_nonfinite: bool = False) -> Any:
+        """The sorted unique values rounded to 2 decimals (QAT scale inference)."""
+
+    def bin_counts(self, values: Any, *, k: int, j_lo: int, max_bins: int, omit_nan: bool) -> Any:
+        """Counts of ``values`` in ``max_bins`` bins of width ``2**k`` from bin ``j_lo``."""
+
+    def quantize(self, values: Any, spec: QuantSpec, *, check_finite: bool = True, out: Any = None) -> Any:
+        """``(qvalues, problems or None)``: ``rint(x / scale + zero_point)`` as ``spec`` says."""
+
+    def dequantize(self, qvalues: Any, spec: QuantSpec, *, dtype: str = "float64", out: Any = None) -> Any:
+        """``scale * (qvalues - zero_point)`` in float64, written as ``dtype``."""
+
+
+@runtime_checkable
+class DeviceHistograms(Protocol):
+    """An optional capability: dyadic histograms kept on the device across batches.
+
+    A backend with it (CuPy) counts batch after batch without reading anything back;
+    :meth:`histogram_read` is the one read-back. Others count each batch with
+    :meth:`Kernels.bin_counts` and merge on the host.
+    """
+
+    def histogram_state(self, values: Any, max_bins: int) -> Any:
+        """An empty device histogram next to ``values``."""
+
+    def histogram_accepts(self, state: Any, values: Any) -> bool:
+        """Whether ``values`` can be counted into ``state`` (same library and device)."""
+
+    def histogram_update(self, state: Any, values: Any, omit_nan: bool = False) -> None:
+        """Count ``values`` into ``state``; nothing is read back."""
+
+    def histogram_read(self, state: Any) -> Tuple[Any, bool]:
+        """``(host Histogram or None, whether non-finite values were counted under "raise")``."""

@@ -13,11 +13,12 @@ are the functions of :mod:`qarray.calibration.histogram`.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Optional, Tuple, cast
+from typing import Any, Dict, Optional, Tuple
 
 import numpy
 
 from .backends import backend_for
+from .backends.spec import DeviceHistograms
 from .calibration.dask_histogram import compute_histogram, lazy_histogram, lazy_merge
 from .calibration.histogram import (
     DEFAULT_MAX_BINS,
@@ -32,7 +33,7 @@ from .calibration.histogram import (
     merge,
     range_for,
 )
-from .core.messages import check_calibration_values, check_nan_policy
+from .core.messages import check_calibration_values, check_nan_policy, nonfinite_values
 from .core.namespace import as_array, is_lazy
 from .core.rich import render_html
 from .io.codec import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
@@ -164,16 +165,14 @@ class HistogramQuantizationStats(Serializable):
                 self._resolve()
                 self._pending = ("dask", batch)
             return
-        update_on_device = getattr(backend, "histogram_update", None)
-        if callable(update_on_device):
+        if isinstance(backend, DeviceHistograms):
             with self._lock:
                 pending = self._pending
                 if pending is None or pending[0] != "device" or not pending[1].histogram_accepts(pending[2], values):
                     self._resolve()
-                    # callable(histogram_update) above: a backend with device histograms
-                    pending = ("device", backend, cast(Any, backend).histogram_state(values, self._max_bins))
+                    pending = ("device", backend, backend.histogram_state(values, self._max_bins))
                     self._pending = pending
-                update_on_device(pending[2], values, omit_nan=omit)
+                backend.histogram_update(pending[2], values, omit_nan=omit)
             return
         batch_hist = histogram(values, self._max_bins, nan_policy=nan_policy, backend=backend)
         with self._lock:
@@ -273,10 +272,11 @@ class HistogramQuantizationStats(Serializable):
         if pending is None:
             return
         if pending[0] == "dask":
-
             batch = compute_histogram(pending[1])
         else:
-            batch = pending[1].histogram_read(pending[2])
+            batch, nonfinite = pending[1].histogram_read(pending[2])
+            if nonfinite:  # remembered on the device; the pending state stays, so every read refuses
+                raise nonfinite_values(where="values given to update()")
         self._hist = merge(self._hist, batch)
         self._pending = None
 

@@ -20,7 +20,6 @@ from .backends.spec import QuantSpec
 from .core.checks import (
     check_bool,
     check_instance,
-    raise_on_problems,
 )
 from .core.dtypes import (
     OUTPUT_FLOAT_DTYPES,
@@ -31,6 +30,7 @@ from .core.dtypes import (
 from .core.fields import CheckedAttribute, Forwarded
 from .core.granularity import block_extent as _block_extent
 from .core.granularity import is_grid
+from .core.messages import raise_on_problems
 from .core.namespace import as_array
 from .core.rich import render_html
 from .io.codec import Serializable, check_fields

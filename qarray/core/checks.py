@@ -24,7 +24,6 @@ __all__ = [
     "check_n_bits",
     "check_optional_real",
     "describe",
-    "raise_on_problems",
 ]
 
 MAX_N_BITS = 53
@@ -119,27 +118,6 @@ def check_instance(value: Any, argument: str, klass: type, optional: bool = Fals
         return value
     expected = f"a {klass.__name__}" + (" or None" if optional else "")
     raise TypeError(f"{argument} must be {expected}, got {describe(value)} ({type(value).__name__})")
-
-
-def raise_on_problems(counts: Any, dtype: str, where: str) -> None:
-    """Raise the ValueError that a quantization kernel's problem counts call for.
-
-    Args:
-        counts: the host pair ``[n_nonfinite, n_outside]`` a backend's ``quantize`` returned.
-        dtype: the name of the requested integer dtype.
-        where: how many values were checked, for the message (``"out of 1000"``).
-    """
-    n_nonfinite, n_outside = (int(count) for count in counts)
-    if n_nonfinite:
-        raise ValueError(
-            f"values hold {n_nonfinite} non-finite value(s) (NaN or ±Inf) {where}; "
-            "clean them, or pass check_finite=False to skip this check"
-        )
-    if n_outside:
-        raise ValueError(
-            f"{n_outside} quantized value(s) {where} do not fit dtype {dtype} (no clipping "
-            "applies); use a wider integer dtype"
-        )
 
 
 def check_broadcastable(zero_point: Any, values: Any) -> Any:

@@ -22,6 +22,7 @@ __all__ = [
     "no_finite_value",
     "nonfinite_values",
     "not_floating",
+    "raise_on_problems",
 ]
 
 NAN_POLICIES = ("raise", "omit")
@@ -74,3 +75,24 @@ def nonfinite_values(count: Optional[int] = None, total: Optional[int] = None, *
         f"{where} hold {held} (NaN or ±Inf){out_of}; clean them, or pass nan_policy='omit' to calibrate on "
         "the finite values only"
     )
+
+
+def raise_on_problems(counts: Any, dtype: str, where: str) -> None:
+    """Raise the ValueError that a quantization kernel's problem counts call for.
+
+    Args:
+        counts: the host pair ``[n_nonfinite, n_outside]`` a backend's ``quantize`` returned.
+        dtype: the name of the requested integer dtype.
+        where: how many values were checked, for the message (``"out of 1000"``).
+    """
+    n_nonfinite, n_outside = (int(count) for count in counts)
+    if n_nonfinite:
+        raise ValueError(
+            f"values hold {n_nonfinite} non-finite value(s) (NaN or ±Inf) {where}; "
+            "clean them, or pass check_finite=False to skip this check"
+        )
+    if n_outside:
+        raise ValueError(
+            f"{n_outside} quantized value(s) {where} do not fit dtype {dtype} (no clipping "
+            "applies); use a wider integer dtype"
+        )

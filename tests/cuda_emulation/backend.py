@@ -162,7 +162,8 @@ class Emulation:
 
     def histogram(self, batches: List[numpy.ndarray], max_bins: int, omit: bool) -> Any:
         """Count the batches with :meth:`CupyBackend.histogram_update` as it is, then read
-        the state with :meth:`CupyBackend.histogram_read`."""
+        the state with :meth:`CupyBackend.histogram_read`: ``(host Histogram or None,
+        whether non-finite values were counted under "raise")``."""
         state = self.backend.histogram_state(on_device(batches[0]), max_bins)
         state.buffers[1][...] = 0xA5A5A5A5  # garbage: the plan must zero what it writes
         for batch in batches:
