@@ -765,30 +765,33 @@ def quantize(
     target: numpy.ndarray,
     scale: float,
     zero_point: float,
-    clip: Optional[Tuple[float, float]],
-    fit: Optional[Tuple[float, float]] = None,
+    low: Optional[float],
+    high: Optional[float],
+    saturate: bool,
 ) -> Tuple[int, int]:
     """Quantize ``source`` into ``target``: ``rint(source / scale + zero_point)`` in float64.
 
     The integers are those of the division, bit for bit, also where the float32
-    candidate gives them (see the module documentation).
+    candidate gives them (see the module documentation). The bounds are a
+    :class:`~qarray.backends.spec.QuantSpec`'s: clip to ``[low, high]`` when ``saturate``,
+    else count the rounded values outside it.
 
     Args:
         source: 1-d C-contiguous float32/float64 array.
         target: 1-d C-contiguous integer array of the same length, written in place.
         scale: the quantization step.
         zero_point: the zero point, a scalar.
-        clip: the inclusive range to clip to, or None.
-        fit: without clipping, the range results must lie in; the others are counted.
+        low, high: the inclusive bounds, or None (no bounds: nothing clipped or counted).
+        saturate: clip to the bounds, else count what falls outside them.
 
     Returns:
-        ``(n_nonfinite, n_outside)``: non-finite inputs, and (without clipping, with
-        ``fit``) rounded values outside ``fit``, NaN included; 0 when not applicable.
+        ``(n_nonfinite, n_outside)``: non-finite inputs, and (without saturation, with
+        bounds) rounded values outside them, NaN included; 0 when not applicable.
 
     Raises:
         TypeError, ValueError: for arrays the kernels cannot take.
     """
-    n_nonfinite, n_outside, _ = _quantize(source, target, scale, zero_point, clip, fit)
+    n_nonfinite, n_outside, _ = _quantize(source, target, scale, zero_point, low, high, saturate)
     return n_nonfinite, n_outside
 
 
@@ -797,20 +800,20 @@ def _quantize(
     target: numpy.ndarray,
     scale: float,
     zero_point: float,
-    clip: Optional[Tuple[float, float]],
-    fit: Optional[Tuple[float, float]],
+    low: Optional[float],
+    high: Optional[float],
+    saturate: bool,
 ) -> Tuple[int, int, int]:
     """:func:`quantize`, also returning how many elements the float32 candidate gave."""
     _check_flat(source, "source", _FLOAT_DTYPES)
     _check_target(target, source, _INTEGER_DTYPES)
     kernels = _kernels()
     scale, zero_point = float(scale), float(zero_point)
-    if clip is not None:
-        low, high = float(clip[0]), float(clip[1])
-    else:
-        low, high = (-numpy.inf, numpy.inf) if fit is None else (float(fit[0]), float(fit[1]))
+    bounded = low is not None
+    saturate = bool(saturate) and bounded
+    low, high = (float(low), float(high)) if bounded else (-numpy.inf, numpy.inf)  # type: ignore[arg-type]
     candidate = (_candidate(scale, zero_point, low, high) if FAST_PATH else None) or _NO_CANDIDATE
-    kernel, saturate = kernels.quantize_flat, clip is not None
+    kernel = kernels.quantize_flat
     parts = _parallel.run(
         source.size,
         lambda start, stop: kernel(
@@ -819,7 +822,7 @@ def _quantize(
     )
     n_nonfinite = int(sum(part[0] for part in parts))
     n_fast = int(sum(part[2] for part in parts))
-    n_outside = 0 if clip is not None or fit is None else int(sum(part[1] for part in parts))
+    n_outside = 0 if saturate or not bounded else int(sum(part[1] for part in parts))
     return n_nonfinite, n_outside, n_fast
 
 

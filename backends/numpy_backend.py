@@ -190,14 +190,12 @@ class NumpyBackend(ArrayAPIBackend):
             n_nonfinite, n_outside = _quantize_grid(values, result, spec)
         else:
             scale, zero_point = float(spec.scale), float(spec.zero_point)
-            bounds = None if spec.low is None else (spec.low, spec.high)
-            clip, fit = (bounds, None) if saturate else (None, bounds)
             if _use_numba(values) and result.flags.c_contiguous:
                 n_nonfinite, n_outside = numba_kernels.quantize(
-                    values.reshape(-1), result.reshape(-1), scale, zero_point, clip, fit
+                    values.reshape(-1), result.reshape(-1), scale, zero_point, spec.low, spec.high, saturate
                 )
             else:
-                n_nonfinite, n_outside = _quantize_blocked(values, result, scale, zero_point, clip, fit, check_finite)
+                n_nonfinite, n_outside = _quantize_blocked(values, result, scale, zero_point, spec, check_finite)
         if not (check_finite or checks_bounds):
             return result, None
         counts = [n_nonfinite if check_finite else 0, n_outside if checks_bounds else 0]
@@ -423,14 +421,15 @@ def _quantize_blocked(
     result: numpy.ndarray,
     scale: float,
     zero_point: float,
-    clip: Bounds,
-    fit: Bounds,
+    spec: QuantSpec,
     check_finite: bool,
 ) -> Tuple[int, int]:
-    """Quantize ``values`` into ``result`` block by block; return the two problem counts."""
+    """Quantize ``values`` into ``result`` block by block (the bounds as ``spec`` says);
+    return the two problem counts."""
     if values.size == 0:
         return 0, 0
-    arguments = (scale, zero_point, clip, fit, check_finite)
+    bounds = None if spec.low is None else (float(spec.low), float(spec.high))
+    arguments = (scale, zero_point, bounds, spec.saturate, check_finite)
     pair = _flat_pair(values, result)
     if pair is None:
         return _quantize_range(values, result, *arguments)
@@ -446,11 +445,12 @@ def _quantize_range(
     target: numpy.ndarray,
     scale: float,
     zero_point: float,
-    clip: Bounds,
-    fit: Bounds,
+    bounds: Bounds,
+    saturate: bool,
     check_finite: bool,
 ) -> Tuple[int, int]:
     buffer = numpy.empty(min(BLOCK_ELEMENTS, source.size), dtype=numpy.float64)
+    clip, fit = (bounds, None) if saturate else (None, bounds)
     checks_fit = clip is None and fit is not None
     mask: Any = numpy.empty(buffer.size, dtype=bool) if check_finite or checks_fit else None
     inside: Any = numpy.empty(buffer.size, dtype=bool) if checks_fit else None

@@ -508,7 +508,7 @@ def test_without_numba_installed_the_numpy_path_serves(monkeypatch):
     monkeypatch.setitem(numba_kernels._state, "kernels", None)
     assert not numba_kernels.available()
     with pytest.raises(ImportError, match="numba"):
-        numba_kernels.quantize(numpy.zeros(4), numpy.zeros(4, dtype=numpy.uint8), 1.0, 0.0, (0, 255))
+        numba_kernels.quantize(numpy.zeros(4), numpy.zeros(4, dtype=numpy.uint8), 1.0, 0.0, 0, 255, True)
     values = _values(2 * numba_kernels.MIN_ELEMENTS, "float32", 0, 255, 0.25)
     result, _, expected, _ = _both(values, 0.25, 3.0, (0, 255), "uint8", True, None)
     _assert_identical(result, expected)
@@ -553,11 +553,11 @@ def test_chunks_run_under_the_callers_error_settings(monkeypatch):
 def test_compiled_kernels_refuse_arrays_they_cannot_take(numba_only):
     target = numpy.empty(4, dtype=numpy.uint8)
     with pytest.raises(ValueError, match="source"):
-        numba_kernels.quantize(numpy.zeros((2, 2)), target, 1.0, 0.0, (0, 255))
+        numba_kernels.quantize(numpy.zeros((2, 2)), target, 1.0, 0.0, 0, 255, True)
     with pytest.raises(TypeError, match="source"):
-        numba_kernels.quantize(numpy.zeros(4, dtype=numpy.float16), target, 1.0, 0.0, (0, 255))
+        numba_kernels.quantize(numpy.zeros(4, dtype=numpy.float16), target, 1.0, 0.0, 0, 255, True)
     with pytest.raises(ValueError, match="target"):
-        numba_kernels.quantize(numpy.zeros(5), target, 1.0, 0.0, (0, 255))
+        numba_kernels.quantize(numpy.zeros(5), target, 1.0, 0.0, 0, 255, True)
     with pytest.raises(TypeError, match="target"):
         numba_kernels.dequantize(target, numpy.empty(4, dtype=numpy.int8), 1.0, 0.0)
     with pytest.raises(ValueError, match="values"):
@@ -684,7 +684,9 @@ def _compiled(values: numpy.ndarray, scale: float, zero_point: float, clip: Any,
     try:
         result = numpy.empty(values.shape, dtype=dtype)
         with numpy.errstate(invalid="ignore", over="ignore"):
-            counts = numba_kernels._quantize(values, result, scale, zero_point, clip, fit)
+            bounds = clip if clip is not None else fit
+            low, high = (None, None) if bounds is None else bounds
+            counts = numba_kernels._quantize(values, result, scale, zero_point, low, high, clip is not None)
     finally:
         numba_kernels.FAST_PATH = saved
     return result, counts
