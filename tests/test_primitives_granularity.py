@@ -1,6 +1,6 @@
 """The geometry of per-channel and per-group quantization, against a plain NumPy reading.
 
-``block_extent`` turns ``axis`` / ``block_size`` into blocks (GRANULARITY.md),
+``block_extent`` turns ``axis`` / ``block_size`` into blocks (docs/granularity.md),
 ``block_minmax`` reduces every block on every library, and ``expand_to_values``
 gives every value its block's parameter.
 """
