@@ -6,7 +6,7 @@ Importing it imports nothing from CuPy: :func:`kernel` imports CuPy, compiles
 the module (NVRTC, cached by CuPy on disk and here in memory, under a lock so
 that concurrent first calls compile once) and returns the named kernel.
 
-The arithmetic is the float64 sequence of the specification, one IEEE
+The arithmetic is the float64 sequence of ``docs/semantics.md``, one IEEE
 operation at a time: ``rint((double)x / scale + zero_point)`` for quant and
 ``scale * ((double)q - zero_point)`` for dequant, written with the ``_rn``
 intrinsics so no contraction or approximation can change a rounding, and
@@ -1190,7 +1190,7 @@ __device__ __forceinline__ long long qarray_bin_floor(double x, long long k) {
     return (long long)floor(quotient);
 }
 
-// The k of the specification: the binary search of qarray.calibration.histogram.choose_k, step for step.
+// The k of docs/calibration.md: the binary search of qarray.core.dyadic.choose_k, step for step.
 __device__ long long qarray_choose_k(double lo, double hi, long long max_bins) {
     const double largest = fmax(fabs(lo), fabs(hi));
     long long low = -1074LL;

@@ -45,7 +45,7 @@ _FIELDS = ("max_bins", "k", "j_lo", "counts", "vmin", "vmax")
 
 
 class HistogramQuantizationStats(Serializable):
-    """Calibration statistics kept as an exact dyadic histogram (see ``CALIBRATION.md``).
+    """Calibration statistics kept as an exact dyadic histogram (see ``docs/calibration.md``).
 
     Bins have width ``2**k``; the histogram covers the data's exact ``[min, max]``
     with at most ``max_bins`` bins and keeps min and max. After any sequence of
@@ -221,7 +221,7 @@ class HistogramQuantizationStats(Serializable):
 
         Args:
             method: ``"minmax"`` (the exact range), ``"percentile"``, ``"mse"`` or
-                ``"entropy"`` (see :mod:`qarray.calibration.histogram` and ``CALIBRATION.md``).
+                ``"entropy"`` (see :mod:`qarray.calibration.histogram` and ``docs/calibration.md``).
             percentile: for ``"percentile"``, in ``(50, 100]``.
             n_bits: the quantizer's width, for ``"mse"`` and ``"entropy"``.
             is_signed: the quantizer is signed (``"mse"``).

@@ -1,7 +1,7 @@
 """Per-block parameters and device histograms on an NVIDIA GPU: bit for bit, placement, no hidden syncs.
 
 ``QuantizedArray`` with ``axis=`` or ``block_size=`` on CuPy arrays must give the NumPy
-integers and floats bit for bit (GRANULARITY.md), through the fused grid kernels (not the
+integers and floats bit for bit (docs/granularity.md), through the fused grid kernels (not the
 generic path), with every parameter a CuPy array on the values' device; per-block quant
 with ``check_finite=False`` and dequant must return while the GPU is still busy.
 ``HistogramQuantizationStats.update`` on CuPy must give the NumPy histogram and read
@@ -275,7 +275,7 @@ def test_per_block_quant_and_dequant_return_before_the_gpu_is_done(busy):
 
 
 def test_per_block_calibration_parameters_and_quant_return_before_the_gpu_is_done(busy):
-    """GRANULARITY.md: calibration, parameters and quant read nothing back until a value is read."""
+    """docs/granularity.md: calibration, parameters and quant read nothing back until a value is read."""
     host = numpy.random.default_rng(1).standard_normal((256, 4096)).astype(numpy.float32)
     values = cupy.asarray(host)
     options = QuantizationOptions(8, is_signed=True, block_size=128)

@@ -2,7 +2,7 @@
 
 ``QuantizedArray(n, x, axis=...)`` or ``block_size=...`` restricted to a block
 ``B`` must be ``QuantizedArray(n, x[B])``, integer for integer and float for
-float (GRANULARITY.md). The tests check exactly that, and what users rely on
+float (docs/granularity.md). The tests check exactly that, and what users rely on
 around it: streaming, documents, refusals and the fused kernels.
 """
 

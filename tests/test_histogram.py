@@ -1,4 +1,4 @@
-"""The dyadic histogram primitives against an independent reading of CALIBRATION.md.
+"""The dyadic histogram primitives against an independent reading of docs/calibration.md.
 
 The reference computes every bin index with exact rational arithmetic
 (``fractions.Fraction``) and finds ``k`` by walking up from -1074, so it shares

@@ -1,6 +1,6 @@
 """Exact, mergeable dyadic histograms and the calibration ranges computed from them.
 
-This module owns the histogram of ``CALIBRATION.md`` as plain functions over a
+This module owns the histogram of ``docs/calibration.md`` as plain functions over a
 small frozen value, :class:`Histogram`: bin ``j`` of width ``w = 2**k`` holds the
 values ``x`` with ``j * w <= x < (j + 1) * w``; the histogram keeps the counts of
 the bins ``j_lo..j_hi`` that span the data's exact ``[min, max]``, and min and

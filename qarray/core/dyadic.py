@@ -235,7 +235,7 @@ def bin_floor(value: float, k: int) -> int:
 
 
 def choose_k(vmin: float, vmax: float, max_bins: int = DEFAULT_MAX_BINS) -> int:
-    """Return the ``k`` of the specification for data spanning ``[vmin, vmax]``.
+    """Return the ``k`` of the dyadic histogram (``docs/calibration.md``) for data spanning ``[vmin, vmax]``.
 
     The smallest integer ``k >= -1074`` with
     ``floor(vmax / 2**k) - floor(vmin / 2**k) + 1 <= max_bins`` and
