@@ -34,26 +34,21 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy
 
 from ..backends import backend_for, get_backend
-from ..core.checks import check_bool, check_finite_real, check_int, check_n_bits
+from ..core.checks import check_bool, check_finite_real, check_int, check_n_bits, describe
 from ..core.dtypes import clip_range
 from ..core.dyadic import (
     DEFAULT_MAX_BINS,
-    DEFAULT_PERCENTILE,
     MAX_K,
-    METHODS,
     MIN_K,
-    MSE_PERCENTILES,
     Histogram,
     bin_floor,
     check_histogram,
     check_max_bins,
-    check_method,
-    check_percentile,
     choose_k,
 )
 from ..core.messages import check_calibration_values, check_nan_policy, nonfinite_values
@@ -83,6 +78,59 @@ __all__ = [
     "quantization_mse",
     "range_for",
 ]
+
+DEFAULT_PERCENTILE = 99.99
+"""The default ``percentile`` of the ``percentile`` method."""
+
+MSE_PERCENTILES = (
+    75.0,
+    90.0,
+    95.0,
+    97.5,
+    99.0,
+    99.5,
+    99.75,
+    99.9,
+    99.95,
+    99.975,
+    99.99,
+    99.995,
+    99.999,
+    99.9995,
+    99.9999,
+    99.99995,
+    99.99999,
+    100.0,
+)
+"""The ladder of percentiles whose ranges the ``mse`` method compares (100 is min/max)."""
+
+def check_percentile(percentile: Any) -> float:
+    """Return ``percentile`` as a float in ``(50, 100]``.
+
+    Raises:
+        TypeError: if it is not a real number.
+        ValueError: if it is outside ``(50, 100]`` (or NaN).
+    """
+    if isinstance(percentile, (bool, numpy.bool_)) or not isinstance(
+        percentile, (int, float, numpy.floating, numpy.integer)
+    ):
+        raise TypeError(f"percentile must be a real number in (50, 100], got {describe(percentile)}")
+    value = float(percentile)
+    if not 50.0 < value <= 100.0:
+        raise ValueError(f"percentile must be in (50, 100], got {describe(percentile)}")
+    return value
+
+
+def check_method(method: Any) -> str:
+    """Return ``method`` if it names a calibration method (see :data:`METHODS`).
+
+    Raises:
+        ValueError: naming the methods, for anything else.
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {describe(method)}")
+    return method
+
 
 def bin_counts(
     values: Any, k: int, j_lo: int, max_bins: int = DEFAULT_MAX_BINS, *, omit_nan: bool = False, backend: Any = None
@@ -427,13 +475,23 @@ def range_for(
     """
     hist = check_histogram(hist)
     method = check_method(method)
-    if method == "minmax":
-        return float(hist.vmin), float(hist.vmax)
-    if method == "percentile":
-        return percentile_range(hist, percentile)
-    if method == "mse":
-        return mse_range(hist, n_bits, is_signed=is_signed, is_symmetric=is_symmetric)
-    return entropy_range(hist, n_bits, is_symmetric=is_symmetric)
+    return _RANGE_METHODS[method](
+        hist, percentile=percentile, n_bits=n_bits, is_signed=is_signed, is_symmetric=is_symmetric
+    )
+
+
+_RANGE_METHODS: Dict[str, Callable[..., Tuple[float, float]]] = {
+    "minmax": lambda hist, **_: (float(hist.vmin), float(hist.vmax)),
+    "percentile": lambda hist, percentile, **_: percentile_range(hist, percentile),
+    "mse": lambda hist, n_bits, is_signed, is_symmetric, **_: mse_range(
+        hist, n_bits, is_signed=is_signed, is_symmetric=is_symmetric
+    ),
+    "entropy": lambda hist, n_bits, is_symmetric, **_: entropy_range(hist, n_bits, is_symmetric=is_symmetric),
+}
+"""The range methods by name: a new method is one range function and one entry here."""
+
+METHODS: Tuple[str, ...] = tuple(_RANGE_METHODS)
+"""The calibration methods :func:`range_for` (and ``method=``) know."""
 
 
 # -- helpers ------------------------------------------------------------------------------------------

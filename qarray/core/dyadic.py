@@ -19,23 +19,18 @@ from typing import Any
 
 import numpy
 
-from .checks import check_int, describe
+from .checks import check_int
 
 __all__ = [
     "DEFAULT_MAX_BINS",
-    "DEFAULT_PERCENTILE",
     "Histogram",
     "MAX_K",
     "MAX_MAX_BINS",
-    "METHODS",
     "MIN_K",
     "MIN_MAX_BINS",
-    "MSE_PERCENTILES",
     "bin_floor",
     "check_histogram",
     "check_max_bins",
-    "check_method",
-    "check_percentile",
     "choose_k",
 ]
 
@@ -53,34 +48,6 @@ MIN_K = -1074
 
 MAX_K = 1023
 """The largest ``k`` ever needed (with ``max_bins >= 4``): ``2**1023`` is the largest power of two."""
-
-DEFAULT_PERCENTILE = 99.99
-"""The default ``percentile`` of the ``percentile`` method."""
-
-METHODS = ("minmax", "percentile", "mse", "entropy")
-"""The calibration methods: the exact range, and three ranges chosen from the histogram."""
-
-MSE_PERCENTILES = (
-    75.0,
-    90.0,
-    95.0,
-    97.5,
-    99.0,
-    99.5,
-    99.75,
-    99.9,
-    99.95,
-    99.975,
-    99.99,
-    99.995,
-    99.999,
-    99.9995,
-    99.9999,
-    99.99995,
-    99.99999,
-    100.0,
-)
-"""The ladder of percentiles whose ranges the ``mse`` method compares (100 is min/max)."""
 
 _MAX_INDEX = 2.0**53
 """Bin indices stay below this in magnitude, so each is an exact integer in float64."""
@@ -176,34 +143,6 @@ def check_max_bins(max_bins: Any) -> int:
     value = check_int(max_bins, "max_bins")
     if not MIN_MAX_BINS <= value <= MAX_MAX_BINS:
         raise ValueError(f"max_bins must be an int between {MIN_MAX_BINS} and {MAX_MAX_BINS}, got {value}")
-    return value
-
-
-def check_method(method: Any) -> str:
-    """Return ``method`` if it names a calibration method (see :data:`METHODS`).
-
-    Raises:
-        ValueError: naming the methods, for anything else.
-    """
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {describe(method)}")
-    return method
-
-
-def check_percentile(percentile: Any) -> float:
-    """Return ``percentile`` as a float in ``(50, 100]``.
-
-    Raises:
-        TypeError: if it is not a real number.
-        ValueError: if it is outside ``(50, 100]`` (or NaN).
-    """
-    if isinstance(percentile, (bool, numpy.bool_)) or not isinstance(
-        percentile, (int, float, numpy.floating, numpy.integer)
-    ):
-        raise TypeError(f"percentile must be a real number in (50, 100], got {describe(percentile)}")
-    value = float(percentile)
-    if not 50.0 < value <= 100.0:
-        raise ValueError(f"percentile must be in (50, 100], got {describe(percentile)}")
     return value
 
 
