@@ -10,7 +10,7 @@ from typing import Any, Dict
 
 from .core.checks import check_bool, check_n_bits
 from .core.fields import CheckedAttribute
-from .core.granularity import Axis, BlockSize, check_granularity
+from .core.granularity import Axis, BlockSize, Granularity
 from .core.rich import render_html
 from .core.rule import check_combination
 from .io.codec import Serializable, check_fields
@@ -89,7 +89,7 @@ class QuantizationOptions(Serializable):
         self.n_bits = n_bits
         for name in _FLAGS:
             setattr(self, name, False)
-        self._axis, self._block_size = check_granularity(axis, block_size)
+        self._granularity = Granularity(axis, block_size)
         self.is_signed = is_signed
         self.is_symmetric = is_symmetric
         self.is_qat = is_qat
@@ -101,25 +101,30 @@ class QuantizationOptions(Serializable):
     @property
     def axis(self) -> Axis:
         """Per-channel granularity: the axes that keep one parameter set per index (or None)."""
-        return self._axis
+        return self._granularity.axis
 
     @axis.setter
     def axis(self, value: Axis) -> None:
-        self._axis, _ = check_granularity(value, self._block_size)
+        self._granularity = Granularity(value, self._granularity.block_size)
 
     @property
     def block_size(self) -> BlockSize:
         """Per-group granularity: the block extent (or None)."""
-        return self._block_size
+        return self._granularity.block_size
 
     @block_size.setter
     def block_size(self, value: BlockSize) -> None:
-        _, self._block_size = check_granularity(self._axis, value)
+        self._granularity = Granularity(self._granularity.axis, value)
 
     @property
     def is_granular(self) -> bool:
         """True with a granularity (``axis`` or ``block_size``): parameters are arrays."""
-        return self._axis is not None or self._block_size is not None
+        return not self._granularity.is_per_tensor
+
+    @property
+    def granularity(self) -> Granularity:
+        """The granularity (``axis`` and ``block_size`` as one frozen value)."""
+        return self._granularity
 
     def validate(self) -> None:
         """Check that the option combination is valid.
@@ -139,8 +144,7 @@ class QuantizationOptions(Serializable):
         return (
             self.n_bits == other.n_bits
             and self._flags() == other._flags()
-            and self._axis == other._axis
-            and self._block_size == other._block_size
+            and self._granularity == other._granularity
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
@@ -149,7 +153,7 @@ class QuantizationOptions(Serializable):
         flags = ", ".join(f"{name}={getattr(self, name)}" for name in _FLAGS)
         granularity = "".join(
             f", {name}={value!r}"
-            for name, value in (("axis", self._axis), ("block_size", self._block_size))
+            for name, value in (("axis", self.axis), ("block_size", self.block_size))
             if value is not None
         )
         return f"QuantizationOptions(n_bits={self.n_bits}, {flags}{granularity})"
@@ -169,7 +173,7 @@ class QuantizationOptions(Serializable):
         self.n_bits = opts.n_bits
         for name in _FLAGS:
             setattr(self, name, getattr(opts, name))
-        self._axis, self._block_size = opts._axis, opts._block_size
+        self._granularity = opts._granularity
 
     @property
     def quant_options(self) -> QuantizationOptions:
@@ -207,8 +211,8 @@ class QuantizationOptions(Serializable):
             {
                 "n_bits": self.n_bits,
                 **self._flags(),
-                "axis": _json_tuple(self._axis),
-                "block_size": _json_tuple(self._block_size),
+                "axis": _json_tuple(self.axis),
+                "block_size": _json_tuple(self.block_size),
             }
         )
 
@@ -228,9 +232,7 @@ class QuantizationOptions(Serializable):
         options = cls(fields["n_bits"])
         for name in _FLAGS:
             setattr(options, name, fields[name])
-        options._axis, options._block_size = check_granularity(
-            _loaded_tuple(fields["axis"]), _loaded_tuple(fields["block_size"])
-        )
+        options._granularity = Granularity(_loaded_tuple(fields["axis"]), _loaded_tuple(fields["block_size"]))
         options.validate()
         return options
 

@@ -18,7 +18,7 @@ from .backends.registry import registered_name
 from .calibration.histogram import check_method, check_percentile
 from .core.checks import check_bool, check_broadcastable, check_instance, check_n_bits
 from .core.dtypes import FLOAT_DTYPES, INTEGER_DTYPES
-from .core.fields import CheckedAttribute
+from .core.fields import CheckedAttribute, Forwarded
 from .core.granularity import expand_to_values
 from .core.messages import check_nan_policy, no_finite_value
 from .core.namespace import array_namespace, as_array, device_of, is_array, library_name, to_numpy
@@ -87,7 +87,7 @@ class QuantizedArray(Serializable):
         'numpy'
     """
 
-    n_bits = CheckedAttribute[int](check_n_bits, "The number of bits (an int).")
+    n_bits = Forwarded[int]("quantizer", "The number of bits: the quantizer's (its options' ``n_bits``).")
     quantizer = CheckedAttribute[UniformQuantizer](
         lambda value, argument: check_instance(value, argument, UniformQuantizer),
         "The quantizer (UniformQuantizer) that maps values to qvalues and back.",
@@ -123,8 +123,11 @@ class QuantizedArray(Serializable):
         check_nan_policy(nan_policy)
         self._nan_policy = nan_policy
         value_is_float = check_bool(value_is_float, "value_is_float")
-        options = _copied(options, QuantizationOptions, "options") or QuantizationOptions(n_bits)
-        options.n_bits = n_bits
+        options = _copied(options, QuantizationOptions, "options")
+        if options is None:
+            options = QuantizationOptions(n_bits)
+        else:
+            options.n_bits = n_bits
         stats = _copied(stats, MinMaxQuantizationStats, "stats")
         params = _copied(params, UniformQuantizationParameters, "params")
         filled, kwargs = fill_from_kwargs(options, QuantizationOptions, **kwargs)
@@ -137,7 +140,6 @@ class QuantizedArray(Serializable):
                 "UniformQuantizationParameters"
             )
         filled.validate()
-        self.n_bits = n_bits
         self.quantizer = UniformQuantizer(filled, stats, params)
         self.values = None
         self.qvalues = None
@@ -386,7 +388,6 @@ class QuantizedArray(Serializable):
             check_broadcastable(zero_point, values)
         array = cls.__new__(cls)
         array._nan_policy = "raise"
-        array.n_bits = n_bits
         array.quantizer = quantizer
         array.values, array.qvalues = values, qvalues
 

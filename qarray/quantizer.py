@@ -28,7 +28,6 @@ from .core.dtypes import (
     integer_dtype_name,
 )
 from .core.fields import CheckedAttribute, Forwarded
-from .core.granularity import block_extent as _block_extent
 from .core.granularity import is_grid
 from .core.messages import raise_on_problems
 from .core.namespace import as_array
@@ -296,7 +295,7 @@ class UniformQuantizer(Serializable):
                 "scale, zero_point and offset are arrays (one per block) but the options have no "
                 "granularity: set options.axis or options.block_size (or give scalar parameters)"
             )
-        extent, grid = _block_extent(tuple(shape), axis=options.axis, block_size=options.block_size)
+        extent, grid = options.granularity.extent(tuple(shape))
         if tuple(grid) != tuple(scale.shape):
             raise ValueError(
                 f"values of shape {tuple(shape)} give a parameter grid of {tuple(grid)} with "

@@ -17,7 +17,7 @@ import numpy
 from .backends import backend_for, get_backend
 from .core.checks import check_bool, check_optional_real
 from .core.dtypes import FLOAT_DTYPES
-from .core.granularity import Axis, BlockSize, block_extent, is_grid
+from .core.granularity import Axis, BlockSize, Granularity, is_grid
 from .core.messages import (
     NAN_POLICIES,
     check_calibration_values,
@@ -302,7 +302,7 @@ class MinMaxQuantizationStats(Serializable):
         if self._granularity is not None:
             raise ValueError(
                 "these statistics are per block (axis/block_size): give update() the same "
-                f"granularity, got axis=None, block_size=None for {self._granularity[:2]}"
+                f"granularity, got axis=None, block_size=None for {self._granularity[0]}"
             )
         if not has_values:
             return
@@ -704,7 +704,8 @@ def _block_ranges(values: Any, backend: Any, omit: bool, axis: Any, block_size: 
     Host-resident backends check for non-finite data at once (the read is free there);
     device backends leave it to the parameters, which refuse non-finite ranges.
     """
-    extent, _ = block_extent(tuple(values.shape), axis=axis, block_size=block_size)
+    granularity = Granularity(axis, block_size)
+    extent, _ = granularity.extent(tuple(values.shape))
     low, high = block_minmax(values, extent, omit_nonfinite=omit)
     xp = array_namespace(low)
     low, high = xp.astype(low, xp.float64), xp.astype(high, xp.float64)
@@ -714,24 +715,18 @@ def _block_ranges(values: Any, backend: Any, omit: bool, axis: Any, block_size: 
             if omit:
                 raise no_finite_value(block=True)
             raise _nonfinite_error(values, backend)
-    key_axis, key_block = (axis, None) if axis is not None else (None, block_size)
-    shape = None if axis is not None else tuple(values.shape)
-    return (key_axis, key_block, shape), low, high
+    return granularity.blocks_key(tuple(values.shape)), low, high
 
 
 def _check_same_blocks(stored: Any, key: Any, rmin: Any) -> None:
     """Refuse folding a batch whose blocks are not those of the statistics."""
     if stored is None and not is_grid(rmin):
-        raise ValueError(
-            "these statistics are per tensor: update() them without axis/block_size, got "
-            f"axis={key[0]!r}, block_size={key[1]!r}"
-        )
+        raise ValueError(f"these statistics are per tensor: update() them without axis/block_size, got {key[0]}")
     if stored is not None and stored != key:
         raise ValueError(
             "update() batches must have the statistics' blocks: with axis, the kept axes' "
             "lengths must agree; with block_size, the shape must be the same. Got "
-            f"axis={key[0]!r}, block_size={key[1]!r}, shape={key[2]!r} for statistics of "
-            f"axis={stored[0]!r}, block_size={stored[1]!r}, shape={stored[2]!r}"
+            f"{key[0]}, shape={key[1]!r} for statistics of {stored[0]}, shape={stored[1]!r}"
         )
 
 

@@ -90,10 +90,12 @@ class Forwarded(Generic[T]):
     def __init__(self, part: str, doc: Optional[str] = None) -> None:
         self.part = part
         self.name = ""
+        self.argument = ""
         self.__doc__ = doc
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+        self.argument = f"{owner.__name__}.{name}"
 
     @overload
     def __get__(self, instance: None, owner: Optional[type] = None) -> Forwarded[T]: ...
@@ -108,6 +110,15 @@ class Forwarded(Generic[T]):
         return None if part is None else getattr(part, self.name)
 
     def __set__(self, instance: Any, value: Any) -> None:
+        # Check the value where it lands, but name the field the caller assigned.
+        owner: Any = getattr(instance, self.part, None)
+        field: Any = self
+        while isinstance(field, Forwarded) and owner is not None:
+            field = getattr(type(owner), field.name, None)
+            if isinstance(field, Forwarded):
+                owner = getattr(owner, field.part, None)
+        if isinstance(field, CheckedAttribute):
+            value = field.check(value, self.argument)
         setter = getattr(instance, "_set_forwarded", None)
         if setter is not None:
             setter(self.part, self.name, value)

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy
@@ -35,6 +36,7 @@ from .namespace import is_array
 __all__ = [
     "Axis",
     "BlockSize",
+    "Granularity",
     "block_extent",
     "check_granularity",
     "expand_to_values",
@@ -95,6 +97,53 @@ def check_granularity(axis: Any, block_size: Any) -> Tuple[Axis, BlockSize]:
         else:
             raise TypeError(f"block_size must be an int or a tuple of ints and None, got {describe(block_size)}")
     return axis, block_size
+
+
+@dataclass(frozen=True)
+class Granularity:
+    """Which values share one set of parameters: the one representation of a granularity.
+
+    Per tensor (both fields None), per channel (``axis``: the axes that keep one
+    parameter set per index) or per group (``block_size``: the extent of a block along
+    the last axis, or along each axis). Validated and normalised when made (lists
+    become tuples, NumPy integers ints), so two granularities compare equal when they
+    ask for the same blocks as written; :meth:`extent` gives the blocks for a shape.
+
+    Raises:
+        TypeError, ValueError: as :func:`check_granularity`.
+
+    Example:
+        >>> Granularity(block_size=4).extent((4, 10))
+        ((1, 4), (4, 3))
+        >>> Granularity().is_per_tensor
+        True
+    """
+
+    axis: Axis = None
+    block_size: BlockSize = None
+
+    def __post_init__(self) -> None:
+        axis, block_size = check_granularity(self.axis, self.block_size)
+        object.__setattr__(self, "axis", axis)
+        object.__setattr__(self, "block_size", block_size)
+
+    @property
+    def is_per_tensor(self) -> bool:
+        """True when every value shares one parameter set (no ``axis``, no ``block_size``)."""
+        return self.axis is None and self.block_size is None
+
+    def extent(self, shape: Sequence[int]) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+        """Return ``(extent, grid)`` for values of ``shape`` (see :func:`block_extent`)."""
+        return block_extent(tuple(shape), axis=self.axis, block_size=self.block_size)
+
+    def blocks_key(self, shape: Sequence[int]) -> Tuple[Any, ...]:
+        """What two batches of statistics must share to be folded together: the
+        granularity, and with ``block_size`` the values' shape (per channel, the kept
+        axes' lengths are checked by the grids' shapes)."""
+        return (self, None if self.axis is not None else tuple(int(n) for n in shape))
+
+    def __str__(self) -> str:
+        return f"axis={self.axis!r}, block_size={self.block_size!r}"
 
 
 def block_extent(
