@@ -1,1 +1,11 @@
-"""(package docstring to write)"""
+"""qarray.io: documents as JSON, and what a document may hold.
+
+What it holds: the codec of fields and arrays, the ``Serializable`` base of the
+classes, streaming and atomic writing of files (``codec``), and the consistency
+checks a document must pass to be written or loaded (``consistency``, a registry the
+classes fill). Loading any document by its type tag is one floor up, in
+``qarray.documents``.
+
+What it may import: ``qarray.core`` and ``qarray.backends``; never the classes, the
+calibration, the primitives or the display (``tests/test_layers.py`` holds this).
+"""
