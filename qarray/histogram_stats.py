@@ -18,7 +18,6 @@ from typing import Any, Dict, Optional, Tuple
 import numpy
 
 from .backends import backend_for
-from .backends.spec import DeviceHistograms
 from .calibration.dask_histogram import compute_histogram, lazy_histogram, lazy_merge
 from .calibration.histogram import (
     DEFAULT_MAX_BINS,
@@ -29,11 +28,12 @@ from .calibration.histogram import (
     bin_floor,
     check_max_bins,
     choose_k,
+    device_histogram,
     histogram,
     merge,
     range_for,
 )
-from .core.messages import check_calibration_values, check_nan_policy, nonfinite_values
+from .core.messages import check_calibration_values, check_nan_policy
 from .core.namespace import as_array, is_lazy
 from .core.rich import render_html
 from .io.codec import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
@@ -165,15 +165,17 @@ class HistogramQuantizationStats(Serializable):
                 self._resolve()
                 self._pending = ("dask", batch)
             return
-        if isinstance(backend, DeviceHistograms):
-            with self._lock:
-                pending = self._pending
-                if pending is None or pending[0] != "device" or not pending[1].histogram_accepts(pending[2], values):
-                    self._resolve()
-                    pending = ("device", backend, backend.histogram_state(values, self._max_bins))
-                    self._pending = pending
-                backend.histogram_update(pending[2], values, omit_nan=omit)
-            return
+        with self._lock:
+            pending = self._pending
+            if pending is not None and pending[0] == "device" and pending[1].accepts(values):
+                pending[1].update(values, omit_nan=omit)
+                return
+            counter = device_histogram(values, self._max_bins, backend=backend)
+            if counter is not None:
+                self._resolve()
+                self._pending = ("device", counter)
+                counter.update(values, omit_nan=omit)
+                return
         batch_hist = histogram(values, self._max_bins, nan_policy=nan_policy, backend=backend)
         with self._lock:
             self._hist = merge(self._hist, batch_hist)
@@ -274,9 +276,7 @@ class HistogramQuantizationStats(Serializable):
         if pending[0] == "dask":
             batch = compute_histogram(pending[1])
         else:
-            batch, nonfinite = pending[1].histogram_read(pending[2])
-            if nonfinite:  # remembered on the device; the pending state stays, so every read refuses
-                raise nonfinite_values(where="values given to update()")
+            batch = pending[1].read()  # refused when a batch held NaN/±Inf: the state stays, every read refuses
         self._hist = merge(self._hist, batch)
         self._pending = None
 

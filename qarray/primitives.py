@@ -40,13 +40,49 @@ __all__ = [
     "BlockCheck",
     "block_extent",
     "block_minmax",
+    "minmax",
     "choose_block_parameters",
     "choose_parameters",
+    "count_nonfinite",
     "dequant_spec",
     "dequantize",
     "quant_spec",
     "quantize",
+    "unique_rounded",
 ]
+
+def minmax(values: Any, *, omit_nonfinite: bool = False, backend: Any = None) -> Tuple[Any, Any]:
+    """Return ``(min, max)`` of ``values`` as 0-d arrays of its library and device (nothing read back).
+
+    NaN propagates unless ``omit_nonfinite``; with it NaN and ±Inf are left out (and
+    nothing left gives +Inf, -Inf). One fused pass on NumPy/Numba and CuPy.
+
+    Example:
+        >>> import numpy
+        >>> [float(bound) for bound in minmax(numpy.array([2.0, -1.0, 5.0]))]
+        [-1.0, 5.0]
+    """
+    backend = backend or backend_for(values)
+    return backend.minmax(values, omit_nonfinite)
+
+
+def unique_rounded(values: Any, *, omit_nonfinite: bool = False, backend: Any = None) -> Any:
+    """Return the sorted unique values of ``values`` rounded to 2 decimals (QAT scale inference).
+
+    Example:
+        >>> import numpy
+        >>> unique_rounded(numpy.array([0.504, 0.5, 0.25])).tolist()
+        [0.25, 0.5]
+    """
+    backend = backend or backend_for(values)
+    return backend.unique_rounded(values, omit_nonfinite=omit_nonfinite)
+
+
+def count_nonfinite(values: Any, *, backend: Any = None) -> int:
+    """Return how many NaN and ±Inf ``values`` holds (one read-back: an error path)."""
+    backend = backend or backend_for(values)
+    return int(backend.to_numpy(backend.count_nonfinite(values)))
+
 
 def block_minmax(
     values: Any, extent: Tuple[int, ...], *, omit_nonfinite: bool = False, backend: Any = None

@@ -29,7 +29,7 @@ from .core.namespace import array_namespace, as_array, is_array, is_lazy, librar
 from .core.rich import render_html
 from .core.rule import ranges_ordered
 from .io.codec import Serializable, check_fields, decode_array, decode_float, encode_array
-from .primitives import block_minmax
+from .primitives import block_minmax, count_nonfinite, minmax, unique_rounded
 
 __all__ = ["MinMaxQuantizationStats", "NAN_POLICIES"]
 
@@ -233,7 +233,7 @@ class MinMaxQuantizationStats(Serializable):
                 self._granularity = key
             return
         rmin, rmax = _read_range(values, backend, omit)
-        uvalues = backend.unique_rounded(values, omit_nonfinite=omit) if with_uvalues else None
+        uvalues = unique_rounded(values, omit_nonfinite=omit, backend=backend) if with_uvalues else None
         with self._guard():
             self._rmin, self._rmax, self._pending, self._uvalues = rmin, rmax, None, uvalues
             self._granularity = None
@@ -306,7 +306,7 @@ class MinMaxQuantizationStats(Serializable):
             )
         if not has_values:
             return
-        low, high = backend.minmax(values, omit_nonfinite=omit)
+        low, high = minmax(values, omit_nonfinite=omit, backend=backend)
         if backend.host_resident:
             low, high = _read_pair(low, high, backend)
             if not omit and not (math.isfinite(low) and math.isfinite(high)):
@@ -316,13 +316,13 @@ class MinMaxQuantizationStats(Serializable):
         # here and decided again under the lock.
         batch_uvalues = None
         if with_uvalues and (not self._has_data() or self._uvalues is not None):
-            batch_uvalues = backend.unique_rounded(values, omit_nonfinite=omit)
+            batch_uvalues = unique_rounded(values, omit_nonfinite=omit, backend=backend)
         with self._guard():
             had_data = self._has_data()
             uvalues = None
             if with_uvalues and (not had_data or self._uvalues is not None):
                 if batch_uvalues is None:  # another thread filled the statistics meanwhile
-                    batch_uvalues = backend.unique_rounded(values, omit_nonfinite=omit)
+                    batch_uvalues = unique_rounded(values, omit_nonfinite=omit, backend=backend)
                 uvalues = batch_uvalues if not had_data else _merge_unique(self._uvalues, batch_uvalues)
             self._fold(low, high)
             self._uvalues = uvalues
@@ -612,7 +612,7 @@ def _json_float(value: Optional[numpy.float64]) -> Optional[float]:
 
 def _read_range(values: Any, backend: Any, omit: bool) -> Tuple[numpy.float64, numpy.float64]:
     """Compute min/max on the device and read them back once, checking finiteness."""
-    low, high = backend.minmax(values, omit_nonfinite=omit)
+    low, high = minmax(values, omit_nonfinite=omit, backend=backend)
     rmin, rmax = _read_pair(low, high, backend)
     if math.isfinite(rmin) and math.isfinite(rmax):
         return rmin, rmax
@@ -623,7 +623,7 @@ def _read_range(values: Any, backend: Any, omit: bool) -> Tuple[numpy.float64, n
 
 def _nonfinite_error(values: Any, backend: Any) -> ValueError:
     """The error for calibration data with NaN/±Inf, counting them (an error path only)."""
-    return nonfinite_values(int(backend.to_numpy(backend.count_nonfinite(values))), backend.size(values))
+    return nonfinite_values(count_nonfinite(values, backend=backend), backend.size(values))
 
 
 _HOST = "host"

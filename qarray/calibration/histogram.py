@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy
 
 from ..backends import backend_for, get_backend
+from ..backends.spec import DeviceHistograms
 from ..core.checks import check_bool, check_finite_real, check_int, check_n_bits, describe
 from ..core.dtypes import clip_range
 from ..core.dyadic import (
@@ -69,7 +70,9 @@ __all__ = [
     "check_method",
     "check_percentile",
     "choose_k",
+    "DeviceHistogram",
     "coarsen",
+    "device_histogram",
     "entropy_range",
     "histogram",
     "merge",
@@ -219,6 +222,51 @@ def histogram(
 
 
 # -- coarsening and merging -----------------------------------------------------------------------
+
+
+class DeviceHistogram:
+    """A dyadic histogram kept on a device across batches (backends with ``DeviceHistograms``).
+
+    Counting a batch reads nothing back; :meth:`read` is the one read-back. Made by
+    :func:`device_histogram`.
+    """
+
+    def __init__(self, backend: Any, state: Any) -> None:
+        self.backend = backend
+        self.state = state
+
+    def accepts(self, values: Any) -> bool:
+        """Whether ``values`` can be counted here (the same library and device)."""
+        return bool(self.backend.histogram_accepts(self.state, values))
+
+    def update(self, values: Any, *, omit_nan: bool = False) -> None:
+        """Count ``values`` (non-finite ones remembered under ``omit_nan=False``, raised when read)."""
+        self.backend.histogram_update(self.state, values, omit_nan=omit_nan)
+
+    def read(self) -> Optional[Histogram]:
+        """The host histogram of everything counted (None when nothing finite was).
+
+        Raises:
+            ValueError: if a batch held NaN/±Inf under ``nan_policy="raise"`` (every read does).
+        """
+        hist, nonfinite = self.backend.histogram_read(self.state)
+        if nonfinite:
+            raise nonfinite_values(where="values given to update()")
+        return hist
+
+
+def device_histogram(values: Any, max_bins: int, *, backend: Any = None) -> Optional[DeviceHistogram]:
+    """An empty device histogram next to ``values``, or None when its backend keeps none.
+
+    Example:
+        >>> import numpy
+        >>> device_histogram(numpy.zeros(3), 64) is None  # NumPy counts each batch on the host
+        True
+    """
+    backend = backend or backend_for(values)
+    if not isinstance(backend, DeviceHistograms):
+        return None
+    return DeviceHistogram(backend, backend.histogram_state(values, check_max_bins(max_bins)))
 
 
 def coarsen(hist: Histogram, k: int) -> Histogram:
