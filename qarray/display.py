@@ -104,7 +104,7 @@ def error_summary(array: Any) -> Dict[str, Any]:
     quantizer = array.quantizer
     if quantizer.scale is None:
         raise ValueError("array must have quantization parameters (its quantizer has no scale)")
-    if is_grid(quantizer.scale):
+    if quantizer.is_per_block:
         return _grid_error_summary(array)
     bound = abs(float(quantizer.scale)) / 2.0
     backend = array.backend
@@ -218,7 +218,7 @@ def _stats_rows(stats: Any) -> List[Row]:
         return [("calibration range", f"invalid: {error}")]
     if rmin is None or rmax is None:
         rows = [("calibration range", "not calibrated")]
-    elif is_grid(rmin) or is_grid(rmax):
+    elif stats.is_per_block:
         rows = [("calibration range", _block_range_text(rmin, rmax))]
     else:
         rows = [("calibration range", f"[{_number(rmin)}, {_number(rmax)}]")]
@@ -245,7 +245,7 @@ def _histogram_rows(stats: Any) -> List[Row]:
 
 def _params_rows(params: Any, shape: Optional[Tuple[int, ...]] = None, quantizer: Any = None) -> List[Row]:
     scale, zero_point, offset = params.scale, params.zero_point, params.offset
-    if not is_grid(scale):
+    if not params.is_per_block:
         return [
             ("scale", _number(scale)),
             ("zero point", _zero_point_text(zero_point)),
@@ -507,7 +507,7 @@ def _error_text(array: Any) -> str:
         return f"unavailable: {error}"
     if result["max_abs_error"] is None:
         return "n/a (empty)"
-    if is_grid(array.quantizer.scale):
+    if array.quantizer.is_per_block:
         verdict = (
             "every block within its own scale/2"
             if result["within_bound"]

@@ -209,6 +209,11 @@ class UniformQuantizationParameters(Serializable):
         self._offsets_present = None
         self._pending_check = None
 
+    @property
+    def is_per_block(self) -> bool:
+        """True when the parameters are grids (one set per block: per channel or per group)."""
+        return is_grid(self._scale)
+
     def settle(self) -> None:
         """Check per-block parameters computed on a GPU, if not done yet (one read-back).
 

@@ -383,7 +383,7 @@ class QuantizedArray(Serializable):
                 f"QuantizedArray: values shape {values.shape} differs from qvalues shape {qvalues.shape}"
             )
         zero_point = quantizer.zero_point
-        per_block = is_array(quantizer.scale) and getattr(quantizer.scale, "ndim", 0) > 0
+        per_block = quantizer.is_per_block
         if values is not None and isinstance(zero_point, numpy.ndarray) and not per_block:
             check_broadcastable(zero_point, values)
         array = cls.__new__(cls)

@@ -28,7 +28,6 @@ from .core.dtypes import (
     integer_dtype_name,
 )
 from .core.fields import CheckedAttribute, Forwarded
-from .core.granularity import is_grid
 from .core.messages import raise_on_problems
 from .core.namespace import as_array
 from .core.rich import render_html
@@ -147,6 +146,11 @@ class UniformQuantizer(Serializable):
     zero_point = Forwarded[ZeroPoint]("params", "The ``zero_point`` field of the quantizer's params.")
     offset = Forwarded[Any]("params", "The ``offset`` field of the quantizer's params.")
 
+    @property
+    def is_per_block(self) -> bool:
+        """True when the quantizer's parameters are grids (per channel or per group)."""
+        return self.params.is_per_block
+
     def is_equal(self, opts: QuantizationOptions, ignore_sign_qat: bool = False) -> bool:
         """Compare the options with ``opts`` (see :meth:`QuantizationOptions.is_equal`)."""
         return self._require_options().is_equal(opts, ignore_sign_qat)
@@ -254,7 +258,7 @@ class UniformQuantizer(Serializable):
             like=values,
             backend=backend,
             no_clipping=self.no_clipping,
-            extent=tuple(self.block_extent(tuple(values.shape))) if is_grid(scale) else None,
+            extent=tuple(self.block_extent(tuple(values.shape))) if self.is_per_block else None,
             offsets=params._offsets_present,
             read_offsets=read_offsets,
         )
@@ -325,7 +329,7 @@ class UniformQuantizer(Serializable):
         if not backend.is_integer(qvalues):
             raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")
         name = dtype_name(dtype, backend.xp, OUTPUT_FLOAT_DTYPES)
-        extent = tuple(self.block_extent(tuple(qvalues.shape))) if is_grid(scale) else None
+        extent = tuple(self.block_extent(tuple(qvalues.shape))) if self.is_per_block else None
         spec = primitives.dequant_spec(scale, zero_point, like=qvalues, backend=backend, extent=extent)
         return primitives.dequantize(qvalues, spec, dtype=name, out=out, backend=backend)
 
@@ -384,7 +388,7 @@ class UniformQuantizer(Serializable):
 
         check_consistent(quantizer)  # refuse what dumps() refuses to write (an offset n_bits cannot give)
         params = quantizer.params
-        if backend is not None and is_grid(params.scale):  # per-block parameters live with the data
+        if backend is not None and params.is_per_block:  # per-block parameters live with the data
 
             params._scale, params._zero_point, params._offset = (
                 place(value, backend) for value in (params.scale, params.zero_point, params.offset)

@@ -191,6 +191,11 @@ class MinMaxQuantizationStats(Serializable):
 
     # -- calibration -----------------------------------------------------------------------
 
+    @property
+    def is_per_block(self) -> bool:
+        """True when the ranges are grids (calibrated per channel or per group)."""
+        return is_grid(self._rmin) or is_grid(self._rmax)
+
     def compute_quantization_stats(
         self,
         values: Any,

@@ -139,7 +139,7 @@ def _check_quantizer(quantizer: Any, stream_checks: StreamChecks) -> None:
     # a model) may pair either with the options' sign. Any other offset (left behind
     # when n_bits changed, or set by hand) contradicts n_bits.
     allowed = (0, 2 ** (options.n_bits - 1))
-    if is_grid(offset) or is_grid(params.scale):
+    if is_grid(offset) or params.is_per_block:  # an offset grid with scalar scale is refused there
         _check_block_parameters(quantizer, allowed)
         return
     if offset not in allowed:
@@ -187,7 +187,7 @@ def _check_quantized_array(array: Any, stream_checks: StreamChecks) -> None:
             f"{tuple(qvalues.shape)}"
         )
     zero_point = quantizer.zero_point
-    if is_grid(quantizer.params.scale):
+    if quantizer.is_per_block:
         quantizer.block_extent(tuple(values.shape))  # the values give the parameters' grid
     elif isinstance(zero_point, numpy.ndarray):
         check_broadcastable(zero_point, values)
