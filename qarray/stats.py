@@ -304,10 +304,11 @@ class MinMaxQuantizationStats(Serializable):
                 self._rmin, self._rmax, self._pending, self._uvalues = low, high, None, None
                 self._granularity = key
             return
-        if self._granularity is not None:
+        if self._granularity is not None or self.is_per_block:  # (a loaded document has no key)
             raise ValueError(
                 "these statistics are per block (axis/block_size): give update() the same "
-                f"granularity, got axis=None, block_size=None for {self._granularity[0]}"
+                "granularity, got axis=None, block_size=None for statistics of "
+                f"{self._granularity[0] if self._granularity is not None else 'a grid of ' + str(tuple(self._rmin.shape))}"
             )
         if not has_values:
             return
@@ -436,9 +437,11 @@ class MinMaxQuantizationStats(Serializable):
         # The source is read under its lock, then these fields set under this one (one
         # lock at a time, so two structures copying each other cannot deadlock).
         rmin, rmax, pending, uvalues = stats._state()
+        granularity = stats._granularity
         uvalues = _copied_uvalues(uvalues)
         with self._guard():
             self._rmax, self._rmin, self._uvalues, self._pending = rmax, rmin, uvalues, pending
+            self._granularity = granularity
 
     def check_is_uniform_quantized(self, options: Any) -> bool:
         """Check if these statistics correspond to uniformly quantized values.
@@ -746,17 +749,19 @@ def _fold_blocks(rmin: Any, rmax: Any, low: Any, high: Any) -> Tuple[Any, Any]:
     if library_name(array_namespace(rmin)) != library_name(xp):
 
         backend = backend_for(low)
-        rmin, rmax = backend.asarray(to_numpy(rmin)), backend.asarray(to_numpy(rmax))
+        device = backend.device(low)  # the newer batch's device, where the result lives
+        rmin, rmax = backend.asarray(to_numpy(rmin), device=device), backend.asarray(to_numpy(rmax), device=device)
     return xp.minimum(rmin, low), xp.maximum(rmax, high)
 
 
 def _merge_blocks(first: MinMaxQuantizationStats, second: MinMaxQuantizationStats) -> MinMaxQuantizationStats:
     """:meth:`MinMaxQuantizationStats.merge` for per-block statistics."""
-    rmin, rmax, _, _ = first._state()
-    other_rmin, other_rmax, _, _ = second._state()
+    rmin, rmax, pending, _ = first._state()
+    other_rmin, other_rmax, other_pending, _ = second._state()
     merged = MinMaxQuantizationStats()
-    if not _holds_data(other_rmin, other_rmax, None) or not _holds_data(rmin, rmax, None):
-        source = first if _holds_data(rmin, rmax, None) else second
+    # Pending (not yet read) min/max come from update() per tensor: they are data too.
+    if not _holds_data(other_rmin, other_rmax, other_pending) or not _holds_data(rmin, rmax, pending):
+        source = first if _holds_data(rmin, rmax, pending) else second
         merged.copy_stats(source)
         merged._granularity = source._granularity
         return merged

@@ -1,0 +1,68 @@
+"""Per-block statistics keep being per block: copies, documents and merges never mix granularities.
+
+Merging per-block statistics with per-tensor ones is refused the same way whether the
+per-tensor side was filled by ``compute_quantization_stats`` or by ``update()`` (whose
+min and max may still be pending on the device); copies (``quant_stats``,
+``copy_stats``, a quantizer's statistics, a loaded document) remember that they are per
+block, so a per-tensor ``update()`` is refused on them as on the original.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+import pytest
+
+import qarray
+from qarray import MinMaxQuantizationStats, QuantizationOptions, UniformQuantizer
+
+
+def per_block(xb: Any) -> MinMaxQuantizationStats:
+    stats = MinMaxQuantizationStats()
+    stats.compute_quantization_stats(
+        xb.asarray(numpy.random.default_rng(0).normal(size=(4, 8))), with_uvalues=False, block_size=4
+    )
+    return stats
+
+
+def per_tensor_by_update(xb: Any) -> MinMaxQuantizationStats:
+    stats = MinMaxQuantizationStats()
+    stats.update(xb.asarray(numpy.array([1.0, 2.0])))
+    return stats
+
+
+def per_tensor_by_compute(xb: Any) -> MinMaxQuantizationStats:
+    stats = MinMaxQuantizationStats()
+    stats.compute_quantization_stats(xb.asarray(numpy.array([1.0, 2.0])), with_uvalues=False)
+    return stats
+
+
+@pytest.mark.parametrize("make", [per_tensor_by_update, per_tensor_by_compute], ids=["update", "compute"])
+def test_merging_per_block_with_per_tensor_statistics_is_refused_both_ways(xb: Any, make: Any) -> None:
+    blocks, tensor = per_block(xb), make(xb)
+    with pytest.raises(ValueError, match="per-block statistics with per-tensor ones"):
+        blocks.merge(tensor)
+    with pytest.raises(ValueError, match="per-block statistics with per-tensor ones"):
+        tensor.merge(blocks)
+
+
+def copies(stats: MinMaxQuantizationStats) -> Any:
+    yield "quant_stats", stats.quant_stats
+    copied = MinMaxQuantizationStats()
+    copied.copy_stats(stats)
+    yield "copy_stats", copied
+    quantizer = UniformQuantizer(QuantizationOptions(8, block_size=4), stats)
+    yield "quantizer.stats", quantizer.stats
+    yield "document", qarray.loads(stats.dumps())
+
+
+def test_copies_of_per_block_statistics_refuse_a_per_tensor_update(xb: Any) -> None:
+    original = per_block(xb)
+    for name, copy in copies(original):
+        assert copy.is_per_block, name
+        with pytest.raises(ValueError, match="per block"):
+            copy.update(xb.asarray(numpy.zeros((4, 8))))
+        assert copy.rmin.shape == (4, 2), name  # still the grid: nothing was folded in
+        copy.update(xb.asarray(numpy.full((4, 8), 9.0)), block_size=4)  # the same blocks: folded
+        numpy.testing.assert_array_equal(numpy.asarray(qarray.core.namespace.to_numpy(copy.rmax)), 9.0)
