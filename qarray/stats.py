@@ -305,10 +305,10 @@ class MinMaxQuantizationStats(Serializable):
                 self._granularity = key
             return
         if self._granularity is not None or self.is_per_block:  # (a loaded document has no key)
+            blocks = str(self._granularity[0]) if self._granularity is not None else "a parameter grid"
             raise ValueError(
                 "these statistics are per block (axis/block_size): give update() the same "
-                "granularity, got axis=None, block_size=None for statistics of "
-                f"{self._granularity[0] if self._granularity is not None else 'a grid of ' + str(tuple(self._rmin.shape))}"
+                f"granularity, got axis=None, block_size=None for statistics of {blocks}"
             )
         if not has_values:
             return
