@@ -32,7 +32,7 @@ from .backends import backend_for
 from .backends.spec import QuantSpec
 from .core.checks import check_broadcastable, check_finite_real
 from .core.dtypes import clip_range, exact_float_bounds, integer_dtype_range
-from .core.granularity import block_extent, expand_to_values
+from .core.granularity import block_extent, expand_to_values, is_grid
 from .core.namespace import array_namespace, as_array, is_array, to_numpy
 from .core.rule import BlockCheck, check_combination, parameter_rule, tensor_parameters
 
@@ -227,7 +227,9 @@ def quant_spec(
             )
         zero = backend.parameter(check_broadcastable(zero_point, like), like)
         return QuantSpec.per_tensor(scale, zero, clip, out_dtype)
-    place = _placer(backend, like)
+    place = _placer(backend, like, tuple(scale.shape))
+    if not is_grid(offset):  # one offset shared by every block
+        offsets = frozenset({int(offset)})
     if not clips:
         bounds: Tuple[Any, Any] = exact_float_bounds(out_dtype)
         return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], False, out_dtype, tuple(extent))
@@ -238,7 +240,7 @@ def quant_spec(
     widest = (widest[0], 2**n_bits - 1)
     present = offsets
     if widest[0] < low or widest[1] > high:
-        if read_offsets is not None:
+        if present is None and read_offsets is not None:
             present = read_offsets()
         if present is None:  # set by hand without a record: read the grid (small)
             present = frozenset(int(entry) for entry in numpy.unique(to_numpy(offset)))
@@ -268,20 +270,23 @@ def dequant_spec(
     backend = backend or backend_for(like)
     if extent is None:
         return QuantSpec(float(scale), backend.parameter(check_broadcastable(zero_point, like), like))
-    place = _placer(backend, like)
+    place = _placer(backend, like, tuple(scale.shape))
     return QuantSpec(place(scale), place(zero_point), extent=tuple(extent))
 
 
-def _placer(backend: Any, like: Any) -> Callable[[Any], Any]:
+def _placer(backend: Any, like: Any, grid: Tuple[int, ...]) -> Callable[[Any], Any]:
     """A function giving grid parameters as float64 arrays of ``like``'s library and device.
 
     Parameters computed from the same library are used as they are (no copy, no
-    read-back); others (set by hand on the host) are copied there once per call.
+    read-back); others (set by hand on the host) are copied there once per call; a
+    number (a zero point or offset shared by every block) becomes a grid of it.
     """
     def place(parameter: Any) -> Any:
         if backend.owns(parameter):
             xp = backend.xp
             return xp.astype(parameter, xp.float64, copy=False) if backend.name != "dask" else parameter
+        if not is_grid(parameter):
+            return backend.parameter(numpy.full(grid, float(parameter)), like)
         return backend.parameter(to_numpy(parameter), like)
 
     return place

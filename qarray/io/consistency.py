@@ -155,11 +155,13 @@ def _check_block_parameters(quantizer: Any, allowed: Tuple[int, int]) -> None:
     params, options = quantizer.params, quantizer.options
     shapes = {name: tuple(value.shape) if is_grid(value) else None for name, value in
               (("scale", params.scale), ("zero_point", params.zero_point), ("offset", params.offset))}
-    if len(set(shapes.values())) != 1:
+    # The scale is the grid; a zero point or offset may be one number shared by every block.
+    if shapes["scale"] is None or {shape for shape in shapes.values() if shape is not None} != {shapes["scale"]}:
         raise ValueError(f"UniformQuantizer: per-block parameters must share one grid shape, got {shapes}")
     if not options.is_granular:
         raise ValueError("UniformQuantizer: per-block parameters need options with axis or block_size")
-    offsets = numpy.unique(numpy.asarray(to_numpy(params.offset)))
+    offset = params.offset
+    offsets = numpy.unique(numpy.asarray(to_numpy(offset) if is_grid(offset) else offset))
     if not set(int(value) for value in offsets) <= set(allowed):
         raise ValueError(
             f"UniformQuantizer: offsets {offsets.tolist()[:4]} contradict the options: n_bits={options.n_bits} "
