@@ -284,8 +284,10 @@ class UniformQuantizer(Serializable):
             raise_on_problems(counts, name, f"out of {backend.size(values)}")
         return qvalues
 
-    def block_extent(self, shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    def block_extent(self, shape: Tuple[int, ...], argument: str = "values") -> Tuple[int, ...]:
         """Return the block extent for values of ``shape`` under per-block parameters.
+
+        ``argument`` names the array in the error message (``"qvalues"`` for dequant).
 
         Raises:
             ValueError: if the options have no granularity, or ``shape`` does not give
@@ -302,7 +304,7 @@ class UniformQuantizer(Serializable):
         extent, grid = options.granularity.extent(tuple(shape))
         if tuple(grid) != tuple(scale.shape):
             raise ValueError(
-                f"values of shape {tuple(shape)} give a parameter grid of {tuple(grid)} with "
+                f"{argument} of shape {tuple(shape)} give a parameter grid of {tuple(grid)} with "
                 f"axis={options.axis!r}, block_size={options.block_size!r}, but the parameters "
                 f"have the grid {tuple(scale.shape)}"
             )
@@ -329,7 +331,7 @@ class UniformQuantizer(Serializable):
         if not backend.is_integer(qvalues):
             raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")
         name = dtype_name(dtype, backend.xp, OUTPUT_FLOAT_DTYPES)
-        extent = tuple(self.block_extent(tuple(qvalues.shape))) if self.is_per_block else None
+        extent = tuple(self.block_extent(tuple(qvalues.shape), "qvalues")) if self.is_per_block else None
         spec = primitives.dequant_spec(scale, zero_point, like=qvalues, backend=backend, extent=extent)
         return primitives.dequantize(qvalues, spec, dtype=name, out=out, backend=backend)
 

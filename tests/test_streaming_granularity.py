@@ -66,3 +66,30 @@ def test_copies_of_per_block_statistics_refuse_a_per_tensor_update(xb: Any) -> N
         assert copy.rmin.shape == (4, 2), name  # still the grid: nothing was folded in
         copy.update(xb.asarray(numpy.full((4, 8), 9.0)), block_size=4)  # the same blocks: folded
         numpy.testing.assert_array_equal(numpy.asarray(qarray.core.namespace.to_numpy(copy.rmax)), 9.0)
+
+
+def test_the_same_axis_written_three_ways_is_one_granularity(xb: Any) -> None:
+    """On 2-D data, axis=0, axis=-2 and axis=(0,) keep the same axis: batches fold, stats merge."""
+    rng = numpy.random.default_rng(4)
+    batches = [xb.asarray(rng.normal(size=(3, 5))) for _ in range(3)]
+    stats = MinMaxQuantizationStats()
+    for batch, axis in zip(batches, (0, -2, (0,))):
+        stats.update(batch, axis=axis)
+    whole = numpy.concatenate([qarray.core.namespace.to_numpy(b) for b in batches], axis=1)
+    numpy.testing.assert_array_equal(qarray.core.namespace.to_numpy(stats.rmin)[:, 0], whole.min(axis=1))
+    first, second = MinMaxQuantizationStats(), MinMaxQuantizationStats()
+    first.update(batches[0], axis=0)
+    second.update(batches[1], axis=(-2,))
+    merged = first.merge(second)
+    assert merged.rmin.shape == (3, 1)
+
+
+def test_a_dequant_grid_error_names_qvalues(xb: Any) -> None:
+    options = QuantizationOptions(8, block_size=4)
+    stats = per_block(xb)
+    quantizer = UniformQuantizer(options, stats)
+    quantizer.compute_quantization_parameters(options, stats)
+    with pytest.raises(ValueError, match="^qvalues of shape"):
+        quantizer.dequant(xb.asarray(numpy.zeros((2, 3), dtype=numpy.int64)))
+    with pytest.raises(ValueError, match="^values of shape"):
+        quantizer.quant(xb.asarray(numpy.zeros((2, 3))))

@@ -139,8 +139,15 @@ class Granularity:
     def blocks_key(self, shape: Sequence[int]) -> Tuple[Any, ...]:
         """What two batches of statistics must share to be folded together: the
         granularity, and with ``block_size`` the values' shape (per channel, the kept
-        axes' lengths are checked by the grids' shapes)."""
-        return (self, None if self.axis is not None else tuple(int(n) for n in shape))
+        axes' lengths are checked by the grids' shapes). The axes are compared as the
+        sorted non-negative tuple they name for ``shape``, so ``axis=0``, ``axis=-2`` and
+        ``axis=(0,)`` on 2-D values are one granularity."""
+        if self.axis is None:
+            return (self, tuple(int(n) for n in shape))
+        ndim = len(shape)
+        entries = self.axis if isinstance(self.axis, tuple) else (self.axis,)
+        kept = tuple(sorted(entry % ndim if ndim and -ndim <= entry < ndim else entry for entry in entries))
+        return (Granularity(axis=kept), None)
 
     def __str__(self) -> str:
         return f"axis={self.axis!r}, block_size={self.block_size!r}"
