@@ -55,7 +55,9 @@ def minmax(values: Any, *, omit_nonfinite: bool = False, backend: Any = None) ->
     """Return ``(min, max)`` of ``values`` as 0-d arrays of its library and device (nothing read back).
 
     NaN propagates unless ``omit_nonfinite``; with it NaN and ±Inf are left out (and
-    nothing left gives +Inf, -Inf). One fused pass on NumPy/Numba and CuPy.
+    nothing left gives +Inf, -Inf). One fused pass on NumPy/Numba and CuPy. A zero
+    bound is ``+0.0``, whatever the signs of the zeros in ``values`` (see
+    :func:`block_minmax`).
 
     Example:
         >>> import numpy
@@ -63,7 +65,7 @@ def minmax(values: Any, *, omit_nonfinite: bool = False, backend: Any = None) ->
         [-1.0, 5.0]
     """
     backend = backend or backend_for(values)
-    return backend.minmax(values, omit_nonfinite)
+    return _plus_zero(*backend.minmax(values, omit_nonfinite))
 
 
 def unique_rounded(values: Any, *, omit_nonfinite: bool = False, backend: Any = None) -> Any:
@@ -99,6 +101,10 @@ def block_minmax(
             has min +Inf and max -Inf); by default they propagate into their block.
         backend: the backend to use (the one of ``values`` by default).
 
+    A zero min or max is ``+0.0``: the kernels may return either zero when ``-0.0``
+    and ``0.0`` occur (they compare equal), and statistics, hence documents, must
+    not depend on which library computed them.
+
     Raises:
         TypeError, ValueError: if ``extent`` is not one int >= 1 per axis of ``values``.
 
@@ -108,7 +114,17 @@ def block_minmax(
         [[1.0], [-3.0]]
     """
     backend = backend or backend_for(values)
-    return backend.minmax(values, omit_nonfinite, extent=tuple(extent))
+    return _plus_zero(*backend.minmax(values, omit_nonfinite, extent=tuple(extent)))
+
+
+def _plus_zero(low: Any, high: Any) -> Tuple[Any, Any]:
+    """``(low, high)`` with every ``-0.0`` made ``+0.0``, elementwise on their device.
+
+    The one place where the sign of a zero range is decided, for every backend: IEEE
+    addition gives ``-0.0 + 0.0 == +0.0`` and leaves every other value (NaN and ±Inf
+    included) as it is, in its dtype.
+    """
+    return low + 0.0, high + 0.0
 
 
 def choose_parameters(

@@ -330,3 +330,52 @@ def test_loading_a_document_of_another_class_is_refused():
 def test_loads_refuses_non_text():
     with pytest.raises(TypeError):
         qarray.loads(12)
+
+
+# -- the sign of a zero range -----------------------------------------------------------------
+
+SIGNED_ZEROS = numpy.array([[0.0, -0.0, 0.0, -0.0], [-0.0, -0.0, -0.0, -0.0], [-0.0, 1.5, 0.0, -2.0]])
+
+
+def _per_tensor(make: Callable[[numpy.ndarray], Any]) -> str:
+    return QuantizedArray(8, make(SIGNED_ZEROS[:2])).quantizer.dumps()
+
+
+def _per_block(make: Callable[[numpy.ndarray], Any]) -> str:
+    return QuantizedArray(8, make(SIGNED_ZEROS), axis=0).quantizer.dumps()
+
+
+def _per_group(make: Callable[[numpy.ndarray], Any]) -> str:
+    return QuantizedArray(4, make(SIGNED_ZEROS), block_size=2).quantizer.dumps()
+
+
+def _streamed(make: Callable[[numpy.ndarray], Any]) -> str:
+    stats = MinMaxQuantizationStats()
+    for row in SIGNED_ZEROS[:2]:
+        stats.update(make(row))
+    return stats.dumps()
+
+
+def _streamed_per_block(make: Callable[[numpy.ndarray], Any]) -> str:
+    stats = MinMaxQuantizationStats()
+    for rows in (SIGNED_ZEROS[:, :2], SIGNED_ZEROS[:, 2:]):
+        stats.update(make(rows), axis=0)
+    return stats.dumps()
+
+
+def _merged(make: Callable[[numpy.ndarray], Any]) -> str:
+    first, second = MinMaxQuantizationStats(), MinMaxQuantizationStats()
+    first.compute_quantization_stats(make(SIGNED_ZEROS[0]))
+    second.update(make(SIGNED_ZEROS[1]))
+    return first.merge(second).dumps()
+
+
+ZERO_RANGE_CALIBRATIONS = [_per_tensor, _per_block, _per_group, _streamed, _streamed_per_block, _merged]
+
+
+@pytest.mark.parametrize("calibrate", ZERO_RANGE_CALIBRATIONS, ids=lambda f: f.__name__)
+def test_a_zero_range_is_written_as_plus_zero_on_every_backend(xb, calibrate):
+    """min and max of zeros are +0.0 whatever the signs of the zeros and the library: the
+    documents of one calibration are the same text (that of the data without -0.0)."""
+    text = calibrate(xb.asarray)
+    assert text == calibrate(lambda host: host + 0.0)  # -0.0 + 0.0 is +0.0
