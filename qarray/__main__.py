@@ -3,12 +3,14 @@
 It draws a few million normally distributed float32 values on the best
 available backend (CuPy when a CUDA GPU is visible, else NumPy), quantizes them
 at several bit widths, and prints the scale, the zero point, the largest
-round-trip error against its bound (scale / 2) and the throughput.
+round-trip error against its bound (scale / 2) and the throughput. The error and
+its verdict are :func:`qarray.display.error_summary`'s, the rule every display uses.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any, List, NoReturn, Optional, Sequence
 
@@ -16,6 +18,7 @@ import numpy
 
 from . import MAX_N_BITS, QuantizedArray, __version__
 from .backends import available_backends, get_backend
+from .display import error_summary
 
 __all__ = ["main"]
 
@@ -33,15 +36,54 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+BYTES_PER_VALUE = 80
+"""Host memory the demo needs per value, at its peak: the float32 draw and its copies, the
+int64 quantized values and the float64 arrays of the error summary (64 bytes measured
+with NumPy, with a margin)."""
+
+MAX_BYTES = 2**40
+"""The most memory the demo asks for (1 TiB), also when the machine's is unknown."""
+
+
+def _available_memory() -> Optional[int]:
+    """Bytes of host memory available now (Linux ``MemAvailable``), else the physical
+    memory, or None where neither can be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def _size(text: str) -> int:
-    """Parse a number of values: an integer, also written as ``4e6`` or ``4_000_000``."""
+    """Parse a number of values: an integer, also written as ``4e6`` or ``4_000_000``,
+    that the machine's memory holds (see :data:`BYTES_PER_VALUE`)."""
     try:
         number = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number of values such as 4e6, got {text!r}") from None
     if not number.is_integer() or not 1 <= number <= 2**62:
         raise argparse.ArgumentTypeError(f"must be a whole number of values >= 1, got {text!r}")
-    return int(number)
+    size = int(number)
+    available = _available_memory()
+    limit = MAX_BYTES if available is None else min(available, MAX_BYTES)
+    if size * BYTES_PER_VALUE > limit:
+        raise argparse.ArgumentTypeError(
+            f"{text} values need about {_gib(size * BYTES_PER_VALUE)} of memory, more than the "
+            f"{_gib(limit)} this machine has available; at most {limit // BYTES_PER_VALUE:,} values"
+        )
+    return size
+
+
+def _gib(count: int) -> str:
+    """A number of bytes in GiB, for messages."""
+    return f"{count / 2**30:,.1f} GiB"
 
 
 def _bits(text: str) -> int:
@@ -83,8 +125,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         backend = _best_backend(args.backend)
     except (ImportError, ValueError, RuntimeError) as error:
         parser.error(f"argument --backend: {error}")
+    try:
+        return _run(args, backend)
+    except MemoryError:  # the device's memory, or the host's taken meanwhile
+        parser.error(f"argument --size: {args.size:,} values do not fit in the memory of backend '{backend.name}'")
+
+
+def _run(args: argparse.Namespace, backend: Any) -> int:
+    """Quantize the values at every width and print a row each; 0 if every error is within bound."""
     host = numpy.random.default_rng(args.seed).standard_normal(args.size, dtype=numpy.float32)
     values = backend.asarray(host)
+    del host
     print(f"qarray {__version__}: {args.size:,} float32 values from N(0, 1) on backend '{backend.name}'")
     print(
         f"{'bits':>4} {'scale':>12} {'zero_point':>10} {'max |error|':>12} {'scale/2':>12} {'ok':>3} "
@@ -98,18 +149,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         qa = QuantizedArray(n_bits, values)
         backend.synchronize()
         elapsed = time.perf_counter() - start
-        quantizer = qa.quantizer
-        restored = quantizer.dequant(qa.qvalues)
-        xp = backend.xp
-        max_error = float(backend.to_numpy(xp.max(xp.abs(restored - xp.astype(values, xp.float64)))))
-        scale, zero_point, _ = quantizer._require_params()
-        bound = float(scale) / 2
-        ok = max_error <= bound * (1 + 1e-12)
-        rows.append(ok)
+        error = error_summary(qa)
+        rows.append(bool(error["within_bound"]))
+        scale, zero_point, _ = qa.quantizer._require_params()
         print(
-            f"{n_bits:>4} {float(scale):>12.6g} {int(zero_point):>10} {max_error:>12.6g} "
-            f"{bound:>12.6g} {'yes' if ok else 'NO':>3} {elapsed * 1e3:>8.1f}ms {args.size / elapsed / 1e6:>10.1f}"
+            f"{n_bits:>4} {float(scale):>12.6g} {int(zero_point):>10} "
+            f"{error['max_abs_error']:>12.6g} {error['bound']:>12.6g} {'yes' if rows[-1] else 'NO':>3} "
+            f"{elapsed * 1e3:>8.1f}ms {args.size / elapsed / 1e6:>10.1f}"
         )
+        del qa, error
     print("quantize = calibration (min/max) + parameters + quantization to int64, copy of the input included")
     return 0 if all(rows) else 1
 
