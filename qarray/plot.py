@@ -17,6 +17,7 @@ import numpy
 from .core.namespace import as_array, to_numpy
 from .histogram_stats import HistogramQuantizationStats
 from .options import QuantizationOptions
+from .params import UniformQuantizationParameters
 from .primitives import block_minmax
 from .quantized_array import QuantizedArray
 from .quantizer import UniformQuantizer
@@ -39,8 +40,62 @@ def _axes(ax: Any) -> Any:
 
 
 def _host(values: Any, argument: str) -> numpy.ndarray:
+    """``values`` copied to the host as float64, in their shape (per-block grids need it)."""
+    return numpy.asarray(to_numpy(as_array(values, argument)), dtype=numpy.float64)
 
-    return numpy.asarray(to_numpy(as_array(values, argument)), dtype=numpy.float64).reshape(-1)
+
+def _fitted(quantizer: Any, call: str) -> UniformQuantizer:
+    """The fitted quantizer of ``quantizer`` (a UniformQuantizer, or a QuantizedArray's).
+
+    Raises:
+        TypeError: for anything else, showing ``call`` (the order of the arguments).
+        ValueError: if the quantizer has no parameters yet.
+    """
+    found = quantizer.quantizer if isinstance(quantizer, QuantizedArray) else quantizer
+    if not isinstance(found, UniformQuantizer):
+        raise TypeError(
+            f"quantizer must be a UniformQuantizer or a QuantizedArray, got {type(quantizer).__name__} "
+            f"(the arguments are {call})"
+        )
+    if found.scale is None:
+        raise ValueError("quantizer has no parameters to plot: calibrate it first")
+    return found
+
+
+def _block(quantizer: UniformQuantizer, host: numpy.ndarray, block: Any) -> tuple:
+    """Block ``block`` of a per-block quantizer: its values and a per-tensor quantizer with its parameters.
+
+    Blocks are numbered in row-major order over the parameter grid. Per-block
+    quantization equals per-tensor quantization of each block, so the block's own
+    quantizer gives exactly its grid. A per-tensor quantizer is its only block, 0.
+
+    Returns:
+        ``(values of the block, quantizer of the block, description for a title)``.
+    """
+    if isinstance(block, bool) or not isinstance(block, (int, numpy.integer)):
+        raise TypeError(f"block must be an int (a block's row-major index), got {type(block).__name__}")
+    if not quantizer.is_per_block:
+        if block != 0:
+            raise ValueError(f"block must be 0 for a per-tensor quantizer (one block), got {block}")
+        return host, quantizer, ""
+    extent = quantizer.block_extent(host.shape)
+    scale = numpy.asarray(to_numpy(quantizer.scale))
+    if not 0 <= block < scale.size:
+        raise ValueError(f"block must be in [0, {scale.size}) for the parameter grid {scale.shape}, got {block}")
+    index = numpy.unravel_index(int(block), scale.shape)
+    window = tuple(slice(i * e, (i + 1) * e) for i, e in zip(index, extent))
+
+    def of_block(parameter: Any) -> Any:
+        grid = numpy.asarray(to_numpy(parameter) if hasattr(parameter, "shape") else parameter)
+        return (grid[index] if grid.ndim else grid).item()
+
+    options = quantizer.quant_options
+    options.axis, options.block_size = None, None
+    params = UniformQuantizationParameters(
+        numpy.float64(of_block(quantizer.scale)), of_block(quantizer.zero_point), of_block(quantizer.offset)
+    )
+    own = UniformQuantizer(options, params=params, no_clipping=quantizer.no_clipping)
+    return host[window], own, f"block {int(block)} of {scale.size} (grid {scale.shape}), "
 
 
 def plot_grid(
@@ -49,12 +104,16 @@ def plot_grid(
     ax: Any = None,
     bins: int = 100,
     max_lines: int = 64,
+    block: int = 0,
 ) -> Any:
     """Plot the histogram of ``values`` with the quantizer's grid of real values over it.
 
     The grid is the de-quantized value of every integer of the clip range (the
     calibration range when the quantizer does not clip); with more than
-    ``max_lines`` levels only the two ends are drawn.
+    ``max_lines`` levels only the two ends are drawn. With per-channel or
+    per-group parameters every block has its own grid: the plot shows block
+    ``block`` (row-major over the parameter grid), its values and its grid, and
+    the title names it.
 
     Args:
         values: real values of any array library.
@@ -63,9 +122,16 @@ def plot_grid(
         ax: matplotlib axes to draw on (new ones when None).
         bins: the number of histogram bins.
         max_lines: the most grid lines drawn one by one.
+        block: the block drawn for a per-block quantizer (0 for a per-tensor one).
 
     Returns:
         The matplotlib axes.
+
+    Raises:
+        TypeError: if ``quantizer`` is not a quantizer (the values come first) or
+            ``block`` is not an int.
+        ValueError: if the quantizer has no parameters, ``values``' shape does not
+            give its parameter grid, or ``block`` is not one of its blocks.
 
     Example:
         >>> import numpy, qarray
@@ -73,8 +139,9 @@ def plot_grid(
         >>> qa = qarray.QuantizedArray(3, numpy.random.default_rng(0).normal(size=1000))
         >>> ax = plot_grid(qa.values, qa.quantizer)  # doctest: +SKIP
     """
-    quantizer = getattr(quantizer, "quantizer", quantizer)
-    host = _host(values, "values")
+    quantizer = _fitted(quantizer, "plot_grid(values, quantizer)")
+    host, quantizer, which = _block(quantizer, _host(values, "values"), block)
+    host = host.reshape(-1)
     ax = _axes(ax)
     ax.hist(host, bins=bins, color="tab:blue", alpha=0.7, label="values")
     levels, count = _grid(quantizer, host)
@@ -83,7 +150,7 @@ def plot_grid(
         ax.axvline(level, color="tab:red", linewidth=0.8, alpha=0.8, label="grid" if index == 0 else None)
     ax.set_xlabel("value")
     ax.set_ylabel("count")
-    ax.set_title(f"{quantizer.n_bits}-bit grid: {count} levels, scale {float(quantizer.scale):.4g}")
+    ax.set_title(f"{which}{quantizer.n_bits}-bit grid: {count} levels, scale {float(quantizer.scale):.4g}")
     ax.legend(loc="upper right")
     return ax
 
@@ -98,18 +165,27 @@ def plot_error(values: Any, quantizer: Any, ax: Any = None, max_points: int = 20
         max_points: plot at most this many elements (evenly spaced), to keep figures light.
 
     Returns:
-        The matplotlib axes (the ``±scale/2`` bound is drawn as dashed lines).
+        The matplotlib axes (the ``±scale/2`` bound is drawn as dashed lines; with
+        per-channel or per-group parameters, the largest block's ``±scale/2``; each
+        block's own bound is drawn by :func:`plot_block_parameters`).
+
+    Raises:
+        TypeError: if ``quantizer`` is not a quantizer (the values come first).
+        ValueError: if the quantizer has no parameters, or ``values``' shape does not
+            give its parameter grid.
     """
-    quantizer = getattr(quantizer, "quantizer", quantizer)
-    host = _host(values, "values")
-    restored = numpy.asarray(to_numpy(quantizer.dequant(quantizer.quant(host))), dtype=numpy.float64)
+    quantizer = _fitted(quantizer, "plot_error(values, quantizer)")
+    shaped = _host(values, "values")
+    restored = numpy.asarray(to_numpy(quantizer.dequant(quantizer.quant(shaped))), dtype=numpy.float64)
+    host = shaped.reshape(-1)
     error = restored.reshape(-1) - host
     step = max(1, host.size // max(1, max_points))
     ax = _axes(ax)
     ax.plot(host[::step], error[::step], ".", markersize=2, alpha=0.6, label="error")
-    bound = abs(float(quantizer.scale)) / 2
+    bound = float(numpy.max(numpy.abs(to_numpy(quantizer.scale)))) / 2
+    label = "±largest block scale/2" if quantizer.is_per_block else "±scale/2"
     for sign in (-1, 1):
-        ax.axhline(sign * bound, color="tab:red", linestyle="--", linewidth=1, label="±scale/2" if sign > 0 else None)
+        ax.axhline(sign * bound, color="tab:red", linestyle="--", linewidth=1, label=label if sign > 0 else None)
     ax.set_xlabel("value")
     ax.set_ylabel("dequant(quant(x)) - x")
     ax.set_title(f"round-trip error, {quantizer.n_bits} bits")
@@ -260,6 +336,7 @@ def plot_block_parameters(
         The matplotlib axes (logarithmic scale axis when every scale is positive).
 
     Raises:
+        TypeError: if ``quantizer`` is not a quantizer (it comes first, the values second).
         ValueError: if the quantizer has no parameters, or ``values``' shape does not
             give its parameter grid.
 
@@ -270,12 +347,9 @@ def plot_block_parameters(
         >>> qa = qarray.QuantizedArray(4, w, block_size=32)
         >>> ax = plot_block_parameters(qa)  # doctest: +SKIP
     """
-    array = quantizer if hasattr(quantizer, "quantizer") else None
-    quantizer = getattr(quantizer, "quantizer", quantizer)
-    if quantizer.scale is None:
-        raise ValueError("quantizer has no parameters to plot: calibrate it first")
-    if values is None and array is not None:
-        values = array.values
+    if values is None and isinstance(quantizer, QuantizedArray):
+        values = quantizer.values
+    quantizer = _fitted(quantizer, "plot_block_parameters(quantizer, values)")
     scale = numpy.asarray(to_numpy(quantizer.scale), dtype=numpy.float64)
     grid = scale.shape
     half = numpy.abs(scale.reshape(-1)) / 2

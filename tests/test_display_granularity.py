@@ -261,3 +261,65 @@ def test_plot_refuses_values_of_another_grid_and_missing_parameters(agg: Any) ->
         plot_block_parameters(quantizer, numpy.zeros((5, 40)))
     with pytest.raises(ValueError, match="no parameters"):
         plot_block_parameters(qarray.UniformQuantizer(QuantizationOptions(8)))
+
+
+# -- plot_grid and plot_error with per-block quantizers ---------------------------------------
+
+
+@pytest.mark.parametrize("granularity, block, window", [
+    ({"axis": 0}, 2, (slice(2, 3), slice(None))),
+    ({"block_size": 16}, 5, (slice(1, 2), slice(32, 40))),  # grid (6, 3): block 5 is row 1, column 2
+    ({"block_size": 16}, 17, (slice(5, 6), slice(32, 40))),  # the short last group of the constant row
+])
+def test_plot_grid_draws_one_blocks_values_and_its_own_grid(
+    xb: Any, agg: Any, granularity: Dict[str, Any], block: int, window: Any
+) -> None:
+    from qarray.plot import plot_grid
+
+    host = _weights()
+    array = QuantizedArray(4, xb.asarray(host), is_signed=True, **granularity)
+    ax = plot_grid(host, array.quantizer, block=block)
+    alone = QuantizedArray(4, host[window], is_signed=True).quantizer
+    low, high = alone.clip_range()
+    expected = alone.dequant(numpy.arange(low, high + 1))
+    numpy.testing.assert_array_equal([line.get_xdata()[0] for line in ax.lines], expected)
+    heights = sum(patch.get_height() for patch in ax.patches)
+    assert heights == host[window].size
+    assert ax.get_title().startswith(f"block {block} of ")
+
+
+def test_plot_error_of_a_per_block_quantizer_shows_every_element(xb: Any, agg: Any) -> None:
+    from qarray.plot import plot_error
+
+    host = _weights()
+    array = QuantizedArray(4, xb.asarray(host), block_size=16)
+    ax = plot_error(host, array)
+    points, upper, lower = ax.lines
+    reference = QuantizedArray(4, host, block_size=16).quantizer
+    numpy.testing.assert_array_equal(points.get_ydata(), (reference.dequant(reference.quant(host)) - host).reshape(-1))
+    largest = numpy.abs(to_numpy(reference.scale)).max() / 2
+    numpy.testing.assert_array_equal(sorted([upper.get_ydata()[0], lower.get_ydata()[0]]), [-largest, largest])
+    assert numpy.all(numpy.abs(points.get_ydata()) <= largest * (1 + 1e-12))
+
+
+def test_plots_refuse_swapped_arguments_and_missing_blocks(agg: Any) -> None:
+    from qarray.plot import plot_block_parameters, plot_error, plot_grid
+
+    host = _weights()
+    quantizer = QuantizedArray(8, host, axis=0).quantizer
+    with pytest.raises(TypeError, match=r"quantizer must be .*got ndarray.*plot_block_parameters\(quantizer, values\)"):
+        plot_block_parameters(host, quantizer)
+    with pytest.raises(TypeError, match=r"quantizer must be .*plot_grid\(values, quantizer\)"):
+        plot_grid(quantizer, host)
+    with pytest.raises(TypeError, match=r"quantizer must be .*plot_error\(values, quantizer\)"):
+        plot_error(quantizer, host)
+    with pytest.raises(ValueError, match=r"block must be in \[0, 6\)"):
+        plot_grid(host, quantizer, block=6)
+    with pytest.raises(TypeError, match="block must be an int"):
+        plot_grid(host, quantizer, block=1.0)
+    with pytest.raises(ValueError, match="block must be 0 for a per-tensor quantizer"):
+        plot_grid(host, QuantizedArray(8, host), block=1)
+    with pytest.raises(ValueError, match="parameter grid"):
+        plot_error(numpy.zeros((5, 40)), quantizer)
+    with pytest.raises(ValueError, match="no parameters"):
+        plot_grid(host, qarray.UniformQuantizer(QuantizationOptions(8)))
