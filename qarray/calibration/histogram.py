@@ -38,10 +38,10 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy
 
+from .. import primitives
 from ..backends import backend_for, get_backend
 from ..backends.spec import DeviceHistograms
-from ..core.checks import check_bool, check_finite_real, check_int, check_n_bits, describe
-from ..core.dtypes import clip_range
+from ..core.checks import check_bool, check_finite_real, check_int, describe
 from ..core.dyadic import (
     DEFAULT_MAX_BINS,
     MAX_K,
@@ -54,7 +54,8 @@ from ..core.dyadic import (
 )
 from ..core.messages import check_calibration_values, check_nan_policy, nonfinite_values
 from ..core.namespace import as_array
-from ..core.rule import RuleOptions, check_combination, tensor_parameters
+from ..core.rule import tensor_parameters
+from ..options import QuantizationOptions
 
 __all__ = [
     "DEFAULT_MAX_BINS",
@@ -380,13 +381,24 @@ def quantization_mse(
     *,
     is_signed: bool = False,
     is_symmetric: bool = False,
+    is_narrow: bool = False,
+    is_qat: bool = False,
+    is_precomputed_qat: bool = False,
 ) -> float:
     """Estimate from ``hist`` the mean squared error of quantizing with the range ``[rmin, rmax]``.
 
-    The quantizer is the one the parameter rule fits on that range (scale, zero point,
-    offset and clip range of :func:`qarray.core.rule.tensor_parameters`); each bin's
-    values are taken at the bin's centre, clamped to ``[min, max]``, and quantized,
-    de-quantized and compared in float64.
+    The quantizer is exactly the one the options give on that range: the parameters of
+    the rule (:func:`qarray.core.rule.tensor_parameters`: zero point 0 for symmetric and
+    precomputed-QAT options) and the quantizer's own spec and kernels
+    (:func:`qarray.primitives.quant_spec`, so its clipping range, narrow with
+    ``is_narrow``). Each bin's values are taken at the bin's centre, clamped to
+    ``[min, max]``, quantized and de-quantized as the quantizer does, and compared in
+    float64. A range the rule refuses scores infinity.
+
+    Raises:
+        TypeError, ValueError: for a bad histogram or range, options that
+            ``QuantizationOptions`` refuses, and ``is_qat`` without ``is_precomputed_qat``
+            (its scale comes from unique values that a histogram does not keep).
 
     Example:
         >>> import numpy
@@ -395,22 +407,8 @@ def quantization_mse(
         True
     """
     hist = check_histogram(hist)
-    symmetric = check_bool(is_symmetric, "is_symmetric")
-    options = RuleOptions(check_n_bits(n_bits), check_bool(is_signed, "is_signed") or symmetric, symmetric)
-    check_combination(options)
-    low, high = check_finite_real(rmin, "rmin"), check_finite_real(rmax, "rmax")
-    try:
-        scale, zero_point, offset = tensor_parameters(low, high, options)
-    except ValueError:  # a range too wide (or too narrow) for parameters: never the best one
-        return math.inf
-    occupied = hist.counts > 0
-    centres = _centres(hist)[occupied]
-    clip_low, clip_high = clip_range(n_bits, offset, False)
-    with numpy.errstate(over="ignore", invalid="ignore"):
-        quantized = numpy.clip(numpy.rint(centres / scale + zero_point), clip_low, clip_high)
-        restored = scale * (quantized - numpy.float64(zero_point))
-        error = float(numpy.sum(hist.counts[occupied] * (restored - centres) ** 2) / hist.total)
-    return error if not math.isnan(error) else math.inf  # overflowing ranges: never the best
+    options = _range_options(n_bits, is_signed, is_symmetric, is_qat, is_narrow, is_precomputed_qat)
+    return _estimated_mse(hist, check_finite_real(rmin, "rmin"), check_finite_real(rmax, "rmax"), options)
 
 
 def mse_range(
@@ -419,6 +417,9 @@ def mse_range(
     *,
     is_signed: bool = False,
     is_symmetric: bool = False,
+    is_narrow: bool = False,
+    is_qat: bool = False,
+    is_precomputed_qat: bool = False,
     percentiles: Tuple[float, ...] = MSE_PERCENTILES,
 ) -> Tuple[float, float]:
     """Return the candidate range with the smallest estimated quantization MSE.
@@ -427,6 +428,9 @@ def mse_range(
     included: min/max); each is scored by :func:`quantization_mse` with the given
     options, and ties go to the wider range. Min/max is always a candidate, so the
     estimate of the result is never worse than that of min/max.
+
+    Raises:
+        TypeError, ValueError: as :func:`quantization_mse`.
 
     Example:
         >>> import numpy
@@ -437,6 +441,14 @@ def mse_range(
         True
     """
     hist = check_histogram(hist)
+    options = _range_options(n_bits, is_signed, is_symmetric, is_qat, is_narrow, is_precomputed_qat)
+    return _best_mse_range(hist, options, percentiles)
+
+
+def _best_mse_range(
+    hist: Histogram, options: QuantizationOptions, percentiles: Tuple[float, ...]
+) -> Tuple[float, float]:
+    """:func:`mse_range` with checked options."""
     candidates = {(float(hist.vmin), float(hist.vmax))}
     for p in percentiles:
         candidates.add(percentile_range(hist, p))
@@ -446,7 +458,7 @@ def mse_range(
     for lower, upper in sorted(candidates, key=lambda pair: (-(pair[1] - pair[0]), pair[0])):
         if upper - lower <= 0.0 and (lower, upper) != chosen:
             continue
-        error = quantization_mse(hist, lower, upper, n_bits, is_signed=is_signed, is_symmetric=is_symmetric)
+        error = _estimated_mse(hist, numpy.float64(lower), numpy.float64(upper), options)
         if best is None or error < best[0]:
             best = (error, lower, upper)
     if best is None:
@@ -513,8 +525,21 @@ def range_for(
     n_bits: int = 8,
     is_signed: bool = False,
     is_symmetric: bool = False,
+    is_narrow: bool = False,
+    is_qat: bool = False,
+    is_precomputed_qat: bool = False,
 ) -> Tuple[float, float]:
     """Return the range ``method`` chooses from ``hist`` (see :data:`METHODS`).
+
+    The options are those of the quantizer the range is for, checked as
+    ``QuantizationOptions`` checks them whatever the method (``mse`` scores its
+    candidates with that quantizer; ``entropy`` reads ``n_bits`` and ``is_symmetric``).
+
+    Raises:
+        TypeError, ValueError: for a bad histogram, method or percentile, options that
+            ``QuantizationOptions`` refuses, and ``is_qat`` without ``is_precomputed_qat``
+            (QAT scale inference needs the exact unique values, which a histogram does
+            not keep).
 
     Example:
         >>> import numpy
@@ -523,18 +548,15 @@ def range_for(
     """
     hist = check_histogram(hist)
     method = check_method(method)
-    return _RANGE_METHODS[method](
-        hist, percentile=percentile, n_bits=n_bits, is_signed=is_signed, is_symmetric=is_symmetric
-    )
+    options = _range_options(n_bits, is_signed, is_symmetric, is_qat, is_narrow, is_precomputed_qat)
+    return _RANGE_METHODS[method](hist, percentile=percentile, options=options)
 
 
 _RANGE_METHODS: Dict[str, Callable[..., Tuple[float, float]]] = {
     "minmax": lambda hist, **_: (float(hist.vmin), float(hist.vmax)),
     "percentile": lambda hist, percentile, **_: percentile_range(hist, percentile),
-    "mse": lambda hist, n_bits, is_signed, is_symmetric, **_: mse_range(
-        hist, n_bits, is_signed=is_signed, is_symmetric=is_symmetric
-    ),
-    "entropy": lambda hist, n_bits, is_symmetric, **_: entropy_range(hist, n_bits, is_symmetric=is_symmetric),
+    "mse": lambda hist, options, **_: _best_mse_range(hist, options, MSE_PERCENTILES),
+    "entropy": lambda hist, options, **_: entropy_range(hist, options.n_bits, is_symmetric=options.is_symmetric),
 }
 """The range methods by name: a new method is one range function and one entry here."""
 
@@ -543,6 +565,48 @@ METHODS: Tuple[str, ...] = tuple(_RANGE_METHODS)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+
+def _range_options(
+    n_bits: Any, is_signed: Any, is_symmetric: Any, is_qat: Any, is_narrow: Any, is_precomputed_qat: Any
+) -> QuantizationOptions:
+    """The quantizer's options, checked by ``QuantizationOptions`` itself (each field's
+    validator, then how they combine), as ``calibrate`` and ``QuantizedArray`` check them.
+
+    QAT scale inference (``is_qat`` without ``is_precomputed_qat``) is refused: its scale
+    comes from the exact unique values, and its quantization does not clip.
+    """
+    options = QuantizationOptions(n_bits)
+    flags = (is_signed, is_symmetric, is_qat, is_narrow, is_precomputed_qat)
+    for name, value in zip(("is_signed", "is_symmetric", "is_qat", "is_narrow", "is_precomputed_qat"), flags):
+        setattr(options, name, value)
+    options.validate()
+    if options.is_qat and not options.is_precomputed_qat:
+        raise ValueError(
+            "is_qat=True without is_precomputed_qat infers the scale from the exact unique values, "
+            "which a histogram does not keep: pass is_precomputed_qat=True (or is_qat=False)"
+        )
+    return options
+
+
+def _estimated_mse(hist: Histogram, rmin: numpy.float64, rmax: numpy.float64, options: QuantizationOptions) -> float:
+    """:func:`quantization_mse` with checked arguments: the quantizer's own spec and kernels
+    applied to the bin centres; inf for a range the rule refuses."""
+    try:
+        scale, zero_point, offset = tensor_parameters(rmin, rmax, options)
+    except ValueError:  # a range too wide (or too narrow) for parameters: never the best one
+        return math.inf
+    occupied = hist.counts > 0
+    centres = _centres(hist)[occupied]
+    backend = get_backend("numpy")
+    spec = primitives.quant_spec(scale, zero_point, offset, options, "int64", like=centres, backend=backend)
+    with numpy.errstate(over="ignore", invalid="ignore"):  # huge quotients saturate to the clipping range
+        quantized, _ = primitives.quantize(centres, spec, check_finite=False, backend=backend)
+        restored = primitives.dequantize(
+            quantized, primitives.dequant_spec(scale, zero_point, like=quantized, backend=backend), backend=backend
+        )
+        error = float(numpy.sum(hist.counts[occupied] * (restored - centres) ** 2) / hist.total)
+    return error if not math.isnan(error) else math.inf  # overflowing ranges: never the best
 
 
 def _clamped(value: Any, hist: Histogram) -> float:
