@@ -218,8 +218,14 @@ class HistogramQuantizationStats(Serializable):
         n_bits: int = 8,
         is_signed: bool = False,
         is_symmetric: bool = False,
+        is_narrow: bool = False,
+        is_qat: bool = False,
+        is_precomputed_qat: bool = False,
     ) -> Tuple[float, float]:
         """Return the ``(rmin, rmax)`` range that ``method`` chooses from the histogram.
+
+        The options are the fields of the quantizer's ``QuantizationOptions``, checked as
+        it checks them (whatever the method).
 
         Args:
             method: ``"minmax"`` (the exact range), ``"percentile"``, ``"mse"`` or
@@ -227,11 +233,16 @@ class HistogramQuantizationStats(Serializable):
             percentile: for ``"percentile"``, in ``(50, 100]``.
             n_bits: the quantizer's width, for ``"mse"`` and ``"entropy"``.
             is_signed: the quantizer is signed (``"mse"``).
-            is_symmetric: the quantizer is symmetric (``"mse"``; ``"entropy"`` then works
-                on ``|x|``).
+            is_symmetric: the quantizer is symmetric (requires ``is_signed``; ``"mse"``,
+                and ``"entropy"`` then works on ``|x|``).
+            is_narrow: the quantizer clips to the narrow range (``"mse"``).
+            is_qat, is_precomputed_qat: QAT with precomputed parameters, zero point 0
+                (``"mse"``); QAT scale inference (``is_qat`` alone) is refused.
 
         Raises:
-            ValueError: if there is no data yet, or for a bad method or option.
+            TypeError: for a non-bool flag, a non-int ``n_bits`` or a non-number percentile.
+            ValueError: if there is no data yet, or for a bad method, percentile, ``n_bits``
+                or combination of options.
 
         Example:
             >>> import numpy
@@ -243,10 +254,17 @@ class HistogramQuantizationStats(Serializable):
         hist = self.histogram
         if hist is None:
             raise ValueError("the statistics hold no data yet: update() them with values first")
-        lower, upper = range_for(
-            hist, method, percentile=percentile, n_bits=n_bits, is_signed=is_signed, is_symmetric=is_symmetric
+        return range_for(
+            hist,
+            method,
+            percentile=percentile,
+            n_bits=n_bits,
+            is_signed=is_signed,
+            is_symmetric=is_symmetric,
+            is_narrow=is_narrow,
+            is_qat=is_qat,
+            is_precomputed_qat=is_precomputed_qat,
         )
-        return lower, upper
 
     def to_minmax(self, method: str = "percentile", **options: Any) -> Any:
         """Return :class:`~qarray.MinMaxQuantizationStats` with ``rmin``/``rmax`` from :meth:`range`.

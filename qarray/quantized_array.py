@@ -229,6 +229,9 @@ class QuantizedArray(Serializable):
             n_bits=options.n_bits,
             is_signed=options.is_signed,
             is_symmetric=options.is_symmetric,
+            is_narrow=options.is_narrow,
+            is_qat=options.is_qat,
+            is_precomputed_qat=options.is_precomputed_qat,
         )
 
     def _own_copy(self, values: Any, argument: str, kind: str) -> Any:

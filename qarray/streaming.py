@@ -131,6 +131,9 @@ def _calibrate_histogram(
         n_bits=options.n_bits,
         is_signed=options.is_signed,
         is_symmetric=options.is_symmetric,
+        is_narrow=options.is_narrow,
+        is_qat=options.is_qat,
+        is_precomputed_qat=options.is_precomputed_qat,
     )
     quantizer = UniformQuantizer(options, stats)
     quantizer.compute_quantization_parameters(quantizer.quant_options, quantizer.stats)

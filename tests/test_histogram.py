@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import qarray
 from qarray.backends import ArrayAPIBackend, NumpyBackend, numba_kernels, numpy_backend
 from qarray.calibration import histogram as H
 
@@ -255,11 +256,55 @@ def test_percentile_is_checked(bad, error):
 @given(values=spread_values, n_bits=st.integers(2, 10), symmetric=st.booleans())
 def test_mse_range_is_never_worse_than_min_max_on_the_histogram(values, n_bits, symmetric):
     hist = H.histogram(values)
-    lower, upper = H.mse_range(hist, n_bits, is_symmetric=symmetric)
-    chosen = H.quantization_mse(hist, lower, upper, n_bits, is_symmetric=symmetric)
-    minmax = H.quantization_mse(hist, hist.vmin, hist.vmax, n_bits, is_symmetric=symmetric)
+    lower, upper = H.mse_range(hist, n_bits, is_signed=symmetric, is_symmetric=symmetric)
+    chosen = H.quantization_mse(hist, lower, upper, n_bits, is_signed=symmetric, is_symmetric=symmetric)
+    minmax = H.quantization_mse(hist, hist.vmin, hist.vmax, n_bits, is_signed=symmetric, is_symmetric=symmetric)
     assert chosen <= minmax
     assert hist.vmin <= lower <= upper <= hist.vmax
+
+
+# Every valid option combination a histogram range can be for (QAT scale inference needs
+# the exact unique values, so only precomputed QAT).
+OPTION_COMBINATIONS = [
+    dict(is_signed=signed, is_symmetric=symmetric, is_narrow=narrow, is_qat=qat, is_precomputed_qat=qat)
+    for signed in (False, True)
+    for symmetric in (False, True)
+    for narrow in (False, True)
+    for qat in (False, True)
+    if signed or not symmetric
+    if not (qat and symmetric)
+]
+
+
+def on_bin_centres(values: numpy.ndarray, max_bins: int) -> numpy.ndarray:
+    """``values`` moved to the centres of their histogram's bins (the points the estimate scores)."""
+    while True:
+        width = H.histogram(values, max_bins).width
+        snapped = (numpy.floor(values / width) + 0.5) * width
+        if H.histogram(snapped, max_bins).width == width:
+            return snapped
+        values = snapped
+
+
+def test_mse_range_is_never_worse_than_min_max_for_the_quantizer_the_options_give():
+    """The estimate scores every candidate with exactly the quantizer the options give: on data
+    at the bin centres it is that quantizer's error, so "never worse" holds on the data too."""
+    rng = numpy.random.default_rng(18)
+    for trial in range(120):
+        options = OPTION_COMBINATIONS[trial % len(OPTION_COMBINATIONS)]
+        n_bits = int(rng.integers(2, 7))
+        spread = rng.standard_t(int(rng.integers(1, 5)), size=1500) * rng.uniform(0.01, 100.0)
+        values = on_bin_centres(spread + rng.uniform(-3.0, 3.0) * spread.std(), 256)
+        hist = H.histogram(values, 256)
+        lower, upper = H.mse_range(hist, n_bits, **options)
+        estimate = H.quantization_mse(hist, lower, upper, n_bits, **options)
+        assert estimate <= H.quantization_mse(hist, hist.vmin, hist.vmax, n_bits, **options)
+        errors = {}
+        for method in ("mse", "minmax"):
+            quantizer = qarray.calibrate([values], n_bits, method=method, max_bins=256, **options)
+            errors[method] = float(numpy.mean((quantizer.dequant(quantizer.quant(values)) - values) ** 2))
+        numpy.testing.assert_allclose(errors["mse"], estimate, rtol=1e-9, atol=1e-300, err_msg=str(options))
+        assert errors["mse"] <= errors["minmax"] * (1 + 1e-12), (trial, n_bits, options)
 
 
 def test_mse_range_lowers_the_real_error_on_heavy_tailed_data():

@@ -151,7 +151,50 @@ def test_calibrate_and_quantized_array_choose_the_same_range(method):
 def test_symmetric_options_reach_the_entropy_search():
     values = heavy()
     quantizer = qarray.calibrate([values], n_bits=8, method="entropy", is_signed=True, is_symmetric=True)
-    assert (float(quantizer.rmin), float(quantizer.rmax)) == filled(values).range("entropy", is_symmetric=True)
+    expected = filled(values).range("entropy", is_signed=True, is_symmetric=True)
+    assert (float(quantizer.rmin), float(quantizer.rmax)) == expected
+
+
+BAD_OPTIONS = [
+    dict(n_bits=2**34),
+    dict(n_bits=54),
+    dict(n_bits=0),
+    dict(n_bits=8.0),
+    dict(n_bits=True),
+    dict(is_signed=True, is_symmetric="yes"),
+    dict(is_signed=True, is_symmetric=1),
+    dict(is_signed=1),
+    dict(is_narrow=None),
+    dict(is_qat=True, is_precomputed_qat="no"),
+    dict(is_symmetric=True),
+    dict(n_bits=1, is_signed=True, is_symmetric=True),
+    dict(is_signed=True, is_symmetric=True, is_qat=True, is_precomputed_qat=True),
+]
+
+
+def options_refusal(n_bits=8, **flags):
+    """What QuantizationOptions says about these fields (set as calibrate sets them)."""
+    with pytest.raises((TypeError, ValueError)) as refusal:
+        options = qarray.QuantizationOptions(n_bits)
+        for name, value in flags.items():
+            setattr(options, name, value)
+        options.validate()
+    return refusal.value
+
+
+@pytest.mark.parametrize("method", H.METHODS)
+@pytest.mark.parametrize("bad", BAD_OPTIONS, ids=repr)
+def test_range_checks_its_options_as_quantization_options_does(method, bad):
+    expected = options_refusal(**bad)
+    with pytest.raises(type(expected)) as refusal:
+        filled(heavy(1000)).range(method, **bad)
+    assert str(refusal.value) == str(expected)
+
+
+def test_range_refuses_qat_scale_inference_for_every_method():
+    for method in H.METHODS:
+        with pytest.raises(ValueError, match="is_precomputed_qat"):
+            filled(heavy(100)).range(method, is_qat=True)
 
 
 def test_mse_method_lowers_the_error_of_heavy_tailed_data_at_4_bits():

@@ -33,15 +33,16 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy
 
+from .. import primitives
 from ..backends import backend_for, get_backend
 from ..backends.spec import DeviceHistograms
-from ..core.checks import check_bool, check_finite_real, check_int, check_n_bits, describe
-from ..core.dtypes import clip_range
+from ..core.checks import check_bool, check_finite_real, check_int, describe
 from ..core.dyadic import (
     DEFAULT_MAX_BINS,
     MAX_K,
@@ -54,7 +55,8 @@ from ..core.dyadic import (
 )
 from ..core.messages import check_calibration_values, check_nan_policy, nonfinite_values
 from ..core.namespace import as_array
-from ..core.rule import RuleOptions, check_combination, tensor_parameters
+from ..core.rule import tensor_parameters
+from ..options import QuantizationOptions
 
 __all__ = [
     "DEFAULT_MAX_BINS",
@@ -380,13 +382,24 @@ def quantization_mse(
     *,
     is_signed: bool = False,
     is_symmetric: bool = False,
+    is_narrow: bool = False,
+    is_qat: bool = False,
+    is_precomputed_qat: bool = False,
 ) -> float:
     """Estimate from ``hist`` the mean squared error of quantizing with the range ``[rmin, rmax]``.
 
-    The quantizer is the one the parameter rule fits on that range (scale, zero point,
-    offset and clip range of :func:`qarray.core.rule.tensor_parameters`); each bin's
-    values are taken at the bin's centre, clamped to ``[min, max]``, and quantized,
-    de-quantized and compared in float64.
+    The quantizer is exactly the one the options give on that range: the parameters of
+    the rule (:func:`qarray.core.rule.tensor_parameters`: zero point 0 for symmetric and
+    precomputed-QAT options) and the quantizer's own spec and kernels
+    (:func:`qarray.primitives.quant_spec`, so its clipping range, narrow with
+    ``is_narrow``). Each bin's values are taken at the bin's centre, clamped to
+    ``[min, max]``, quantized and de-quantized as the quantizer does, and compared in
+    float64. A range the rule refuses scores infinity.
+
+    Raises:
+        TypeError, ValueError: for a bad histogram or range, options that
+            ``QuantizationOptions`` refuses, and ``is_qat`` without ``is_precomputed_qat``
+            (its scale comes from unique values that a histogram does not keep).
 
     Example:
         >>> import numpy
@@ -395,22 +408,8 @@ def quantization_mse(
         True
     """
     hist = check_histogram(hist)
-    symmetric = check_bool(is_symmetric, "is_symmetric")
-    options = RuleOptions(check_n_bits(n_bits), check_bool(is_signed, "is_signed") or symmetric, symmetric)
-    check_combination(options)
-    low, high = check_finite_real(rmin, "rmin"), check_finite_real(rmax, "rmax")
-    try:
-        scale, zero_point, offset = tensor_parameters(low, high, options)
-    except ValueError:  # a range too wide (or too narrow) for parameters: never the best one
-        return math.inf
-    occupied = hist.counts > 0
-    centres = _centres(hist)[occupied]
-    clip_low, clip_high = clip_range(n_bits, offset, False)
-    with numpy.errstate(over="ignore", invalid="ignore"):
-        quantized = numpy.clip(numpy.rint(centres / scale + zero_point), clip_low, clip_high)
-        restored = scale * (quantized - numpy.float64(zero_point))
-        error = float(numpy.sum(hist.counts[occupied] * (restored - centres) ** 2) / hist.total)
-    return error if not math.isnan(error) else math.inf  # overflowing ranges: never the best
+    options = _range_options(n_bits, is_signed, is_symmetric, is_qat, is_narrow, is_precomputed_qat)
+    return _estimated_mse(hist, check_finite_real(rmin, "rmin"), check_finite_real(rmax, "rmax"), options)
 
 
 def mse_range(
@@ -419,6 +418,9 @@ def mse_range(
     *,
     is_signed: bool = False,
     is_symmetric: bool = False,
+    is_narrow: bool = False,
+    is_qat: bool = False,
+    is_precomputed_qat: bool = False,
     percentiles: Tuple[float, ...] = MSE_PERCENTILES,
 ) -> Tuple[float, float]:
     """Return the candidate range with the smallest estimated quantization MSE.
@@ -427,6 +429,9 @@ def mse_range(
     included: min/max); each is scored by :func:`quantization_mse` with the given
     options, and ties go to the wider range. Min/max is always a candidate, so the
     estimate of the result is never worse than that of min/max.
+
+    Raises:
+        TypeError, ValueError: as :func:`quantization_mse`.
 
     Example:
         >>> import numpy
@@ -437,6 +442,14 @@ def mse_range(
         True
     """
     hist = check_histogram(hist)
+    options = _range_options(n_bits, is_signed, is_symmetric, is_qat, is_narrow, is_precomputed_qat)
+    return _best_mse_range(hist, options, percentiles)
+
+
+def _best_mse_range(
+    hist: Histogram, options: QuantizationOptions, percentiles: Tuple[float, ...]
+) -> Tuple[float, float]:
+    """:func:`mse_range` with checked options."""
     candidates = {(float(hist.vmin), float(hist.vmax))}
     for p in percentiles:
         candidates.add(percentile_range(hist, p))
@@ -446,7 +459,7 @@ def mse_range(
     for lower, upper in sorted(candidates, key=lambda pair: (-(pair[1] - pair[0]), pair[0])):
         if upper - lower <= 0.0 and (lower, upper) != chosen:
             continue
-        error = quantization_mse(hist, lower, upper, n_bits, is_signed=is_signed, is_symmetric=is_symmetric)
+        error = _estimated_mse(hist, numpy.float64(lower), numpy.float64(upper), options)
         if best is None or error < best[0]:
             best = (error, lower, upper)
     if best is None:
@@ -490,8 +503,9 @@ def entropy_range(hist: Histogram, n_bits: int = 8, *, is_symmetric: bool = Fals
     width = hist.width
     with numpy.errstate(over="ignore"):
         if is_symmetric:
-            stop = _kl_one_sided(_fold_absolute(hist), 2 ** (n_bits - 1))
-            threshold = numpy.float64(stop) * width
+            folded, folded_width = _fold_absolute(hist)
+            stop = _kl_one_sided(folded, 2 ** (n_bits - 1))
+            threshold = numpy.float64(stop) * folded_width
             return _clamped(-threshold, hist), _clamped(threshold, hist)
         levels = 2**n_bits
         if hist.j_lo < 0 <= hist.j_hi:  # bins on both sides of 0: a window centred on 0
@@ -513,8 +527,21 @@ def range_for(
     n_bits: int = 8,
     is_signed: bool = False,
     is_symmetric: bool = False,
+    is_narrow: bool = False,
+    is_qat: bool = False,
+    is_precomputed_qat: bool = False,
 ) -> Tuple[float, float]:
     """Return the range ``method`` chooses from ``hist`` (see :data:`METHODS`).
+
+    The options are those of the quantizer the range is for, checked as
+    ``QuantizationOptions`` checks them whatever the method (``mse`` scores its
+    candidates with that quantizer; ``entropy`` reads ``n_bits`` and ``is_symmetric``).
+
+    Raises:
+        TypeError, ValueError: for a bad histogram, method or percentile, options that
+            ``QuantizationOptions`` refuses, and ``is_qat`` without ``is_precomputed_qat``
+            (QAT scale inference needs the exact unique values, which a histogram does
+            not keep).
 
     Example:
         >>> import numpy
@@ -523,18 +550,15 @@ def range_for(
     """
     hist = check_histogram(hist)
     method = check_method(method)
-    return _RANGE_METHODS[method](
-        hist, percentile=percentile, n_bits=n_bits, is_signed=is_signed, is_symmetric=is_symmetric
-    )
+    options = _range_options(n_bits, is_signed, is_symmetric, is_qat, is_narrow, is_precomputed_qat)
+    return _RANGE_METHODS[method](hist, percentile=percentile, options=options)
 
 
 _RANGE_METHODS: Dict[str, Callable[..., Tuple[float, float]]] = {
     "minmax": lambda hist, **_: (float(hist.vmin), float(hist.vmax)),
     "percentile": lambda hist, percentile, **_: percentile_range(hist, percentile),
-    "mse": lambda hist, n_bits, is_signed, is_symmetric, **_: mse_range(
-        hist, n_bits, is_signed=is_signed, is_symmetric=is_symmetric
-    ),
-    "entropy": lambda hist, n_bits, is_symmetric, **_: entropy_range(hist, n_bits, is_symmetric=is_symmetric),
+    "mse": lambda hist, options, **_: _best_mse_range(hist, options, MSE_PERCENTILES),
+    "entropy": lambda hist, options, **_: entropy_range(hist, options.n_bits, is_symmetric=options.is_symmetric),
 }
 """The range methods by name: a new method is one range function and one entry here."""
 
@@ -543,6 +567,48 @@ METHODS: Tuple[str, ...] = tuple(_RANGE_METHODS)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+
+def _range_options(
+    n_bits: Any, is_signed: Any, is_symmetric: Any, is_qat: Any, is_narrow: Any, is_precomputed_qat: Any
+) -> QuantizationOptions:
+    """The quantizer's options, checked by ``QuantizationOptions`` itself (each field's
+    validator, then how they combine), as ``calibrate`` and ``QuantizedArray`` check them.
+
+    QAT scale inference (``is_qat`` without ``is_precomputed_qat``) is refused: its scale
+    comes from the exact unique values, and its quantization does not clip.
+    """
+    options = QuantizationOptions(n_bits)
+    flags = (is_signed, is_symmetric, is_qat, is_narrow, is_precomputed_qat)
+    for name, value in zip(("is_signed", "is_symmetric", "is_qat", "is_narrow", "is_precomputed_qat"), flags):
+        setattr(options, name, value)
+    options.validate()
+    if options.is_qat and not options.is_precomputed_qat:
+        raise ValueError(
+            "is_qat=True without is_precomputed_qat infers the scale from the exact unique values, "
+            "which a histogram does not keep: pass is_precomputed_qat=True (or is_qat=False)"
+        )
+    return options
+
+
+def _estimated_mse(hist: Histogram, rmin: numpy.float64, rmax: numpy.float64, options: QuantizationOptions) -> float:
+    """:func:`quantization_mse` with checked arguments: the quantizer's own spec and kernels
+    applied to the bin centres; inf for a range the rule refuses."""
+    try:
+        scale, zero_point, offset = tensor_parameters(rmin, rmax, options)
+    except ValueError:  # a range too wide (or too narrow) for parameters: never the best one
+        return math.inf
+    occupied = hist.counts > 0
+    centres = _centres(hist)[occupied]
+    backend = get_backend("numpy")
+    spec = primitives.quant_spec(scale, zero_point, offset, options, "int64", like=centres, backend=backend)
+    with numpy.errstate(over="ignore", invalid="ignore"):  # huge quotients saturate to the clipping range
+        quantized, _ = primitives.quantize(centres, spec, check_finite=False, backend=backend)
+        restored = primitives.dequantize(
+            quantized, primitives.dequant_spec(scale, zero_point, like=quantized, backend=backend), backend=backend
+        )
+        error = float(numpy.sum(hist.counts[occupied] * (restored - centres) ** 2) / hist.total)
+    return error if not math.isnan(error) else math.inf  # overflowing ranges: never the best
 
 
 def _clamped(value: Any, hist: Histogram) -> float:
@@ -557,13 +623,22 @@ def _centres(hist: Histogram) -> numpy.ndarray:
     return numpy.clip(centres, hist.vmin, hist.vmax)
 
 
-def _fold_absolute(hist: Histogram) -> numpy.ndarray:
-    """Counts of ``|x|`` in the bins ``0..m`` of the same width: bin ``j < 0`` goes to ``-j - 1``."""
+def _fold_absolute(hist: Histogram) -> Tuple[numpy.ndarray, float]:
+    """Counts of ``|x|`` in the bins ``0..m`` of width ``2**k``, and that width.
+
+    Bin ``j < 0`` goes to ``-j - 1``. ``k`` is the histogram's, unless ``[0, max |x|]``
+    needs more than ``max_bins`` bins at that width (data far from 0, such as values in
+    ``[16, 17]``): then ``k`` is the smallest that covers it in ``max_bins`` bins
+    (:func:`choose_k`) and the histogram is coarsened to it first. So the folded counts,
+    and the search over them, never exceed ``max_bins`` bins.
+    """
+    largest = max(abs(float(hist.vmin)), abs(float(hist.vmax)))
+    hist = coarsen(hist, max(hist.k, choose_k(0.0, largest, hist.max_bins)))
     indices = numpy.arange(hist.j_lo, hist.j_hi + 1, dtype=numpy.int64)
     folded_index = numpy.where(indices < 0, -indices - 1, indices)
     folded = numpy.zeros(int(folded_index.max()) + 1, dtype=numpy.int64)
     numpy.add.at(folded, folded_index, hist.counts)
-    return folded
+    return folded, hist.width
 
 
 def _smooth(distribution: numpy.ndarray, eps: float = 1e-4) -> Optional[numpy.ndarray]:
@@ -602,38 +677,269 @@ def _kl_divergence(window: numpy.ndarray, below: float, above: float, levels: in
     return float(numpy.sum(p * numpy.log(p / q)))
 
 
+# The search scores every window with a closed form over prefix sums (counts, non-empty
+# bins, c * log(c)), so a window costs O(1) plus its groups; the windows whose score is
+# within rounding of the least are then scored again by :func:`_kl_divergence` itself, so
+# the window chosen is the one the plain loop over :func:`_kl_divergence` chooses.
+
+_NEAR_LEAST = 1e-8
+"""Windows scoring within this (relative to ``1 + |least|``) of the least are re-scored exactly."""
+
+_MOST_RESCORED = 64
+"""At most this many near-least windows are re-scored exactly (the lowest fast scores first)."""
+
+_MOST_GROUP_TERMS = 1 << 26
+"""The most group sums a centred entropy search computes (about a second); more is refused."""
+
+_CHUNK = 1 << 20
+"""The most group entries scored at once (bounds the memory of the search)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prefix:
+    """Prefix sums of a counts array for the closed-form KL score."""
+
+    counts: numpy.ndarray  # float64 counts
+    sums: numpy.ndarray  # sums[i] = sum(counts[:i])
+    nonzero: numpy.ndarray  # nonzero[i] = count of non-zero counts[:i]
+    xlogx: numpy.ndarray  # xlogx[i] = sum(c * log(c) for c in counts[:i] if c > 0)
+    total: float
+
+    @classmethod
+    def of(cls, counts: numpy.ndarray) -> _Prefix:
+        sums = numpy.concatenate([[0.0], numpy.cumsum(counts)])
+        nonzero = numpy.concatenate([[0], numpy.cumsum(counts > 0)])
+        xlogx = numpy.concatenate([[0.0], numpy.cumsum(_xlogx(counts))])
+        return cls(counts, sums, nonzero, xlogx, float(sums[-1]))
+
+
+def _xlogx(values: numpy.ndarray) -> numpy.ndarray:
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        return numpy.where(values > 0, values * numpy.log(values), 0.0)
+
+
+def _group_sums(prefix: _Prefix, low: numpy.ndarray, high: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """The count and the number of non-empty bins of the groups ``[low, high)``."""
+    return prefix.sums[high] - prefix.sums[low], (prefix.nonzero[high] - prefix.nonzero[low]).astype(numpy.float64)
+
+
+def _log_spread(total: numpy.ndarray, nonzero: numpy.ndarray) -> numpy.ndarray:
+    """``log(total / nonzero)`` of groups (0 for an empty group)."""
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        return numpy.where(nonzero > 0, numpy.log(total / numpy.maximum(nonzero, 1.0)), 0.0)
+
+
+def _fast_scores(
+    prefix: _Prefix, start: numpy.ndarray, stop: numpy.ndarray, groups: Tuple[numpy.ndarray, ...]
+) -> numpy.ndarray:
+    """KL(p || q) of the windows ``[start, stop)`` (see :func:`_kl_divergence`) from prefix sums.
+
+    ``groups`` is ``(sum over groups of G * log(G / n), G and n of the first group, G and n
+    of the last group)`` per window. The reference ``p`` is the window with the mass below
+    and above added to its end bins; ``q`` spreads each group's count ``G`` over its ``n``
+    non-empty bins; both are smoothed as :func:`_smooth` does. Non-empty bins contribute
+    ``a * r * log(a * r / (b * G / n))``, end bins empty in the window but not in ``p``
+    ``a * r * log(a * r / eps_q)``, and the other empty bins ``eps_p * log(eps_p / eps_q)``.
+    """
+    group_log, first_sum, first_nonzero, last_sum, last_nonzero = groups
+    counts = prefix.counts
+    below = prefix.sums[start]
+    above = prefix.total - prefix.sums[stop]
+    window = prefix.sums[stop] - prefix.sums[start]
+    zeros = (stop - start) - (prefix.nonzero[stop] - prefix.nonzero[start])
+    first, last = counts[start], counts[stop - 1]
+    first_filled, last_filled = (first == 0) & (below > 0), (last == 0) & (above > 0)
+    zeros_p = zeros - first_filled - last_filled
+    eps_p = numpy.minimum(1e-4, 0.5 / numpy.maximum(zeros_p, 1))
+    eps_q = numpy.minimum(1e-4, 0.5 / numpy.maximum(zeros, 1))
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        a = (1.0 - eps_p * zeros_p) / prefix.total
+        b = (1.0 - eps_q * zeros) / window
+        below_in = numpy.where(first > 0, below, 0.0)
+        above_in = numpy.where(last > 0, above, 0.0)
+        mass = window + below_in + above_in
+        rlogr = (
+            prefix.xlogx[stop]
+            - prefix.xlogx[start]
+            + _xlogx(first + below_in)
+            - _xlogx(first)
+            + _xlogx(last + above_in)
+            - _xlogx(last)
+        )
+        group_log = (
+            group_log
+            + below_in * _log_spread(first_sum, first_nonzero)
+            + above_in * _log_spread(last_sum, last_nonzero)
+        )
+        filled = numpy.where(first_filled, _xlogx(a * below) - a * below * numpy.log(eps_q), 0.0) + numpy.where(
+            last_filled, _xlogx(a * above) - a * above * numpy.log(eps_q), 0.0
+        )
+        score = (
+            a * ((numpy.log(a) - numpy.log(b)) * mass + rlogr - group_log)
+            + filled
+            + zeros_p * eps_p * numpy.log(eps_p / eps_q)
+        )
+    return numpy.where(window > 0, score, math.inf)
+
+
+def _group_terms(prefix: _Prefix, bounds: numpy.ndarray) -> Tuple[numpy.ndarray, ...]:
+    """The ``groups`` of :func:`_fast_scores` from group boundaries (one row of ``levels + 1`` per window)."""
+    sums, nonzero = _group_sums(prefix, bounds[:, :-1], bounds[:, 1:])
+    terms = sums * _log_spread(sums, nonzero)
+    return terms.sum(axis=1), sums[:, 0], nonzero[:, 0], sums[:, -1], nonzero[:, -1]
+
+
+def _least_window(fast: numpy.ndarray, exact: Callable[[int], float]) -> Optional[int]:
+    """The index of the first window with the least exact score, given the fast scores of all.
+
+    Only the windows whose fast score is within rounding of the least are scored exactly
+    (``exact(index)``); None when every score is infinite.
+    """
+    least = float(numpy.min(fast)) if fast.size else math.inf
+    if not math.isfinite(least):
+        return None
+    near = numpy.flatnonzero(fast <= least + _NEAR_LEAST * (1.0 + abs(least)))
+    if near.size > _MOST_RESCORED:
+        near = numpy.sort(near[numpy.argsort(fast[near], kind="stable")[:_MOST_RESCORED]])
+    best_index, best = int(near[0]), math.inf
+    for index in near:
+        score = exact(int(index))
+        if score < best:
+            best_index, best = int(index), score
+    return best_index
+
+
 def _kl_one_sided(counts: numpy.ndarray, levels: int) -> int:
-    """How many bins from the start of ``counts`` the least-KL window ``[0, stop)`` keeps."""
+    """How many bins from the start of ``counts`` the least-KL window ``[0, stop)`` keeps.
+
+    Windows with the same group width ``g = stop // levels`` share all groups but the last,
+    so each width's groups are summed once: O(len(counts)) in all.
+    """
     counts = numpy.asarray(counts, dtype=numpy.float64)
     n_bins = counts.size
     if n_bins <= levels:
         return n_bins
     tail = numpy.concatenate([numpy.cumsum(counts[::-1])[::-1], [0.0]])  # tail[i] = sum(counts[i:])
-    best_stop, best = n_bins, math.inf
-    for stop in range(levels, n_bins + 1):
-        divergence = _kl_divergence(counts[:stop], 0.0, float(tail[stop]), levels)
-        if divergence < best:
-            best_stop, best = stop, divergence
-    return best_stop
+    prefix = _Prefix.of(counts)
+    stops = numpy.arange(levels, n_bins + 1)
+    widths = stops // levels
+    width_values = numpy.arange(1, n_bins // levels + 1)
+    fixed = numpy.empty(width_values.size)
+    first_sum, first_nonzero = _group_sums(prefix, numpy.zeros_like(width_values), width_values)
+    rows = max(1, _CHUNK // levels)
+    for begin in range(0, width_values.size, rows):
+        chunk = width_values[begin : begin + rows]
+        bounds = chunk[:, None] * numpy.arange(levels)[None, :]  # the first levels - 1 groups
+        sums, nonzero = _group_sums(prefix, bounds[:, :-1], bounds[:, 1:])
+        fixed[begin : begin + rows] = (sums * _log_spread(sums, nonzero)).sum(axis=1)
+    last_low = widths * (levels - 1)
+    last_sum, last_nonzero = _group_sums(prefix, last_low, stops)
+    groups = (
+        fixed[widths - 1] + last_sum * _log_spread(last_sum, last_nonzero),
+        first_sum[widths - 1],
+        first_nonzero[widths - 1],
+        last_sum,
+        last_nonzero,
+    )
+    fast = _fast_scores(prefix, numpy.zeros_like(stops), stops, groups)
+    index = _least_window(
+        fast, lambda i: _kl_divergence(counts[: stops[i]], 0.0, float(tail[stops[i]]), levels)
+    )
+    return n_bins if index is None else int(stops[index])
 
 
 def _kl_centred(counts: numpy.ndarray, zero: int, levels: int) -> int:
-    """The half-width ``h`` (in bins) of the least-KL window ``[-h, h)`` around bin ``zero``."""
+    """The half-width ``h`` (in bins) of the least-KL window ``[-h, h)`` around bin ``zero``.
+
+    The windows of one group width ``g = 2 * h // levels`` are scored together, their
+    groups summed from prefix sums: one per window and group where the groups are wide
+    (:func:`_direct_group_terms`), or by running sums along ``g`` where they are narrow
+    (:func:`_strided_group_terms`), whichever is less work. O(n * min(levels, n / levels))
+    for ``n`` bins.
+    """
+    padded, half_max = _centred_counts(counts, zero)
+    first = max(1, -(-levels // 2))
+    if 2 * half_max <= levels:
+        return half_max
+    sums = _Prefix.of(padded)
+    prefix, total = sums.sums, sums.sums[-1]
+    halves = numpy.arange(first, half_max + 1)
+    starts, stops = half_max - halves, half_max + halves
+    widths = 2 * halves // levels
+    fast = numpy.empty(halves.size)
+    narrow = widths < levels // 2  # running sums cost levels * g per width, direct levels**2 / 2
+    _check_search_work(widths, narrow, levels, counts.size)
+    for width in numpy.unique(widths[narrow]):
+        chosen = numpy.flatnonzero(widths == width)
+        groups = _strided_group_terms(sums, starts[chosen], stops[chosen], int(width), levels)
+        fast[chosen] = _fast_scores(sums, starts[chosen], stops[chosen], groups)
+    wide = numpy.flatnonzero(~narrow)
+    rows = max(1, _CHUNK // levels)
+    for begin in range(0, wide.size, rows):
+        chosen = wide[begin : begin + rows]
+        groups = _direct_group_terms(sums, starts[chosen], stops[chosen], levels)
+        fast[chosen] = _fast_scores(sums, starts[chosen], stops[chosen], groups)
+    index = _least_window(
+        fast,
+        lambda i: _kl_divergence(
+            padded[starts[i] : stops[i]], float(prefix[starts[i]]), float(total - prefix[stops[i]]), levels
+        ),
+    )
+    return half_max if index is None else int(halves[index])
+
+
+def _centred_counts(counts: numpy.ndarray, zero: int) -> Tuple[numpy.ndarray, int]:
+    """``counts`` as float64, padded with zeros to ``2 * half_max`` bins centred on bin ``zero``."""
     counts = numpy.asarray(counts, dtype=numpy.float64)
     half_max = max(zero, counts.size - zero)
     padded = numpy.zeros(2 * half_max, dtype=numpy.float64)
     padded[half_max - zero : half_max - zero + counts.size] = counts
-    prefix = numpy.concatenate([[0.0], numpy.cumsum(padded)])
-    total = prefix[-1]
-    first = max(1, -(-levels // 2))
-    if 2 * half_max <= levels:
-        return half_max
-    best_half, best = half_max, math.inf
-    for half in range(first, half_max + 1):
-        start, stop = half_max - half, half_max + half
-        below = float(prefix[start])
-        above = float(total - prefix[stop])
-        divergence = _kl_divergence(padded[start:stop], below, above, levels)
-        if divergence < best:
-            best_half, best = half, divergence
-    return best_half
+    return padded, half_max
+
+
+def _check_search_work(widths: numpy.ndarray, narrow: numpy.ndarray, levels: int, n_bins: int) -> None:
+    """Refuse a centred search of more than :data:`_MOST_GROUP_TERMS` group terms (about a second).
+
+    Raises:
+        ValueError: naming ``max_bins``, the bins and the levels.
+    """
+    narrow_widths, members = numpy.unique(widths[narrow], return_counts=True)
+    work = int(numpy.count_nonzero(~narrow)) * levels + int(numpy.sum(levels * narrow_widths + members))
+    if work > _MOST_GROUP_TERMS:
+        raise ValueError(
+            f"the entropy search over {n_bins} bins around 0 with {levels} levels would score {work} group "
+            f"sums (more than {_MOST_GROUP_TERMS}, about a second): use a histogram with a smaller max_bins, "
+            "fewer n_bits, or is_symmetric=True (whose search is linear in the bins)"
+        )
+
+
+def _direct_group_terms(
+    prefix: _Prefix, start: numpy.ndarray, stop: numpy.ndarray, levels: int
+) -> Tuple[numpy.ndarray, ...]:
+    """The ``groups`` of :func:`_fast_scores` for windows ``[start, stop)``, group by group."""
+    bounds = start[:, None] + ((stop - start) // levels)[:, None] * numpy.arange(levels + 1)[None, :]
+    bounds[:, -1] = stop
+    return _group_terms(prefix, bounds)
+
+
+def _strided_group_terms(
+    prefix: _Prefix, start: numpy.ndarray, stop: numpy.ndarray, width: int, levels: int
+) -> Tuple[numpy.ndarray, ...]:
+    """The ``groups`` of :func:`_fast_scores` for windows whose groups are ``width`` bins wide.
+
+    The first ``levels - 1`` groups of a window starting at ``s`` are the blocks
+    ``[s + i * width, s + (i + 1) * width)``: each block's term is computed once, and running
+    sums along steps of ``width`` give every window's sum with two look-ups.
+    """
+    low = int(start.min())
+    positions = numpy.arange(low, int(start.max()) + (levels - 2) * width + 1)
+    block_sums, block_nonzero = _group_sums(prefix, positions, positions + width)
+    terms = numpy.zeros(width + positions.size + (-(width + positions.size)) % width)
+    terms[width : width + positions.size] = block_sums * _log_spread(block_sums, block_nonzero)
+    running = numpy.cumsum(terms.reshape(-1, width), axis=0).reshape(-1)  # running[j] = terms[j] + running[j - width]
+    # running is indexed by position - low + width
+    fixed = running[start - low + (levels - 2) * width + width] - running[start - low]
+    first_sum, first_nonzero = _group_sums(prefix, start, start + width)
+    last_sum, last_nonzero = _group_sums(prefix, start + (levels - 1) * width, stop)
+    group_log = fixed + last_sum * _log_spread(last_sum, last_nonzero)
+    return group_log, first_sum, first_nonzero, last_sum, last_nonzero
