@@ -274,6 +274,9 @@ class MinMaxQuantizationStats(Serializable):
             axis, block_size: a granularity: every batch is reduced per block and folded
                 elementwise, on the device. With ``axis``, batches must agree on the kept
                 axes' lengths; with ``block_size``, batches must have the same shape.
+                Under ``"omit"``, a block with no finite value yet stays open (on every
+                backend) for a later batch to fill; computing parameters refuses it if
+                none does.
 
         Raises:
             TypeError: if ``values`` is not a floating-point array.
@@ -296,7 +299,7 @@ class MinMaxQuantizationStats(Serializable):
         if axis is not None or block_size is not None:
             if not has_values:
                 return
-            key, low, high = _block_ranges(values, backend, omit, axis, block_size)
+            key, low, high = _block_ranges(values, backend, omit, axis, block_size, streaming=True)
             with self._guard():
                 if self._has_data():
                     _check_same_blocks(self._granularity, key, self._rmin)
@@ -706,18 +709,23 @@ def _range_equal(first: Any, second: Any) -> bool:
     return bool(first == second)
 
 
-def _block_ranges(values: Any, backend: Any, omit: bool, axis: Any, block_size: Any) -> Tuple[Any, Any, Any]:
+def _block_ranges(
+    values: Any, backend: Any, omit: bool, axis: Any, block_size: Any, *, streaming: bool = False
+) -> Tuple[Any, Any, Any]:
     """Min and max of every block of one batch, float64 on its device, with the granularity key.
 
     Host-resident backends check for non-finite data at once (the read is free there);
-    device backends leave it to the parameters, which refuse non-finite ranges.
+    device backends leave it to the parameters, which refuse non-finite ranges. A batch
+    of a stream (``streaming``) under ``"omit"`` is not checked on any backend: a block
+    without a finite value yet is ``(+Inf, -Inf)``, which a later batch may fill, and
+    which the parameters refuse if none does.
     """
     granularity = Granularity(axis, block_size)
     extent, _ = granularity.extent(tuple(values.shape))
     low, high = block_minmax(values, extent, omit_nonfinite=omit)
     xp = array_namespace(low)
     low, high = xp.astype(low, xp.float64), xp.astype(high, xp.float64)
-    if backend.host_resident:
+    if backend.host_resident and not (omit and streaming):
         host_low, host_high = to_numpy(low), to_numpy(high)
         if not (numpy.all(numpy.isfinite(host_low)) and numpy.all(numpy.isfinite(host_high))):
             if omit:
