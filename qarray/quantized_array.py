@@ -244,6 +244,9 @@ class QuantizedArray(Serializable):
             article = "a" if kind == "float" else "an"
             raise TypeError(f"{argument} must be {article} {wanted} array, got dtype {owned.dtype}{hint}")
         self._backend = backend
+        options = self.quantizer.options
+        if options is not None and options.is_granular:  # the blocks follow from the shape
+            owned = backend.with_known_shape(owned, argument)
         return owned
 
     def __call__(self) -> Optional[Any]:
@@ -344,6 +347,18 @@ class QuantizedArray(Serializable):
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
         return render_html(self)
+
+    def _deferred_document(self) -> Dict[str, Any]:
+        """Learn the arrays' shapes, then check and lay out the document (see :class:`Serializable`).
+
+        A document states every shape: Dask arrays of unknown chunk sizes (``x[x > 0]``)
+        have them computed first, once, and kept for later documents.
+        """
+        for name in ("values", "qvalues"):
+            array = getattr(self, name)
+            if array is not None:
+                setattr(self, name, backend_for(array).with_known_shape(array, name))
+        return super()._deferred_document()
 
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict (values and qvalues copied to the host)."""

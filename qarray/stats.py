@@ -721,6 +721,7 @@ def _block_ranges(
     which the parameters refuse if none does.
     """
     granularity = Granularity(axis, block_size)
+    values = backend.with_known_shape(values)  # the blocks follow from the shape
     extent, _ = granularity.extent(tuple(values.shape))
     low, high = block_minmax(values, extent, omit_nonfinite=omit)
     xp = array_namespace(low)
