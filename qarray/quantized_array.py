@@ -24,7 +24,7 @@ from .core.messages import check_nan_policy, no_finite_value
 from .core.namespace import array_namespace, as_array, device_of, is_array, library_name, to_numpy
 from .core.rich import mode_name, render_html
 from .histogram_stats import HistogramQuantizationStats
-from .io.codec import Serializable, check_fields, decode_array, decode_int, encode_array
+from .io.codec import Serializable, check_fields, decode_array, decode_int, encode_array, encoded_dtype
 from .io.consistency import check_consistent
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
@@ -407,7 +407,7 @@ class QuantizedArray(Serializable):
         array.values, array.qvalues = values, qvalues
 
         check_consistent(array)  # on the host arrays, before placing them: what dumps() refuses
-        array.values = place(values, backend)
+        array.values = place(values, backend, encoded_dtype(fields["values"]))
         array.qvalues = place(qvalues, backend)
         array._backend = None
         if values is not None:

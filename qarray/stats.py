@@ -25,10 +25,10 @@ from .core.messages import (
     no_finite_value,
     nonfinite_values,
 )
-from .core.namespace import array_namespace, as_array, is_array, is_lazy, library_name, to_numpy
+from .core.namespace import array_namespace, as_array, is_array, is_bfloat16, is_lazy, library_name, to_numpy
 from .core.rich import render_html
 from .core.rule import ranges_ordered
-from .io.codec import Serializable, check_fields, decode_array, decode_float, encode_array
+from .io.codec import Serializable, check_fields, decode_array, decode_float, encode_array, encoded_dtype
 from .primitives import block_minmax, count_nonfinite, minmax, unique_rounded
 
 __all__ = ["MinMaxQuantizationStats", "NAN_POLICIES"]
@@ -556,7 +556,7 @@ class MinMaxQuantizationStats(Serializable):
             rmax=place(rmax, backend) if is_grid(rmax) else rmax,
             rmin=place(rmin, backend) if is_grid(rmin) else rmin,
         )
-        stats._uvalues = place(uvalues, backend)
+        stats._uvalues = place(uvalues, backend, encoded_dtype(fields["uvalues"]))
         return stats
 
 
@@ -580,21 +580,31 @@ def _copied_uvalues(uvalues: Optional[Any]) -> Optional[Any]:
 # -- helpers shared with the other classes ------------------------------------------------
 
 
-def place(array: Any, backend: Optional[str]) -> Any:
-    """Return a loaded host array placed with the named backend (NumPy when None)."""
+def place(array: Any, backend: Optional[str], dtype: Optional[str] = None) -> Any:
+    """Return a loaded host array placed with the named backend (NumPy when None).
+
+    ``dtype`` is the name the document gave the array: a bfloat16 array (float32 on
+    the host, every value exact) is bfloat16 again where the backend's library has
+    that dtype (torch).
+    """
     if array is None or backend is None:
         return array
-
-    return get_backend(backend).asarray(array)
+    target = get_backend(backend)
+    placed = target.asarray(array)
+    bfloat16 = getattr(target.xp, "bfloat16", None) if dtype == "bfloat16" else None
+    return placed if bfloat16 is None else target.xp.astype(placed, bfloat16)
 
 
 def arrays_equal(first: Any, second: Any) -> bool:
     """Return True if both are None, or both are arrays of equal shape, dtype and values.
 
-    NaN equals NaN here, so that an array holding NaN equals its own copy.
+    NaN equals NaN here, so that an array holding NaN equals its own copy. A bfloat16
+    array never equals a float32 one (their host copies are both float32).
     """
     if first is None or second is None:
         return first is None and second is None
+    if is_bfloat16(first) != is_bfloat16(second):
+        return False
     left, right = to_numpy(first), to_numpy(second)
     return left.shape == right.shape and left.dtype == right.dtype and bool(
         numpy.array_equal(left, right, equal_nan=left.dtype.kind in "fc")
