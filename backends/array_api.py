@@ -132,6 +132,26 @@ class ArrayAPIBackend:
             size *= int(extent)
         return size
 
+    def with_known_shape(self, array: Any, argument: str = "values") -> Any:
+        """Return ``array`` with every extent of its shape known (as it is, when it is).
+
+        Per-block parameters and documents need the shape; a lazy array whose shape
+        depends on its data (Dask's ``x[x > 0]``) has it learnt by :meth:`_learn_shape`.
+
+        Raises:
+            ValueError: if an extent is unknown and the backend cannot learn it, naming ``argument``.
+        """
+        if self.size(array) is not None:
+            return array
+        return self._learn_shape(array, argument)
+
+    def _learn_shape(self, array: Any, argument: str) -> Any:
+        """Return ``array`` with its unknown extents learnt; the generic backend cannot."""
+        raise ValueError(
+            f"{argument} must have a known shape, got {tuple(array.shape)}: this library "
+            "cannot tell the unknown extents without computing them"
+        )
+
     # -- kernels ---------------------------------------------------------------------------
 
     def minmax(

@@ -81,6 +81,16 @@ class DaskBackend(ArrayAPIBackend):
         """
         return array.copy()
 
+    def _learn_shape(self, array: Any, argument: str) -> Any:
+        """Return a new array over the same graph with the unknown chunk sizes (``x[x > 0]``) computed.
+
+        Learning the sizes computes the graph once (only each chunk's length is kept);
+        ``array`` itself is left as it is.
+        """
+        known = array.copy()
+        known.compute_chunk_sizes()
+        return known
+
     def parameter(self, host_value: Any, like: Any) -> Any:
         """Return a parameter for the block functions: a float, or a host float64 array.
 

@@ -248,6 +248,9 @@ class Kernels(Protocol):
     def size(self, array: Any) -> Optional[int]:
         """The number of elements (None when a lazy array's size is unknown)."""
 
+    def with_known_shape(self, array: Any, argument: str = "values") -> Any:
+        """``array`` with every extent of its shape known (a lazy array's computed once)."""
+
     def minmax(self, values: Any, omit_nonfinite: bool = False, *, extent: Optional[Tuple[int, ...]] = None) -> Any:
         """``(min, max)``: 0-d arrays, or arrays of the parameter grid with a block ``extent``."""
 

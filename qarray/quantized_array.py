@@ -24,7 +24,7 @@ from .core.messages import check_nan_policy, no_finite_value
 from .core.namespace import array_namespace, as_array, device_of, is_array, library_name, to_numpy
 from .core.rich import mode_name, render_html
 from .histogram_stats import HistogramQuantizationStats
-from .io.codec import Serializable, check_fields, decode_array, decode_int, encode_array
+from .io.codec import Serializable, check_fields, decode_array, decode_int, encode_array, encoded_dtype
 from .io.consistency import check_consistent
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
@@ -247,6 +247,9 @@ class QuantizedArray(Serializable):
             article = "a" if kind == "float" else "an"
             raise TypeError(f"{argument} must be {article} {wanted} array, got dtype {owned.dtype}{hint}")
         self._backend = backend
+        options = self.quantizer.options
+        if options is not None and options.is_granular:  # the blocks follow from the shape
+            owned = backend.with_known_shape(owned, argument)
         return owned
 
     def __call__(self) -> Optional[Any]:
@@ -348,6 +351,18 @@ class QuantizedArray(Serializable):
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
         return render_html(self)
 
+    def _deferred_document(self) -> Dict[str, Any]:
+        """Learn the arrays' shapes, then check and lay out the document (see :class:`Serializable`).
+
+        A document states every shape: Dask arrays of unknown chunk sizes (``x[x > 0]``)
+        have them computed first, once, and kept for later documents.
+        """
+        for name in ("values", "qvalues"):
+            array = getattr(self, name)
+            if array is not None:
+                setattr(self, name, backend_for(array).with_known_shape(array, name))
+        return super()._deferred_document()
+
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict (values and qvalues copied to the host)."""
         return self._tagged(
@@ -395,7 +410,7 @@ class QuantizedArray(Serializable):
         array.values, array.qvalues = values, qvalues
 
         check_consistent(array)  # on the host arrays, before placing them: what dumps() refuses
-        array.values = place(values, backend)
+        array.values = place(values, backend, encoded_dtype(fields["values"]))
         array.qvalues = place(qvalues, backend)
         array._backend = None
         if values is not None:

@@ -230,6 +230,8 @@ class UniformQuantizer(Serializable):
             )
         check_finite = check_bool(check_finite, "check_finite")
         name = integer_dtype_name(dtype, backend.xp)
+        if self.is_per_block:  # the blocks follow from the shape
+            values = backend.with_known_shape(values)
         spec = self._quant_spec(values, backend, name)
         # NaN, ±Inf and overflowing quotients are counted and reported below (or, with
         # check_finite=False, accepted as documented): NumPy's own warnings about them
@@ -331,7 +333,10 @@ class UniformQuantizer(Serializable):
         if not backend.is_integer(qvalues):
             raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")
         name = dtype_name(dtype, backend.xp, OUTPUT_FLOAT_DTYPES)
-        extent = tuple(self.block_extent(tuple(qvalues.shape), "qvalues")) if self.is_per_block else None
+        extent = None
+        if self.is_per_block:  # the blocks follow from the shape
+            qvalues = backend.with_known_shape(qvalues, "qvalues")
+            extent = tuple(self.block_extent(tuple(qvalues.shape), "qvalues"))
         spec = primitives.dequant_spec(scale, zero_point, like=qvalues, backend=backend, extent=extent)
         return primitives.dequantize(qvalues, spec, dtype=name, out=out, backend=backend)
 

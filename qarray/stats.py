@@ -25,10 +25,10 @@ from .core.messages import (
     no_finite_value,
     nonfinite_values,
 )
-from .core.namespace import array_namespace, as_array, is_array, is_lazy, library_name, to_numpy
+from .core.namespace import array_namespace, as_array, is_array, is_bfloat16, is_lazy, library_name, to_numpy
 from .core.rich import render_html
 from .core.rule import ranges_ordered
-from .io.codec import Serializable, check_fields, decode_array, decode_float, encode_array
+from .io.codec import Serializable, check_fields, decode_array, decode_float, encode_array, encoded_dtype
 from .primitives import block_minmax, count_nonfinite, minmax, unique_rounded
 
 __all__ = ["MinMaxQuantizationStats", "NAN_POLICIES"]
@@ -274,6 +274,9 @@ class MinMaxQuantizationStats(Serializable):
             axis, block_size: a granularity: every batch is reduced per block and folded
                 elementwise, on the device. With ``axis``, batches must agree on the kept
                 axes' lengths; with ``block_size``, batches must have the same shape.
+                Under ``"omit"``, a block with no finite value yet stays open (on every
+                backend) for a later batch to fill; computing parameters refuses it if
+                none does.
 
         Raises:
             TypeError: if ``values`` is not a floating-point array.
@@ -296,7 +299,7 @@ class MinMaxQuantizationStats(Serializable):
         if axis is not None or block_size is not None:
             if not has_values:
                 return
-            key, low, high = _block_ranges(values, backend, omit, axis, block_size)
+            key, low, high = _block_ranges(values, backend, omit, axis, block_size, streaming=True)
             with self._guard():
                 if self._has_data():
                     _check_same_blocks(self._granularity, key, self._rmin)
@@ -553,7 +556,7 @@ class MinMaxQuantizationStats(Serializable):
             rmax=place(rmax, backend) if is_grid(rmax) else rmax,
             rmin=place(rmin, backend) if is_grid(rmin) else rmin,
         )
-        stats._uvalues = place(uvalues, backend)
+        stats._uvalues = place(uvalues, backend, encoded_dtype(fields["uvalues"]))
         return stats
 
 
@@ -577,21 +580,31 @@ def _copied_uvalues(uvalues: Optional[Any]) -> Optional[Any]:
 # -- helpers shared with the other classes ------------------------------------------------
 
 
-def place(array: Any, backend: Optional[str]) -> Any:
-    """Return a loaded host array placed with the named backend (NumPy when None)."""
+def place(array: Any, backend: Optional[str], dtype: Optional[str] = None) -> Any:
+    """Return a loaded host array placed with the named backend (NumPy when None).
+
+    ``dtype`` is the name the document gave the array: a bfloat16 array (float32 on
+    the host, every value exact) is bfloat16 again where the backend's library has
+    that dtype (torch).
+    """
     if array is None or backend is None:
         return array
-
-    return get_backend(backend).asarray(array)
+    target = get_backend(backend)
+    placed = target.asarray(array)
+    bfloat16 = getattr(target.xp, "bfloat16", None) if dtype == "bfloat16" else None
+    return placed if bfloat16 is None else target.xp.astype(placed, bfloat16)
 
 
 def arrays_equal(first: Any, second: Any) -> bool:
     """Return True if both are None, or both are arrays of equal shape, dtype and values.
 
-    NaN equals NaN here, so that an array holding NaN equals its own copy.
+    NaN equals NaN here, so that an array holding NaN equals its own copy. A bfloat16
+    array never equals a float32 one (their host copies are both float32).
     """
     if first is None or second is None:
         return first is None and second is None
+    if is_bfloat16(first) != is_bfloat16(second):
+        return False
     left, right = to_numpy(first), to_numpy(second)
     return left.shape == right.shape and left.dtype == right.dtype and bool(
         numpy.array_equal(left, right, equal_nan=left.dtype.kind in "fc")
@@ -706,18 +719,24 @@ def _range_equal(first: Any, second: Any) -> bool:
     return bool(first == second)
 
 
-def _block_ranges(values: Any, backend: Any, omit: bool, axis: Any, block_size: Any) -> Tuple[Any, Any, Any]:
+def _block_ranges(
+    values: Any, backend: Any, omit: bool, axis: Any, block_size: Any, *, streaming: bool = False
+) -> Tuple[Any, Any, Any]:
     """Min and max of every block of one batch, float64 on its device, with the granularity key.
 
     Host-resident backends check for non-finite data at once (the read is free there);
-    device backends leave it to the parameters, which refuse non-finite ranges.
+    device backends leave it to the parameters, which refuse non-finite ranges. A batch
+    of a stream (``streaming``) under ``"omit"`` is not checked on any backend: a block
+    without a finite value yet is ``(+Inf, -Inf)``, which a later batch may fill, and
+    which the parameters refuse if none does.
     """
     granularity = Granularity(axis, block_size)
+    values = backend.with_known_shape(values)  # the blocks follow from the shape
     extent, _ = granularity.extent(tuple(values.shape))
     low, high = block_minmax(values, extent, omit_nonfinite=omit)
     xp = array_namespace(low)
     low, high = xp.astype(low, xp.float64), xp.astype(high, xp.float64)
-    if backend.host_resident:
+    if backend.host_resident and not (omit and streaming):
         host_low, host_high = to_numpy(low), to_numpy(high)
         if not (numpy.all(numpy.isfinite(host_low)) and numpy.all(numpy.isfinite(host_high))):
             if omit:

@@ -284,3 +284,36 @@ def test_distributed_cluster_quantizes_an_array_larger_than_a_worker_memory():
     half_step = float(qa.quantizer.scale) / 2
     assert rmin - half_step <= restored_range[0] and restored_range[1] <= rmax + half_step
     assert time.perf_counter() - start < CLUSTER_TIME_BUDGET_S
+
+
+def _positive(shape=(200,), chunks=30):
+    """A Dask array of unknown chunk sizes (``x[x > 0]``) and its host values."""
+    host = _host_values(shape=shape, dtype=numpy.float64)
+    lazy = da.from_array(host, chunks=chunks)
+    return lazy[lazy > 0], host[host > 0]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"block_size": 8}], ids=["per-tensor", "per-block"])
+def test_unknown_chunk_sizes_dump_and_load_back(kwargs, tmp_path):
+    positive, host = _positive()
+    qa = QuantizedArray(8, positive, **kwargs)
+    reference = QuantizedArray(8, host, **kwargs)
+    assert qa.quantizer == reference.quantizer
+    numpy.testing.assert_array_equal(qa.qvalues.compute(), reference.qvalues)
+    assert qarray.loads(qa.dumps()) == reference
+    qa.dump(tmp_path / "qa.json")
+    assert qarray.load(tmp_path / "qa.json") == reference
+
+
+def test_unknown_chunk_sizes_work_per_block_without_a_quantized_array():
+    positive, host = _positive()
+    stats = qarray.MinMaxQuantizationStats()
+    stats.update(positive, block_size=8)
+    reference = QuantizedArray(8, host, block_size=8).quantizer
+    numpy.testing.assert_array_equal(stats.rmin.compute(), reference.rmin)
+    quantizer = UniformQuantizer(QuantizationOptions(8, block_size=8), stats)
+    quantizer.compute_quantization_parameters(quantizer.options, stats)
+    qvalues = quantizer.quant(positive)
+    numpy.testing.assert_array_equal(qvalues.compute(), reference.quant(host))
+    kept = qvalues[qvalues >= 0]  # unknown chunk sizes again
+    numpy.testing.assert_array_equal(quantizer.dequant(kept).compute(), reference.dequant(reference.quant(host)))

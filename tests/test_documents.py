@@ -379,3 +379,57 @@ def test_a_zero_range_is_written_as_plus_zero_on_every_backend(xb, calibrate):
     documents of one calibration are the same text (that of the data without -0.0)."""
     text = calibrate(xb.asarray)
     assert text == calibrate(lambda host: host + 0.0)  # -0.0 + 0.0 is +0.0
+
+
+# -- torch's half-precision floats ----------------------------------------------------------
+
+# bfloat16 has no NumPy dtype: a document names it and holds its 2-byte patterns;
+# on the host it is float32 (which holds every bfloat16 exactly).
+_HALF_FLOATS = ["bfloat16", "float16"]
+
+
+def _half_float_array(dtype_name: str, **kwargs: Any) -> QuantizedArray:
+    torch = pytest.importorskip("torch")
+    dtype = getattr(torch, dtype_name)
+    largest, tiny = torch.finfo(dtype).max, torch.finfo(dtype).smallest_normal
+    host = numpy.concatenate([[-0.0, tiny / 4, -tiny], numpy.linspace(-3.0, 5.0, 37), [largest, -largest]])
+    return QuantizedArray(8, torch.asarray(host).to(dtype), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"block_size": 8}], ids=["per-tensor", "per-block"])
+@pytest.mark.parametrize("dtype_name", _HALF_FLOATS)
+def test_torch_half_float_arrays_compare_and_round_trip_with_their_dtype(dtype_name, kwargs):
+    original = _half_float_array(dtype_name, **kwargs)
+    assert original == original
+    text = original.dumps()
+    assert json.loads(text)["values"]["dtype"] == dtype_name
+    loaded = qarray.loads(text, backend="torch")
+    assert loaded == original
+    assert str(loaded.values.dtype) == f"torch.{dtype_name}"
+    assert loaded.dumps() == text
+    host = original.values.float().numpy()
+    numpy.testing.assert_array_equal(loaded.values.float().numpy(), host)
+    numpy.testing.assert_array_equal(loaded.qvalues.numpy(), original.qvalues.numpy())
+
+
+def test_a_bfloat16_document_loads_as_exact_float32_where_numpy_has_no_bfloat16():
+    original = _half_float_array("bfloat16")
+    loaded = qarray.loads(original.dumps())
+    assert loaded.values.dtype == numpy.float32
+    numpy.testing.assert_array_equal(loaded.values, original.values.float().numpy())
+    assert loaded != original  # another dtype
+    assert loaded.quantizer == original.quantizer
+    numpy.testing.assert_array_equal(loaded.qvalues, original.qvalues.numpy())
+
+
+def test_bfloat16_and_float32_arrays_of_equal_values_differ():
+    torch = pytest.importorskip("torch")
+    values = torch.linspace(-1.0, 1.0, 9)
+    assert QuantizedArray(8, values.to(torch.bfloat16)) != QuantizedArray(8, values.to(torch.bfloat16).float())
+
+
+def test_bfloat16_dump_to_a_file_streams_the_same_document(tmp_path):
+    original = _half_float_array("bfloat16", block_size=8)
+    original.dump(tmp_path / "qa.json")
+    assert (tmp_path / "qa.json").read_text() == original.dumps()
+    assert qarray.load(tmp_path / "qa.json", backend="torch") == original

@@ -10,6 +10,7 @@ arrays, a negative scale, a quantizer fitted on one library applied to another).
 from __future__ import annotations
 
 import importlib
+import json
 from typing import Any, Callable, NamedTuple, Type
 
 import numpy
@@ -30,6 +31,13 @@ X = numpy.linspace(-1.0, 1.0, 10)
 """Ordinary float64 values."""
 
 PARAMS = {"scale": 0.1, "zero_point": 0, "offset": 0}
+
+
+def _bfloat16_qvalues_document() -> str:
+    """A QuantizedArray document whose integers claim to be bfloat16 (a float dtype)."""
+    document = json.loads(QuantizedArray(8, X).dumps())
+    document["qvalues"]["dtype"] = "bfloat16"
+    return json.dumps(document)
 
 
 def _module(name: str) -> Any:
@@ -376,7 +384,7 @@ CASES = [
     Case("loads-backend-unknown", lambda: qarray.loads(QuantizationOptions(3).dumps(), backend="nope"), ValueError, "backend"),
     Case("load-None", lambda: qarray.load(None), TypeError, "file"),
     Case("dump-int", lambda: QuantizationOptions(3).dump(3), TypeError, "file"),
-    Case("dump-bfloat16", lambda: QuantizedArray(8, torch().tensor(X, dtype=torch().bfloat16)).dumps(), TypeError, "bfloat16"),
+    Case("loads-bfloat16-qvalues", lambda: qarray.loads(_bfloat16_qvalues_document()), ValueError, "qvalues"),
     Case("dump-longdouble", lambda: QuantizedArray(8, X.astype(numpy.longdouble)).dumps(), TypeError, "dtype"),
     Case("to-host-meta-tensor", lambda: QuantizedArray(8, torch().zeros(3, device="meta")), TypeError, "meta"),
 ]

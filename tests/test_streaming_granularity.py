@@ -93,3 +93,33 @@ def test_a_dequant_grid_error_names_qvalues(xb: Any) -> None:
         quantizer.dequant(xb.asarray(numpy.zeros((2, 3), dtype=numpy.int64)))
     with pytest.raises(ValueError, match="^values of shape"):
         quantizer.quant(xb.asarray(numpy.zeros((2, 3))))
+
+
+
+@pytest.mark.parametrize("rows", [4, 1 << 14], ids=["small", "compiled-kernel-size"])
+@pytest.mark.parametrize("granularity", [{"axis": 1}, {"block_size": (None, 2)}], ids=["axis", "block_size"])
+def test_omit_streaming_waits_for_a_later_batch_to_fill_an_empty_block(xb: Any, rows: int, granularity: Any) -> None:
+    """Under nan_policy='omit', a block with no finite value yet stays open; the result is the one-call one."""
+    rng = numpy.random.default_rng(5)
+    first, second = rng.normal(size=(rows, 4)), rng.normal(size=(rows, 4))
+    first[:, :2] = numpy.nan  # the first block has nothing finite in the first batch
+    first[0, 0] = numpy.inf
+    stats = MinMaxQuantizationStats()
+    stats.update(xb.asarray(first), nan_policy="omit", **granularity)
+    stats.update(xb.asarray(second), nan_policy="omit", **granularity)
+    one_call = MinMaxQuantizationStats()
+    whole = xb.asarray(numpy.concatenate([first, second]))
+    one_call.compute_quantization_stats(whole, nan_policy="omit", **granularity)
+    numpy.testing.assert_array_equal(xb.to_numpy(stats.rmin), xb.to_numpy(one_call.rmin))
+    numpy.testing.assert_array_equal(xb.to_numpy(stats.rmax), xb.to_numpy(one_call.rmax))
+
+
+def test_omit_streaming_refuses_a_block_no_batch_filled_when_parameters_are_computed(xb: Any) -> None:
+    batch = numpy.array([[numpy.nan, 1.0], [numpy.nan, 2.0]])
+    stats = MinMaxQuantizationStats()
+    stats.update(xb.asarray(batch), nan_policy="omit", axis=1)
+    stats.update(xb.asarray(batch), nan_policy="omit", axis=1)
+    params = qarray.UniformQuantizationParameters()
+    with pytest.raises(ValueError, match="1 of 2 block range"):
+        params.compute_quantization_parameters(QuantizationOptions(8, axis=1), stats)
+        params.settle()

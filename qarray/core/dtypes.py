@@ -43,8 +43,12 @@ INTEGER_RANGES: Dict[str, Tuple[int, int]] = {
 }
 """Each integer dtype with its inclusive range."""
 
-FLOAT_DTYPES: Tuple[str, ...] = ("float16", "float32", "float64")
-"""The float dtypes values may have in a document (``values``, ``uvalues``)."""
+FLOAT_DTYPES: Tuple[str, ...] = ("bfloat16", "float16", "float32", "float64")
+"""The float dtypes values may have in a document (``values``, ``uvalues``).
+
+bfloat16 (torch's) has no NumPy dtype: a document holds its 2-byte patterns, and on
+the host it is float32, which holds every bfloat16 exactly.
+"""
 
 OUTPUT_FLOAT_DTYPES: Tuple[str, ...] = ("float32", "float64")
 """The float dtypes ``dequant`` writes (and the fused kernels read)."""

@@ -28,6 +28,7 @@ __all__ = [
     "check_supported_array",
     "device_of",
     "is_array",
+    "is_bfloat16",
     "is_lazy",
     "library_name",
     "to_numpy",
@@ -40,6 +41,14 @@ ArrayLike = Any
 def is_array(value: object) -> bool:
     """Return True for an array of any Array API library (NumPy included)."""
     return is_array_api_obj(value) and not isinstance(value, numbers.Number)
+
+
+def is_bfloat16(array: object) -> bool:
+    """Return True for an array of dtype bfloat16 (torch's), which NumPy lacks.
+
+    Its host copies (:func:`to_numpy`) are float32, which holds every bfloat16 exactly.
+    """
+    return str(getattr(array, "dtype", "")).rsplit(".", 1)[-1] == "bfloat16"
 
 
 def is_lazy(array: object) -> bool:
@@ -212,11 +221,15 @@ def to_numpy(array: Any) -> numpy.ndarray:
     """Return a NumPy copy of ``array`` on the host: the one place data leaves its device.
 
     NumPy arrays come back as they are (no copy). Dask arrays are computed first.
+    bfloat16 arrays, which NumPy cannot hold, come back as float32 (every value exact).
     """
     if is_numpy_array(array):
         return numpy.asarray(array)
     if is_dask_array(array):
         return to_numpy(array.compute())
+    if is_bfloat16(array):
+        xp = array_namespace(array)
+        return to_numpy(xp.astype(array, xp.float32))
     getter = getattr(array, "get", None)
     if callable(getter) and type(array).__module__.startswith("cupy"):
         return numpy.asarray(getter())
@@ -228,7 +241,7 @@ def to_numpy(array: Any) -> numpy.ndarray:
     if callable(cpu):
         try:
             return numpy.asarray(cpu().detach().numpy())
-        except (NotImplementedError, RuntimeError, TypeError) as error:  # meta tensors, bfloat16
+        except (NotImplementedError, RuntimeError, TypeError) as error:  # meta tensors
             raise TypeError(
                 f"cannot copy a {type(array).__name__} of dtype {getattr(array, 'dtype', '?')} "
                 f"on device {getattr(array, 'device', '?')} to the host as a NumPy array: {error}"

@@ -33,7 +33,7 @@ import numpy
 
 from ..core.checks import describe
 from ..core.dtypes import DOCUMENT_DTYPES, FLOAT_DTYPES, INTEGER_DTYPES
-from ..core.namespace import is_lazy, to_numpy
+from ..core.namespace import is_bfloat16, is_lazy, to_numpy
 from .consistency import check_consistent
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "decode_float",
     "decode_int",
     "encode_array",
+    "encoded_dtype",
     "parse_document",
     "write_document",
     "write_text",
@@ -65,6 +66,11 @@ READABLE_VERSIONS = (1, 2)
 
 ARRAY_DTYPES = DOCUMENT_DTYPES
 """The dtypes an array in a document may have; anything else is refused."""
+
+_BFLOAT16 = "bfloat16"
+"""The one document dtype NumPy lacks. Its data is the 2-byte patterns (little-endian),
+which are the high half of the float32 holding each value exactly on the host: written
+from float32 host copies and read back as float32, nothing is rounded."""
 
 MAX_DOCUMENT_CHARS = 1 << 34
 """Documents longer than this (16 Gi characters) are refused before parsing."""
@@ -133,7 +139,7 @@ class Serializable:
             if data.lazy and data.nbytes > MAX_DUMPS_LAZY_BYTES:
                 raise ValueError(
                     f"dumps() would compute a lazy array of {data.nbytes} bytes (shape "
-                    f"{data.shape}, {data.dtype.name}) into memory, more than MAX_DUMPS_LAZY_BYTES "
+                    f"{data.shape}, {data.name}) into memory, more than MAX_DUMPS_LAZY_BYTES "
                     f"({MAX_DUMPS_LAZY_BYTES}); use dump(path) or dump(file), which compute and "
                     "write it block by block"
                 )
@@ -179,16 +185,17 @@ class _DeferredData:
     def __init__(
         self,
         array: Any,
-        dtype: numpy.dtype,
+        name: str,
         shape: Tuple[int, ...],
         check: Optional[Callable[[numpy.ndarray], None]] = None,
     ) -> None:
         self.array = array
-        self.dtype = dtype
+        self.name = name
         self.shape = shape
         self.check = check
         self.lazy = is_lazy(array)
-        self.nbytes = math.prod(shape) * dtype.itemsize
+        self.itemsize = _wire_dtype(name).itemsize
+        self.nbytes = math.prod(shape) * self.itemsize
 
     def host_pieces(self) -> Iterator[numpy.ndarray]:
         """Yield the array's bytes in C order as little-endian uint8 host arrays of bounded size."""
@@ -197,7 +204,7 @@ class _DeferredData:
             yield from self._bytes_of(to_numpy(array))
             return
         rows = self.shape[0]
-        row_bytes = self.dtype.itemsize * math.prod(self.shape[1:])
+        row_bytes = self.itemsize * math.prod(self.shape[1:])
         if rows == 0 or row_bytes == 0:
             return
         step = max(1, _SLAB_BYTES // row_bytes)
@@ -218,8 +225,7 @@ class _DeferredData:
         host = numpy.ascontiguousarray(host)
         if self.check is not None:
             self.check(host)
-        little = host.astype(self.dtype.newbyteorder("<"), copy=False)
-        yield little.reshape(-1).view(numpy.uint8)
+        yield _to_wire(host, self.name).reshape(-1).view(numpy.uint8)
 
     def base64_pieces(self) -> Iterator[str]:
         """Yield the base64 text of the array's bytes, exactly as one ``b64encode`` would."""
@@ -604,26 +610,53 @@ def encode_array(array: Any) -> Optional[Dict[str, Any]]:
     if stream_checks is not None:
         deferred = _defer(array, stream_checks.get(id(array)))
         if deferred is not None:
-            return {"dtype": deferred.dtype.name, "shape": list(deferred.shape), "data": deferred}
+            return {"dtype": deferred.name, "shape": list(deferred.shape), "data": deferred}
     try:
         host = numpy.asarray(to_numpy(array), order="C")  # ascontiguousarray makes 0-d 1-d
     except TypeError as error:
         dtype = getattr(array, "dtype", type(array).__name__)
         raise TypeError(f"cannot serialize an array of dtype {dtype}: {error}") from None
-    _check_encodable(host.dtype)
-    little = host.astype(host.dtype.newbyteorder("<"), copy=False)
+    name = _document_dtype(array, host.dtype)
     return {
-        "dtype": host.dtype.name,
+        "dtype": name,
         "shape": list(host.shape),
-        "data": base64.b64encode(little.tobytes()).decode("ascii"),
+        "data": base64.b64encode(_to_wire(host, name).tobytes()).decode("ascii"),
     }
 
 
-def _check_encodable(dtype: numpy.dtype) -> None:
-    if dtype.name not in ARRAY_DTYPES or dtype.kind not in "biuf":
+def _document_dtype(array: Any, host_dtype: numpy.dtype) -> str:
+    """Return the dtype name a document gives ``array``, whose host copies have ``host_dtype``.
+
+    Raises:
+        TypeError: if that dtype is not one of :data:`ARRAY_DTYPES`.
+    """
+    if host_dtype.name not in ARRAY_DTYPES or host_dtype.kind not in "biuf":
         raise TypeError(
-            f"cannot serialize arrays of dtype {dtype}; supported: {', '.join(ARRAY_DTYPES)}"
+            f"cannot serialize arrays of dtype {host_dtype}; supported: {', '.join(ARRAY_DTYPES)}"
         )
+    return _BFLOAT16 if is_bfloat16(array) else host_dtype.name
+
+
+def _wire_dtype(name: str) -> numpy.dtype:
+    """Return the little-endian NumPy dtype of the bytes a document holds for dtype ``name``."""
+    return numpy.dtype("<u2") if name == _BFLOAT16 else numpy.dtype(name).newbyteorder("<")
+
+
+def _to_wire(host: numpy.ndarray, name: str) -> numpy.ndarray:
+    """Return the C-contiguous ``host`` array as the array whose bytes a document holds for ``name``."""
+    if name == _BFLOAT16:  # float32 copies of bfloat16 values: their high 16 bits
+        return (numpy.asarray(host, dtype=numpy.float32).view(numpy.uint32) >> 16).astype("<u2")
+    return host.astype(_wire_dtype(name), copy=False)
+
+
+def _from_wire(raw: bytes, name: str, shape: List[int]) -> numpy.ndarray:
+    """Return a fresh, writeable host array in native byte order of a document's bytes for ``name``."""
+    decoded = numpy.frombuffer(raw, dtype=_wire_dtype(name)).reshape(shape)
+    if name != _BFLOAT16:
+        return decoded.astype(numpy.dtype(name), copy=True)
+    host = numpy.empty(shape, dtype=numpy.float32)  # holds every bfloat16 exactly
+    numpy.left_shift(decoded, 16, out=host.view(numpy.uint32), dtype=numpy.uint32)
+    return host
 
 
 def _defer(array: Any, check: Optional[Callable[[numpy.ndarray], None]]) -> Optional[_DeferredData]:
@@ -639,8 +672,7 @@ def _defer(array: Any, check: Optional[Callable[[numpy.ndarray], None]]) -> Opti
         except TypeError as error:
             raise TypeError(f"cannot serialize an array of dtype {dtype}: {error}") from None
         dtype = numpy.asarray(probe).dtype
-    _check_encodable(dtype)
-    return _DeferredData(array, dtype, shape, check)
+    return _DeferredData(array, _document_dtype(array, dtype), shape, check)
 
 
 @overload
@@ -679,7 +711,7 @@ def decode_array(
     """
     if value is None and optional:
         return None
-    dtype, shape, n_bytes = _array_header(value, argument, dtypes)
+    shape, n_bytes = _array_header(value, argument, dtypes)
     data = value["data"]
     try:
         raw = base64.b64decode(data.encode("ascii"), validate=True)
@@ -687,12 +719,16 @@ def decode_array(
         raise ValueError(f"{argument}: data is not valid base64") from None
     if len(raw) != n_bytes:
         raise ValueError(f"{argument}: data holds {len(raw)} bytes, expected {n_bytes}")
-    decoded = numpy.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
-    return decoded.astype(dtype, copy=True)
+    return _from_wire(raw, value["dtype"], shape)
 
 
-def _array_header(value: Any, argument: str, dtypes: Iterable[str]) -> Tuple[numpy.dtype, List[int], int]:
-    """Check an encoded array's keys, dtype, shape and data length; return dtype, shape, bytes.
+def encoded_dtype(value: Any) -> Optional[str]:
+    """Return the dtype name of an encoded array :func:`decode_array` accepted (None for null)."""
+    return value["dtype"] if isinstance(value, dict) else None
+
+
+def _array_header(value: Any, argument: str, dtypes: Iterable[str]) -> Tuple[List[int], int]:
+    """Check an encoded array's keys, dtype, shape and data length; return shape and bytes.
 
     Nothing is decoded or allocated: the data is only measured.
     """
@@ -714,9 +750,9 @@ def _array_header(value: Any, argument: str, dtypes: Iterable[str]) -> Tuple[num
         raise ValueError(
             f"{argument}: shape must have at most {MAX_ARRAY_DIMENSIONS} dimensions, got {len(shape)}"
         )
-    dtype = numpy.dtype(dtype_name)
+    itemsize = _wire_dtype(dtype_name).itemsize
     count = 1
-    claimed = dtype.itemsize  # bytes of the shape with its empty axes left out
+    claimed = itemsize  # bytes of the shape with its empty axes left out
     for extent in shape:
         if type(extent) is not int:
             raise TypeError(f"{argument}: shape entries must be ints, got {describe(shape)}")
@@ -730,14 +766,14 @@ def _array_header(value: Any, argument: str, dtypes: Iterable[str]) -> Tuple[num
             )
     if not isinstance(data, str):
         raise TypeError(f"{argument}: data must be a base64 string, got {type(data).__name__}")
-    n_bytes = count * dtype.itemsize
+    n_bytes = count * itemsize
     expected_chars = 4 * ((n_bytes + 2) // 3)
     if len(data) != expected_chars:
         raise ValueError(
             f"{argument}: data holds {len(data)} base64 characters, but shape {describe(shape)} of "
             f"{dtype_name} needs {expected_chars}"
         )
-    return dtype, shape, n_bytes
+    return shape, n_bytes
 
 
 ARRAY_FIELD_DTYPES: Dict[str, Tuple[str, ...]] = {
