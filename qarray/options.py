@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .core.checks import check_bool, check_n_bits
 from .core.fields import CheckedAttribute
 from .core.granularity import Axis, BlockSize, Granularity
 from .core.rich import render_html
-from .core.rule import check_combination
+from .core.rule import OPTION_CHECKS, check_combination
 from .io.codec import Serializable, check_fields
 
 __all__ = ["QuantizationOptions"]
@@ -61,14 +60,22 @@ class QuantizationOptions(Serializable):
         128
     """  # noqa: E501 (the example's output is one repr line)
 
-    n_bits = CheckedAttribute[int](check_n_bits, "The number of bits (an int from 1 to 53).")
-    is_signed = CheckedAttribute[bool](check_bool, "Allow negative quantized values (offset ``2**(n_bits - 1)``).")
-    is_symmetric = CheckedAttribute[bool](
-        check_bool, "Symmetric quantization around 0 (zero point 0; requires ``is_signed``)."
+    n_bits = CheckedAttribute[int](OPTION_CHECKS["n_bits"], "The number of bits (an int from 1 to 53).")
+    is_signed = CheckedAttribute[bool](
+        OPTION_CHECKS["is_signed"], "Allow negative quantized values (offset ``2**(n_bits - 1)``)."
     )
-    is_qat = CheckedAttribute[bool](check_bool, "The values are already quantized (quantization aware training).")
-    is_narrow = CheckedAttribute[bool](check_bool, "Clip to the narrow range ``[-offset + 1, 2**n - 1 - offset]``.")
-    is_precomputed_qat = CheckedAttribute[bool](check_bool, "The scale comes from a QAT model and is kept as given.")
+    is_symmetric = CheckedAttribute[bool](
+        OPTION_CHECKS["is_symmetric"], "Symmetric quantization around 0 (zero point 0; requires ``is_signed``)."
+    )
+    is_qat = CheckedAttribute[bool](
+        OPTION_CHECKS["is_qat"], "The values are already quantized (quantization aware training)."
+    )
+    is_narrow = CheckedAttribute[bool](
+        OPTION_CHECKS["is_narrow"], "Clip to the narrow range ``[-offset + 1, 2**n - 1 - offset]``."
+    )
+    is_precomputed_qat = CheckedAttribute[bool](
+        OPTION_CHECKS["is_precomputed_qat"], "The scale comes from a QAT model and is kept as given."
+    )
 
     _type_tag = "QuantizationOptions"
     # The fields fill_from_kwargs fills, in order.

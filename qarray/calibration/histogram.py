@@ -55,8 +55,7 @@ from ..core.dyadic import (
 )
 from ..core.messages import check_calibration_values, check_nan_policy, nonfinite_values
 from ..core.namespace import as_array
-from ..core.rule import tensor_parameters
-from ..options import QuantizationOptions
+from ..core.rule import RuleOptions, checked_options, tensor_parameters
 
 __all__ = [
     "DEFAULT_MAX_BINS",
@@ -447,7 +446,7 @@ def mse_range(
 
 
 def _best_mse_range(
-    hist: Histogram, options: QuantizationOptions, percentiles: Tuple[float, ...]
+    hist: Histogram, options: RuleOptions, percentiles: Tuple[float, ...]
 ) -> Tuple[float, float]:
     """:func:`mse_range` with checked options."""
     candidates = {(float(hist.vmin), float(hist.vmax))}
@@ -571,18 +570,15 @@ METHODS: Tuple[str, ...] = tuple(_RANGE_METHODS)
 
 def _range_options(
     n_bits: Any, is_signed: Any, is_symmetric: Any, is_qat: Any, is_narrow: Any, is_precomputed_qat: Any
-) -> QuantizationOptions:
-    """The quantizer's options, checked by ``QuantizationOptions`` itself (each field's
+) -> RuleOptions:
+    """The quantizer's options, checked as ``QuantizationOptions`` checks them (each field's
     validator, then how they combine), as ``calibrate`` and ``QuantizedArray`` check them.
 
     QAT scale inference (``is_qat`` without ``is_precomputed_qat``) is refused: its scale
     comes from the exact unique values, and its quantization does not clip.
     """
-    options = QuantizationOptions(n_bits)
-    flags = (is_signed, is_symmetric, is_qat, is_narrow, is_precomputed_qat)
-    for name, value in zip(("is_signed", "is_symmetric", "is_qat", "is_narrow", "is_precomputed_qat"), flags):
-        setattr(options, name, value)
-    options.validate()
+    flags = {"is_signed": is_signed, "is_symmetric": is_symmetric, "is_qat": is_qat, "is_narrow": is_narrow}
+    options = checked_options(n_bits=n_bits, **flags, is_precomputed_qat=is_precomputed_qat)
     if options.is_qat and not options.is_precomputed_qat:
         raise ValueError(
             "is_qat=True without is_precomputed_qat infers the scale from the exact unique values, "
@@ -591,7 +587,7 @@ def _range_options(
     return options
 
 
-def _estimated_mse(hist: Histogram, rmin: numpy.float64, rmax: numpy.float64, options: QuantizationOptions) -> float:
+def _estimated_mse(hist: Histogram, rmin: numpy.float64, rmax: numpy.float64, options: RuleOptions) -> float:
     """:func:`quantization_mse` with checked arguments: the quantizer's own spec and kernels
     applied to the bin centres; inf for a range the rule refuses."""
     try:

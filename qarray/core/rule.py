@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, FrozenSet, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
 
 import numpy
 
+from .checks import check_bool, check_n_bits
 from .granularity import is_grid
 from .namespace import array_namespace, as_array, is_lazy, to_numpy
 
@@ -42,7 +43,9 @@ __all__ = [
     "BlockCheck",
     "RuleOptions",
     "asymmetric_zero_point",
+    "OPTION_CHECKS",
     "check_combination",
+    "checked_options",
     "parameter_rule",
     "ranges_ordered",
     "tensor_parameters",
@@ -70,6 +73,37 @@ class RuleOptions:
     is_qat: bool = False
     is_precomputed_qat: bool = False
     is_narrow: bool = False
+
+
+OPTION_CHECKS: Dict[str, Callable[[Any, str], Any]] = {
+    "n_bits": check_n_bits,
+    "is_signed": check_bool,
+    "is_symmetric": check_bool,
+    "is_qat": check_bool,
+    "is_narrow": check_bool,
+    "is_precomputed_qat": check_bool,
+}
+"""How each option field is checked: ``QuantizationOptions`` declares its fields with
+these, and :func:`checked_options` applies them to loose arguments."""
+
+
+def checked_options(owner: str = "QuantizationOptions", **fields: Any) -> RuleOptions:
+    """Return :class:`RuleOptions` of loose option fields, checked as ``QuantizationOptions`` checks them.
+
+    Each field goes through its :data:`OPTION_CHECKS` validator in the order given
+    (messages name ``owner.field``), then :func:`check_combination`.
+
+    Raises:
+        TypeError, ValueError: as ``QuantizationOptions`` raises for the same fields.
+
+    Example:
+        >>> checked_options(n_bits=4, is_signed=True).is_signed
+        True
+    """
+    checked = {name: OPTION_CHECKS[name](value, f"{owner}.{name}") for name, value in fields.items()}
+    options = RuleOptions(**checked)
+    check_combination(options)
+    return options
 
 
 def check_combination(options: Any) -> None:
