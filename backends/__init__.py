@@ -2,9 +2,9 @@
 
 Built in: ``numpy`` (blocked in-place kernels), ``cupy`` (GPU; CuPy is imported
 on first use), ``dask`` (lazy block-wise kernels over NumPy or CuPy chunks; Dask
-is imported on first use), ``torch`` and ``array_api_strict`` (the generic Array API path over
-their namespaces). Any other Array API library is served by the generic
-backend automatically.
+is imported on first use), ``torch`` (the generic Array API path, with a histogram
+count that never sorts) and ``array_api_strict`` (the generic Array API path over its
+namespace). Any other Array API library is served by the generic backend automatically.
 
 Example:
     >>> import numpy
@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 from .array_api import ArrayAPIBackend
 from .numpy_backend import NumpyBackend
 from .registry import (
@@ -24,11 +26,13 @@ from .registry import (
     get_backend,
     register_backend,
 )
+from .torch_backend import TorchBackend
 
 __all__ = [
     "ArrayAPIBackend",
     "BackendFactory",
     "NumpyBackend",
+    "TorchBackend",
     "available_backends",
     "backend_for",
     "get_backend",
@@ -48,24 +52,27 @@ def _make_dask() -> ArrayAPIBackend:
     return make_dask_backend()
 
 
-def _generic_factory(module: str, compat_module: str) -> BackendFactory:
-    """Return a factory for the generic backend over ``module``'s namespace, imported lazily."""
+def _namespace(module: str, compat_module: str) -> Any:
+    """Import ``module`` and return its Array API namespace (``compat_module``)."""
+    import importlib
 
-    def factory() -> ArrayAPIBackend:
-        import importlib
+    try:
+        importlib.import_module(module)
+        return importlib.import_module(compat_module)
+    except ImportError as error:
+        raise ImportError(f"the {module} backend needs {module} installed: {error}") from error
 
-        try:
-            importlib.import_module(module)
-            namespace = importlib.import_module(compat_module)
-        except ImportError as error:
-            raise ImportError(f"the {module} backend needs {module} installed: {error}") from error
-        return ArrayAPIBackend(namespace, name=module)
 
-    return factory
+def _make_torch() -> ArrayAPIBackend:
+    return TorchBackend(_namespace("torch", "array_api_compat.torch"))
+
+
+def _make_array_api_strict() -> ArrayAPIBackend:
+    return ArrayAPIBackend(_namespace("array_api_strict", "array_api_strict"), name="array_api_strict")
 
 
 register_backend("numpy", NumpyBackend)
 register_backend("cupy", _make_cupy)
 register_backend("dask", _make_dask)
-register_backend("torch", _generic_factory("torch", "array_api_compat.torch"))
-register_backend("array_api_strict", _generic_factory("array_api_strict", "array_api_strict"))
+register_backend("torch", _make_torch)
+register_backend("array_api_strict", _make_array_api_strict)

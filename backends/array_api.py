@@ -232,17 +232,37 @@ class ArrayAPIBackend:
         """Count ``values`` into the ``max_bins`` bins ``j_lo, j_lo + 1, ...`` of width ``2**k``.
 
         The reference of every backend's histogram kernel (see :mod:`qarray.calibration.histogram`):
-        ``j = floor(x / 2**k)`` in float64, with ``-1`` where a negative ``x`` underflows
-        to ``-0.0``; values whose bin is outside the range, and (with ``omit_nan``)
-        NaN and ±Inf, are not counted. The Array API has no bincount, so the indices
-        are sorted and each bin's count is the distance between its two
-        ``searchsorted`` positions. Nothing is read back.
+        each value's bin index (:meth:`_bin_indices`) is counted; values whose bin is outside
+        the range, and (with ``omit_nan``) NaN and ±Inf, are not counted. The Array API has
+        no bincount, so the indices are sorted and each bin's count is the distance between
+        its two ``searchsorted`` positions. Nothing is read back.
 
         Returns:
             An int64 array of ``max_bins`` counts on ``values``' device.
         """
         xp = self.xp
-        device = self.device(values)
+        index = self._bin_indices(values, k=k, j_lo=j_lo, max_bins=max_bins)
+        ordered = xp.sort(index)
+        bins = xp.arange(max_bins, dtype=xp.int64, device=self.device(values))
+        low = xp.searchsorted(ordered, bins, side="left")
+        high = xp.searchsorted(ordered, bins, side="right")
+        return xp.astype(high - low, xp.int64)
+
+    def _bin_indices(self, values: Any, *, k: int, j_lo: int, max_bins: int) -> Any:
+        """Return the bin of each value, flattened, as int64 indices from ``j_lo`` (``max_bins`` when not counted).
+
+        ``j = floor(x / 2**k)`` in float64, with ``-1`` where a negative ``x`` underflows to
+        ``-0.0``; the index is ``j - j_lo``, and values whose index is outside
+        ``[0, max_bins)``, NaN and ±Inf get ``max_bins``. Several full-size temporaries:
+        kernels that count with it work on chunks.
+
+        Example:
+            >>> import numpy, array_api_compat
+            >>> backend = ArrayAPIBackend(array_api_compat.array_namespace(numpy.zeros(1)))
+            >>> backend._bin_indices(numpy.array([0.1, 1.9, -0.2, 9.0]), k=-1, j_lo=0, max_bins=4).tolist()
+            [0, 3, 4, 4]
+        """
+        xp = self.xp
         flat = xp.reshape(xp.astype(values, xp.float64), (-1,))
         finite = xp.isfinite(flat)
         quotient = xp.where(finite, flat, 0.0) / (2.0**k)
@@ -250,12 +270,7 @@ class ArrayAPIBackend:
         index = xp.where(xp.logical_and(quotient == 0.0, flat < 0.0), -1.0, index)
         index = index - float(j_lo)
         outside = xp.logical_or(xp.logical_not(finite), xp.logical_or(index < 0.0, index >= float(max_bins)))
-        index = xp.astype(xp.where(outside, float(max_bins), index), xp.int64)
-        ordered = xp.sort(index)
-        bins = xp.arange(max_bins, dtype=xp.int64, device=device)
-        low = xp.searchsorted(ordered, bins, side="left")
-        high = xp.searchsorted(ordered, bins, side="right")
-        return xp.astype(high - low, xp.int64)
+        return xp.astype(xp.where(outside, float(max_bins), index), xp.int64)
 
     def quantize(
         self, values: Any, spec: QuantSpec, *, check_finite: bool = True, out: Any = None

@@ -35,6 +35,7 @@ from .calibration.histogram import (
 )
 from .core.messages import check_calibration_values, check_nan_policy
 from .core.namespace import as_array, is_lazy
+from .core.pending import PendingFold
 from .core.rich import render_html
 from .io.codec import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
 from .stats import MinMaxQuantizationStats
@@ -78,7 +79,8 @@ class HistogramQuantizationStats(Serializable):
     def __init__(self, max_bins: int = DEFAULT_MAX_BINS) -> None:
         self._max_bins = check_max_bins(max_bins)
         self._hist: Optional[Histogram] = None
-        # Work not read back yet: None, ("dask", delayed Histogram) or ("device", backend, state).
+        # Work not read back yet: None, ("dask", PendingFold of delayed Histograms: a tree, so
+        # an update costs the same however many came before) or ("device", counter).
         self._pending: Optional[Tuple[Any, ...]] = None
         self._lock = threading.RLock()
 
@@ -160,10 +162,10 @@ class HistogramQuantizationStats(Serializable):
             with self._lock:
                 pending = self._pending
                 if pending is not None and pending[0] == "dask":
-                    self._pending = ("dask", lazy_merge(pending[1], batch))
+                    self._pending = ("dask", pending[1].add(batch, lazy_merge))
                     return
                 self._resolve()
-                self._pending = ("dask", batch)
+                self._pending = ("dask", PendingFold.of(batch))
             return
         with self._lock:
             pending = self._pending
@@ -292,7 +294,7 @@ class HistogramQuantizationStats(Serializable):
         if pending is None:
             return
         if pending[0] == "dask":
-            batch = compute_histogram(pending[1])
+            batch = compute_histogram(pending[1].result(lazy_merge))
         else:
             batch = pending[1].read()  # refused when a batch held NaN/±Inf: the state stays, every read refuses
         self._hist = merge(self._hist, batch)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy
 
@@ -26,6 +26,7 @@ from .core.messages import (
     nonfinite_values,
 )
 from .core.namespace import array_namespace, as_array, is_array, is_bfloat16, is_lazy, library_name, to_numpy
+from .core.pending import PendingFold
 from .core.rich import render_html
 from .core.rule import ranges_ordered
 from .io.codec import Serializable, check_fields, decode_array, decode_float, encode_array, encoded_dtype
@@ -77,8 +78,10 @@ class MinMaxQuantizationStats(Serializable):
     _fields = ("rmax", "rmin", "uvalues")
     _type_tag = "MinMaxQuantizationStats"
     _required_fields = ("rmax", "rmin")
-    # Streaming batches not read back yet: None, or a (min, max) pair of 0-d device arrays
-    # (host float64 numbers for host-resident backends). Not annotated: not a field.
+    # Streaming batches not read back yet: None, or a PendingFold of (min, max) pairs: 0-d
+    # device arrays (host float64 numbers for host-resident backends), or per block the
+    # lazy (Dask) grids of batches after the first, folded into rmin/rmax (lazily, nothing
+    # is read back) when they are read. Not annotated: not a field.
     _pending = None
     # The granularity of per-block statistics, ``(axis, block_size, shape or None)``; None
     # per tensor (or for ranges set by hand). Not a field.
@@ -173,8 +176,12 @@ class MinMaxQuantizationStats(Serializable):
         return lock
 
     def _state(self) -> Tuple[Any, Any, Any, Any]:
-        """Return ``(rmin, rmax, pending, uvalues)`` read together under the lock."""
+        """Return ``(rmin, rmax, pending, uvalues)`` read together under the lock.
+
+        Pending per-block grids are folded into ``rmin``/``rmax`` first (lazily).
+        """
         with self._guard():
+            self._settle_blocks()
             return self._rmin, self._rmax, self._pending, self._uvalues
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -303,6 +310,11 @@ class MinMaxQuantizationStats(Serializable):
             with self._guard():
                 if self._has_data():
                     _check_same_blocks(self._granularity, key, self._rmin)
+                    if is_lazy(low) and is_lazy(self._rmin):
+                        _check_same_grid(self._rmin, low)
+                        self._add_pending(low, high, low)
+                        return
+                    self._settle_blocks()
                     low, high = _fold_blocks(self._rmin, self._rmax, low, high)
                 self._rmin, self._rmax, self._pending, self._uvalues = low, high, None, None
                 self._granularity = key
@@ -378,7 +390,7 @@ class MinMaxQuantizationStats(Serializable):
         merged._rmax = _host_max(rmax, other_rmax)
         merged._pending = pending
         if other_pending is not None:
-            merged._fold(*other_pending)
+            merged._fold(*other_pending.result(_combine_pairs))
         both = uvalues is not None and other_uvalues is not None
         merged._uvalues = _merge_unique(uvalues, other_uvalues) if both else None
         return merged
@@ -388,16 +400,27 @@ class MinMaxQuantizationStats(Serializable):
         return _holds_data(self._rmin, self._rmax, self._pending)
 
     def _fold(self, low: Any, high: Any) -> None:
-        """Fold a batch's (min, max) into the pending pair, on the batch's device."""
+        """Fold a batch's (min, max) into the pending pairs, on the batch's device."""
         pending = self._pending
-        if pending is not None and _library_of(pending[0]) != _library_of(low):
+        if pending is not None and _library_of(pending.newest[0]) != _library_of(low):
             self._resolve_pending()  # a batch from another library: settle the old ones first
-            pending = None
+        self._add_pending(low, high, low)
+
+    def _add_pending(self, low: Any, high: Any, like: Any) -> None:
+        """Add a batch's (min, max) to the pending pairs: a tree for lazy ones (the cost of
+        an update stays constant however many came before), combined at once otherwise."""
+        pair, pending = (low, high), self._pending
         if pending is None:
-            self._pending = (low, high)
-            return
-        xp = numpy if _library_of(low) == _HOST else array_namespace(low)
-        self._pending = (xp.minimum(pending[0], low), xp.maximum(pending[1], high))
+            self._pending = PendingFold.of(pair)
+        else:
+            self._pending = pending.add(pair, _combine_pairs, at_once=not is_lazy(like))
+
+    def _settle_blocks(self) -> None:
+        """Fold pending per-block grids into ``rmin``/``rmax``, lazily (nothing is computed)."""
+        pending = self._pending
+        if pending is not None and is_grid(self._rmin):
+            self._rmin, self._rmax = _combine_pairs([(self._rmin, self._rmax), pending.result(_combine_pairs)])
+            self._pending = None
 
     def _resolve_pending(self) -> None:
         """Read pending batches back to the host (once) and fold them into rmin/rmax.
@@ -406,10 +429,11 @@ class MinMaxQuantizationStats(Serializable):
             ValueError: if the pending batches held NaN/±Inf, or no finite value at all
                 (under ``nan_policy="omit"``); the statistics then keep raising on read.
         """
+        self._settle_blocks()
         pending = self._pending
         if pending is None:
             return
-        low, high = _read_pair(*pending)
+        low, high = _read_pair(*pending.result(_combine_pairs))
         if self._rmin is not None:
             low = numpy.minimum(low, self._rmin)
         if self._rmax is not None:
@@ -657,6 +681,22 @@ def _library_of(value: Any) -> str:
     return library_name(array_namespace(value))
 
 
+def _combine_pairs(pairs: Sequence[Tuple[Any, Any]]) -> Tuple[Any, Any]:
+    """The elementwise min of the lows and max of the highs of ``(low, high)`` pairs of one
+    library, in order (the combination of :class:`PendingFold`)."""
+    low, high = pairs[0]
+    xp = numpy if _library_of(low) == _HOST else array_namespace(low)
+    for other_low, other_high in pairs[1:]:
+        low, high = xp.minimum(low, other_low), xp.maximum(high, other_high)
+    if is_lazy(low):
+        # A stack, then two picks: graph layers Dask does not fuse. Left out, Dask's
+        # optimiser fuses all the elementwise steps of a stream into one task, at a cost
+        # quadratic in the number of batches when the result is computed.
+        both = xp.stack([low, high])
+        low, high = both[0], both[1]
+    return low, high
+
+
 def _read_pair(low: Any, high: Any, backend: Any = None) -> Tuple[numpy.float64, numpy.float64]:
     """Read two 0-d values back to the host together: one synchronisation (one compute).
 
@@ -757,13 +797,18 @@ def _check_same_blocks(stored: Any, key: Any, rmin: Any) -> None:
         )
 
 
-def _fold_blocks(rmin: Any, rmax: Any, low: Any, high: Any) -> Tuple[Any, Any]:
-    """Elementwise min/max of two grids of ranges, in the newer batch's library."""
+def _check_same_grid(rmin: Any, low: Any) -> None:
+    """Refuse folding a batch's grid of ranges into statistics of another grid."""
     if tuple(rmin.shape) != tuple(low.shape):
         raise ValueError(
             f"update() batches must give the same parameter grid, got {tuple(low.shape)} for "
             f"statistics of grid {tuple(rmin.shape)}"
         )
+
+
+def _fold_blocks(rmin: Any, rmax: Any, low: Any, high: Any) -> Tuple[Any, Any]:
+    """Elementwise min/max of two grids of ranges, in the newer batch's library."""
+    _check_same_grid(rmin, low)
     xp = array_namespace(low)
     if library_name(array_namespace(rmin)) != library_name(xp):
 

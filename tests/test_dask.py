@@ -189,6 +189,90 @@ def test_streaming_update_over_dask_batches_computes_once():
     assert quantizer == reference.quantizer
 
 
+# Streams long enough for three levels of the pending tree at a fan-in of 4 (4**3 < 150).
+LONG_STREAM_BATCHES = 150
+LONG_STREAM_FAN_IN = 4
+# path: (statistics, update keywords, the axis along which one call sees the batches together)
+STREAMS = {
+    "minmax": (qarray.MinMaxQuantizationStats, {}, 0),
+    "minmax axis=0": (qarray.MinMaxQuantizationStats, {"axis": 0}, 1),
+    "histogram": (qarray.HistogramQuantizationStats, {}, 0),
+}
+
+
+def _long_stream(count=LONG_STREAM_BATCHES):
+    """Seeded host batches (wide ranges, and a row of zeros of both signs), and as Dask batches."""
+    rng = numpy.random.default_rng(5)
+    host = [rng.standard_t(2, size=(6, 4)) for _ in range(count)]
+    for index, batch in enumerate(host):
+        batch[5] = -0.0 if index % 3 == 1 else 0.0  # a row of zeros: its range depends on the order
+    return host, [da.from_array(batch, chunks=(3, 4)) for batch in host]
+
+
+def _pending_fold(stats):
+    pending = stats._pending
+    return pending[1] if isinstance(pending, tuple) else pending
+
+
+def _assert_same_statistics(stats, reference):
+    if isinstance(reference, qarray.HistogramQuantizationStats):
+        assert stats.histogram == reference.histogram
+        return
+    for name in ("rmin", "rmax"):
+        got, expected = numpy.asarray(getattr(stats, name)), numpy.asarray(getattr(reference, name))
+        numpy.testing.assert_array_equal(got, expected, err_msg=name)
+        numpy.testing.assert_array_equal(numpy.signbit(got), numpy.signbit(expected), err_msg=name)
+
+
+@pytest.mark.parametrize("path", STREAMS)
+def test_a_long_dask_stream_holds_a_bounded_pending_tree(path, monkeypatch):
+    """However long a stream of Dask batches, an update builds on a bounded number of pending
+    nodes (a tree, not one chain over every batch so far: the cost of an update stays
+    constant), the read computes once, and the statistics are those of one call on all."""
+    from qarray.core import pending
+
+    monkeypatch.setattr(pending, "FAN_IN", LONG_STREAM_FAN_IN)
+    make, keywords, together = STREAMS[path]
+    host, batches = _long_stream()
+    stats, most_held = make(), 0
+    stats.update(batches[0], **keywords)
+    for batch in batches[1:]:
+        stats.update(batch, **keywords)
+        most_held = max(most_held, _pending_fold(stats).held)
+    levels = 4  # ceil(log(150) / log(4))
+    assert most_held <= (LONG_STREAM_FAN_IN - 1) * levels
+    counter = _ComputeCounter()
+    with counter:
+        _ = stats.histogram if path == "histogram" else numpy.asarray(stats.rmin)
+    assert counter.count == 1
+    reference = make()
+    reference.update(numpy.concatenate(host, axis=together), **keywords)
+    _assert_same_statistics(stats, reference)
+
+
+@pytest.mark.parametrize("path", ["minmax", "minmax axis=0"])
+def test_copies_of_a_dask_stream_keep_their_own_batches(path, monkeypatch):
+    """A copy taken mid-stream shares the pending tree, but batches given to either side
+    afterwards stay on that side; a host batch after Dask ones is folded in too."""
+    from qarray.core import pending
+
+    monkeypatch.setattr(pending, "FAN_IN", LONG_STREAM_FAN_IN)
+    make, keywords, together = STREAMS[path]
+    host, batches = _long_stream(40)
+    stats = make()
+    for batch in batches[:30]:
+        stats.update(batch, **keywords)
+    copy = stats.quant_stats
+    for batch in batches[30:]:
+        stats.update(batch, **keywords)
+    copy.update(host[35] * 100.0, **keywords)
+    expected_copy, expected = make(), make()
+    expected_copy.update(numpy.concatenate([*host[:30], host[35] * 100.0], axis=together), **keywords)
+    expected.update(numpy.concatenate(host, axis=together), **keywords)
+    _assert_same_statistics(copy, expected_copy)
+    _assert_same_statistics(stats, expected)
+
+
 def test_cupy_chunks_stay_on_the_gpu():
     cupy = pytest.importorskip("cupy")
     try:

@@ -214,6 +214,94 @@ def test_every_library_counts_like_numpy(xb):
     numpy.testing.assert_array_equal(xb.to_numpy(counts)[: expected.counts.size], expected.counts)
 
 
+def _torch_backend():
+    pytest.importorskip("torch")
+    from qarray.backends import get_backend
+
+    return get_backend("torch")
+
+
+def _torch_layouts(torch):
+    """Tensors of several layouts and dtypes, with the float64 values they hold."""
+    rng = numpy.random.default_rng(11)
+    host = rng.standard_t(2, size=(60, 50))
+    host[3, 4], host[7, 1] = -0.0, -1e-300
+    contiguous = torch.asarray(host.copy())
+    return {
+        "contiguous": contiguous,
+        "transposed": contiguous.T,
+        "strided": contiguous[::2, 1::3],
+        "0-d": torch.asarray(1.5, dtype=torch.float64),
+        "float32, requires grad": torch.asarray(host.astype(numpy.float32), requires_grad=True),
+        "float16": torch.asarray(host.astype(numpy.float16)),
+        "bfloat16": torch.asarray(host.astype(numpy.float32)).to(torch.bfloat16),
+    }
+
+
+def _as_float64(tensor):
+    import torch
+
+    return tensor.detach().to(torch.float64).numpy()
+
+
+def test_torch_histograms_never_sort_and_count_like_numpy(monkeypatch):
+    """The histogram of a tensor of any layout or dtype equals NumPy's, and no sort runs."""
+    backend = _torch_backend()
+    import torch
+
+    def no_sort(*args, **kwargs):
+        raise AssertionError("the histogram of a tensor sorted its values")
+
+    monkeypatch.setattr(backend.xp, "sort", no_sort)
+    monkeypatch.setattr(torch, "sort", no_sort)
+    for name, tensor in _torch_layouts(torch).items():
+        expected = H.histogram(_as_float64(tensor), 64)
+        assert H.histogram(tensor, 64) == expected, name
+
+
+def test_torch_host_tensors_are_counted_where_they_lie(monkeypatch):
+    """A tensor in host memory reaches the NumPy kernel as a view of its own memory (no copy)."""
+    backend = _torch_backend()
+    import torch
+
+    from qarray.backends import torch_backend
+
+    seen = []
+    count = torch_backend._HOST.bin_counts
+
+    def spy(values, **kwargs):
+        seen.append(values)
+        return count(values, **kwargs)
+
+    monkeypatch.setattr(torch_backend._HOST, "bin_counts", spy)
+    tensor = torch.asarray(numpy.random.default_rng(12).standard_normal((40, 30))).T
+    backend.bin_counts(tensor, k=-4, j_lo=-64, max_bins=128, omit_nan=False)
+    own = tensor.detach().numpy()
+    assert len(seen) == 1 and numpy.shares_memory(seen[0], own)
+
+
+def test_torch_device_count_equals_the_generic_reference_chunk_by_chunk(monkeypatch):
+    """The bincount path of tensors NumPy cannot read (on an accelerator, bfloat16), cut into
+    chunks smaller than a row, gives the generic path's counts exactly."""
+    backend = _torch_backend()
+    import torch
+
+    from qarray.backends import torch_backend
+
+    monkeypatch.setattr(torch_backend, "_host_view", lambda values: None)
+    monkeypatch.setattr(torch_backend, "BIN_CHUNK_ELEMENTS", 7)
+    for name, tensor in _torch_layouts(torch).items():
+        hist = H.histogram(_as_float64(tensor), 64)
+        for j_lo in (hist.j_lo, hist.j_lo + 5):
+            arguments = dict(k=hist.k, j_lo=j_lo, max_bins=64, omit_nan=True)
+            counts = backend.bin_counts(tensor, **arguments)
+            assert counts.dtype == torch.int64 and counts.device == tensor.device, name
+            expected = GENERIC.bin_counts(_as_float64(tensor), **arguments)
+            numpy.testing.assert_array_equal(counts.numpy(), expected, err_msg=name)
+    empty = backend.bin_counts(torch.zeros((0, 3), dtype=torch.float64), k=0, j_lo=0, max_bins=4, omit_nan=False)
+    numpy.testing.assert_array_equal(empty.numpy(), [0, 0, 0, 0])
+
+
 # -- ranges ----------------------------------------------------------------------------------------
 
 

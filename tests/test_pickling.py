@@ -64,7 +64,8 @@ def _arrays(obj: Any) -> Dict[str, Any]:
     elif isinstance(obj, MinMaxQuantizationStats):
         found = {"uvalues": obj.uvalues}
         if obj._pending is not None:
-            found.update({"pending.low": obj._pending[0], "pending.high": obj._pending[1]})
+            low, high = obj._pending.newest
+            found.update({"pending.low": low, "pending.high": high})
     else:
         found = {}
     return {where: array for where, array in found.items() if array is not None and not numpy.isscalar(array)}

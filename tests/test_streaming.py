@@ -91,7 +91,7 @@ def test_update_keeps_the_running_range_on_the_device(xb, monkeypatch):
     for batch in _batches():
         stats.update(xb.asarray(batch))
     assert reads == []
-    low, high = stats._pending
+    low, high = stats._pending.newest
     assert qarray.core.namespace.library_name(qarray.core.namespace.array_namespace(low)) == backend.name
     assert stats.rmin == _reference(_batches()).rmin
     assert len(reads) == 1  # min and max read back together, once

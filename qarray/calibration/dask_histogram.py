@@ -13,7 +13,7 @@ This module imports Dask; it is only imported when a Dask array is given to
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 from .histogram import histogram, merge
 
@@ -44,11 +44,11 @@ def lazy_histogram(values: Any, max_bins: int, omit_nan: bool) -> Any:
     return level[0]
 
 
-def lazy_merge(first: Any, second: Any) -> Any:
-    """Return the lazy merge of two delayed histograms."""
+def lazy_merge(parts: Sequence[Any]) -> Any:
+    """Return the lazy merge of delayed histograms (one task over all of them)."""
     import dask
 
-    return dask.delayed(_merge_many)([first, second])
+    return dask.delayed(_merge_many)(list(parts))
 
 
 def compute_histogram(delayed: Any) -> Any:
