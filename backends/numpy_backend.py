@@ -33,6 +33,10 @@ __all__ = ["NumpyBackend", "BLOCK_ELEMENTS", "MINMAX_BLOCK_ELEMENTS"]
 
 BLOCK_ELEMENTS = 1 << 16
 """Elements per block: a 512 KiB float64 buffer, which stays in a typical L2 cache."""
+PIECE_ELEMENTS = 1 << 20
+"""Elements of one piece when per-block quant/dequant reads a non-contiguous array: two buffers
+of this many elements (8 MiB each for float64 values or int64 integers) stand in for a
+copy of the whole array."""
 
 MINMAX_BLOCK_ELEMENTS = 1 << 18
 """Elements per block of the min/max pass: min then max of one block read it from cache."""
@@ -542,20 +546,59 @@ def _quantize_grid(values: numpy.ndarray, result: numpy.ndarray, spec: QuantSpec
     low = spec.low if spec.low is not None else -numpy.inf
     high = spec.high if spec.high is not None else numpy.inf
     grid_shape = numpy.shape(spec.scale)
-    scale_m, zero_m, low_m, high_m = (
+    parameters = tuple(
         _grid_matrix(parameter, grid_shape, n_columns) for parameter in (spec.scale, spec.zero_point, low, high)
     )
-    parameters = (scale_m, zero_m, low_m, high_m)
-    source = numpy.ascontiguousarray(values).reshape(n_rows, length)
-    target = result if result.flags.c_contiguous else numpy.empty(result.shape, dtype=result.dtype)
-    target2d = target.reshape(n_rows, length)
-    if _use_numba(source):
-        counts = numba_kernels.quantize_grid(source, target2d, rows, parameters, group, bool(spec.saturate))
-    else:
-        counts = _quantize_grid_tiles(source, target2d, rows, parameters, group, bool(spec.saturate))
-    if target is not result:
-        numpy.copyto(result, target)
-    return counts
+    saturate = bool(spec.saturate)
+    n_nonfinite = n_outside = 0
+    for first, last, columns, source, target in _grid_pieces(values, result, n_rows, length, group):
+        scale, zero, low_m, high_m = (matrix[:, columns] for matrix in parameters)
+        piece = (scale, zero, low_m, high_m)
+        if _use_numba(source):
+            counts = numba_kernels.quantize_grid(source, target, rows[first:last], piece, group, saturate)
+        else:
+            counts = _quantize_grid_tiles(source, target, rows[first:last], piece, group, saturate)
+        n_nonfinite, n_outside = n_nonfinite + counts[0], n_outside + counts[1]
+    return n_nonfinite, n_outside
+
+
+def _grid_pieces(
+    source: numpy.ndarray, target: numpy.ndarray, n_rows: int, length: int, group: int
+) -> Iterator[Tuple[int, int, slice, numpy.ndarray, numpy.ndarray]]:
+    """Yield the ``(rows, length)`` matrices of ``source`` and ``target`` for the grid kernels.
+
+    Yields ``(first_row, last_row, grid_columns, source_piece, target_piece)``: C-contiguous
+    2-d pieces, ``grid_columns`` the slice of the parameter grid's columns they take. When
+    both arrays are C-contiguous that is one piece, the arrays themselves. Any other
+    layout (Fortran order, strides, a non-contiguous ``out``) goes piece by piece through
+    two buffers of about :data:`PIECE_ELEMENTS` (or of one block along the last axis when
+    that is longer), so no copy of the whole array is ever made; a target piece is
+    written back after the caller has filled it (when the generator resumes).
+    """
+    if source.flags.c_contiguous and target.flags.c_contiguous:
+        yield 0, n_rows, slice(None), source.reshape(n_rows, length), target.reshape(n_rows, length)
+        return
+    width = length if length <= PIECE_ELEMENTS else max(group, PIECE_ELEMENTS // group * group)
+    rows_per_piece = max(1, PIECE_ELEMENTS // width)
+    for first, source_rows, target_rows in zip(*_row_views(source, length), _row_views(target, length)[1]):
+        for r0 in range(0, source_rows.shape[0], rows_per_piece):
+            r1 = min(source_rows.shape[0], r0 + rows_per_piece)
+            for c0 in range(0, length, width):
+                c1 = min(length, c0 + width)
+                piece = numpy.ascontiguousarray(source_rows[r0:r1, c0:c1])
+                written = numpy.empty(piece.shape, dtype=target.dtype)
+                yield first + r0, first + r1, slice(c0 // group, -(-c1 // group)), piece, written
+                numpy.copyto(target_rows[r0:r1, c0:c1], written)
+
+
+def _row_views(array: numpy.ndarray, length: int) -> Tuple[List[int], List[numpy.ndarray]]:
+    """2-d views (never copies) covering ``array`` read as a C-order ``(rows, length)`` matrix,
+    with the matrix row each starts at: one view per index of the axes before the last two."""
+    if array.ndim <= 1:
+        return [0], [array.reshape(1, length)]
+    per = array.shape[-2]
+    indices = list(numpy.ndindex(*array.shape[:-2]))
+    return [k * per for k in range(len(indices))], [array[index] for index in indices]
 
 
 def _grid_tiles(n_rows: int, length: int, group: int) -> Iterator[Tuple[int, int, int, int]]:
@@ -605,27 +648,25 @@ def _dequantize_grid(qvalues: numpy.ndarray, result: numpy.ndarray, spec: QuantS
         return
     rows, n_rows, length, group = grid_layout(qvalues.shape, spec.extent)
     n_columns = -(-length // group)
-    scale, zero = (
+    parameters = tuple(
         _grid_matrix(parameter, numpy.shape(spec.scale), n_columns) for parameter in (spec.scale, spec.zero_point)
     )
-    source = numpy.ascontiguousarray(qvalues).reshape(n_rows, length)
-    target = result if result.flags.c_contiguous else numpy.empty(result.shape, dtype=result.dtype)
-    target2d = target.reshape(n_rows, length)
-    if (
-        source.size >= numba_kernels.MIN_ELEMENTS
-        and numba_kernels.supported_integer(source)
-        and numba_kernels.available()
-    ):
-        numba_kernels.dequantize_grid(source, target2d, rows, (scale, zero), group)
-    else:
-        for r0, r1, c0, c1 in _grid_tiles(n_rows, length, group):
+    for first, last, columns, source, target in _grid_pieces(qvalues, result, n_rows, length, group):
+        scale, zero = (matrix[:, columns] for matrix in parameters)
+        piece_rows = rows[first:last]
+        if (
+            source.size >= numba_kernels.MIN_ELEMENTS
+            and numba_kernels.supported_integer(source)
+            and numba_kernels.available()
+        ):
+            numba_kernels.dequantize_grid(source, target, piece_rows, (scale, zero), group)
+            continue
+        for r0, r1, c0, c1 in _grid_tiles(source.shape[0], source.shape[1], group):
             work = numpy.subtract(
-                source[r0:r1, c0:c1], _tile_parameter(zero, rows[r0:r1], group, c0, c1), dtype=numpy.float64
+                source[r0:r1, c0:c1], _tile_parameter(zero, piece_rows[r0:r1], group, c0, c1), dtype=numpy.float64
             )
-            numpy.multiply(_tile_parameter(scale, rows[r0:r1], group, c0, c1), work, out=work)
-            numpy.copyto(target2d[r0:r1, c0:c1], work, casting="unsafe")
-    if target is not result:
-        numpy.copyto(result, target)
+            numpy.multiply(_tile_parameter(scale, piece_rows[r0:r1], group, c0, c1), work, out=work)
+            numpy.copyto(target[r0:r1, c0:c1], work, casting="unsafe")
 
 
 def _use_numba(values: numpy.ndarray) -> bool:
