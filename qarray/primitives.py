@@ -29,10 +29,10 @@ from typing import Any, Callable, FrozenSet, Optional, Tuple
 import numpy
 
 from .backends import backend_for
-from .backends.spec import QuantSpec
+from .backends.spec import QuantSpec, check_extent
 from .core.checks import check_broadcastable, check_finite_real
 from .core.dtypes import clip_range, exact_float_bounds, integer_dtype_range
-from .core.granularity import block_extent, expand_to_values, is_grid
+from .core.granularity import block_extent, check_parameter_grids, expand_to_values, grid_shape, is_grid
 from .core.namespace import array_namespace, as_array, is_array, to_numpy
 from .core.rule import BlockCheck, check_combination, parameter_rule, tensor_parameters
 
@@ -227,12 +227,13 @@ def quant_spec(
             )
         zero = backend.parameter(check_broadcastable(zero_point, like), like)
         return QuantSpec.per_tensor(scale, zero, clip, out_dtype)
-    place = _placer(backend, like, tuple(scale.shape))
+    extent, grid = _blocks(extent, like, "values", scale=scale, zero_point=zero_point, offset=offset)
+    place = _placer(backend, like, grid)
     if not is_grid(offset):  # one offset shared by every block
         offsets = frozenset({int(offset)})
     if not clips:
         bounds: Tuple[Any, Any] = exact_float_bounds(out_dtype)
-        return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], False, out_dtype, tuple(extent))
+        return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], False, out_dtype, extent)
     # Offsets are 0 (unsigned, or a single-value block) or 2**(n - 1) (signed): the blocks'
     # ranges lie in the widest union below. When that does not fit the dtype, the actual
     # union comes from the offsets that occur.
@@ -254,7 +255,7 @@ def quant_spec(
         bounds = clip_range(n_bits, next(iter(present)), narrow)
     else:
         bounds = clip_range(n_bits, place(offset), narrow)
-    return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], True, out_dtype, tuple(extent))
+    return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], True, out_dtype, extent)
 
 
 def dequant_spec(
@@ -270,8 +271,19 @@ def dequant_spec(
     backend = backend or backend_for(like)
     if extent is None:
         return QuantSpec(float(scale), backend.parameter(check_broadcastable(zero_point, like), like))
-    place = _placer(backend, like, tuple(scale.shape))
-    return QuantSpec(place(scale), place(zero_point), extent=tuple(extent))
+    extent, grid = _blocks(extent, like, "qvalues", scale=scale, zero_point=zero_point)
+    place = _placer(backend, like, grid)
+    return QuantSpec(place(scale), place(zero_point), extent=extent)
+
+
+def _blocks(extent: Any, like: Any, argument: str, **parameters: Any) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Check a block ``extent`` for ``like`` (named ``argument``) and every parameter against
+    the grid it gives; return ``(extent, grid)``. The same checks, and messages, on every backend."""
+    shape = tuple(like.shape)
+    extent = check_extent(extent, shape, argument)
+    grid = grid_shape(shape, extent)
+    check_parameter_grids(grid, f"{argument} of shape {shape} in blocks of {extent}", **parameters)
+    return extent, grid
 
 
 def _placer(backend: Any, like: Any, grid: Tuple[int, ...]) -> Callable[[Any], Any]:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import numpy
 
 from .checks import describe
-from .namespace import is_array
+from .namespace import array_namespace, is_array
 
 __all__ = [
     "Axis",
@@ -39,6 +39,7 @@ __all__ = [
     "Granularity",
     "block_extent",
     "check_granularity",
+    "check_parameter_grids",
     "expand_to_values",
     "grid_shape",
     "reduce_blocks",
@@ -215,6 +216,45 @@ def block_extent(
             raise TypeError(f"block_size must be an int or a tuple, got {type(block_size).__name__}")
         extent = (1,) * (ndim - 1) + (min(block_size, whole[-1]),)
     return extent, grid_shape(shape, extent)
+
+
+def check_parameter_grids(grid: Sequence[int], where: str, **parameters: Any) -> None:
+    """Check per-block parameters against the parameter grid ``grid`` of the values.
+
+    Each parameter is one number shared by every block (a 0-d array counts as one),
+    or an array of exactly the grid's shape; an array's dtype must be real (integral
+    for ``offset``). Only shapes and dtypes are read: nothing leaves a device.
+
+    Args:
+        grid: the parameter grid the values give (:func:`block_extent`).
+        where: what gives the grid, for the message (``"values of shape (3, 4) in
+            blocks of (1, 4)"``).
+        parameters: the parameters by name (``scale=..., zero_point=..., offset=...``).
+
+    Raises:
+        ValueError: naming the first parameter that is an array of another shape.
+        TypeError: naming a parameter array whose dtype is not real (or not integral).
+
+    Example:
+        >>> check_parameter_grids((3, 1), "values of shape (3, 4)", scale=numpy.ones((3, 1)), zero_point=0)
+        >>> check_parameter_grids((3, 1), "values of shape (3, 4)", zero_point=numpy.zeros((1, 3)))
+        Traceback (most recent call last):
+        ...
+        ValueError: zero_point must be one number or an array of the parameter grid (3, 1) that values of shape (3, 4) give, got an array of shape (1, 3)
+    """  # noqa: E501 (the example's message is one line)
+    grid = tuple(int(length) for length in grid)
+    for argument, parameter in parameters.items():
+        if not is_grid(parameter):
+            continue
+        if tuple(parameter.shape) != grid:
+            raise ValueError(
+                f"{argument} must be one number or an array of the parameter grid {grid} that {where} "
+                f"give, got an array of shape {tuple(parameter.shape)}"
+            )
+        kinds = "integral" if argument == "offset" else ("integral", "real floating")
+        if not array_namespace(parameter).isdtype(parameter.dtype, kinds):
+            expected = "integers" if argument == "offset" else "real numbers"
+            raise TypeError(f"{argument} must hold {expected}, got an array of dtype {parameter.dtype}")
 
 
 def grid_shape(shape: Sequence[int], extent: Sequence[int]) -> Tuple[int, ...]:
