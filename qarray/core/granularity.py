@@ -227,8 +227,8 @@ def check_parameter_grids(grid: Sequence[int], where: str, **parameters: Any) ->
 
     Args:
         grid: the parameter grid the values give (:func:`block_extent`).
-        where: what gives the grid, for the message ("... the parameter grid (3, 1) of
-            {where}"; e.g. ``"values of shape (3, 4) in blocks of (1, 4)"``).
+        where: what gives the grid, the message's subject (``"values of shape (3, 4) in
+            blocks of (1, 4)"``: "... give the parameter grid (3, 1), but ...").
         parameters: the parameters by name (``scale=..., zero_point=..., offset=...``).
 
     Raises:
@@ -240,7 +240,7 @@ def check_parameter_grids(grid: Sequence[int], where: str, **parameters: Any) ->
         >>> check_parameter_grids((3, 1), "values of shape (3, 4)", zero_point=numpy.zeros((1, 3)))
         Traceback (most recent call last):
         ...
-        ValueError: zero_point must be one number or an array of the parameter grid (3, 1) of values of shape (3, 4), got an array of shape (1, 3)
+        ValueError: values of shape (3, 4) give the parameter grid (3, 1), but zero_point is an array of shape (1, 3): it must be one number or an array of that grid
     """  # noqa: E501 (the example's message is one line)
     grid = tuple(int(length) for length in grid)
     for argument, parameter in parameters.items():
@@ -248,8 +248,8 @@ def check_parameter_grids(grid: Sequence[int], where: str, **parameters: Any) ->
             continue
         if tuple(parameter.shape) != grid:
             raise ValueError(
-                f"{argument} must be one number or an array of the parameter grid {grid} of {where}, "
-                f"got an array of shape {tuple(parameter.shape)}"
+                f"{where} give the parameter grid {grid}, but {argument} is an array of shape "
+                f"{tuple(parameter.shape)}: it must be one number or an array of that grid"
             )
         kinds = "integral" if argument == "offset" else ("integral", "real floating")
         if not array_namespace(parameter).isdtype(parameter.dtype, kinds):
