@@ -40,6 +40,7 @@ __all__ = [
     "block_extent",
     "check_granularity",
     "check_parameter_grids",
+    "check_shape",
     "expand_to_values",
     "grid_shape",
     "reduce_blocks",
@@ -185,7 +186,7 @@ def block_extent(
         >>> block_extent((3, 5), block_size=(2, None))
         ((2, 5), (2, 1))
     """
-    shape = tuple(int(length) for length in shape)
+    shape = check_shape(shape)
     axis, block_size = check_granularity(axis, block_size)
     ndim = len(shape)
     whole = tuple(max(length, 1) for length in shape)
@@ -216,6 +217,29 @@ def block_extent(
             raise TypeError(f"block_size must be an int or a tuple, got {type(block_size).__name__}")
         extent = (1,) * (ndim - 1) + (min(block_size, whole[-1]),)
     return extent, grid_shape(shape, extent)
+
+
+def check_shape(shape: Any, argument: str = "shape") -> Tuple[int, ...]:
+    """Return an array shape as a tuple of ints >= 0.
+
+    Raises:
+        TypeError: if ``shape`` is not a tuple (or list) of ints.
+        ValueError: for a negative length, or an unknown one (None or NaN: a lazy array's).
+
+    Example:
+        >>> check_shape([3, numpy.int64(4)])
+        (3, 4)
+    """
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{argument} must be a tuple of ints, got {describe(shape)}")
+    for length in shape:
+        if length is None or (isinstance(length, float) and length != length):
+            raise ValueError(f"{argument} must be known, got {tuple(shape)} (compute a lazy array's chunk sizes first)")
+        if isinstance(length, (bool, numpy.bool_)) or not isinstance(length, numbers.Integral):
+            raise TypeError(f"{argument} must be a tuple of ints, got {describe(shape)}")
+        if length < 0:
+            raise ValueError(f"{argument} must hold lengths >= 0, got {tuple(shape)}")
+    return tuple(int(length) for length in shape)
 
 
 def check_parameter_grids(grid: Sequence[int], where: str, **parameters: Any) -> None:
