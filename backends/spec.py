@@ -166,13 +166,14 @@ def grid_layout(shape: Tuple[int, ...], extent: Optional[Tuple[int, ...]]) -> Tu
     return rows, int(rows.size), int(shape[-1]), int(extent[-1])
 
 
-def check_extent(extent: Any, shape: Sequence[Any]) -> Tuple[int, ...]:
+def check_extent(extent: Any, shape: Sequence[Any], argument: str = "values") -> Tuple[int, ...]:
     """Check a block ``extent`` for values of ``shape``; return it as a tuple of ints, each cut
     to its axis' length (at least 1), which gives the same blocks.
 
     ``extent[d]`` is how many consecutive indices along axis ``d`` one block spans (see
     :func:`qarray.core.granularity.block_extent`); the parameter grid has
-    ``ceil(shape[d] / extent[d])`` entries along that axis.
+    ``ceil(shape[d] / extent[d])`` entries along that axis. ``argument`` names the
+    array of ``shape`` in the messages.
 
     Raises:
         TypeError: if ``extent`` is not a tuple (or list) of ints.
@@ -186,11 +187,11 @@ def check_extent(extent: Any, shape: Sequence[Any]) -> Tuple[int, ...]:
     if not isinstance(extent, (tuple, list)) or not all(
         isinstance(entry, numbers.Integral) and not isinstance(entry, (bool, numpy.bool_)) for entry in extent
     ):
-        raise TypeError(f"extent must be a tuple of ints, one per axis of values, got {extent!r}")
+        raise TypeError(f"extent must be a tuple of ints, one per axis of {argument}, got {extent!r}")
     entries = tuple(int(entry) for entry in extent)
     if len(entries) != len(shape):
         raise ValueError(
-            f"extent must have one entry per axis of values ({len(shape)}), got {len(entries)}: {extent!r}"
+            f"extent must have one entry per axis of {argument} ({len(shape)}), got {len(entries)}: {extent!r}"
         )
     if any(entry < 1 for entry in entries):
         raise ValueError(f"extent entries must be ints >= 1, got {extent!r}")
@@ -198,7 +199,7 @@ def check_extent(extent: Any, shape: Sequence[Any]) -> Tuple[int, ...]:
     for length in shape:
         if length is None or length != length:  # None or NaN: a lazy array's unknown length
             raise ValueError(
-                f"values must have a known shape for a per-block min/max, got shape {tuple(shape)} "
+                f"{argument} must have a known shape to be cut into blocks, got shape {tuple(shape)} "
                 "(compute the chunk sizes first)"
             )
         lengths.append(int(length))

@@ -8,17 +8,23 @@ what users set by hand.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Dict, FrozenSet, Optional, Tuple, Union
 
 import numpy
 
 from .backends import backend_for
-from .core.checks import MAX_N_BITS, check_finite_real, check_int, describe
+from .core.checks import MAX_N_BITS, check_int, describe
 from .core.granularity import is_grid
-from .core.namespace import array_namespace, is_array, to_numpy
+from .core.namespace import array_namespace, to_numpy
 from .core.rich import render_html
-from .core.rule import STABILITY_CONST, ZERO_POINT_LIMIT, asymmetric_zero_point, tensor_parameters
+from .core.rule import (
+    STABILITY_CONST,
+    ZERO_POINT_LIMIT,
+    asymmetric_zero_point,
+    check_scale,
+    check_zero_point,
+    tensor_parameters,
+)
 from .io.codec import Serializable, check_fields, decode_array, decode_float, decode_int, encode_array
 from .options import QuantizationOptions
 from .primitives import choose_block_parameters
@@ -326,65 +332,6 @@ class UniformQuantizationParameters(Serializable):
             if isinstance(value, numpy.ndarray) and value.ndim == 0:
                 raise ValueError(f"{name}: an encoded array must have at least one dimension")
         return cls(scale=scale, zero_point=zero_point, offset=offset)
-
-
-def check_scale(value: Any) -> Any:
-    """Return a scale as float64: finite and non-zero (negative only from a single negative value).
-
-    An array with at least one axis is a scale per block: every entry is checked (one
-    read-back) and it is kept as a float64 array in its library.
-    """
-    if value is None:
-        return None
-    if is_grid(value):
-        host = to_numpy(value)
-        if host.dtype.kind not in "iuf" or not numpy.all(numpy.isfinite(host)) or numpy.any(host == 0):
-            raise ValueError(f"scale must hold finite non-zero numbers, got {describe(value)}")
-        xp = array_namespace(value)
-        return xp.astype(value, xp.float64)
-    if is_array(value) and not isinstance(value, numpy.generic):
-        host = to_numpy(value)
-        if host.ndim != 0:
-            raise TypeError(f"scale must be a scalar, got an array of shape {host.shape}")
-        value = host[()]
-    scale = check_finite_real(value, "scale")
-    if scale == 0:
-        raise ValueError("scale must be non-zero, got 0.0")
-    return scale
-
-
-def check_zero_point(value: Any) -> Optional[ZeroPoint]:
-    """Return a zero point: an int, an integral float64, or a host float64/int64 array of them.
-
-    Arrays given by hand are copied to the host (per-block zero points computed from
-    the statistics stay on the data's device: they are set without this check).
-    """
-    if value is None:
-        return None
-    if is_array(value) and not isinstance(value, numpy.generic):
-        host = numpy.array(to_numpy(value), copy=True)
-        if host.dtype.kind not in "iuf":
-            raise TypeError(f"zero_point must hold real numbers, got dtype {host.dtype}")
-        if host.ndim == 0:
-            value = host[()]
-        else:
-            as_float = host.astype(numpy.float64)
-            integral = numpy.all(numpy.isfinite(as_float)) and numpy.all(as_float == numpy.rint(as_float))
-            if not integral or not numpy.all(numpy.abs(as_float) < ZERO_POINT_LIMIT):
-                raise ValueError("zero_point must hold integral values within ±2**63")
-            return host.astype(numpy.float64 if host.dtype.kind == "f" else numpy.int64)
-    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"zero_point must be an int or an array, got {describe(value)} ({type(value).__name__})")
-    if isinstance(value, numbers.Integral):
-        if not abs(int(value)) < ZERO_POINT_LIMIT:
-            raise ValueError(f"zero_point must be within ±2**63, got {describe(value)}")
-        return int(value)
-    converted = check_finite_real(value, "zero_point")
-    if converted != numpy.rint(converted):
-        raise ValueError(f"zero_point must be an integer value, got {value!r}")
-    if not abs(converted) < ZERO_POINT_LIMIT:
-        raise ValueError(f"zero_point must be within ±2**63, got {describe(value)}")
-    return converted
 
 
 def zero_points_equal(first: Any, second: Any) -> bool:

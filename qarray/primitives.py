@@ -24,17 +24,27 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, FrozenSet, Optional, Tuple
 
 import numpy
 
 from .backends import backend_for
-from .backends.spec import QuantSpec
-from .core.checks import check_broadcastable, check_finite_real
-from .core.dtypes import clip_range, exact_float_bounds, integer_dtype_range
-from .core.granularity import block_extent, expand_to_values, is_grid
+from .backends.spec import QuantSpec, check_extent
+from .core.checks import check_bool, check_broadcastable, check_finite_real, check_int, describe
+from .core.dtypes import INTEGER_RANGES, clip_range, exact_float_bounds, integer_dtype_range
+from .core.granularity import block_extent, check_parameter_grids, expand_to_values, grid_shape, is_grid
 from .core.namespace import array_namespace, as_array, is_array, to_numpy
-from .core.rule import BlockCheck, check_combination, parameter_rule, tensor_parameters
+from .core.rule import (
+    ZERO_POINT_LIMIT,
+    BlockCheck,
+    check_combination,
+    check_option_fields,
+    check_scale,
+    check_zero_point,
+    parameter_rule,
+    tensor_parameters,
+)
 
 __all__ = [
     "BlockCheck",
@@ -64,8 +74,9 @@ def minmax(values: Any, *, omit_nonfinite: bool = False, backend: Any = None) ->
         >>> [float(bound) for bound in minmax(numpy.array([2.0, -1.0, 5.0]))]
         [-1.0, 5.0]
     """
+    values = _real_array(values, "values", allow_empty=False)
     backend = backend or backend_for(values)
-    return _plus_zero(*backend.minmax(values, omit_nonfinite))
+    return _plus_zero(*backend.minmax(values, check_bool(omit_nonfinite, "omit_nonfinite")))
 
 
 def unique_rounded(values: Any, *, omit_nonfinite: bool = False, backend: Any = None) -> Any:
@@ -76,8 +87,9 @@ def unique_rounded(values: Any, *, omit_nonfinite: bool = False, backend: Any = 
         >>> unique_rounded(numpy.array([0.504, 0.5, 0.25])).tolist()
         [0.25, 0.5]
     """
+    values = _real_array(values, "values")
     backend = backend or backend_for(values)
-    return backend.unique_rounded(values, omit_nonfinite=omit_nonfinite)
+    return backend.unique_rounded(values, omit_nonfinite=check_bool(omit_nonfinite, "omit_nonfinite"))
 
 
 def count_nonfinite(values: Any, *, backend: Any = None) -> int:
@@ -113,8 +125,10 @@ def block_minmax(
         >>> block_minmax(numpy.array([[1.0, 5.0], [2.0, -3.0]]), (1, 2))[0].tolist()
         [[1.0], [-3.0]]
     """
+    values = _real_array(values, "values")
+    extent = check_extent(extent, tuple(values.shape))
     backend = backend or backend_for(values)
-    return _plus_zero(*backend.minmax(values, omit_nonfinite, extent=tuple(extent)))
+    return _plus_zero(*backend.minmax(values, check_bool(omit_nonfinite, "omit_nonfinite"), extent=extent))
 
 
 def _plus_zero(low: Any, high: Any) -> Tuple[Any, Any]:
@@ -174,9 +188,9 @@ def choose_block_parameters(
         ValueError: as :func:`choose_parameters` (at once on the host).
     """
     check_combination(options)
-    scale, zero_point, offset, check = parameter_rule(
-        as_array(rmin, "rmin"), as_array(rmax, "rmax"), options, previous_scale=previous_scale
-    )
+    rmin, rmax = as_array(rmin, "rmin"), as_array(rmax, "rmax")
+    _check_range_grids(rmin, rmax, previous_scale)
+    scale, zero_point, offset, check = parameter_rule(rmin, rmax, options, previous_scale=previous_scale)
     if not backend_for(scale).defers_reads:
         check.read()
     return scale, zero_point, offset, check
@@ -230,11 +244,17 @@ def quant_spec(
         >>> spec.low, spec.high, spec.saturate
         (0, 255, True)
     """
+    check_option_fields(options, ("n_bits", "is_signed", "is_narrow", "is_qat", "is_precomputed_qat"))
+    if not isinstance(out_dtype, str) or out_dtype not in INTEGER_RANGES:
+        names = ", ".join(INTEGER_RANGES)
+        raise TypeError(f"out_dtype must be the name of an integer dtype ({names}), got {describe(out_dtype)}")
     backend = backend or backend_for(like)
-    clips = not (no_clipping or (options.is_qat and not options.is_precomputed_qat))
+    clips = not (check_bool(no_clipping, "no_clipping") or (options.is_qat and not options.is_precomputed_qat))
     low, high = integer_dtype_range(out_dtype)
     n_bits, narrow = options.n_bits, bool(options.is_narrow)
     if extent is None:
+        scale, zero_point = _tensor_parameters(scale, zero_point, offset=offset)
+        offset = check_int(offset, "offset")
         clip = clip_range(n_bits, offset, narrow) if clips else None
         if clip is not None and (clip[0] < low or clip[1] > high):
             raise ValueError(
@@ -243,12 +263,13 @@ def quant_spec(
             )
         zero = backend.parameter(check_broadcastable(zero_point, like), like)
         return QuantSpec.per_tensor(scale, zero, clip, out_dtype)
-    place = _placer(backend, like, tuple(scale.shape))
+    extent, grid = _blocks(extent, like, "values", scale=scale, zero_point=zero_point, offset=offset)
+    place = _placer(backend, like, grid)
     if not is_grid(offset):  # one offset shared by every block
         offsets = frozenset({int(offset)})
     if not clips:
         bounds: Tuple[Any, Any] = exact_float_bounds(out_dtype)
-        return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], False, out_dtype, tuple(extent))
+        return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], False, out_dtype, extent)
     # Offsets are 0 (unsigned, or a single-value block) or 2**(n - 1) (signed): the blocks'
     # ranges lie in the widest union below. When that does not fit the dtype, the actual
     # union comes from the offsets that occur.
@@ -270,7 +291,7 @@ def quant_spec(
         bounds = clip_range(n_bits, next(iter(present)), narrow)
     else:
         bounds = clip_range(n_bits, place(offset), narrow)
-    return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], True, out_dtype, tuple(extent))
+    return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], True, out_dtype, extent)
 
 
 def dequant_spec(
@@ -285,9 +306,74 @@ def dequant_spec(
     """
     backend = backend or backend_for(like)
     if extent is None:
+        scale, zero_point = _tensor_parameters(scale, zero_point)
         return QuantSpec(float(scale), backend.parameter(check_broadcastable(zero_point, like), like))
-    place = _placer(backend, like, tuple(scale.shape))
-    return QuantSpec(place(scale), place(zero_point), extent=tuple(extent))
+    extent, grid = _blocks(extent, like, "qvalues", scale=scale, zero_point=zero_point)
+    place = _placer(backend, like, grid)
+    return QuantSpec(place(scale), place(zero_point), extent=extent)
+
+
+def _tensor_parameters(scale: Any, zero_point: Any, **others: Any) -> Tuple[Any, Any]:
+    """Check the parameters of a per-tensor spec (no ``extent``): a finite non-zero scale, an
+    integral zero point (a number, or an array that broadcasts to the values), no grid."""
+    if _plain_parameters(scale, zero_point, *others.values()):
+        return scale, zero_point
+    for argument, parameter in {"scale": scale, **others}.items():
+        if is_grid(parameter):
+            raise ValueError(
+                f"{argument} is an array of shape {tuple(parameter.shape)} (one per block): give the "
+                "block extent (extent=) with per-block parameters"
+            )
+    if not is_array(zero_point) or isinstance(zero_point, numpy.generic):
+        zero_point = check_zero_point(zero_point)
+    return check_scale(scale), zero_point
+
+
+def _plain_parameters(scale: Any, zero_point: Any, *offsets: Any) -> bool:
+    """The fast path of the checks, for the host numbers a quantizer holds: a finite
+    non-zero float scale, an integral zero point and int offsets within int64."""
+    return (
+        type(scale) in (float, numpy.float64)
+        and math.isfinite(scale)
+        and scale != 0
+        and type(zero_point) in (int, numpy.float64, numpy.int64)
+        and abs(zero_point) < ZERO_POINT_LIMIT
+        and zero_point == math.floor(zero_point)
+        and all(type(offset) is int for offset in offsets)
+    )
+
+
+def _real_array(values: Any, argument: str, allow_empty: bool = True) -> Any:
+    """``values`` as an array of real numbers (integers or floats; not bool or complex)."""
+    values = as_array(values, argument)
+    if not array_namespace(values).isdtype(values.dtype, ("integral", "real floating")):
+        raise TypeError(f"{argument} must hold real numbers, got an array of dtype {values.dtype}")
+    if not allow_empty and any(length == 0 for length in values.shape):  # (NaN: a lazy unknown length)
+        raise ValueError(f"{argument} must not be empty (there is no min or max of nothing)")
+    return values
+
+
+def _check_range_grids(rmin: Any, rmax: Any, previous_scale: Any) -> None:
+    """Per-block ranges are two arrays of one shape (and a kept scale grid has it too)."""
+    shapes = {"rmin": tuple(rmin.shape), "rmax": tuple(rmax.shape)}
+    if is_grid(previous_scale):
+        shapes["previous_scale"] = tuple(previous_scale.shape)
+    if len(set(shapes.values())) > 1:
+        raise ValueError(
+            "per-block ranges (one per block of a granularity: axis or block_size) must be rmin and rmax "
+            "arrays of one shape, as must a previous_scale array: got shapes "
+            f"{', '.join(f'{name} {shape}' for name, shape in shapes.items())}"
+        )
+
+
+def _blocks(extent: Any, like: Any, argument: str, **parameters: Any) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Check a block ``extent`` for ``like`` (named ``argument``) and every parameter against
+    the grid it gives; return ``(extent, grid)``. The same checks, and messages, on every backend."""
+    shape = tuple(like.shape)
+    extent = check_extent(extent, shape, argument)
+    grid = grid_shape(shape, extent)
+    check_parameter_grids(grid, f"{argument} of shape {shape} in blocks of {extent}", **parameters)
+    return extent, grid
 
 
 def _placer(backend: Any, like: Any, grid: Tuple[int, ...]) -> Callable[[Any], Any]:
@@ -318,13 +404,37 @@ def quantize(
     A grid spec's parameter arrays must be in ``values``' library and on its device.
     """
     backend = backend or backend_for(values)
-    return backend.quantize(values, spec, check_finite=check_finite, out=out)
+    if not backend.is_floating(values):
+        raise TypeError(f"values must be a floating-point array, got dtype {values.dtype}")
+    _check_spec(spec, values, "values")
+    return backend.quantize(values, spec, check_finite=check_bool(check_finite, "check_finite"), out=out)
 
 
 def dequantize(qvalues: Any, spec: Any, *, dtype: str = "float64", out: Any = None, backend: Any = None) -> Any:
     """De-quantize: ``scale * (qvalues - zero_point)`` in float64, written as ``dtype``."""
     backend = backend or backend_for(qvalues)
+    if not backend.xp.isdtype(qvalues.dtype, "integral"):
+        raise TypeError(f"qvalues must be an integer array, got dtype {qvalues.dtype}")
+    if dtype not in ("float32", "float64"):
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {describe(dtype)}")
+    _check_spec(spec, qvalues, "qvalues")
     return backend.dequantize(qvalues, spec, dtype=dtype, out=out)
+
+
+def _check_spec(spec: Any, like: Any, argument: str) -> None:
+    """``spec`` is a QuantSpec, and a per-block one was made for arrays of ``like``'s grid."""
+    if not isinstance(spec, QuantSpec):
+        raise TypeError(f"spec must be a QuantSpec (from quant_spec or dequant_spec), got {describe(spec)}")
+    if spec.extent is None:
+        return
+    shape = tuple(like.shape)
+    grid = grid_shape(shape, check_extent(spec.extent, shape, argument))
+    scale: Any = spec.scale
+    if is_grid(scale) and tuple(scale.shape) != grid:
+        raise ValueError(
+            f"{argument} of shape {shape} in blocks of {tuple(spec.extent)} give the parameter grid {grid}, "
+            f"but the spec's parameters have the grid {tuple(scale.shape)}: make the spec for these {argument}"
+        )
 
 
 def spread(parameter: Any, shape: Tuple[int, ...], extent: Optional[Tuple[int, ...]]) -> Any:

@@ -28,6 +28,7 @@ from .core.dtypes import (
     integer_dtype_name,
 )
 from .core.fields import CheckedAttribute, Forwarded
+from .core.granularity import check_parameter_grids, is_grid
 from .core.messages import raise_on_problems
 from .core.namespace import as_array
 from .core.rich import render_html
@@ -293,23 +294,25 @@ class UniformQuantizer(Serializable):
 
         Raises:
             ValueError: if the options have no granularity, or ``shape`` does not give
-                the parameters' grid (a quantizer fitted per block applies only to arrays
-                whose shape gives the same grid).
+                the grid of every parameter array (a quantizer fitted per block applies
+                only to arrays whose shape gives the same grid; a zero point or offset
+                may also be one number for every block).
         """
         options = self._require_options()
-        scale = self._require_params()[0]
+        scale, zero_point, offset = self._require_params()
         if not options.is_granular:
             raise ValueError(
                 "scale, zero_point and offset are arrays (one per block) but the options have no "
                 "granularity: set options.axis or options.block_size (or give scalar parameters)"
             )
         extent, grid = options.granularity.extent(tuple(shape))
-        if tuple(grid) != tuple(scale.shape):
-            raise ValueError(
-                f"{argument} of shape {tuple(shape)} give a parameter grid of {tuple(grid)} with "
-                f"axis={options.axis!r}, block_size={options.block_size!r}, but the parameters "
-                f"have the grid {tuple(scale.shape)}"
-            )
+        check_parameter_grids(
+            grid,
+            f"{argument} of shape {tuple(shape)} with {options.granularity}",
+            scale=scale,
+            zero_point=zero_point,
+            offset=offset,
+        )
         return extent
 
     def dequant(self, qvalues: Any, dtype: Any = numpy.float64, out: Any = None) -> Any:
@@ -425,6 +428,12 @@ class UniformQuantizer(Serializable):
             raise ValueError(
                 "this quantizer has no quantization parameters yet (scale, zero_point, offset); "
                 "calibrate it or give UniformQuantizationParameters"
+            )
+        offset: Any = params.offset
+        if is_grid(offset) and not params.is_per_block:
+            raise ValueError(
+                f"offset is an array of shape {tuple(offset.shape)} (one per block) but scale is "
+                "one number: give scale as an array of the same grid, or one offset for the tensor"
             )
         return params.scale, params.zero_point, params.offset
 

@@ -254,6 +254,103 @@ def test_class_loaders_refuse_inconsistent_documents_too() -> None:
         UniformQuantizer.load_dict(_quantizer_document(8, True, 5))
 
 
+# -- per-block objects: each block against its own clipping range, one grid for all ----------
+
+# Signed 8-bit per row: rows 0 and 2 clip to [-128, 127] (offset 128); row 1 is one value, so its
+# offset is 0 and it clips to [0, 255]. The union of the ranges, [-128, 255], holds every value below.
+_BLOCK_VALUES = numpy.array([[-1.0, 1.0, 0.5, -0.5], [0.3, 0.3, 0.3, 0.3], [-2.0, 0.0, 1.0, 2.0]])
+
+
+def _per_row_array(make: Any = numpy.asarray) -> QuantizedArray:
+    return QuantizedArray(8, make(_BLOCK_VALUES), is_signed=True, axis=0)
+
+
+@pytest.mark.parametrize("row, column, value, block", [(0, 0, 200, (0, 0)), (2, 3, 128, (2, 0)), (1, 2, -5, (1, 0))])
+def test_per_block_qvalues_outside_their_own_blocks_range_are_refused(
+    row: int, column: int, value: int, block: Any
+) -> None:
+    document = _per_row_array().dump_dict()
+    qvalues = _per_row_array().qvalues.copy()
+    qvalues[row, column] = value  # inside the union of the blocks' ranges, outside its own block's
+    document["qvalues"] = encode_array(qvalues)
+    expected = rf"qvalues of block \({block[0]}, 0\) reach {value}, outside .* \[-?\d+, \d+\]"
+    with pytest.raises(ValueError, match=expected):
+        load_dict(document)
+
+
+def test_per_block_qvalues_at_the_ends_of_their_own_blocks_range_load() -> None:
+    array = _per_row_array()
+    qvalues = array.qvalues.copy()
+    qvalues[0, 0], qvalues[1, 0], qvalues[1, 1], qvalues[2, 0] = -128, 0, 255, 127
+    document = array.dump_dict()
+    document["qvalues"] = encode_array(qvalues)
+    numpy.testing.assert_array_equal(load_dict(document).qvalues, qvalues)
+
+
+def test_per_block_qvalues_outside_their_own_blocks_range_are_refused_at_dump_time(xb: Any, tmp_path: Path) -> None:
+    array = _per_row_array(xb.asarray)
+    qvalues = xb.to_numpy(array.qvalues).copy()
+    qvalues[0, 0] = 200
+    array.qvalues = xb.asarray(qvalues)
+    expected = r"qvalues of block \(0, 0\) reach 200, outside that block's clipping range \[-128, 127\]"
+    with pytest.raises(ValueError, match=expected):
+        array.dumps()
+    with pytest.raises(ValueError, match=r"block \(0, 0\)"):
+        array.dump(tmp_path / "array.json")
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("row, column, value, block", [(4, 0, 200, (0, 0)), (5, 1, -5, (0, 1)), (1, 2, 130, (0, 2))])
+def test_lazy_per_block_qvalues_are_checked_block_by_block_as_they_are_written(
+    monkeypatch: pytest.MonkeyPatch, row: int, column: int, value: int, block: Any
+) -> None:
+    """Blocks of 6 rows (one per column), written in pieces of 2 rows: every piece is checked
+    against the ranges of the blocks its rows belong to."""
+    monkeypatch.setattr(serialization, "_SLAB_BYTES", 48)  # 2 rows of 3 int64
+    host = numpy.linspace(-1.0, 1.0, 18).reshape(6, 3)
+    host[:, 1] = 0.25  # column 1 is one value: offset 0, range [0, 255]
+    array = QuantizedArray(8, da.from_array(host, chunks=(3, 3)), is_signed=True, axis=1)
+    good = qarray.loads(array.dumps())  # and again: the check starts from the first row each time
+    assert qarray.loads(array.dumps()) == good
+    qvalues = array.qvalues.compute()
+    qvalues[0, 1] = 200  # fits column 1's own range
+    qvalues[row, column] = value
+    array.qvalues = da.from_array(qvalues, chunks=(3, 3))
+    with pytest.raises(ValueError, match=rf"qvalues of block \(0, {block[1]}\) reach {value}, outside"):
+        array.dumps()
+
+
+def _per_row_quantizer() -> UniformQuantizer:
+    return _per_row_array().quantizer
+
+
+@pytest.mark.parametrize("grid", [(), (1, 3), (2, 1)])
+def test_statistics_of_another_grid_than_the_parameters_are_refused(grid: Any, tmp_path: Path) -> None:
+    quantizer = _per_row_quantizer()
+    document = quantizer.dump_dict()
+    document["stats"] = MinMaxQuantizationStats(rmin=-1.0, rmax=1.0).dump_dict()
+    if grid:
+        document["stats"]["rmin"] = encode_array(numpy.full(grid, -1.0))
+        document["stats"]["rmax"] = encode_array(numpy.full(grid, 1.0))
+    expected = r"the statistics \((per tensor|grid \(\d, \d\))\) and the parameters \(grid \(3, 1\)\) must"
+    with pytest.raises(ValueError, match=expected):
+        load_dict(document)
+    written = UniformQuantizer(quantizer.options, params=quantizer.params)
+    written.stats = load_dict(document["stats"])
+    with pytest.raises(ValueError, match="must have one grid"):
+        written.dumps()
+    with pytest.raises(ValueError, match="must have one grid"):
+        written.dump(tmp_path / "quantizer.json")
+    assert _files(tmp_path) == []
+
+
+def test_per_block_statistics_with_per_tensor_parameters_are_refused() -> None:
+    document = QuantizedArray(8, _BLOCK_VALUES).quantizer.dump_dict()  # per tensor
+    document["stats"] = _per_row_quantizer().stats.dump_dict()
+    with pytest.raises(ValueError, match=r"the statistics \(grid \(3, 1\)\) and the parameters \(per tensor\)"):
+        load_dict(document)
+
+
 # -- the loader checks every array's header before decoding any ------------------------------
 
 

@@ -53,7 +53,7 @@ from ..core.dyadic import (
     check_max_bins,
     choose_k,
 )
-from ..core.messages import check_calibration_values, check_nan_policy, nonfinite_values
+from ..core.messages import check_calibration_values, check_nan_policy, nonfinite_values, not_floating
 from ..core.namespace import as_array
 from ..core.rule import RuleOptions, checked_options, tensor_parameters
 
@@ -162,11 +162,16 @@ def bin_counts(
         >>> bin_counts(numpy.array([0.1, 0.6, 0.7, 1.9]), -1, 0, 4).tolist()
         [1, 2, 0, 1]
     """
+    values = as_array(values, "values", kind="float")
     backend = backend_for(values) if backend is None else get_backend(backend)
+    if not backend.is_floating(values):
+        raise not_floating(values)
     k = check_int(k, "k")
     if not MIN_K <= k <= MAX_K:
         raise ValueError(f"k must be between {MIN_K} and {MAX_K}, got {k}")
     j_lo = check_int(j_lo, "j_lo")
+    if not abs(j_lo) < 2**53:  # bin indices are exact integers in float64
+        raise ValueError(f"j_lo must be within ±2**53, got {describe(j_lo)}")
     return backend.bin_counts(
         values, k=k, j_lo=j_lo, max_bins=check_max_bins(max_bins), omit_nan=check_bool(omit_nan, "omit_nan")
     )
@@ -264,10 +269,11 @@ def device_histogram(values: Any, max_bins: int, *, backend: Any = None) -> Opti
         >>> device_histogram(numpy.zeros(3), 64) is None  # NumPy counts each batch on the host
         True
     """
+    max_bins = check_max_bins(max_bins)
     backend = backend or backend_for(values)
     if not isinstance(backend, DeviceHistograms):
         return None
-    return DeviceHistogram(backend, backend.histogram_state(values, check_max_bins(max_bins)))
+    return DeviceHistogram(backend, backend.histogram_state(values, max_bins))
 
 
 def coarsen(hist: Histogram, k: int) -> Histogram:
@@ -408,7 +414,10 @@ def quantization_mse(
     """
     hist = check_histogram(hist)
     options = _range_options(n_bits, is_signed, is_symmetric, is_qat, is_narrow, is_precomputed_qat)
-    return _estimated_mse(hist, check_finite_real(rmin, "rmin"), check_finite_real(rmax, "rmax"), options)
+    low, high = check_finite_real(rmin, "rmin"), check_finite_real(rmax, "rmax")
+    if low > high:
+        raise ValueError(f"rmin must not exceed rmax, got rmin={float(low)!r} and rmax={float(high)!r}")
+    return _estimated_mse(hist, low, high, options)
 
 
 def mse_range(
@@ -441,6 +450,8 @@ def mse_range(
         True
     """
     hist = check_histogram(hist)
+    if not isinstance(percentiles, (tuple, list)):
+        raise TypeError(f"percentiles must be a tuple of numbers in (50, 100], got {describe(percentiles)}")
     options = _range_options(n_bits, is_signed, is_symmetric, is_qat, is_narrow, is_precomputed_qat)
     return _best_mse_range(hist, options, percentiles)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy
 
-from .checks import check_int
+from .checks import check_finite_real, check_int, describe
 
 __all__ = [
     "DEFAULT_MAX_BINS",
@@ -147,10 +147,45 @@ def check_max_bins(max_bins: Any) -> int:
 
 
 def check_histogram(hist: Any) -> Histogram:
-    """Return ``hist`` if it is a :class:`Histogram`; raise TypeError otherwise."""
+    """Return ``hist`` if it is a whole :class:`Histogram`, as :func:`histogram` makes them.
+
+    Its fields must agree: ``k`` in ``[MIN_K, MAX_K]``, ``max_bins`` in range, finite
+    ``vmin <= vmax`` whose bins at width ``2**k`` are ``j_lo`` and ``j_hi``, and 1 to
+    ``max_bins`` non-negative int64 counts, the first and last positive (they hold min
+    and max). One pass over the counts.
+
+    Raises:
+        TypeError: if ``hist`` is not a Histogram, or a field has the wrong type.
+        ValueError: naming the field that contradicts the others.
+    """
     if not isinstance(hist, Histogram):
         raise TypeError(f"hist must be a Histogram, got {type(hist).__name__}")
+    k, j_lo = check_int(hist.k, "hist.k"), check_int(hist.j_lo, "hist.j_lo")
+    if not MIN_K <= k <= MAX_K:
+        raise ValueError(f"hist.k must be between {MIN_K} and {MAX_K}, got {k}")
+    max_bins = check_max_bins(hist.max_bins)
+    vmin, vmax = check_finite_real(hist.vmin, "hist.vmin"), check_finite_real(hist.vmax, "hist.vmax")
+    counts = hist.counts
+    if not isinstance(counts, numpy.ndarray) or counts.dtype != numpy.int64 or counts.ndim != 1:
+        raise TypeError(f"hist.counts must be a 1-d int64 NumPy array, got {describe(counts)}")
+    if not 1 <= counts.shape[0] <= max_bins or counts[0] <= 0 or counts[-1] <= 0 or bool((counts < 0).any()):
+        raise ValueError(
+            f"hist.counts must be 1 to max_bins ({max_bins}) counts >= 0, the first and last > 0 (they "
+            f"hold min and max), got {counts.shape[0]} counts"
+        )
+    if not (vmin <= vmax and _fits(vmin, k) and _fits(vmax, k)):
+        raise ValueError(f"hist.vmin ({vmin!r}) and hist.vmax ({vmax!r}) do not fit bins of width 2**{k}")
+    if (bin_floor(vmin, k), bin_floor(vmax, k)) != (j_lo, hist.j_hi):
+        raise ValueError(
+            f"hist.j_lo and the number of counts must give the bins of vmin and vmax at width 2**{k}: "
+            f"{bin_floor(vmin, k)} and {bin_floor(vmax, k)}, got {j_lo} and {hist.j_hi}"
+        )
     return hist
+
+
+def _fits(value: float, k: int) -> bool:
+    """Whether ``|value| / 2**k < 2**53`` (bin indices are exact integers in float64)."""
+    return k + 53 > MAX_K or abs(value) < math.ldexp(1.0, k + 53)
 
 
 # -- bin indices and k ---------------------------------------------------------------------------
@@ -162,10 +197,19 @@ def bin_floor(value: float, k: int) -> int:
     Exact for every finite float64 ``value`` and ``k`` in ``[-1074, 1023]`` with
     ``|value| / 2**k < 2**53`` (an underflowing quotient still floors to 0 or -1).
 
+    Raises:
+        TypeError: if ``value`` is not a real number or ``k`` not an int.
+        ValueError: for a non-finite ``value``, ``k`` out of range, or ``|value| / 2**k >= 2**53``.
+
     Example:
         >>> bin_floor(-0.75, -1), bin_floor(3.0, 1), bin_floor(-1e-300, 900)
         (-2, 1, -1)
     """
+    value, k = check_finite_real(value, "value"), check_int(k, "k")
+    if not MIN_K <= k <= MAX_K:
+        raise ValueError(f"k must be between {MIN_K} and {MAX_K}, got {k}")
+    if not _fits(value, k):
+        raise ValueError(f"value {value!r} has no exact bin index at width 2**{k} (|value| / 2**k >= 2**53)")
     quotient = float(value) / math.ldexp(1.0, k)
     index = math.floor(quotient)
     if quotient == 0.0 and value < 0.0:  # underflowed to -0.0: the true floor is -1
@@ -183,6 +227,7 @@ def choose_k(vmin: float, vmax: float, max_bins: int = DEFAULT_MAX_BINS) -> int:
     arithmetic (the CUDA kernel runs the same search).
 
     Raises:
+        TypeError: if a bound is not a real number.
         ValueError: if the bounds are not finite or ``vmin > vmax``.
 
     Example:
@@ -190,7 +235,7 @@ def choose_k(vmin: float, vmax: float, max_bins: int = DEFAULT_MAX_BINS) -> int:
         (-11, 1, -50)
     """
     max_bins = check_max_bins(max_bins)
-    vmin, vmax = float(vmin), float(vmax)
+    vmin, vmax = float(check_finite_real(vmin, "vmin")), float(check_finite_real(vmax, "vmax"))
     if not (math.isfinite(vmin) and math.isfinite(vmax)) or vmin > vmax:
         raise ValueError(f"vmin and vmax must be finite with vmin <= vmax, got {vmin!r} and {vmax!r}")
     largest = max(abs(vmin), abs(vmax))

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import numpy
 
 from .checks import describe
-from .namespace import is_array
+from .namespace import array_namespace, is_array
 
 __all__ = [
     "Axis",
@@ -39,6 +39,8 @@ __all__ = [
     "Granularity",
     "block_extent",
     "check_granularity",
+    "check_parameter_grids",
+    "check_shape",
     "expand_to_values",
     "grid_shape",
     "reduce_blocks",
@@ -184,7 +186,7 @@ def block_extent(
         >>> block_extent((3, 5), block_size=(2, None))
         ((2, 5), (2, 1))
     """
-    shape = tuple(int(length) for length in shape)
+    shape = check_shape(shape)
     axis, block_size = check_granularity(axis, block_size)
     ndim = len(shape)
     whole = tuple(max(length, 1) for length in shape)
@@ -215,6 +217,68 @@ def block_extent(
             raise TypeError(f"block_size must be an int or a tuple, got {type(block_size).__name__}")
         extent = (1,) * (ndim - 1) + (min(block_size, whole[-1]),)
     return extent, grid_shape(shape, extent)
+
+
+def check_shape(shape: Any, argument: str = "shape") -> Tuple[int, ...]:
+    """Return an array shape as a tuple of ints >= 0.
+
+    Raises:
+        TypeError: if ``shape`` is not a tuple (or list) of ints.
+        ValueError: for a negative length, or an unknown one (None or NaN: a lazy array's).
+
+    Example:
+        >>> check_shape([3, numpy.int64(4)])
+        (3, 4)
+    """
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{argument} must be a tuple of ints, got {describe(shape)}")
+    for length in shape:
+        if length is None or (isinstance(length, float) and length != length):
+            raise ValueError(f"{argument} must be known, got {tuple(shape)} (compute a lazy array's chunk sizes first)")
+        if isinstance(length, (bool, numpy.bool_)) or not isinstance(length, numbers.Integral):
+            raise TypeError(f"{argument} must be a tuple of ints, got {describe(shape)}")
+        if length < 0:
+            raise ValueError(f"{argument} must hold lengths >= 0, got {tuple(shape)}")
+    return tuple(int(length) for length in shape)
+
+
+def check_parameter_grids(grid: Sequence[int], where: str, **parameters: Any) -> None:
+    """Check per-block parameters against the parameter grid ``grid`` of the values.
+
+    Each parameter is one number shared by every block (a 0-d array counts as one),
+    or an array of exactly the grid's shape; an array's dtype must be real (integral
+    for ``offset``). Only shapes and dtypes are read: nothing leaves a device.
+
+    Args:
+        grid: the parameter grid the values give (:func:`block_extent`).
+        where: what gives the grid, the message's subject (``"values of shape (3, 4) in
+            blocks of (1, 4)"``: "... give the parameter grid (3, 1), but ...").
+        parameters: the parameters by name (``scale=..., zero_point=..., offset=...``).
+
+    Raises:
+        ValueError: naming the first parameter that is an array of another shape.
+        TypeError: naming a parameter array whose dtype is not real (or not integral).
+
+    Example:
+        >>> check_parameter_grids((3, 1), "values of shape (3, 4)", scale=numpy.ones((3, 1)), zero_point=0)
+        >>> check_parameter_grids((3, 1), "values of shape (3, 4)", zero_point=numpy.zeros((1, 3)))
+        Traceback (most recent call last):
+        ...
+        ValueError: values of shape (3, 4) give the parameter grid (3, 1), but zero_point is an array of shape (1, 3): it must be one number or an array of that grid
+    """  # noqa: E501 (the example's message is one line)
+    grid = tuple(int(length) for length in grid)
+    for argument, parameter in parameters.items():
+        if not is_grid(parameter):
+            continue
+        if tuple(parameter.shape) != grid:
+            raise ValueError(
+                f"{where} give the parameter grid {grid}, but {argument} is an array of shape "
+                f"{tuple(parameter.shape)}: it must be one number or an array of that grid"
+            )
+        kinds = "integral" if argument == "offset" else ("integral", "real floating")
+        if not array_namespace(parameter).isdtype(parameter.dtype, kinds):
+            expected = "integers" if argument == "offset" else "real numbers"
+            raise TypeError(f"{argument} must hold {expected}, got an array of dtype {parameter.dtype}")
 
 
 def grid_shape(shape: Sequence[int], extent: Sequence[int]) -> Tuple[int, ...]:

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
 
 import numpy
 
-from .checks import check_bool, check_n_bits
+from .checks import check_bool, check_finite_real, check_n_bits, describe
 from .granularity import is_grid
-from .namespace import array_namespace, as_array, is_lazy, to_numpy
+from .namespace import array_namespace, as_array, is_array, is_lazy, to_numpy
 
 __all__ = [
     "STABILITY_CONST",
@@ -46,6 +47,9 @@ __all__ = [
     "OPTION_CHECKS",
     "check_combination",
     "checked_options",
+    "check_option_fields",
+    "check_scale",
+    "check_zero_point",
     "parameter_rule",
     "ranges_ordered",
     "tensor_parameters",
@@ -106,6 +110,94 @@ def checked_options(owner: str = "QuantizationOptions", **fields: Any) -> RuleOp
     return options
 
 
+RULE_FIELDS = ("n_bits", "is_signed", "is_symmetric", "is_qat", "is_precomputed_qat")
+"""The option fields the parameter rule reads."""
+
+
+def check_option_fields(options: Any, fields: Tuple[str, ...] = RULE_FIELDS) -> None:
+    """Check that ``options`` has the option ``fields`` (a :class:`~qarray.QuantizationOptions`
+    or any object with them): ``n_bits`` an int in range, the flags bools.
+
+    Raises:
+        TypeError: naming ``options`` and the fields it lacks, or a flag that is not a bool.
+        ValueError: for ``n_bits`` out of range.
+    """
+    for field in fields:
+        value = getattr(options, field, _MISSING)
+        if type(value) is bool:  # (the common case, first: this runs on every quant)
+            continue
+        if value is _MISSING:
+            missing = ", ".join(name for name in fields if not hasattr(options, name))
+            raise TypeError(
+                f"options must be a QuantizationOptions (or have its fields {', '.join(fields)}), got "
+                f"{describe(options)} ({type(options).__name__}), without {missing}"
+            )
+        OPTION_CHECKS[field](value, f"options.{field}")
+
+
+_MISSING = object()
+
+
+def check_scale(value: Any) -> Any:
+    """Return a scale as float64: finite and non-zero (negative only from a single negative value).
+
+    An array with at least one axis is a scale per block: every entry is checked (one
+    read-back) and it is kept as a float64 array in its library.
+    """
+    if value is None:
+        return None
+    if is_grid(value):
+        host = to_numpy(value)
+        if host.dtype.kind not in "iuf" or not numpy.all(numpy.isfinite(host)) or numpy.any(host == 0):
+            raise ValueError(f"scale must hold finite non-zero numbers, got {describe(value)}")
+        xp = array_namespace(value)
+        return xp.astype(value, xp.float64)
+    if is_array(value) and not isinstance(value, numpy.generic):
+        host = to_numpy(value)
+        if host.ndim != 0:
+            raise TypeError(f"scale must be a scalar, got an array of shape {host.shape}")
+        value = host[()]
+    scale = check_finite_real(value, "scale")
+    if scale == 0:
+        raise ValueError("scale must be non-zero, got 0.0")
+    return scale
+
+
+def check_zero_point(value: Any) -> Any:
+    """Return a zero point: an int, an integral float64, or a host float64/int64 array of them.
+
+    Arrays given by hand are copied to the host (per-block zero points computed from
+    the statistics stay on the data's device: they are set without this check).
+    """
+    if value is None:
+        return None
+    if is_array(value) and not isinstance(value, numpy.generic):
+        host = numpy.array(to_numpy(value), copy=True)
+        if host.dtype.kind not in "iuf":
+            raise TypeError(f"zero_point must hold real numbers, got dtype {host.dtype}")
+        if host.ndim == 0:
+            value = host[()]
+        else:
+            as_float = host.astype(numpy.float64)
+            integral = numpy.all(numpy.isfinite(as_float)) and numpy.all(as_float == numpy.rint(as_float))
+            if not integral or not numpy.all(numpy.abs(as_float) < ZERO_POINT_LIMIT):
+                raise ValueError("zero_point must hold integral values within ±2**63")
+            return host.astype(numpy.float64 if host.dtype.kind == "f" else numpy.int64)
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"zero_point must be an int or an array, got {describe(value)} ({type(value).__name__})")
+    if isinstance(value, numbers.Integral):
+        if not abs(int(value)) < ZERO_POINT_LIMIT:
+            raise ValueError(f"zero_point must be within ±2**63, got {describe(value)}")
+        return int(value)
+    converted = check_finite_real(value, "zero_point")
+    if converted != numpy.rint(converted):
+        raise ValueError(f"zero_point must be an integer value, got {value!r}")
+    if not abs(converted) < ZERO_POINT_LIMIT:
+        raise ValueError(f"zero_point must be within ±2**63, got {describe(value)}")
+    return converted
+
+
+
 def check_combination(options: Any) -> None:
     """Check how the option fields combine (fields may be set one by one, so this runs late).
 
@@ -113,6 +205,7 @@ def check_combination(options: Any) -> None:
         ValueError: if ``is_symmetric`` without ``is_signed``, ``is_qat`` with
             ``is_symmetric``, or ``is_symmetric`` with fewer than 2 bits.
     """
+    check_option_fields(options)
     if options.is_symmetric and not options.is_signed:
         raise ValueError("is_symmetric=True requires is_signed=True (symmetric is signed)")
     if options.is_qat and options.is_symmetric:

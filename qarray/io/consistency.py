@@ -15,9 +15,10 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy
 
+from ..backends import backend_for
 from ..core.checks import check_broadcastable
 from ..core.dtypes import DOCUMENT_DTYPES, FLOAT_DTYPES, INTEGER_DTYPES
-from ..core.granularity import is_grid
+from ..core.granularity import expand_to_values, is_grid
 from ..core.namespace import array_namespace, is_lazy, to_numpy
 from ..core.rule import ranges_ordered
 
@@ -131,6 +132,7 @@ def _check_quantizer(quantizer: Any, stream_checks: StreamChecks) -> None:
             raise ValueError("UniformQuantizer: parameters without options cannot be used")
         return
     options.validate()
+    _check_stats_grid(stats, params)
     offset = params.offset
     if offset is None:
         return
@@ -147,6 +149,25 @@ def _check_quantizer(quantizer: Any, stream_checks: StreamChecks) -> None:
             f"UniformQuantizer: offset {offset} contradicts the options: n_bits={options.n_bits} "
             f"allows offset {allowed[1]} (signed) or 0 (unsigned, or a single-value range)"
         )
+
+
+def _check_stats_grid(stats: Any, params: Any) -> None:
+    """Statistics and the parameters computed from them have one grid: both per tensor, or
+    both per block with arrays of one shape (only shapes are read)."""
+    rmin, scale = stats.rmin, params.scale
+    if rmin is None or scale is None:
+        return
+    ranges = tuple(rmin.shape) if is_grid(rmin) else ()
+    parameters = tuple(scale.shape) if is_grid(scale) else ()
+    if ranges != parameters:
+        raise ValueError(
+            f"UniformQuantizer: the statistics ({_grid_name(ranges)}) and the parameters "
+            f"({_grid_name(parameters)}) must have one grid, as when the parameters are computed from them"
+        )
+
+
+def _grid_name(grid: Tuple[int, ...]) -> str:
+    return f"grid {grid}" if grid else "per tensor"
 
 
 def _check_block_parameters(quantizer: Any, allowed: Tuple[int, int]) -> None:
@@ -189,12 +210,17 @@ def _check_quantized_array(array: Any, stream_checks: StreamChecks) -> None:
             f"{tuple(qvalues.shape)}"
         )
     zero_point = quantizer.zero_point
+    extent: Optional[Tuple[int, ...]] = None
     if quantizer.is_per_block:
-        quantizer.block_extent(tuple(values.shape))  # the values give the parameters' grid
+        extent = quantizer.block_extent(tuple(values.shape))  # the values give the parameters' grid
     elif isinstance(zero_point, numpy.ndarray):
         check_broadcastable(zero_point, values)
     bounds = _clip_bounds(quantizer)
     if bounds is None:
+        return
+    if is_grid(bounds[0]):  # one clipping range per block, each block checked against its own
+        assert extent is not None  # clip_range refuses an offset grid with one scale
+        _check_block_ranges(qvalues, extent, (to_numpy(bounds[0]), to_numpy(bounds[1])), stream_checks)
         return
     if is_lazy(qvalues):
         stream_checks[id(qvalues)] = _RangePieces(bounds)
@@ -205,15 +231,64 @@ def _check_quantized_array(array: Any, stream_checks: StreamChecks) -> None:
     _check_range(int(xp.min(qvalues)), int(xp.max(qvalues)), bounds)
 
 
-def _clip_bounds(quantizer: Any) -> Optional[Tuple[int, int]]:
-    """The clipping range the qvalues must lie in, or None when quant does not clip."""
+def _clip_bounds(quantizer: Any) -> Optional[Tuple[Any, Any]]:
+    """The clipping range the qvalues must lie in (arrays of the grid when every block has its
+    own offset), or None when quant does not clip."""
     params = quantizer.params
     if params.scale is None or params.zero_point is None or params.offset is None:
         return None  # no parameters: nothing says what the integers mean
-    clip = quantizer.clip_range()
-    if clip is not None and is_grid(clip[0]):  # per block: the union of the blocks' ranges
-        return int(numpy.min(to_numpy(clip[0]))), int(numpy.max(to_numpy(clip[1])))
-    return clip
+    return quantizer.clip_range()
+
+
+def _check_block_ranges(
+    qvalues: Any, extent: Tuple[int, ...], bounds: Tuple[numpy.ndarray, numpy.ndarray], stream_checks: StreamChecks
+) -> None:
+    """Check every block of ``qvalues`` against its own clipping range (``bounds``: host
+    arrays of the grid). Lazy qvalues are checked piece by piece as they are written;
+    others with one per-block min/max on their device, of which only the grid is read."""
+    if is_lazy(qvalues):
+        stream_checks[id(qvalues)] = _BlockRangePieces(extent, bounds, int(qvalues.shape[0]))
+        return
+    if _size(qvalues) == 0:
+        return
+    low, high = (to_numpy(reduced) for reduced in backend_for(qvalues).minmax(qvalues, False, extent=extent))
+    bad = (low < bounds[0]) | (high > bounds[1])
+    if bool(bad.any()):
+        block = tuple(int(index) for index in numpy.argwhere(bad)[0])
+        outside = low[block] if low[block] < bounds[0][block] else high[block]
+        _refuse_block(block, int(outside), bounds)
+
+
+class _BlockRangePieces:
+    """Check lazy qvalues piece by piece (whole rows along the first axis, in order), each
+    value against the clipping range of its own block."""
+
+    def __init__(self, extent: Tuple[int, ...], bounds: Tuple[numpy.ndarray, numpy.ndarray], rows: int) -> None:
+        self.extent = extent
+        self.bounds = bounds
+        self.rows = rows
+        self.row = 0  # the first row of the next piece (back to 0 when the array is written again)
+
+    def __call__(self, piece: numpy.ndarray) -> None:
+        rows = int(piece.shape[0])
+        if piece.size:
+            blocks = (self.row + numpy.arange(rows)) // self.extent[0]
+            inner = (1,) + tuple(self.extent[1:])
+            low, high = (expand_to_values(bound[blocks], piece.shape, inner, xp=numpy) for bound in self.bounds)
+            bad = (piece < low) | (piece > high)
+            if bool(bad.any()):
+                index = numpy.unravel_index(int(numpy.argmax(bad)), piece.shape)
+                block = tuple(int(at) // int(size) for at, size in zip((self.row + index[0],) + index[1:], self.extent))
+                _refuse_block(block, int(piece[index]), self.bounds)
+        self.row = (self.row + rows) % self.rows
+
+
+def _refuse_block(block: Tuple[int, ...], outside: int, bounds: Tuple[numpy.ndarray, numpy.ndarray]) -> None:
+    raise ValueError(
+        f"QuantizedArray: qvalues of block {block} reach {outside}, outside that block's clipping "
+        f"range [{int(bounds[0][block])}, {int(bounds[1][block])}] of the options (n_bits, is_signed, "
+        "is_narrow) and its offset"
+    )
 
 
 class _RangePieces:
