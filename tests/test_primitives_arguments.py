@@ -157,3 +157,20 @@ def test_the_valid_neighbours_of_the_bad_inputs_still_work() -> None:
     back = P.dequantize(qvalues.astype(numpy.int64), P.dequant_spec(numpy.full((3, 1), 0.1), 128, like=Q, extent=(1, 4)))
     numpy.testing.assert_allclose(back, X, atol=0.05)
     assert H.percentile_range(HIST, 99.0) == H.percentile_range(_histogram(), 99.0)
+
+
+@pytest.mark.parametrize(
+    "arguments, error, message",
+    [
+        ({"n_bits": 2**34}, ValueError, r"entropy_range\.n_bits must be an int between 1 and 53"),
+        ({"n_bits": 54}, ValueError, r"entropy_range\.n_bits must be an int between 1 and 53"),
+        ({"n_bits": 8.0}, TypeError, r"entropy_range\.n_bits must be an int"),
+        ({"n_bits": 8, "is_symmetric": 1}, TypeError, r"entropy_range\.is_symmetric must be a bool"),
+        ({"n_bits": 1, "is_symmetric": True}, ValueError, "symmetric quantization needs n_bits >= 2"),
+    ],
+)
+def test_entropy_range_checks_its_options_as_quantization_options_do(arguments, error, message):
+    """entropy_range was reachable with any n_bits (2**34 exhausted memory) and any is_symmetric."""
+    hist = H.histogram(numpy.linspace(-1.0, 1.0, 1000))
+    with pytest.raises(error, match=message):
+        H.entropy_range(hist, **arguments)

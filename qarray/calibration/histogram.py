@@ -507,9 +507,8 @@ def entropy_range(hist: Histogram, n_bits: int = 8, *, is_symmetric: bool = Fals
         True
     """
     hist = check_histogram(hist)
-    n_bits = check_int(n_bits, "n_bits")
-    if n_bits < 1:
-        raise ValueError(f"n_bits must be an int >= 1, got {n_bits}")
+    options = checked_options("entropy_range", n_bits=n_bits, is_symmetric=is_symmetric, is_signed=is_symmetric)
+    n_bits, is_symmetric = options.n_bits, options.is_symmetric
     width = hist.width
     with numpy.errstate(over="ignore"):
         if is_symmetric:
