@@ -2,9 +2,9 @@
 
 Modules are found in the installed ``qarray`` and ``qarray.backends`` packages and
 imported by name (so ``backends/`` is ``qarray.backends``). Examples that need a
-GPU or an optional library mark themselves ``# doctest: +SKIP``; a module that
-cannot be imported here for want of an optional library is skipped with the
-reason.
+GPU or an optional library mark themselves ``# doctest: +SKIP``, or the module is
+listed in ``NEEDS`` with its library; a module that cannot be imported here for want
+of an optional library is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ def _module_names() -> List[str]:
 
 MODULES = _module_names()
 
+NEEDS = {"qarray.backends.torch_backend": "torch"}
+"""Modules that import without their library (it loads lazily) but whose examples need it."""
+
 
 def test_every_module_is_found():
     for name in ("qarray", "qarray.quantized_array", "qarray.streaming", "qarray.backends.numpy_backend"):
@@ -44,6 +47,8 @@ def test_doctests(name, monkeypatch, tmp_path):
         module = importlib.import_module(name)
     except ImportError as error:
         pytest.skip(f"{name} needs an optional library that is not installed here: {error}")
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name])
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     tests = [test for test in doctest.DocTestFinder().find(module, name) if test.examples]
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
