@@ -26,7 +26,20 @@ __all__ = ["CheckedAttribute", "Forwarded"]
 T = TypeVar("T")
 
 
-class CheckedAttribute(Generic[T]):
+class _NamedField:
+    """A descriptor that knows its name and the ``"Owner.name"`` its messages show."""
+
+    def __init__(self, doc: Optional[str]) -> None:
+        self.name = ""
+        self.argument = ""
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.argument = f"{owner.__name__}.{name}"
+
+
+class CheckedAttribute(_NamedField, Generic[T]):
     """An attribute whose assignments are validated, stored as a plain instance attribute.
 
     The value lives in the instance ``__dict__`` under the attribute's own name, so
@@ -40,14 +53,8 @@ class CheckedAttribute(Generic[T]):
     """
 
     def __init__(self, check: Callable[[Any, str], T], doc: Optional[str] = None) -> None:
+        super().__init__(doc)
         self.check = check
-        self.name = ""
-        self.argument = ""
-        self.__doc__ = doc
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-        self.argument = f"{owner.__name__}.{name}"
 
     @overload
     def __get__(self, instance: None, owner: Optional[type] = None) -> CheckedAttribute[T]: ...
@@ -67,7 +74,7 @@ class CheckedAttribute(Generic[T]):
         instance.__dict__[self.name] = self.check(value, self.argument)
 
 
-class Forwarded(Generic[T]):
+class Forwarded(_NamedField, Generic[T]):
     """A field of one of the object's parts, read and set on the object itself.
 
     Reading gives None while the part is None. Setting goes to the part (whose own
@@ -88,14 +95,8 @@ class Forwarded(Generic[T]):
     """
 
     def __init__(self, part: str, doc: Optional[str] = None) -> None:
+        super().__init__(doc)
         self.part = part
-        self.name = ""
-        self.argument = ""
-        self.__doc__ = doc
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-        self.argument = f"{owner.__name__}.{name}"
 
     @overload
     def __get__(self, instance: None, owner: Optional[type] = None) -> Forwarded[T]: ...

@@ -219,7 +219,8 @@ def _check_quantized_array(array: Any, stream_checks: StreamChecks) -> None:
     if bounds is None:
         return
     if is_grid(bounds[0]):  # one clipping range per block, each block checked against its own
-        assert extent is not None  # clip_range refuses an offset grid with one scale
+        if extent is None:  # clip_range refuses an offset grid with one scale: never reached
+            raise ValueError("QuantizedArray: offset is an array of blocks but scale is one number")
         _check_block_ranges(qvalues, extent, (to_numpy(bounds[0]), to_numpy(bounds[1])), stream_checks)
         return
     if is_lazy(qvalues):
