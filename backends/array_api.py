@@ -18,6 +18,7 @@ import numpy
 
 from qarray.core.granularity import expand_to_values, grid_shape, reduce_blocks
 from qarray.core.namespace import array_namespace, device_of, library_name, to_numpy
+from qarray.core.profiles import reciprocal32
 
 from .spec import Problems, QuantSpec, check_extent, check_out
 
@@ -297,7 +298,10 @@ class ArrayAPIBackend:
             spread(parameter, shape, spec.extent, xp=xp)
             for parameter in (spec.scale, spec.zero_point, spec.low, spec.high)
         )
-        rounded = xp.round(xp.astype(values, xp.float64) / scale + zero_point)
+        if spec.in_float32:
+            rounded = xp.astype(self._round32(values, scale, spec), xp.float64) + zero_point
+        else:
+            rounded = xp.round(xp.astype(values, xp.float64) / scale + zero_point)
         if spec.saturate:
             if spec.extent is None or isinstance(low, (int, float)):  # one range for every block
                 rounded = xp.clip(rounded, low, high)
@@ -330,10 +334,32 @@ class ArrayAPIBackend:
         )
         if spec.extent is not None:
             zero_point = xp.astype(zero_point, xp.float64)
-        result = scale * (xp.astype(qvalues, xp.float64) - zero_point)
-        if dtype != "float64":
+        if spec.in_float32:
+            difference = xp.astype(xp.astype(qvalues, xp.float64) - zero_point, xp.float32)
+            result = difference * self._float32(scale, qvalues)
+        else:
+            result = scale * (xp.astype(qvalues, xp.float64) - zero_point)
+        if dtype != "float64" or spec.in_float32:
             result = xp.astype(result, self.dtype(dtype))
         return self._write(result, out)
+
+    def _round32(self, values: Any, scale: Any, spec: QuantSpec) -> Any:
+        """``rint(float32(x) / scale)`` or ``rint(float32(x) * (1 / scale))`` in float32 (a runtime's
+        arithmetic, see :class:`QuantSpec`), ``scale`` a host number or spread to the values."""
+        xp = self.xp
+        divisor = self._float32(scale, values)
+        values32 = xp.astype(values, xp.float32)
+        if spec.arithmetic == "float32_divide":
+            return xp.round(values32 / divisor)
+        return xp.round(values32 * reciprocal32(divisor))
+
+    def _float32(self, parameter: Any, like: Any) -> Any:
+        """A float32 parameter on ``like``'s device: a host number as a 0-d array there (never a
+        host scalar, which some libraries turn a division by into a product with its reciprocal)."""
+        xp = self.xp
+        if isinstance(parameter, (int, float)):
+            return xp.asarray(parameter, dtype=xp.float32, device=self.device(like))
+        return xp.astype(parameter, xp.float32)
 
     def check_out(self, out: Any, like: Any, dtype: str) -> None:
         """Check that ``out`` can take a result of ``like``'s shape and ``dtype`` (before any write).

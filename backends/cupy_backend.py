@@ -361,7 +361,12 @@ class CupyBackend(ArrayAPIBackend):
         in_dtype = self._fused_float(values)
         grid = spec.extent is not None
         zero = None if grid else _scalar(spec.zero_point)
-        if in_dtype is None or (zero is None and not grid) or spec.out_dtype not in cupy_kernels.INTEGER_TYPES:
+        if (
+            in_dtype is None
+            or (zero is None and not grid)
+            or spec.out_dtype not in cupy_kernels.INTEGER_TYPES
+            or spec.in_float32
+        ):
             with self._on(values):
                 return super().quantize(values, spec, check_finite=check_finite, out=out)
         cupy = self._cupy
@@ -429,7 +434,7 @@ class CupyBackend(ArrayAPIBackend):
         in_dtype = self._fused_integer(qvalues)
         grid = spec.extent is not None
         zero = None if grid else _scalar(spec.zero_point)
-        if in_dtype is None or (zero is None and not grid) or dtype not in cupy_kernels.FLOAT_TYPES:
+        if in_dtype is None or (zero is None and not grid) or dtype not in cupy_kernels.FLOAT_TYPES or spec.in_float32:
             with self._on(qvalues):
                 return super().dequantize(qvalues, spec, dtype=dtype, out=out)
         cupy = self._cupy

@@ -97,7 +97,7 @@ import numpy
 
 from qarray.core.granularity import grid_shape
 
-from . import _parallel
+from . import _parallel, numba_profiles
 from .spec import grid_layout
 
 __all__ = [
@@ -653,6 +653,8 @@ class _Kernels:
         self.dequantize_grid = jit(_dequantize_grid)
         self.minmax_grid = jit(_minmax_grid)
         self.decode_keys = jit(_decode_keys)
+        for name, function in numba_profiles.KERNELS.items():  # the runtime profiles' arithmetic
+            setattr(self, name, jit(function))
 
 
 def _load() -> Optional[_Kernels]:

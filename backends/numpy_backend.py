@@ -25,7 +25,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 import numpy
 from array_api_compat import numpy as compat_numpy
 
-from . import _parallel, numba_kernels
+from . import _parallel, numba_kernels, numba_profiles
 from .array_api import ArrayAPIBackend, Bounds
 from .spec import Problems, QuantSpec, check_extent, check_out, grid_layout
 
@@ -194,7 +194,16 @@ class NumpyBackend(ArrayAPIBackend):
             n_nonfinite, n_outside = _quantize_grid(values, result, spec)
         else:
             scale, zero_point = float(spec.scale), float(spec.zero_point)
-            if _use_numba(values) and result.flags.c_contiguous:
+            if spec.in_float32 and _use_numba(values) and result.flags.c_contiguous:
+                bounded = spec.low is not None
+                n_nonfinite, n_outside = numba_profiles.quantize32(
+                    numba_kernels._kernels(), values.reshape(-1), result.reshape(-1), scale, zero_point,
+                    float(spec.low) if bounded else -numpy.inf, float(spec.high) if bounded else numpy.inf,
+                    spec.arithmetic == "float32_divide", saturate and bounded,
+                )
+            elif spec.in_float32:
+                n_nonfinite, n_outside = _quantize_blocked(values, result, scale, zero_point, spec, check_finite)
+            elif _use_numba(values) and result.flags.c_contiguous:
                 n_nonfinite, n_outside = numba_kernels.quantize(
                     values.reshape(-1), result.reshape(-1), scale, zero_point, spec.low, spec.high, saturate
                 )
@@ -229,9 +238,13 @@ class NumpyBackend(ArrayAPIBackend):
             and result.flags.c_contiguous
             and numba_kernels.available()
         ):
-            numba_kernels.dequantize(qvalues.reshape(-1), result.reshape(-1), scale, zero_point)
+            if spec.in_float32:
+                kernels = numba_kernels._kernels()
+                numba_profiles.dequantize32(kernels, qvalues.reshape(-1), result.reshape(-1), scale, zero_point)
+            else:
+                numba_kernels.dequantize(qvalues.reshape(-1), result.reshape(-1), scale, zero_point)
             return result
-        _dequantize_blocked(qvalues, result, scale, zero_point)
+        _dequantize_blocked(qvalues, result, scale, zero_point, spec.in_float32)
         return result
 
     def fill_nan(self, qvalues: Any, values: Any, fill: numpy.ndarray) -> Any:
@@ -433,7 +446,7 @@ def _quantize_blocked(
     if values.size == 0:
         return 0, 0
     bounds = None if spec.low is None else (float(spec.low), float(spec.high))
-    arguments = (scale, zero_point, bounds, spec.saturate, check_finite)
+    arguments = (scale, zero_point, bounds, spec.saturate, check_finite, spec.arithmetic)
     pair = _flat_pair(values, result)
     if pair is None:
         return _quantize_range(values, result, *arguments)
@@ -452,8 +465,10 @@ def _quantize_range(
     bounds: Bounds,
     saturate: bool,
     check_finite: bool,
+    arithmetic: str = "float64",
 ) -> Tuple[int, int]:
     buffer = numpy.empty(min(BLOCK_ELEMENTS, source.size), dtype=numpy.float64)
+    rounding = None if arithmetic == "float64" else _Float32Rounding(arithmetic, scale, buffer.size)
     clip, fit = (bounds, None) if saturate else (None, bounds)
     checks_fit = clip is None and fit is not None
     mask: Any = numpy.empty(buffer.size, dtype=bool) if check_finite or checks_fit else None
@@ -464,9 +479,13 @@ def _quantize_range(
         chunk = source[index]
         shape = chunk.shape
         work = buffer[:count].reshape(shape)
-        numpy.divide(chunk, scale, out=work, dtype=numpy.float64)  # true division, never * (1/scale)
-        numpy.add(work, zero_point, out=work)
-        numpy.rint(work, out=work)  # round half to even
+        if rounding is not None:
+            rounding.round_into(chunk, work)
+            numpy.add(work, zero_point, out=work)
+        else:
+            numpy.divide(chunk, scale, out=work, dtype=numpy.float64)  # true division, never * (1/scale)
+            numpy.add(work, zero_point, out=work)
+            numpy.rint(work, out=work)  # round half to even
         if check_finite:
             finite = mask[:count].reshape(shape)
             numpy.isfinite(chunk, out=finite)
@@ -484,6 +503,30 @@ def _quantize_range(
     return n_nonfinite, n_outside
 
 
+class _Float32Rounding:
+    """A runtime's float32 rounding of chunks: ``rint(float32(x) / scale)`` (``float32_divide``)
+    or ``rint(float32(x) * (1 / scale))`` (``float32_reciprocal``), through one float32 buffer."""
+
+    def __init__(self, arithmetic: str, scale: Any, size: int) -> None:
+        self.divide = arithmetic == "float32_divide"
+        self.scale = numpy.asarray(scale, dtype=numpy.float32)
+        self.reciprocal = numpy.float32(1.0) / self.scale
+        self.buffer = numpy.empty(size, dtype=numpy.float32)
+
+    def round_into(self, chunk: numpy.ndarray, work: numpy.ndarray, scale: Any = None) -> None:
+        """Write the rounded float32 values of ``chunk`` into the float64 ``work`` (its shape);
+        ``scale`` (float32, broadcast to the chunk) replaces the one given at construction."""
+        values = self.buffer[: chunk.size].reshape(chunk.shape)
+        numpy.copyto(values, chunk, casting="unsafe")
+        if scale is None:
+            step = self.scale if self.divide else self.reciprocal
+        else:
+            step = scale if self.divide else numpy.float32(1.0) / scale
+        (numpy.divide if self.divide else numpy.multiply)(values, step, out=values)
+        numpy.rint(values, out=values)
+        numpy.copyto(work, values)
+
+
 def _fill_nan_range(source: numpy.ndarray, target: numpy.ndarray, fill: numpy.ndarray) -> None:
     """Write the scalar ``fill`` into ``target`` where ``source`` is NaN, one block at a time."""
     if source.size == 0:
@@ -496,27 +539,37 @@ def _fill_nan_range(source: numpy.ndarray, target: numpy.ndarray, fill: numpy.nd
         numpy.copyto(target[index], fill, where=is_nan)
 
 
-def _dequantize_blocked(qvalues: numpy.ndarray, result: numpy.ndarray, scale: float, zero_point: float) -> None:
-    """De-quantize ``qvalues`` into ``result`` block by block (float64 math, then cast)."""
+def _dequantize_blocked(
+    qvalues: numpy.ndarray, result: numpy.ndarray, scale: float, zero_point: float, in_float32: bool = False
+) -> None:
+    """De-quantize ``qvalues`` into ``result`` block by block (float64 math, then cast; float32
+    math for a runtime profile)."""
     if qvalues.size == 0:
         return
     pair = _flat_pair(qvalues, result)
     if pair is None:
-        _dequantize_range(qvalues, result, scale, zero_point)
+        _dequantize_range(qvalues, result, scale, zero_point, in_float32)
         return
     source, target = pair
     _parallel.run(
-        source.size, lambda start, stop: _dequantize_range(source[start:stop], target[start:stop], scale, zero_point)
+        source.size,
+        lambda start, stop: _dequantize_range(source[start:stop], target[start:stop], scale, zero_point, in_float32),
     )
 
 
-def _dequantize_range(source: numpy.ndarray, target: numpy.ndarray, scale: float, zero_point: float) -> None:
-    direct = target.dtype == numpy.float64
+def _dequantize_range(
+    source: numpy.ndarray, target: numpy.ndarray, scale: Any, zero_point: Any, in_float32: bool = False
+) -> None:
+    direct = target.dtype == numpy.float64 and not in_float32
     buffer: Any = None if direct else numpy.empty(min(BLOCK_ELEMENTS, source.size), dtype=numpy.float64)
     for index, count in _blocks(source, BLOCK_ELEMENTS):
         chunk = source[index]
         work = target[index] if direct else buffer[:count].reshape(chunk.shape)
         numpy.subtract(chunk, zero_point, out=work, dtype=numpy.float64)
+        if in_float32:
+            product = numpy.multiply(work.astype(numpy.float32), numpy.asarray(scale, dtype=numpy.float32))
+            numpy.copyto(target[index], product, casting="unsafe")
+            continue
         numpy.multiply(scale, work, out=work)
         if not direct:
             numpy.copyto(target[index], work, casting="unsafe")
@@ -554,10 +607,15 @@ def _quantize_grid(values: numpy.ndarray, result: numpy.ndarray, spec: QuantSpec
     for first, last, columns, source, target in _grid_pieces(values, result, n_rows, length, group):
         scale, zero, low_m, high_m = (matrix[:, columns] for matrix in parameters)
         piece = (scale, zero, low_m, high_m)
-        if _use_numba(source):
+        if spec.in_float32 and _use_numba(source):
+            counts = numba_profiles.quantize32_grid(
+                numba_kernels._kernels(), numba_kernels._grid_parts, source, target, rows[first:last], piece, group,
+                spec.arithmetic == "float32_divide", saturate,
+            )
+        elif _use_numba(source) and not spec.in_float32:
             counts = numba_kernels.quantize_grid(source, target, rows[first:last], piece, group, saturate)
         else:
-            counts = _quantize_grid_tiles(source, target, rows[first:last], piece, group, saturate)
+            counts = _quantize_grid_tiles(source, target, rows[first:last], piece, group, saturate, spec.arithmetic)
         n_nonfinite, n_outside = n_nonfinite + counts[0], n_outside + counts[1]
     return n_nonfinite, n_outside
 
@@ -624,15 +682,22 @@ def _quantize_grid_tiles(
     parameters: Tuple[numpy.ndarray, ...],
     group: int,
     saturate: bool,
+    arithmetic: str = "float64",
 ) -> Tuple[int, int]:
     """The NumPy path of :func:`_quantize_grid`: the same operations, one tile at a time."""
     n_nonfinite = n_outside = 0
+    rounding = None if arithmetic == "float64" else _Float32Rounding(arithmetic, 1.0, BLOCK_ELEMENTS)
     for r0, r1, c0, c1 in _grid_tiles(source.shape[0], source.shape[1], group):
         scale, zero, low, high = (_tile_parameter(m, rows[r0:r1], group, c0, c1) for m in parameters)
         chunk = source[r0:r1, c0:c1]
-        work = numpy.divide(chunk, scale, dtype=numpy.float64)
-        numpy.add(work, zero, out=work)
-        numpy.rint(work, out=work)
+        if rounding is not None:
+            work = numpy.empty(chunk.shape, dtype=numpy.float64)
+            rounding.round_into(chunk, work, scale.astype(numpy.float32))
+            numpy.add(work, zero, out=work)
+        else:
+            work = numpy.divide(chunk, scale, dtype=numpy.float64)
+            numpy.add(work, zero, out=work)
+            numpy.rint(work, out=work)
         n_nonfinite += chunk.size - int(numpy.count_nonzero(numpy.isfinite(chunk)))
         if saturate:
             numpy.minimum(numpy.maximum(work, low, out=work), high, out=work)
@@ -659,13 +724,24 @@ def _dequantize_grid(qvalues: numpy.ndarray, result: numpy.ndarray, spec: QuantS
             and numba_kernels.supported_integer(source)
             and numba_kernels.available()
         ):
-            numba_kernels.dequantize_grid(source, target, piece_rows, (scale, zero), group)
+            if spec.in_float32:
+                numba_profiles.dequantize32_grid(
+                    numba_kernels._kernels(), numba_kernels._grid_parts, source, target, piece_rows, (scale, zero),
+                    group,
+                )
+            else:
+                numba_kernels.dequantize_grid(source, target, piece_rows, (scale, zero), group)
             continue
         for r0, r1, c0, c1 in _grid_tiles(source.shape[0], source.shape[1], group):
             work = numpy.subtract(
                 source[r0:r1, c0:c1], _tile_parameter(zero, piece_rows[r0:r1], group, c0, c1), dtype=numpy.float64
             )
-            numpy.multiply(_tile_parameter(scale, piece_rows[r0:r1], group, c0, c1), work, out=work)
+            tile_scale = _tile_parameter(scale, piece_rows[r0:r1], group, c0, c1)
+            if spec.in_float32:
+                numpy.copyto(target[r0:r1, c0:c1], work.astype(numpy.float32) * tile_scale.astype(numpy.float32),
+                             casting="unsafe")
+                continue
+            numpy.multiply(tile_scale, work, out=work)
             numpy.copyto(target[r0:r1, c0:c1], work, casting="unsafe")
 
 

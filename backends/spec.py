@@ -24,6 +24,10 @@ import numpy
 
 from qarray.core.dtypes import INTEGER_RANGES, Parameter, exact_float_bounds
 from qarray.core.namespace import check_output, to_numpy
+from qarray.core.profiles import ARITHMETIC
+
+ARITHMETICS = tuple(ARITHMETIC.values())
+"""The arithmetics a :class:`QuantSpec` may ask for."""
 
 __all__ = [
     "DeviceHistograms",
@@ -69,6 +73,13 @@ class QuantSpec:
         out_dtype: the integer dtype ``quantize`` writes.
         extent: the block extent along each axis when the parameters are a grid
             (see :func:`qarray.core.granularity.block_extent`), None per tensor.
+        arithmetic: how the values are rounded (see :data:`qarray.core.profiles.ARITHMETIC`):
+            ``"float64"`` ``rint(x / scale + zero_point)`` in float64 (the concrete
+            profile); ``"float32_divide"`` ``rint(float32(x) / float32(scale)) +
+            zero_point`` (ONNX Runtime); ``"float32_reciprocal"`` ``rint(float32(x) *
+            (float32(1) / float32(scale))) + zero_point`` (torchao). With the two float32
+            ones, ``scale`` holds float32 values and ``dequantize`` computes
+            ``float32(q - zero_point) * float32(scale)`` in float32.
     """
 
     scale: Parameter
@@ -78,14 +89,22 @@ class QuantSpec:
     saturate: bool = False
     out_dtype: str = "int64"
     extent: Optional[Tuple[int, ...]] = None
+    arithmetic: str = "float64"
 
     def __post_init__(self) -> None:
         if self.out_dtype not in INTEGER_RANGES:
             raise ValueError(f"out_dtype must be one of {sorted(INTEGER_RANGES)}, got {self.out_dtype!r}")
+        if self.arithmetic not in ARITHMETICS:
+            raise ValueError(f"arithmetic must be one of {', '.join(ARITHMETICS)}, got {self.arithmetic!r}")
 
     @classmethod
     def per_tensor(
-        cls, scale: float, zero_point: float, clip: Optional[Tuple[Parameter, Parameter]], out_dtype: str
+        cls,
+        scale: float,
+        zero_point: float,
+        clip: Optional[Tuple[Parameter, Parameter]],
+        out_dtype: str,
+        arithmetic: str = "float64",
     ) -> QuantSpec:
         """A per-tensor spec: saturate to ``clip``, or (``clip=None``) check the dtype's range.
 
@@ -94,8 +113,13 @@ class QuantSpec:
         zero = float(zero_point) if numpy.ndim(zero_point) == 0 and not hasattr(zero_point, "device") else zero_point
         if clip is None:
             low, high = exact_float_bounds(out_dtype)
-            return cls(float(scale), zero, low, high, False, out_dtype)
-        return cls(float(scale), zero, clip[0], clip[1], True, out_dtype)
+            return cls(float(scale), zero, low, high, False, out_dtype, arithmetic=arithmetic)
+        return cls(float(scale), zero, clip[0], clip[1], True, out_dtype, arithmetic=arithmetic)
+
+    @property
+    def in_float32(self) -> bool:
+        """True when the arithmetic is a runtime's float32 one (dequantization in float32 too)."""
+        return self.arithmetic != "float64"
 
     @property
     def is_grid(self) -> bool:

@@ -32,6 +32,7 @@ from .backends import backend_for
 from .core.dtypes import clip_range
 from .core.granularity import is_grid
 from .core.namespace import array_namespace, is_lazy
+from .core.profiles import PROFILE_DESCRIPTIONS
 from .core.rich import mode_name, render_html
 from .histogram_stats import HistogramQuantizationStats
 from .options import QuantizationOptions
@@ -208,6 +209,7 @@ def _options_rows(options: Any) -> List[Row]:
     low = -offset + (1 if options.is_narrow else 0)
     rows.append(("integer range", f"[{low}, {2**options.n_bits - 1 - offset}]"))
     rows.append(("granularity", granularity_name(options)))
+    rows.append(("numerics", PROFILE_DESCRIPTIONS[options.profile]))
     return rows
 
 
@@ -265,6 +267,7 @@ def _quantizer_rows(quantizer: Any, shape: Optional[Tuple[int, ...]] = None) -> 
         return [("options", "unset")]
     rows = [("n_bits", str(options.n_bits)), ("mode", mode_name(options))]
     rows.append(("granularity", granularity_name(options)))
+    rows.append(("numerics", PROFILE_DESCRIPTIONS[options.profile]))
     if options.is_granular and quantizer.params.scale is None:
         rows.append(("parameter grid", "not computed yet"))
     rows += _params_rows(quantizer.params, shape, quantizer)

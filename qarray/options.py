@@ -48,6 +48,10 @@ class QuantizationOptions(Serializable):
         axis: an int or a tuple of ints: per-channel parameters along these axes.
         block_size: an int (groups along the last axis) or a tuple of block extents
             per axis (``None`` for a whole axis). Exclusive with ``axis``.
+        profile: whose integers to compute (see ``docs/profiles.md``): ``"concrete"``
+            (default, Concrete ML's float64 rule), ``"onnx"`` (ONNX Runtime's parameters,
+            ``QuantizeLinear`` and ``DequantizeLinear``) or ``"torch"`` (torchao's
+            ``choose_qparams_affine``, ``quantize_affine`` and ``dequantize_affine``).
 
     Raises:
         TypeError: if ``n_bits`` is not an int or a flag is not a bool.
@@ -76,10 +80,15 @@ class QuantizationOptions(Serializable):
     is_precomputed_qat = CheckedAttribute[bool](
         OPTION_CHECKS["is_precomputed_qat"], "The scale comes from a QAT model and is kept as given."
     )
+    profile = CheckedAttribute[str](
+        OPTION_CHECKS["profile"],
+        "Whose integers to compute: ``\"concrete\"`` (Concrete ML's float64 rule, the default), "
+        "``\"onnx\"`` (ONNX Runtime) or ``\"torch\"`` (torchao / torch.ao).",
+    )
 
     _type_tag = "QuantizationOptions"
     # The fields fill_from_kwargs fills, in order.
-    _fields = ("n_bits",) + _FLAGS + ("axis", "block_size")
+    _fields = ("n_bits",) + _FLAGS + ("axis", "block_size", "profile")
     _required_fields = ("n_bits",)
     _constructor_fields = ("n_bits",)
 
@@ -92,10 +101,12 @@ class QuantizationOptions(Serializable):
         *,
         axis: Axis = None,
         block_size: BlockSize = None,
+        profile: str = "concrete",
     ) -> None:
         self.n_bits = n_bits
         for name in _FLAGS:
             setattr(self, name, False)
+        self.profile = profile
         self._granularity = Granularity(axis, block_size)
         self.is_signed = is_signed
         self.is_symmetric = is_symmetric
@@ -152,6 +163,7 @@ class QuantizationOptions(Serializable):
             self.n_bits == other.n_bits
             and self._flags() == other._flags()
             and self._granularity == other._granularity
+            and self.profile == other.profile
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
@@ -163,7 +175,8 @@ class QuantizationOptions(Serializable):
             for name, value in (("axis", self.axis), ("block_size", self.block_size))
             if value is not None
         )
-        return f"QuantizationOptions(n_bits={self.n_bits}, {flags}{granularity})"
+        profile = "" if self.profile == "concrete" else f", profile={self.profile!r}"
+        return f"QuantizationOptions(n_bits={self.n_bits}, {flags}{granularity}{profile})"
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter (the renderer :mod:`qarray.display` registers)."""
@@ -181,6 +194,7 @@ class QuantizationOptions(Serializable):
         for name in _FLAGS:
             setattr(self, name, getattr(opts, name))
         self._granularity = opts._granularity
+        self.profile = opts.profile
 
     @property
     def quant_options(self) -> QuantizationOptions:
@@ -220,6 +234,7 @@ class QuantizationOptions(Serializable):
                 **self._flags(),
                 "axis": _json_tuple(self.axis),
                 "block_size": _json_tuple(self.block_size),
+                "profile": self.profile,
             }
         )
 
@@ -233,13 +248,15 @@ class QuantizationOptions(Serializable):
         fields = check_fields(
             metadata,
             cls._type_tag,
-            ("n_bits",) + _FLAGS + ("axis", "block_size"),
+            ("n_bits",) + _FLAGS + ("axis", "block_size", "profile"),
             since_version_2={"axis": None, "block_size": None},
+            optional={"profile": "concrete"},
         )
         options = cls(fields["n_bits"])
         for name in _FLAGS:
             setattr(options, name, fields[name])
         options._granularity = Granularity(_loaded_tuple(fields["axis"]), _loaded_tuple(fields["block_size"]))
+        options.profile = fields["profile"]
         options.validate()
         return options
 

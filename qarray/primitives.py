@@ -35,6 +35,7 @@ from .core.checks import check_bool, check_broadcastable, check_finite_real, che
 from .core.dtypes import INTEGER_RANGES, clip_range, exact_float_bounds, integer_dtype_range
 from .core.granularity import block_extent, check_parameter_grids, expand_to_values, grid_shape, is_grid
 from .core.namespace import array_namespace, as_array, is_array, to_numpy
+from .core.profiles import ARITHMETIC, check_profile
 from .core.rule import (
     ZERO_POINT_LIMIT,
     BlockCheck,
@@ -249,6 +250,7 @@ def quant_spec(
         names = ", ".join(INTEGER_RANGES)
         raise TypeError(f"out_dtype must be the name of an integer dtype ({names}), got {describe(out_dtype)}")
     backend = backend or backend_for(like)
+    arithmetic = ARITHMETIC[check_profile(getattr(options, "profile", "concrete"), "options.profile")]
     clips = not (check_bool(no_clipping, "no_clipping") or (options.is_qat and not options.is_precomputed_qat))
     low, high = integer_dtype_range(out_dtype)
     n_bits, narrow = options.n_bits, bool(options.is_narrow)
@@ -262,14 +264,14 @@ def quant_spec(
                 f"n_bits={n_bits}; use a wider integer dtype"
             )
         zero = backend.parameter(check_broadcastable(zero_point, like), like)
-        return QuantSpec.per_tensor(scale, zero, clip, out_dtype)
+        return QuantSpec.per_tensor(scale, zero, clip, out_dtype, arithmetic)
     extent, grid = _blocks(extent, like, "values", scale=scale, zero_point=zero_point, offset=offset)
     place = _placer(backend, like, grid)
     if not is_grid(offset):  # one offset shared by every block
         offsets = frozenset({int(offset)})
     if not clips:
         bounds: Tuple[Any, Any] = exact_float_bounds(out_dtype)
-        return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], False, out_dtype, extent)
+        return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], False, out_dtype, extent, arithmetic)
     # Offsets are 0 (unsigned, or a single-value block) or 2**(n - 1) (signed): the blocks'
     # ranges lie in the widest union below. When that does not fit the dtype, the actual
     # union comes from the offsets that occur.
@@ -291,26 +293,36 @@ def quant_spec(
         bounds = clip_range(n_bits, next(iter(present)), narrow)
     else:
         bounds = clip_range(n_bits, place(offset), narrow)
-    return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], True, out_dtype, extent)
+    return QuantSpec(place(scale), place(zero_point), bounds[0], bounds[1], True, out_dtype, extent, arithmetic)
 
 
 def dequant_spec(
-    scale: Any, zero_point: Any, *, like: Any, backend: Any = None, extent: Optional[Tuple[int, ...]] = None
+    scale: Any,
+    zero_point: Any,
+    *,
+    like: Any,
+    backend: Any = None,
+    extent: Optional[Tuple[int, ...]] = None,
+    profile: str = "concrete",
 ) -> QuantSpec:
     """Return the :class:`~qarray.backends.spec.QuantSpec` de-quantizing ``like``.
 
     Per-block grids (``extent`` given) are placed in ``like``'s library and on its device.
+    With a runtime ``profile`` (``"onnx"``, ``"torch"``) the kernels compute in float32.
 
     Raises:
-        ValueError: if a per-tensor zero point array does not broadcast to ``like``.
+        ValueError: if a per-tensor zero point array does not broadcast to ``like``, or
+            ``profile`` is unknown.
     """
     backend = backend or backend_for(like)
+    arithmetic = ARITHMETIC[check_profile(profile)]
     if extent is None:
         scale, zero_point = _tensor_parameters(scale, zero_point)
-        return QuantSpec(float(scale), backend.parameter(check_broadcastable(zero_point, like), like))
+        zero = backend.parameter(check_broadcastable(zero_point, like), like)
+        return QuantSpec(float(scale), zero, arithmetic=arithmetic)
     extent, grid = _blocks(extent, like, "qvalues", scale=scale, zero_point=zero_point)
     place = _placer(backend, like, grid)
-    return QuantSpec(place(scale), place(zero_point), extent=extent)
+    return QuantSpec(place(scale), place(zero_point), extent=extent, arithmetic=arithmetic)
 
 
 def _tensor_parameters(scale: Any, zero_point: Any, **others: Any) -> Tuple[Any, Any]:
@@ -411,7 +423,8 @@ def quantize(
 
 
 def dequantize(qvalues: Any, spec: Any, *, dtype: str = "float64", out: Any = None, backend: Any = None) -> Any:
-    """De-quantize: ``scale * (qvalues - zero_point)`` in float64, written as ``dtype``."""
+    """De-quantize: ``scale * (qvalues - zero_point)`` in float64 (in float32 with a runtime
+    profile's spec), written as ``dtype``."""
     backend = backend or backend_for(qvalues)
     if not backend.xp.isdtype(qvalues.dtype, "integral"):
         raise TypeError(f"qvalues must be an integer array, got dtype {qvalues.dtype}")

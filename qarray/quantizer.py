@@ -140,6 +140,7 @@ class UniformQuantizer(Serializable):
     is_qat = Forwarded[bool]("options", "The ``is_qat`` field of the quantizer's options.")
     is_narrow = Forwarded[bool]("options", "The ``is_narrow`` field of the quantizer's options.")
     is_precomputed_qat = Forwarded[bool]("options", "The ``is_precomputed_qat`` field of the quantizer's options.")
+    profile = Forwarded[str]("options", "The ``profile`` field of the quantizer's options.")
     rmax = Forwarded[Any]("stats", "The ``rmax`` field of the quantizer's stats.")
     rmin = Forwarded[Any]("stats", "The ``rmin`` field of the quantizer's stats.")
     uvalues = Forwarded[Any]("stats", "The ``uvalues`` field of the quantizer's stats.")
@@ -315,12 +316,16 @@ class UniformQuantizer(Serializable):
         )
         return extent
 
-    def dequant(self, qvalues: Any, dtype: Any = numpy.float64, out: Any = None) -> Any:
+    def dequant(self, qvalues: Any, dtype: Any = None, out: Any = None) -> Any:
         """De-quantize: ``scale * (qvalues - zero_point)``, computed in float64.
+
+        With a runtime profile (``"onnx"``, ``"torch"``) it is computed as the runtime
+        does, ``float32(qvalues - zero_point) * scale`` in float32.
 
         Args:
             qvalues: integers of any Array API library (or a list of ints).
-            dtype: float64 (default) or float32 for the result.
+            dtype: float64 or float32 for the result; by default float64, and float32 with
+                a runtime profile.
             out: an array of ``dtype`` and ``qvalues``' shape to write the result into.
 
         Returns:
@@ -335,12 +340,17 @@ class UniformQuantizer(Serializable):
         backend = backend_for(qvalues)
         if not backend.is_integer(qvalues):
             raise TypeError(f"qvalues must be an integer array to de-quantize, got dtype {qvalues.dtype}")
+        profile = self._require_options().profile
+        if dtype is None:
+            dtype = numpy.float64 if profile == "concrete" else numpy.float32
         name = dtype_name(dtype, backend.xp, OUTPUT_FLOAT_DTYPES)
         extent = None
         if self.is_per_block:  # the blocks follow from the shape
             qvalues = backend.with_known_shape(qvalues, "qvalues")
             extent = tuple(self.block_extent(tuple(qvalues.shape), "qvalues"))
-        spec = primitives.dequant_spec(scale, zero_point, like=qvalues, backend=backend, extent=extent)
+        spec = primitives.dequant_spec(
+            scale, zero_point, like=qvalues, backend=backend, extent=extent, profile=profile
+        )
         return primitives.dequantize(qvalues, spec, dtype=name, out=out, backend=backend)
 
     # -- comparison and serialization ------------------------------------------------------

@@ -51,4 +51,7 @@ def mode_name(options: Any) -> str:
         name += " QAT (precomputed)" if options.is_precomputed_qat else " QAT (inferred scale)"
     if options.is_narrow:
         name += ", narrow"
+    profile = getattr(options, "profile", "concrete")
+    if profile != "concrete":
+        name += f", {profile} profile"
     return name

@@ -37,6 +37,7 @@ import numpy
 from .checks import check_bool, check_finite_real, check_n_bits, describe
 from .granularity import is_grid
 from .namespace import array_namespace, as_array, is_array, is_lazy, to_numpy
+from .profiles import check_profile, check_profile_options, profile_rule
 
 __all__ = [
     "STABILITY_CONST",
@@ -77,6 +78,7 @@ class RuleOptions:
     is_qat: bool = False
     is_precomputed_qat: bool = False
     is_narrow: bool = False
+    profile: str = "concrete"
 
 
 OPTION_CHECKS: Dict[str, Callable[[Any, str], Any]] = {
@@ -86,6 +88,7 @@ OPTION_CHECKS: Dict[str, Callable[[Any, str], Any]] = {
     "is_qat": check_bool,
     "is_narrow": check_bool,
     "is_precomputed_qat": check_bool,
+    "profile": check_profile,
 }
 """How each option field is checked: ``QuantizationOptions`` declares its fields with
 these, and :func:`checked_options` applies them to loose arguments."""
@@ -201,17 +204,22 @@ def check_zero_point(value: Any) -> Any:
 def check_combination(options: Any) -> None:
     """Check how the option fields combine (fields may be set one by one, so this runs late).
 
+    The ``profile`` field is optional (``"concrete"`` when absent).
+
     Raises:
         ValueError: if ``is_symmetric`` without ``is_signed``, ``is_qat`` with
-            ``is_symmetric``, or ``is_symmetric`` with fewer than 2 bits.
+            ``is_symmetric``, ``is_symmetric`` with fewer than 2 bits, or options a runtime
+            profile cannot hold (see :func:`qarray.core.profiles.check_profile_options`).
     """
     check_option_fields(options)
+    check_profile(getattr(options, "profile", "concrete"), "options.profile")
     if options.is_symmetric and not options.is_signed:
         raise ValueError("is_symmetric=True requires is_signed=True (symmetric is signed)")
     if options.is_qat and options.is_symmetric:
         raise ValueError("is_qat=True excludes is_symmetric=True (QAT is never symmetric)")
     if options.is_symmetric and options.n_bits < 2:
         raise ValueError(f"symmetric quantization needs n_bits >= 2, got n_bits={options.n_bits}")
+    check_profile_options(options)
 
 
 class BlockCheck:
@@ -315,10 +323,14 @@ def parameter_rule(
         )
     if is_lazy(rmin) or is_lazy(rmax):
         rmin, rmax = to_numpy(rmin), to_numpy(rmax)
-    xp = array_namespace(rmin, rmax)
-    rmin, rmax = xp.astype(rmin, xp.float64), xp.astype(rmax, xp.float64)
     n_bits = options.n_bits
     signed_offset = 2 ** (n_bits - 1) if options.is_signed else 0
+    blocks = math.prod(int(n) for n in rmin.shape)
+    if getattr(options, "profile", "concrete") != "concrete":
+        scale, zero, offset, counts = profile_rule(rmin, rmax, options)
+        return scale, zero, offset, BlockCheck(counts, blocks, signed_offset)
+    xp = array_namespace(rmin, rmax)
+    rmin, rmax = xp.astype(rmin, xp.float64), xp.astype(rmax, xp.float64)
     device = getattr(rmin, "device", None)
 
     def full(value: float, dtype: Any = xp.float64) -> Any:
@@ -360,7 +372,6 @@ def parameter_rule(
             ]
         )
         zero = xp.astype(zero, xp.int64)
-    blocks = math.prod(int(n) for n in rmin.shape)
     return scale, zero, offset, BlockCheck(counts, blocks, signed_offset)
 
 
@@ -385,6 +396,17 @@ def tensor_parameters(
         numpy.asarray(low), numpy.asarray(high), options, previous_scale=previous_scale, qat_scale=qat_scale
     )
     scale, zero_point, offset = numpy.float64(scale[()]), numpy.float64(zero[()]), int(offset[()])
+    profile = getattr(options, "profile", "concrete")
+    if profile != "concrete":
+        with numpy.errstate(over="ignore"):
+            beyond = not (numpy.isfinite(numpy.float32(low)) and numpy.isfinite(numpy.float32(high)))
+        if beyond:
+            raise ValueError(
+                f"the calibration range [{low}, {high}] exceeds float32, in which profile={profile!r} computes"
+            )
+        if not (math.isfinite(scale) and scale != 0):
+            raise ValueError(f"the scale of the range [{low}, {high}] under profile={profile!r} is not finite")
+        return scale, int(zero_point), offset
     with numpy.errstate(over="ignore"):
         width = high - low
     single = width < STABILITY_CONST

@@ -500,7 +500,11 @@ def parse_document(text: Any) -> Any:
 
 
 def check_fields(
-    metadata: Any, type_tag: str, names: Iterable[str], since_version_2: Optional[Dict[str, Any]] = None
+    metadata: Any,
+    type_tag: str,
+    names: Iterable[str],
+    since_version_2: Optional[Dict[str, Any]] = None,
+    optional: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Check a dumped object's envelope and its exact set of fields; return the fields.
 
@@ -510,7 +514,8 @@ def check_fields(
 
     The headers of all arrays in the fields (nested documents included) are checked
     too (see :func:`check_array_headers`), so the caller decodes none of them before
-    all are known to be well formed.
+    all are known to be well formed. Fields added within a format version (``optional``,
+    with the value they mean when absent) may be absent from a document of any version.
 
     Raises:
         TypeError: if ``metadata`` is not a dict.
@@ -530,11 +535,12 @@ def check_fields(
             f"{type_tag}: format_version must be one of {READABLE_VERSIONS}, got {describe(version)}"
         )
     names = tuple(names)
-    defaults = dict(since_version_2 or {}) if version == 1 else {}
-    expected = set(names) - set(defaults)
+    newer = dict(since_version_2 or {}) if version == 1 else {}
+    defaults = {**(optional or {}), **newer}
+    allowed = set(names) - set(newer)
     present = set(metadata) - set(_ENVELOPE)
-    missing = sorted(expected - present)
-    extra = sorted(present - expected)
+    missing = sorted(allowed - set(defaults) - present)
+    extra = sorted(present - allowed)
     if missing:
         raise ValueError(f"{type_tag}: missing field(s) {', '.join(missing)}")
     if extra:
