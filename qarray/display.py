@@ -209,8 +209,14 @@ def _options_rows(options: Any) -> List[Row]:
     low = -offset + (1 if options.is_narrow else 0)
     rows.append(("integer range", f"[{low}, {2**options.n_bits - 1 - offset}]"))
     rows.append(("granularity", granularity_name(options)))
-    rows.append(("numerics", PROFILE_DESCRIPTIONS[options.profile]))
-    return rows
+    return rows + _profile_rows(options)
+
+
+def _profile_rows(options: Any) -> List[Row]:
+    """What a runtime profile computes (nothing for the default, concrete one)."""
+    if options.profile == "concrete":
+        return []
+    return [("numerics", PROFILE_DESCRIPTIONS[options.profile])]
 
 
 def _stats_rows(stats: Any) -> List[Row]:
@@ -267,7 +273,7 @@ def _quantizer_rows(quantizer: Any, shape: Optional[Tuple[int, ...]] = None) -> 
         return [("options", "unset")]
     rows = [("n_bits", str(options.n_bits)), ("mode", mode_name(options))]
     rows.append(("granularity", granularity_name(options)))
-    rows.append(("numerics", PROFILE_DESCRIPTIONS[options.profile]))
+    rows += _profile_rows(options)
     if options.is_granular and quantizer.params.scale is None:
         rows.append(("parameter grid", "not computed yet"))
     rows += _params_rows(quantizer.params, shape, quantizer)

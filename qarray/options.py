@@ -250,7 +250,7 @@ class QuantizationOptions(Serializable):
             cls._type_tag,
             ("n_bits",) + _FLAGS + ("axis", "block_size", "profile"),
             since_version_2={"axis": None, "block_size": None},
-            optional={"profile": "concrete"},
+            since_version_3={"profile": "concrete"},
         )
         options = cls(fields["n_bits"])
         for name in _FLAGS:

@@ -278,7 +278,7 @@ PARAMS_DOCUMENT = _document(UniformQuantizationParameters(0.5, 1, 0))
 MALFORMED: Dict[str, Any] = {
     "unknown-type": _with(OPTIONS_DOCUMENT, type="Pickle"),
     "no-type": _without(OPTIONS_DOCUMENT, "type"),
-    "future-version": _with(OPTIONS_DOCUMENT, format_version=3),
+    "future-version": _with(OPTIONS_DOCUMENT, format_version=qarray.FORMAT_VERSION + 1),
     "string-version": _with(OPTIONS_DOCUMENT, format_version="1"),
     "missing-field": _without(OPTIONS_DOCUMENT, "n_bits"),
     "extra-field": _with(OPTIONS_DOCUMENT, exec="print('hi')"),

@@ -106,6 +106,7 @@ def _documents() -> Dict[str, Dict[str, Any]]:
             4, numpy.array([1, 2], dtype=numpy.int8), value_is_float=False, scale=0.5, zero_point=1, offset=0
         ).dump_dict(),
         "array-unfilled": unfilled.dump_dict(),
+        "array-onnx-blocks": QuantizedArray(4, values, is_signed=True, profile="onnx", block_size=2).dump_dict(),
     }
 
 
@@ -132,10 +133,13 @@ def normalized(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
         if set(value) == {"dtype", "shape", "data"}:
             return _decoded_array(value)
-        if value.get("format_version") == 1:  # an older document re-dumps in the current format
+        version = value.get("format_version")
+        if version in (1, 2):  # an older document re-dumps in the current format
             value = {**value, "format_version": qarray.FORMAT_VERSION}
             if value.get("type") == "QuantizationOptions":
-                value = {**value, "axis": None, "block_size": None}
+                value = {**value, "profile": "concrete"}
+                if version == 1:
+                    value = {**value, "axis": None, "block_size": None}
         return {name: normalized(item, name) for name, item in value.items()}
     if isinstance(value, list):
         return [normalized(item) for item in value]

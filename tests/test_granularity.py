@@ -191,7 +191,7 @@ def test_batches_with_other_blocks_are_refused() -> None:
 def test_documents_keep_per_block_parameters_exactly(granularity: str) -> None:
     array = QuantizedArray(8, _values(), **GRANULARITIES[granularity], is_signed=True)
     document = json.loads(array.dumps())
-    assert document["format_version"] == 2
+    assert document["format_version"] == qarray.FORMAT_VERSION
     loaded = qarray.loads(array.dumps())
     assert loaded == array
     assert loaded.quantizer.options.axis == array.quantizer.options.axis

@@ -700,15 +700,17 @@ def _check_candidate(values: numpy.ndarray, scale: float, zero_point: float, cli
     divided, divided_counts = _compiled(values, scale, zero_point, clip, fit, dtype, False)
     assert divided_counts[2] == 0
     assert counts[:2] == divided_counts[:2]
-    _assert_identical(result, divided)
     with numpy.errstate(invalid="ignore", over="ignore"):
         expected, problems = quantize(GENERIC, values, scale, zero_point, clip, dtype, True, fit)
         rounded = numpy.rint(values.astype(numpy.float64) / scale + zero_point)
     assert list(counts[:2]) == numpy.asarray(problems).tolist()
+    # NaN, and without clipping values beyond the dtype, have unspecified integers (a cast
+    # C leaves undefined; what the machine code gives differs between paths and CPUs)
     comparable = ~numpy.isnan(values)
     if clip is None:
         low, high = _range_of(dtype)
         comparable &= (rounded >= low) & (rounded <= high)
+    _assert_identical(result[comparable], divided[comparable])
     _assert_identical(result[comparable], numpy.asarray(expected)[comparable])
     return counts[2]
 

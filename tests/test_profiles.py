@@ -188,6 +188,17 @@ def test_older_documents_load_as_concrete() -> None:
 
     strip(document)
     assert "profile" not in json.dumps(document)
+    with pytest.raises(ValueError, match="missing field.*profile"):  # a version-3 document needs it
+        qarray.loads(json.dumps(document))
+
+    def version_2(node: Any) -> None:
+        if isinstance(node, dict):
+            if "format_version" in node:
+                node["format_version"] = 2
+            for value in node.values():
+                version_2(value)
+
+    version_2(document)
     loaded = qarray.loads(json.dumps(document))
     assert loaded.quantizer.options.profile == "concrete"
     numpy.testing.assert_array_equal(loaded.qvalues, qa.qvalues)

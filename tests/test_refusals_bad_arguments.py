@@ -257,7 +257,7 @@ CASES = [
     Case("quant-no-clipping-overflow-int64", lambda: no_clip_quantizer().quant(numpy.array([1e300])), ValueError, "dtype"),
     Case("dequant-dtype-int", lambda: quantizer().dequant(numpy.arange(2), dtype=numpy.int64), TypeError, "dtype"),
     Case("dequant-dtype-float16", lambda: quantizer().dequant(numpy.arange(2), dtype="float16"), TypeError, "dtype"),
-    Case("dequant-dtype-None", lambda: quantizer().dequant(numpy.arange(2), dtype=None), TypeError, "dtype"),
+    Case("dequant-dtype-object", lambda: quantizer().dequant(numpy.arange(2), dtype=object), TypeError, "dtype"),
     # -- out buffers: wrong shape, dtype, library or device ---------------------------------------
     Case("quant-out-shape", lambda: quantizer().quant(X, out=numpy.empty(3, numpy.int64)), ValueError, "out"),
     Case("quant-out-dtype", lambda: quantizer().quant(X, out=numpy.empty(10, numpy.int32)), ValueError, "out"),

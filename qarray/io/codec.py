@@ -57,11 +57,12 @@ __all__ = [
     "write_text",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The format version written: 2 adds the granularity (``axis``, ``block_size``) and
-per-block parameter and range arrays; version-1 documents are still read."""
+per-block parameter and range arrays, 3 the numerics ``profile`` of the options;
+documents of versions 1 and 2 are still read."""
 
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 """The format versions :func:`check_fields` accepts."""
 
 ARRAY_DTYPES = DOCUMENT_DTYPES
@@ -504,7 +505,7 @@ def check_fields(
     type_tag: str,
     names: Iterable[str],
     since_version_2: Optional[Dict[str, Any]] = None,
-    optional: Optional[Dict[str, Any]] = None,
+    since_version_3: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Check a dumped object's envelope and its exact set of fields; return the fields.
 
@@ -514,8 +515,8 @@ def check_fields(
 
     The headers of all arrays in the fields (nested documents included) are checked
     too (see :func:`check_array_headers`), so the caller decodes none of them before
-    all are known to be well formed. Fields added within a format version (``optional``,
-    with the value they mean when absent) may be absent from a document of any version.
+    all are known to be well formed. The same holds for the fields format 3 added
+    (``since_version_3``) in documents of versions 1 and 2.
 
     Raises:
         TypeError: if ``metadata`` is not a dict.
@@ -535,12 +536,13 @@ def check_fields(
             f"{type_tag}: format_version must be one of {READABLE_VERSIONS}, got {describe(version)}"
         )
     names = tuple(names)
-    newer = dict(since_version_2 or {}) if version == 1 else {}
-    defaults = {**(optional or {}), **newer}
-    allowed = set(names) - set(newer)
+    defaults = {**(since_version_3 or {})} if version < 3 else {}
+    if version == 1:
+        defaults.update(since_version_2 or {})
+    expected = set(names) - set(defaults)
     present = set(metadata) - set(_ENVELOPE)
-    missing = sorted(allowed - set(defaults) - present)
-    extra = sorted(present - allowed)
+    missing = sorted(expected - present)
+    extra = sorted(present - expected)
     if missing:
         raise ValueError(f"{type_tag}: missing field(s) {', '.join(missing)}")
     if extra:
