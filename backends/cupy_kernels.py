@@ -192,15 +192,26 @@ __device__ __forceinline__ void qarray_each_index(long long start, long long n, 
     }
 }
 
-// y[i] = f(x[i]) for this thread's share: vectors of four through f.four where both arrays
-// are aligned, then the last n % 4 (or all, unaligned) one at a time.
+// f applied to each value of a vector of four.
+template <typename TOUT, typename TIN, typename F>
+__device__ __forceinline__ qarray_vec4<TOUT> qarray_apply4(F& f, const qarray_vec4<TIN>& a) {
+    qarray_vec4<TOUT> y;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        y.v[k] = f(a.v[k]);
+    }
+    return y;
+}
+
+// y[i] = f(x[i]) for this thread's share: vectors of four where both arrays are aligned,
+// then the last n % 4 (or all, unaligned) one at a time.
 template <typename TIN, typename TOUT, typename F>
 __device__ __forceinline__ void qarray_map_values(
     const TIN* __restrict__ x, TOUT* __restrict__ y, long long n, F& f)
 {
     const long long n_vectors = qarray_vectors_aligned(x, y) ? (n >> 2) : 0LL;
     qarray_vec4<TOUT>* __restrict__ yv = reinterpret_cast<qarray_vec4<TOUT>*>(y);
-    auto vector = [&](long long v, const qarray_vec4<TIN>& a) { yv[v] = f.four(a); };
+    auto vector = [&](long long v, const qarray_vec4<TIN>& a) { yv[v] = qarray_apply4<TOUT>(f, a); };
     qarray_each_vector(reinterpret_cast<const qarray_vec4<TIN>*>(x), n_vectors, vector);
     auto one = [&](long long i) { y[i] = f(x[i]); };
     qarray_each_index(4 * n_vectors, n, one);
@@ -253,15 +264,14 @@ template <typename TOUT> struct qarray_quantized {
     unsigned int outside;
 };
 
-template <typename TIN, typename TOUT>
-__device__ __forceinline__ qarray_quantized<TOUT> qarray_quant_exact(
-    TIN raw, double scale, double zero_point, int flags, double clip_low, double clip_high,
-    double fit_low, double fit_high)
+// A rounded value (the zero point added) clipped and checked as the flags say, and cast;
+// finite says whether the input was.
+template <typename TOUT>
+__device__ __forceinline__ qarray_quantized<TOUT> qarray_quant_settle(
+    bool finite, double rounded, int flags, double clip_low, double clip_high, double fit_low, double fit_high)
 {
-    const double value = qarray_to_double(raw);
-    double rounded = rint(__dadd_rn(__ddiv_rn(value, scale), zero_point));
     qarray_quantized<TOUT> result;
-    result.nonfinite = ((flags & QARRAY_FLAG_COUNT_NONFINITE) && !qarray_isfinite(value)) ? 1u : 0u;
+    result.nonfinite = ((flags & QARRAY_FLAG_COUNT_NONFINITE) && !finite) ? 1u : 0u;
     if (flags & QARRAY_FLAG_CLIP) {
         rounded = (rounded < clip_low) ? clip_low : ((rounded > clip_high) ? clip_high : rounded);
     }
@@ -269,6 +279,16 @@ __device__ __forceinline__ qarray_quantized<TOUT> qarray_quant_exact(
     result.outside = ((flags & QARRAY_FLAG_COUNT_OUTSIDE) && !fits) ? 1u : 0u;
     result.value = (TOUT)rounded;
     return result;
+}
+
+template <typename TIN, typename TOUT>
+__device__ __forceinline__ qarray_quantized<TOUT> qarray_quant_exact(
+    TIN raw, double scale, double zero_point, int flags, double clip_low, double clip_high,
+    double fit_low, double fit_high)
+{
+    const double value = qarray_to_double(raw);
+    const double rounded = rint(__dadd_rn(__ddiv_rn(value, scale), zero_point));
+    return qarray_quant_settle<TOUT>(qarray_isfinite(value), rounded, flags, clip_low, clip_high, fit_low, fit_high);
 }
 
 // The integers an output type holds, for the candidates (whose results lie within +-2^22:
@@ -620,14 +640,6 @@ template <typename TIN, typename TOUT> struct qarray_dequant_rule {
     __device__ __forceinline__ TOUT operator()(TIN q) const {
         return qarray_dequant_value<TIN, TOUT>(q, scale, zero_point);
     }
-    __device__ __forceinline__ qarray_vec4<TOUT> four(const qarray_vec4<TIN>& a) const {
-        qarray_vec4<TOUT> y;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            y.v[k] = (*this)(a.v[k]);
-        }
-        return y;
-    }
 };
 
 // One-byte integers take 256 values: each block tabulates them by the same rule in shared
@@ -637,22 +649,13 @@ template <typename TIN, typename TOUT> struct qarray_dequant_table {
     __device__ __forceinline__ TOUT operator()(TIN q) const {
         return table[(unsigned char)q];
     }
-    __device__ __forceinline__ qarray_vec4<TOUT> four(const qarray_vec4<TIN>& a) const {
-        qarray_vec4<TOUT> y;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            y.v[k] = table[(unsigned char)a.v[k]];
-        }
-        return y;
-    }
 };
 
-template <typename TIN, typename TOUT>
-__device__ __forceinline__ void qarray_dequant(
-    const TIN* __restrict__ q, TOUT* __restrict__ y, long long n, double scale,
-    double zero_point)
+// y[i] = rule(q[i]), one parameter set (a rule of one-byte integers tabulated first).
+template <typename TIN, typename TOUT, typename R>
+__device__ __forceinline__ void qarray_dequant_by(
+    const TIN* __restrict__ q, TOUT* __restrict__ y, long long n, R& rule)
 {
-    qarray_dequant_rule<TIN, TOUT> rule{scale, zero_point};
     if constexpr (sizeof(TIN) == 1) {
         __shared__ TOUT table[256];
         for (int t = threadIdx.x; t < 256; t += blockDim.x) {
@@ -665,6 +668,15 @@ __device__ __forceinline__ void qarray_dequant(
     } else {
         qarray_map_values(q, y, n, rule);
     }
+}
+
+template <typename TIN, typename TOUT>
+__device__ __forceinline__ void qarray_dequant(
+    const TIN* __restrict__ q, TOUT* __restrict__ y, long long n, double scale,
+    double zero_point)
+{
+    qarray_dequant_rule<TIN, TOUT> rule{scale, zero_point};
+    qarray_dequant_by(q, y, n, rule);
 }
 
 // ---- per-block parameters (per channel, per group) -------------------------------------------
@@ -784,26 +796,37 @@ __device__ __forceinline__ void qarray_quant_grid(
     }
 }
 
+// y[i] = rule_of(p)(x[i]), p element i's parameter set (see qarray_parameter_map): a vector
+// of four through one rule when its values share their parameters.
+template <typename TIN, typename TOUT, typename M>
+__device__ __forceinline__ void qarray_map_grid(
+    const TIN* __restrict__ x, TOUT* __restrict__ y, long long n, long long length,
+    long long group, long long n_groups, const long long* __restrict__ rows, M& rule_of)
+{
+    qarray_parameter_map where;
+    where.setup(n, length, group, n_groups, rows);
+    const long long n_vectors = (qarray_vectors_aligned(x, y) && where.by_vector()) ? (n >> 2) : 0LL;
+    qarray_vec4<TOUT>* __restrict__ yv = reinterpret_cast<qarray_vec4<TOUT>*>(y);
+    auto vector = [&](long long v, const qarray_vec4<TIN>& a) {
+        auto rule = rule_of(where(4 * v));
+        yv[v] = qarray_apply4<TOUT>(rule, a);
+    };
+    qarray_each_vector(reinterpret_cast<const qarray_vec4<TIN>*>(x), n_vectors, vector);
+    auto one = [&](long long i) {
+        auto rule = rule_of(where(i));
+        y[i] = rule(x[i]);
+    };
+    qarray_each_index(4 * n_vectors, n, one);
+}
+
 template <typename TIN, typename TOUT>
 __device__ __forceinline__ void qarray_dequant_grid(
     const TIN* __restrict__ q, TOUT* __restrict__ y, long long n, long long length,
     long long group, long long n_groups, const long long* __restrict__ rows,
     const double* __restrict__ scale, const double* __restrict__ zero)
 {
-    qarray_parameter_map where;
-    where.setup(n, length, group, n_groups, rows);
-    const long long n_vectors = (qarray_vectors_aligned(q, y) && where.by_vector()) ? (n >> 2) : 0LL;
-    qarray_vec4<TOUT>* __restrict__ yv = reinterpret_cast<qarray_vec4<TOUT>*>(y);
-    auto vector = [&](long long v, const qarray_vec4<TIN>& a) {
-        const long long p = where(4 * v);
-        yv[v] = qarray_dequant_rule<TIN, TOUT>{scale[p], zero[p]}.four(a);
-    };
-    qarray_each_vector(reinterpret_cast<const qarray_vec4<TIN>*>(q), n_vectors, vector);
-    auto one = [&](long long i) {
-        const long long p = where(i);
-        y[i] = qarray_dequant_value<TIN, TOUT>(q[i], scale[p], zero[p]);
-    };
-    qarray_each_index(4 * n_vectors, n, one);
+    auto rule_of = [&](long long p) { return qarray_dequant_rule<TIN, TOUT>{scale[p], zero[p]}; };
+    qarray_map_grid(q, y, n, length, group, n_groups, rows, rule_of);
 }
 
 // ---- min / max ---------------------------------------------------------------------------
