@@ -14,7 +14,9 @@ compiled with ``--fmad=false``. CuPy compiles every kernel with
 ``-ftz=true``, which flushes float32 subnormals to zero in conversions and
 comparisons; float32 values therefore enter and leave float64 through exact
 conversions written by hand, so subnormal float32 input and output give the
-same bits as NumPy.
+same bits as NumPy. The numerics profiles' float32 arithmetic (``quant32``,
+``dequant32`` and their grid forms) is in :mod:`qarray.backends.cupy_profile_kernels`,
+compiled into the same module.
 
 Example:
     >>> from qarray.backends.cupy_kernels import kernel_name
@@ -27,11 +29,14 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, Optional, Tuple
 
+from . import cupy_profile_kernels
+
 __all__ = [
     "BLOCK_THREADS",
     "FLAG_CLIP",
     "FLAG_COUNT_NONFINITE",
     "FLAG_COUNT_OUTSIDE",
+    "FLAG_RECIPROCAL",
     "FLOAT_TYPES",
     "HIST_SHARED_BINS",
     "HIST_STATE_INTS",
@@ -56,6 +61,10 @@ FLAG_COUNT_NONFINITE = 2
 
 FLAG_COUNT_OUTSIDE = 4
 """Quant flag: count the (clipped) rounded values outside ``[fit_low, fit_high]`` into ``problems[1]``."""
+
+FLAG_RECIPROCAL = 8
+"""Float32 quant flag (``quant32`` kernels): multiply by the float32 reciprocal of the scale
+(torchao) instead of dividing by the scale (ONNX Runtime)."""
 
 HIST_SHARED_BINS = 4096
 """Histograms of at most this many bins are counted in shared memory (16 KiB of 32-bit counters per block)."""
@@ -96,6 +105,7 @@ _PRELUDE = r"""
 #define QARRAY_FLAG_CLIP __FLAG_CLIP__
 #define QARRAY_FLAG_COUNT_NONFINITE __FLAG_COUNT_NONFINITE__
 #define QARRAY_FLAG_COUNT_OUTSIDE __FLAG_COUNT_OUTSIDE__
+#define QARRAY_FLAG_RECIPROCAL __FLAG_RECIPROCAL__
 
 __device__ __forceinline__ double qarray_inf() {
     return __longlong_as_double(0x7ff0000000000000LL);
@@ -1604,9 +1614,11 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
     Args:
         kind: ``"quant"`` / ``"quant_grid"`` (float dtype in, integer dtype out; the grid
             kernels take one parameter set per block: the fast pass) and ``"quant_rest"`` /
-            ``"quant_grid_rest"`` (the exact pass over what the fast pass left), ``"dequant"`` / ``"dequant_grid"``
-            (integer in, float out), ``"minmax_partial"``, ``"minmax_final"``, ``"minmax_grid"``
-            (per-block min/max keys), ``"minmax_grid_final"`` (the keys to floats), ``"hist_scan"``,
+            ``"quant_grid_rest"`` (the exact pass over what the fast pass left), ``"dequant"`` /
+            ``"dequant_grid"`` (integer in, float out), ``"quant32"`` / ``"quant32_grid"`` and
+            ``"dequant32"`` / ``"dequant32_grid"`` (the same pairs: the numerics profiles' float32
+            arithmetic), ``"minmax_partial"``, ``"minmax_final"``, ``"minmax_grid"`` (per-block
+            min/max keys), ``"minmax_grid_final"`` (the keys to floats), ``"hist_scan"``,
             ``"hist_plan"`` or ``"hist_bin"`` (one float dtype).
         first: the input dtype's name.
         second: the output dtype's name (quant and dequant only).
@@ -1614,11 +1626,11 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
     Raises:
         ValueError: if ``kind`` or a dtype is not one the module has a kernel for.
     """
-    if kind in ("quant", "quant_rest", "quant_grid", "quant_grid_rest"):
+    if kind in ("quant", "quant_rest", "quant_grid", "quant_grid_rest", *cupy_profile_kernels.QUANT_KINDS):
         _check(first, FLOAT_TYPES, "first")
         _check(second, INTEGER_TYPES, "second")
         return f"qarray_{kind}_{first}_{second}"
-    if kind in ("dequant", "dequant_grid"):
+    if kind in ("dequant", "dequant_grid", *cupy_profile_kernels.DEQUANT_KINDS):
         _check(first, INTEGER_TYPES, "first")
         _check(second, FLOAT_TYPES, "second")
         return f"qarray_{kind}_{first}_{second}"
@@ -1630,8 +1642,8 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
         return f"qarray_{kind}_{first}"
     raise ValueError(
         "kind must be 'quant', 'quant_rest', 'quant_grid', 'quant_grid_rest', 'dequant', 'dequant_grid', "
-        "'minmax_partial', 'minmax_final', 'minmax_grid', 'minmax_grid_final', 'hist_scan', 'hist_plan' or "
-        f"'hist_bin', got {kind!r}"
+        "'quant32', 'quant32_grid', 'dequant32', 'dequant32_grid', 'minmax_partial', 'minmax_final', "
+        f"'minmax_grid', 'minmax_grid_final', 'hist_scan', 'hist_plan' or 'hist_bin', got {kind!r}"
     )
 
 
@@ -1646,8 +1658,13 @@ def source() -> str:
         _PRELUDE.replace("__FLAG_CLIP__", str(FLAG_CLIP))
         .replace("__FLAG_COUNT_NONFINITE__", str(FLAG_COUNT_NONFINITE))
         .replace("__FLAG_COUNT_OUTSIDE__", str(FLAG_COUNT_OUTSIDE))
+        .replace("__FLAG_RECIPROCAL__", str(FLAG_RECIPROCAL))
     )
-    parts = [prelude, _HISTOGRAM.replace("__HIST_SHARED_BINS__", str(HIST_SHARED_BINS))]
+    parts = [
+        prelude,
+        cupy_profile_kernels.DEVICE_SOURCE,
+        _HISTOGRAM.replace("__HIST_SHARED_BINS__", str(HIST_SHARED_BINS)),
+    ]
     block = str(BLOCK_THREADS)
 
     def fill(template: str, **names: str) -> str:
@@ -1669,6 +1686,12 @@ def source() -> str:
             for kind, rest in (("quant_grid", "false"), ("quant_grid_rest", "true")):
                 parts.append(fill(_QUANT_GRID, NAME=kernel_name(kind, float_name, int_name), REST=rest, **quant))
             parts.append(fill(_DEQUANT_GRID, NAME=kernel_name("dequant_grid", int_name, float_name), **dequant))
+            for kind in cupy_profile_kernels.QUANT_KINDS:
+                parts.append(fill(cupy_profile_kernels.KERNELS[kind], NAME=kernel_name(kind, float_name, int_name),
+                                  **quant))
+            for kind in cupy_profile_kernels.DEQUANT_KINDS:
+                parts.append(fill(cupy_profile_kernels.KERNELS[kind], NAME=kernel_name(kind, int_name, float_name),
+                                  **dequant))
         parts.append(
             fill(
                 _MINMAX,
@@ -1709,6 +1732,8 @@ def kernel_names() -> Tuple[str, ...]:
             names.append(kernel_name("quant_grid", float_name, int_name))
             names.append(kernel_name("quant_grid_rest", float_name, int_name))
             names.append(kernel_name("dequant_grid", int_name, float_name))
+            names.extend(kernel_name(kind, float_name, int_name) for kind in cupy_profile_kernels.QUANT_KINDS)
+            names.extend(kernel_name(kind, int_name, float_name) for kind in cupy_profile_kernels.DEQUANT_KINDS)
         names.append(kernel_name("minmax_partial", float_name))
         names.append(kernel_name("minmax_final", float_name))
         names.append(kernel_name("minmax_grid", float_name))
