@@ -26,20 +26,30 @@ from __future__ import annotations
 
 from typing import Any, Optional, Tuple
 
-import array_api_compat
 import numpy
 import pytest
 
 from qarray import QuantizedArray, primitives
-from qarray.backends import ArrayAPIBackend, NumpyBackend, cupy_kernels
+from qarray.backends import NumpyBackend, cupy_kernels
 from qarray.backends.spec import QuantSpec
 from qarray.core.dtypes import exact_float_bounds
-from qarray.core.granularity import block_extent, expand_to_values
+from qarray.core.granularity import block_extent
 
 from bits import assert_same_bits
 from cuda_emulation.backend import launched_kinds, on_device, poisoned
 from cuda_emulation.build import EmulatedModule
 from cuda_emulation.inputs import clip_for, defined_casts, float32_subnormals
+from profile_inputs import (
+    GENERIC,
+    SCALES,
+    block_values,
+    float32_ties,
+    integers,
+    neighbours,
+    profile_values,
+    rounded32,
+    spread,
+)
 
 FLOATS = tuple(cupy_kernels.FLOAT_TYPES)
 INTEGERS = tuple(cupy_kernels.INTEGER_TYPES)
@@ -47,38 +57,8 @@ ARITHMETICS = ("float32_divide", "float32_reciprocal")
 FULL_WAVE = 132 * (2048 // cupy_kernels.BLOCK_THREADS)
 """What ``_grid`` picks on an H100/H200 (132 multiprocessors, 8 resident blocks of 256 threads)."""
 
-NUMPY = array_api_compat.array_namespace(numpy.zeros(1))
-GENERIC = ArrayAPIBackend(NUMPY, name="generic")
-SCALES = tuple(float(numpy.float32(s)) for s in (0.1, 0.37, 0.125, 3.0, 1 / 255, 0.0157, 7e-3))
-"""float32 scales: a power of two (ties stay ties) and others (ties made by the rounding)."""
 
 # ---- references -----------------------------------------------------------------------------------
-
-
-def spread(parameter: Any, shape: Tuple[int, ...], spec: QuantSpec) -> Any:
-    """A grid parameter repeated over the values (per tensor: as it is)."""
-    if spec.extent is None or parameter is None or numpy.ndim(parameter) == 0:
-        return parameter
-    return numpy.asarray(expand_to_values(numpy.asarray(parameter, dtype=numpy.float64), shape, spec.extent, xp=NUMPY))
-
-
-def rounded32(values: numpy.ndarray, spec: QuantSpec) -> numpy.ndarray:
-    """The rule read independently in NumPy: float32 quotient or reciprocal product rounded half
-    to even, the zero point added in float64, clipped when saturating (NaN stays NaN)."""
-    shape = values.shape
-    scale = numpy.asarray(spread(spec.scale, shape, spec), dtype=numpy.float32)
-    zero = spread(spec.zero_point, shape, spec)
-    with numpy.errstate(all="ignore"):
-        x = values.astype(numpy.float32)
-        if spec.arithmetic == "float32_divide":
-            quotient = x / scale
-        else:
-            quotient = x * (numpy.float32(1.0) / scale)
-        rounded = numpy.rint(quotient).astype(numpy.float64) + zero
-    if spec.saturate:
-        low, high = (spread(p, shape, spec) for p in (spec.low, spec.high))
-        rounded = numpy.where(rounded < low, low, numpy.where(rounded > high, high, rounded))
-    return numpy.asarray(rounded, dtype=numpy.float64)
 
 
 def check_quant(
@@ -120,52 +100,12 @@ def check_dequant(emulation: Any, qvalues: numpy.ndarray, spec: QuantSpec, dtype
 # ---- inputs ---------------------------------------------------------------------------------------
 
 
-def neighbours(x: numpy.ndarray, steps: int = 2) -> numpy.ndarray:
-    """``x`` and its ``steps`` nearest representable neighbours on each side."""
-    found = [x]
-    up, down = x, x
-    for _ in range(steps):
-        up = numpy.nextafter(up, numpy.asarray(numpy.inf, dtype=x.dtype))
-        down = numpy.nextafter(down, numpy.asarray(-numpy.inf, dtype=x.dtype))
-        found += [up, down]
-    return numpy.concatenate(found)
-
-
-def float32_ties(scale: float, span: int = 150) -> numpy.ndarray:
-    """float32 values whose float32 quotient by ``scale`` (or product with its reciprocal) is at
-    or next to a tie ``k + 0.5``, for ``k`` in ``[-span, span)``."""
-    k = numpy.arange(-span, span) + 0.5
-    return neighbours((k * scale).astype(numpy.float32))
-
-
 def count_ties(values: numpy.ndarray, scale: float, arithmetic: str) -> int:
     """How many values the float32 arithmetic takes exactly to a tie ``k + 0.5``."""
     x, s = values.astype(numpy.float32), numpy.float32(scale)
     with numpy.errstate(all="ignore"):
         quotient = x / s if arithmetic == "float32_divide" else x * (numpy.float32(1.0) / s)
         return int(numpy.count_nonzero(quotient - numpy.floor(quotient) == 0.5))
-
-
-def special_values(dtype: str, seed: int) -> numpy.ndarray:
-    """Signed zeros, NaN, ±Inf, values beyond float32 and subnormal float32."""
-    values = [0.0, -0.0, numpy.nan, numpy.inf, -numpy.inf, 3e38, -3e38, 1e-40, -1e-40]
-    if dtype == "float64":
-        values += [1e39, -1e300, 1e300, 5e-324, 1e-320]  # finite in float64, not in float32
-    return numpy.concatenate([numpy.array(values), float32_subnormals(40, seed).astype(numpy.float64)])
-
-
-def profile_values(dtype: str, scale: float, seed: int) -> numpy.ndarray:
-    """Values of ``dtype`` for ``scale``: float32 ties and neighbours, float64 values at float32
-    rounding ties (float64 input), values far beyond the range, specials, random ones."""
-    rng = numpy.random.default_rng(seed)
-    ties = float32_ties(scale).astype(numpy.float64)
-    parts = [ties, ties[:200] * 1000.0, rng.uniform(-400, 400, 500) * scale, special_values(dtype, seed)]
-    if dtype == "float64":
-        x = ties[:300].astype(numpy.float32)
-        midpoints = (x.astype(numpy.float64) + numpy.nextafter(x, numpy.float32(numpy.inf)).astype(numpy.float64)) / 2
-        parts += [midpoints, numpy.nextafter(midpoints, numpy.inf), numpy.nextafter(midpoints, -numpy.inf)]
-    values = numpy.concatenate(parts)
-    return rng.permutation(values).astype(dtype)
 
 
 def tensor_spec(scale: float, out_dtype: str, arithmetic: str, saturate: bool) -> QuantSpec:
@@ -190,21 +130,6 @@ def grid_spec(shape: Tuple[int, ...], out_dtype: str, arithmetic: str, saturate:
         return QuantSpec(scale, zero, low + offset, high - offset, True, out_dtype, tuple(extent), arithmetic)
     low, high = exact_float_bounds(out_dtype)
     return QuantSpec(scale, zero, low, high, False, out_dtype, tuple(extent), arithmetic)
-
-
-def block_values(shape: Tuple[int, ...], dtype: str, seed: int) -> numpy.ndarray:
-    """Values of ``shape``: the ties and specials of :func:`profile_values`, cut or repeated."""
-    values = profile_values(dtype, SCALES[seed % len(SCALES)], seed)
-    return numpy.resize(values, shape)
-
-
-def integers(shape: Tuple[int, ...], dtype: str, seed: int) -> numpy.ndarray:
-    """Integers over ``dtype``'s whole range, its extremes first."""
-    info = numpy.iinfo(dtype)
-    rng = numpy.random.default_rng(seed)
-    qvalues = rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
-    qvalues.reshape(-1)[:4] = [info.min, info.max, 0, 1]
-    return qvalues
 
 
 # ---- the kernels are there ------------------------------------------------------------------------
