@@ -347,8 +347,9 @@ class CupyBackend(ArrayAPIBackend):
         ``rint((double)x / scale + zero_point)`` with IEEE float64 division and addition,
         clipped (``spec.saturate``) or checked against ``[low, high]``, written as
         ``spec.out_dtype``: a fast pass that settles nearly every value without dividing,
-        and an exact pass over the few it leaves (two launches). The problem counts
-        (non-finite inputs when ``check_finite``; rounded values outside the bounds, NaN
+        and an exact pass over the few it leaves (two launches). A runtime's float32
+        arithmetic (``spec.in_float32``) is one launch of the ``quant32`` kernels. The problem
+        counts (non-finite inputs when ``check_finite``; rounded values outside the bounds, NaN
         included) are added up on the device into a length-2 int64 array that is returned
         unread. Parameter grids take the grid
         kernels (the parameters stay on the device); broadcast zero-point arrays and
@@ -361,22 +362,11 @@ class CupyBackend(ArrayAPIBackend):
         in_dtype = self._fused_float(values)
         grid = spec.extent is not None
         zero = None if grid else _scalar(spec.zero_point)
-        if (
-            in_dtype is None
-            or (zero is None and not grid)
-            or spec.out_dtype not in cupy_kernels.INTEGER_TYPES
-            or spec.in_float32
-        ):
+        if in_dtype is None or (zero is None and not grid) or spec.out_dtype not in cupy_kernels.INTEGER_TYPES:
             with self._on(values):
                 return super().quantize(values, spec, check_finite=check_finite, out=out)
         cupy = self._cupy
-        flags = 0
-        if spec.saturate:
-            flags |= cupy_kernels.FLAG_CLIP
-        elif spec.low is not None:
-            flags |= cupy_kernels.FLAG_COUNT_OUTSIDE
-        if check_finite:
-            flags |= cupy_kernels.FLAG_COUNT_NONFINITE
+        flags = _quant_flags(spec, check_finite)
         checked = bool(flags & (cupy_kernels.FLAG_COUNT_NONFINITE | cupy_kernels.FLAG_COUNT_OUTSIDE))
         with values.device:
             result, write_back = self._output(out, values, spec.out_dtype)
@@ -385,11 +375,9 @@ class CupyBackend(ArrayAPIBackend):
             if count:
                 source = cupy.ascontiguousarray(values)
                 if grid:
-                    kinds = ("quant_grid", "quant_grid_rest")
                     layout = self._grid_arguments(values, spec, ("scale", "zero_point", "low", "high"))
                     arguments: Tuple[Any, ...] = (source, result, numpy.int64(count), *layout, numpy.int32(flags))
                 else:
-                    kinds = ("quant", "quant_rest")
                     low = float(spec.low) if spec.low is not None else 0.0
                     high = float(spec.high) if spec.high is not None else 0.0
                     arguments = (
@@ -404,28 +392,50 @@ class CupyBackend(ArrayAPIBackend):
                         numpy.float64(low),
                         numpy.float64(high),
                     )
-                # The fast pass settles nearly every vector of four values; the exact pass
-                # (a launch of its own, see cupy_kernels) the ones it lists in pending, and
-                # the last count % 4 values.
-                capacity = max(cupy_kernels.QUANT_PENDING_MIN_CAPACITY, count // 4 // 256)
-                pending = cupy.empty(2 + capacity, dtype=cupy.uint64)
-                pending[:2] = 0
-                tail = (problems if problems is not None else numpy.uint64(0), pending, numpy.int64(capacity))
-                for kind in kinds:
-                    name = cupy_kernels.kernel_name(kind, in_dtype, spec.out_dtype)
-                    function = cupy_kernels.kernel(name)
-                    blocks = self._grid(function, name, count, values.device.id)
-                    function((blocks,), (cupy_kernels.BLOCK_THREADS,), (*arguments, *tail))
+                counts = problems if problems is not None else numpy.uint64(0)  # 0: a null pointer
+                if spec.in_float32:
+                    kind = "quant32_grid" if grid else "quant32"
+                    self._launch(kind, in_dtype, spec.out_dtype, values.device.id, count, (*arguments, counts))
+                else:
+                    self._quant_two_passes(grid, in_dtype, spec.out_dtype, values.device.id, count, arguments, counts)
             if write_back is not None:
                 write_back[...] = result
                 result = write_back
         return result, (Problems(problems) if problems is not None else None)
 
+    def _quant_two_passes(
+        self, grid: bool, in_dtype: str, out_dtype: str, device_id: int, count: int, arguments: Tuple[Any, ...],
+        counts: Any,
+    ) -> None:
+        """Launch the float64 quant's fast pass and exact pass (under the values' device)."""
+        # The fast pass settles nearly every vector of four values; the exact pass (a launch
+        # of its own, see cupy_kernels) the ones it lists in pending, and the last count % 4.
+        capacity = max(cupy_kernels.QUANT_PENDING_MIN_CAPACITY, count // 4 // 256)
+        pending = self._cupy.empty(2 + capacity, dtype=self._cupy.uint64)
+        pending[:2] = 0
+        tail = (counts, pending, numpy.int64(capacity))
+        kinds = ("quant_grid", "quant_grid_rest") if grid else ("quant", "quant_rest")
+        for kind in kinds:
+            self._launch(kind, in_dtype, out_dtype, device_id, count, (*arguments, *tail))
+
+    def _launch(
+        self, kind: str, first: str, second: str, device_id: int, count: int, arguments: Tuple[Any, ...]
+    ) -> None:
+        """Launch kernel ``kind`` of the dtype pair over ``count`` elements on device ``device_id``
+        (the current one), one wave at most (the kernels loop over the array)."""
+        name = cupy_kernels.kernel_name(kind, first, second)
+        function = cupy_kernels.kernel(name)
+        blocks = self._grid(function, name, count, device_id)
+        function((blocks,), (cupy_kernels.BLOCK_THREADS,), arguments)
+
     def dequantize(self, qvalues: Any, spec: QuantSpec, *, dtype: str = "float64", out: Any = None) -> Any:
         """De-quantize in one fused pass: ``scale * ((double)q - zero_point)``, cast to ``dtype``.
 
         See :meth:`ArrayAPIBackend.dequantize`. float32 results are rounded to nearest even
-        from the float64 value, subnormals included, as NumPy's cast.
+        from the float64 value, subnormals included, as NumPy's cast. With a runtime's
+        float32 arithmetic (``spec.in_float32``) the ``dequant32`` kernels compute
+        ``float32((double)q - zero_point) * float32(scale)`` in float32 (a float64 ``dtype``
+        widens it exactly).
 
         Raises:
             TypeError: if ``out`` is not a CuPy array.
@@ -434,25 +444,22 @@ class CupyBackend(ArrayAPIBackend):
         in_dtype = self._fused_integer(qvalues)
         grid = spec.extent is not None
         zero = None if grid else _scalar(spec.zero_point)
-        if in_dtype is None or (zero is None and not grid) or dtype not in cupy_kernels.FLOAT_TYPES or spec.in_float32:
+        if in_dtype is None or (zero is None and not grid) or dtype not in cupy_kernels.FLOAT_TYPES:
             with self._on(qvalues):
                 return super().dequantize(qvalues, spec, dtype=dtype, out=out)
         cupy = self._cupy
+        kind = "dequant32" if spec.in_float32 else "dequant"
         with qvalues.device:
             result, write_back = self._output(out, qvalues, dtype)
             count = int(qvalues.size)
             if count:
                 source = cupy.ascontiguousarray(qvalues)
                 if grid:
-                    name = cupy_kernels.kernel_name("dequant_grid", in_dtype, dtype)
                     layout = self._grid_arguments(qvalues, spec, ("scale", "zero_point"))
                     arguments = (source, result, numpy.int64(count), *layout)
                 else:
-                    name = cupy_kernels.kernel_name("dequant", in_dtype, dtype)
                     arguments = (source, result, numpy.int64(count), numpy.float64(spec.scale), numpy.float64(zero))
-                function = cupy_kernels.kernel(name)
-                blocks = self._grid(function, name, count, qvalues.device.id)
-                function((blocks,), (cupy_kernels.BLOCK_THREADS,), arguments)
+                self._launch(f"{kind}_grid" if grid else kind, in_dtype, dtype, qvalues.device.id, count, arguments)
             if write_back is not None:
                 write_back[...] = result
                 result = write_back
@@ -616,6 +623,21 @@ def _scalar(zero_point: Any) -> Optional[float]:
     if isinstance(zero_point, numpy.ndarray) and zero_point.ndim == 0:
         return float(zero_point)
     return None
+
+
+def _quant_flags(spec: QuantSpec, check_finite: bool) -> int:
+    """The quant kernels' flags for ``spec``: clip or count outside, count non-finite, and the
+    float32 reciprocal (torchao's arithmetic)."""
+    flags = 0
+    if spec.saturate:
+        flags |= cupy_kernels.FLAG_CLIP
+    elif spec.low is not None:
+        flags |= cupy_kernels.FLAG_COUNT_OUTSIDE
+    if check_finite:
+        flags |= cupy_kernels.FLAG_COUNT_NONFINITE
+    if spec.arithmetic == "float32_reciprocal":
+        flags |= cupy_kernels.FLAG_RECIPROCAL
+    return flags
 
 
 def _same_bits(first: numpy.ndarray, second: numpy.ndarray) -> bool:

@@ -14,7 +14,9 @@ compiled with ``--fmad=false``. CuPy compiles every kernel with
 ``-ftz=true``, which flushes float32 subnormals to zero in conversions and
 comparisons; float32 values therefore enter and leave float64 through exact
 conversions written by hand, so subnormal float32 input and output give the
-same bits as NumPy.
+same bits as NumPy. The numerics profiles' float32 arithmetic (``quant32``,
+``dequant32`` and their grid forms) is in :mod:`qarray.backends.cupy_profile_kernels`,
+compiled into the same module.
 
 Example:
     >>> from qarray.backends.cupy_kernels import kernel_name
@@ -27,11 +29,14 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, Optional, Tuple
 
+from . import cupy_profile_kernels
+
 __all__ = [
     "BLOCK_THREADS",
     "FLAG_CLIP",
     "FLAG_COUNT_NONFINITE",
     "FLAG_COUNT_OUTSIDE",
+    "FLAG_RECIPROCAL",
     "FLOAT_TYPES",
     "HIST_SHARED_BINS",
     "HIST_STATE_INTS",
@@ -56,6 +61,10 @@ FLAG_COUNT_NONFINITE = 2
 
 FLAG_COUNT_OUTSIDE = 4
 """Quant flag: count the (clipped) rounded values outside ``[fit_low, fit_high]`` into ``problems[1]``."""
+
+FLAG_RECIPROCAL = 8
+"""Float32 quant flag (``quant32`` kernels): multiply by the float32 reciprocal of the scale
+(torchao) instead of dividing by the scale (ONNX Runtime)."""
 
 HIST_SHARED_BINS = 4096
 """Histograms of at most this many bins are counted in shared memory (16 KiB of 32-bit counters per block)."""
@@ -96,6 +105,7 @@ _PRELUDE = r"""
 #define QARRAY_FLAG_CLIP __FLAG_CLIP__
 #define QARRAY_FLAG_COUNT_NONFINITE __FLAG_COUNT_NONFINITE__
 #define QARRAY_FLAG_COUNT_OUTSIDE __FLAG_COUNT_OUTSIDE__
+#define QARRAY_FLAG_RECIPROCAL __FLAG_RECIPROCAL__
 
 __device__ __forceinline__ double qarray_inf() {
     return __longlong_as_double(0x7ff0000000000000LL);
@@ -192,15 +202,26 @@ __device__ __forceinline__ void qarray_each_index(long long start, long long n, 
     }
 }
 
-// y[i] = f(x[i]) for this thread's share: vectors of four through f.four where both arrays
-// are aligned, then the last n % 4 (or all, unaligned) one at a time.
+// f applied to each value of a vector of four.
+template <typename TOUT, typename TIN, typename F>
+__device__ __forceinline__ qarray_vec4<TOUT> qarray_apply4(F& f, const qarray_vec4<TIN>& a) {
+    qarray_vec4<TOUT> y;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        y.v[k] = f(a.v[k]);
+    }
+    return y;
+}
+
+// y[i] = f(x[i]) for this thread's share: vectors of four where both arrays are aligned,
+// then the last n % 4 (or all, unaligned) one at a time.
 template <typename TIN, typename TOUT, typename F>
 __device__ __forceinline__ void qarray_map_values(
     const TIN* __restrict__ x, TOUT* __restrict__ y, long long n, F& f)
 {
     const long long n_vectors = qarray_vectors_aligned(x, y) ? (n >> 2) : 0LL;
     qarray_vec4<TOUT>* __restrict__ yv = reinterpret_cast<qarray_vec4<TOUT>*>(y);
-    auto vector = [&](long long v, const qarray_vec4<TIN>& a) { yv[v] = f.four(a); };
+    auto vector = [&](long long v, const qarray_vec4<TIN>& a) { yv[v] = qarray_apply4<TOUT>(f, a); };
     qarray_each_vector(reinterpret_cast<const qarray_vec4<TIN>*>(x), n_vectors, vector);
     auto one = [&](long long i) { y[i] = f(x[i]); };
     qarray_each_index(4 * n_vectors, n, one);
@@ -253,15 +274,14 @@ template <typename TOUT> struct qarray_quantized {
     unsigned int outside;
 };
 
-template <typename TIN, typename TOUT>
-__device__ __forceinline__ qarray_quantized<TOUT> qarray_quant_exact(
-    TIN raw, double scale, double zero_point, int flags, double clip_low, double clip_high,
-    double fit_low, double fit_high)
+// A rounded value (the zero point added) clipped and checked as the flags say, and cast;
+// finite says whether the input was.
+template <typename TOUT>
+__device__ __forceinline__ qarray_quantized<TOUT> qarray_quant_settle(
+    bool finite, double rounded, int flags, double clip_low, double clip_high, double fit_low, double fit_high)
 {
-    const double value = qarray_to_double(raw);
-    double rounded = rint(__dadd_rn(__ddiv_rn(value, scale), zero_point));
     qarray_quantized<TOUT> result;
-    result.nonfinite = ((flags & QARRAY_FLAG_COUNT_NONFINITE) && !qarray_isfinite(value)) ? 1u : 0u;
+    result.nonfinite = ((flags & QARRAY_FLAG_COUNT_NONFINITE) && !finite) ? 1u : 0u;
     if (flags & QARRAY_FLAG_CLIP) {
         rounded = (rounded < clip_low) ? clip_low : ((rounded > clip_high) ? clip_high : rounded);
     }
@@ -269,6 +289,16 @@ __device__ __forceinline__ qarray_quantized<TOUT> qarray_quant_exact(
     result.outside = ((flags & QARRAY_FLAG_COUNT_OUTSIDE) && !fits) ? 1u : 0u;
     result.value = (TOUT)rounded;
     return result;
+}
+
+template <typename TIN, typename TOUT>
+__device__ __forceinline__ qarray_quantized<TOUT> qarray_quant_exact(
+    TIN raw, double scale, double zero_point, int flags, double clip_low, double clip_high,
+    double fit_low, double fit_high)
+{
+    const double value = qarray_to_double(raw);
+    const double rounded = rint(__dadd_rn(__ddiv_rn(value, scale), zero_point));
+    return qarray_quant_settle<TOUT>(qarray_isfinite(value), rounded, flags, clip_low, clip_high, fit_low, fit_high);
 }
 
 // The integers an output type holds, for the candidates (whose results lie within +-2^22:
@@ -620,14 +650,6 @@ template <typename TIN, typename TOUT> struct qarray_dequant_rule {
     __device__ __forceinline__ TOUT operator()(TIN q) const {
         return qarray_dequant_value<TIN, TOUT>(q, scale, zero_point);
     }
-    __device__ __forceinline__ qarray_vec4<TOUT> four(const qarray_vec4<TIN>& a) const {
-        qarray_vec4<TOUT> y;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            y.v[k] = (*this)(a.v[k]);
-        }
-        return y;
-    }
 };
 
 // One-byte integers take 256 values: each block tabulates them by the same rule in shared
@@ -637,22 +659,13 @@ template <typename TIN, typename TOUT> struct qarray_dequant_table {
     __device__ __forceinline__ TOUT operator()(TIN q) const {
         return table[(unsigned char)q];
     }
-    __device__ __forceinline__ qarray_vec4<TOUT> four(const qarray_vec4<TIN>& a) const {
-        qarray_vec4<TOUT> y;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            y.v[k] = table[(unsigned char)a.v[k]];
-        }
-        return y;
-    }
 };
 
-template <typename TIN, typename TOUT>
-__device__ __forceinline__ void qarray_dequant(
-    const TIN* __restrict__ q, TOUT* __restrict__ y, long long n, double scale,
-    double zero_point)
+// y[i] = rule(q[i]), one parameter set (a rule of one-byte integers tabulated first).
+template <typename TIN, typename TOUT, typename R>
+__device__ __forceinline__ void qarray_dequant_by(
+    const TIN* __restrict__ q, TOUT* __restrict__ y, long long n, R& rule)
 {
-    qarray_dequant_rule<TIN, TOUT> rule{scale, zero_point};
     if constexpr (sizeof(TIN) == 1) {
         __shared__ TOUT table[256];
         for (int t = threadIdx.x; t < 256; t += blockDim.x) {
@@ -665,6 +678,15 @@ __device__ __forceinline__ void qarray_dequant(
     } else {
         qarray_map_values(q, y, n, rule);
     }
+}
+
+template <typename TIN, typename TOUT>
+__device__ __forceinline__ void qarray_dequant(
+    const TIN* __restrict__ q, TOUT* __restrict__ y, long long n, double scale,
+    double zero_point)
+{
+    qarray_dequant_rule<TIN, TOUT> rule{scale, zero_point};
+    qarray_dequant_by(q, y, n, rule);
 }
 
 // ---- per-block parameters (per channel, per group) -------------------------------------------
@@ -784,26 +806,37 @@ __device__ __forceinline__ void qarray_quant_grid(
     }
 }
 
+// y[i] = rule_of(p)(x[i]), p element i's parameter set (see qarray_parameter_map): a vector
+// of four through one rule when its values share their parameters.
+template <typename TIN, typename TOUT, typename M>
+__device__ __forceinline__ void qarray_map_grid(
+    const TIN* __restrict__ x, TOUT* __restrict__ y, long long n, long long length,
+    long long group, long long n_groups, const long long* __restrict__ rows, M& rule_of)
+{
+    qarray_parameter_map where;
+    where.setup(n, length, group, n_groups, rows);
+    const long long n_vectors = (qarray_vectors_aligned(x, y) && where.by_vector()) ? (n >> 2) : 0LL;
+    qarray_vec4<TOUT>* __restrict__ yv = reinterpret_cast<qarray_vec4<TOUT>*>(y);
+    auto vector = [&](long long v, const qarray_vec4<TIN>& a) {
+        auto rule = rule_of(where(4 * v));
+        yv[v] = qarray_apply4<TOUT>(rule, a);
+    };
+    qarray_each_vector(reinterpret_cast<const qarray_vec4<TIN>*>(x), n_vectors, vector);
+    auto one = [&](long long i) {
+        auto rule = rule_of(where(i));
+        y[i] = rule(x[i]);
+    };
+    qarray_each_index(4 * n_vectors, n, one);
+}
+
 template <typename TIN, typename TOUT>
 __device__ __forceinline__ void qarray_dequant_grid(
     const TIN* __restrict__ q, TOUT* __restrict__ y, long long n, long long length,
     long long group, long long n_groups, const long long* __restrict__ rows,
     const double* __restrict__ scale, const double* __restrict__ zero)
 {
-    qarray_parameter_map where;
-    where.setup(n, length, group, n_groups, rows);
-    const long long n_vectors = (qarray_vectors_aligned(q, y) && where.by_vector()) ? (n >> 2) : 0LL;
-    qarray_vec4<TOUT>* __restrict__ yv = reinterpret_cast<qarray_vec4<TOUT>*>(y);
-    auto vector = [&](long long v, const qarray_vec4<TIN>& a) {
-        const long long p = where(4 * v);
-        yv[v] = qarray_dequant_rule<TIN, TOUT>{scale[p], zero[p]}.four(a);
-    };
-    qarray_each_vector(reinterpret_cast<const qarray_vec4<TIN>*>(q), n_vectors, vector);
-    auto one = [&](long long i) {
-        const long long p = where(i);
-        y[i] = qarray_dequant_value<TIN, TOUT>(q[i], scale[p], zero[p]);
-    };
-    qarray_each_index(4 * n_vectors, n, one);
+    auto rule_of = [&](long long p) { return qarray_dequant_rule<TIN, TOUT>{scale[p], zero[p]}; };
+    qarray_map_grid(q, y, n, length, group, n_groups, rows, rule_of);
 }
 
 // ---- min / max ---------------------------------------------------------------------------
@@ -1581,9 +1614,11 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
     Args:
         kind: ``"quant"`` / ``"quant_grid"`` (float dtype in, integer dtype out; the grid
             kernels take one parameter set per block: the fast pass) and ``"quant_rest"`` /
-            ``"quant_grid_rest"`` (the exact pass over what the fast pass left), ``"dequant"`` / ``"dequant_grid"``
-            (integer in, float out), ``"minmax_partial"``, ``"minmax_final"``, ``"minmax_grid"``
-            (per-block min/max keys), ``"minmax_grid_final"`` (the keys to floats), ``"hist_scan"``,
+            ``"quant_grid_rest"`` (the exact pass over what the fast pass left), ``"dequant"`` /
+            ``"dequant_grid"`` (integer in, float out), ``"quant32"`` / ``"quant32_grid"`` and
+            ``"dequant32"`` / ``"dequant32_grid"`` (the same pairs: the numerics profiles' float32
+            arithmetic), ``"minmax_partial"``, ``"minmax_final"``, ``"minmax_grid"`` (per-block
+            min/max keys), ``"minmax_grid_final"`` (the keys to floats), ``"hist_scan"``,
             ``"hist_plan"`` or ``"hist_bin"`` (one float dtype).
         first: the input dtype's name.
         second: the output dtype's name (quant and dequant only).
@@ -1591,11 +1626,11 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
     Raises:
         ValueError: if ``kind`` or a dtype is not one the module has a kernel for.
     """
-    if kind in ("quant", "quant_rest", "quant_grid", "quant_grid_rest"):
+    if kind in ("quant", "quant_rest", "quant_grid", "quant_grid_rest", *cupy_profile_kernels.QUANT_KINDS):
         _check(first, FLOAT_TYPES, "first")
         _check(second, INTEGER_TYPES, "second")
         return f"qarray_{kind}_{first}_{second}"
-    if kind in ("dequant", "dequant_grid"):
+    if kind in ("dequant", "dequant_grid", *cupy_profile_kernels.DEQUANT_KINDS):
         _check(first, INTEGER_TYPES, "first")
         _check(second, FLOAT_TYPES, "second")
         return f"qarray_{kind}_{first}_{second}"
@@ -1607,8 +1642,8 @@ def kernel_name(kind: str, first: str, second: Optional[str] = None) -> str:
         return f"qarray_{kind}_{first}"
     raise ValueError(
         "kind must be 'quant', 'quant_rest', 'quant_grid', 'quant_grid_rest', 'dequant', 'dequant_grid', "
-        "'minmax_partial', 'minmax_final', 'minmax_grid', 'minmax_grid_final', 'hist_scan', 'hist_plan' or "
-        f"'hist_bin', got {kind!r}"
+        "'quant32', 'quant32_grid', 'dequant32', 'dequant32_grid', 'minmax_partial', 'minmax_final', "
+        f"'minmax_grid', 'minmax_grid_final', 'hist_scan', 'hist_plan' or 'hist_bin', got {kind!r}"
     )
 
 
@@ -1623,8 +1658,13 @@ def source() -> str:
         _PRELUDE.replace("__FLAG_CLIP__", str(FLAG_CLIP))
         .replace("__FLAG_COUNT_NONFINITE__", str(FLAG_COUNT_NONFINITE))
         .replace("__FLAG_COUNT_OUTSIDE__", str(FLAG_COUNT_OUTSIDE))
+        .replace("__FLAG_RECIPROCAL__", str(FLAG_RECIPROCAL))
     )
-    parts = [prelude, _HISTOGRAM.replace("__HIST_SHARED_BINS__", str(HIST_SHARED_BINS))]
+    parts = [
+        prelude,
+        cupy_profile_kernels.DEVICE_SOURCE,
+        _HISTOGRAM.replace("__HIST_SHARED_BINS__", str(HIST_SHARED_BINS)),
+    ]
     block = str(BLOCK_THREADS)
 
     def fill(template: str, **names: str) -> str:
@@ -1646,6 +1686,12 @@ def source() -> str:
             for kind, rest in (("quant_grid", "false"), ("quant_grid_rest", "true")):
                 parts.append(fill(_QUANT_GRID, NAME=kernel_name(kind, float_name, int_name), REST=rest, **quant))
             parts.append(fill(_DEQUANT_GRID, NAME=kernel_name("dequant_grid", int_name, float_name), **dequant))
+            for kind in cupy_profile_kernels.QUANT_KINDS:
+                parts.append(fill(cupy_profile_kernels.KERNELS[kind], NAME=kernel_name(kind, float_name, int_name),
+                                  **quant))
+            for kind in cupy_profile_kernels.DEQUANT_KINDS:
+                parts.append(fill(cupy_profile_kernels.KERNELS[kind], NAME=kernel_name(kind, int_name, float_name),
+                                  **dequant))
         parts.append(
             fill(
                 _MINMAX,
@@ -1686,6 +1732,8 @@ def kernel_names() -> Tuple[str, ...]:
             names.append(kernel_name("quant_grid", float_name, int_name))
             names.append(kernel_name("quant_grid_rest", float_name, int_name))
             names.append(kernel_name("dequant_grid", int_name, float_name))
+            names.extend(kernel_name(kind, float_name, int_name) for kind in cupy_profile_kernels.QUANT_KINDS)
+            names.extend(kernel_name(kind, int_name, float_name) for kind in cupy_profile_kernels.DEQUANT_KINDS)
         names.append(kernel_name("minmax_partial", float_name))
         names.append(kernel_name("minmax_final", float_name))
         names.append(kernel_name("minmax_grid", float_name))

@@ -9,7 +9,7 @@ skipped with the reason, so the same tests run everywhere.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import Any, Callable, List
 
 import numpy
 import pytest
@@ -121,3 +121,41 @@ def emulation(emulated: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     from cuda_emulation.backend import Emulation
 
     return lambda capacity=3: Emulation(emulated, capacity, monkeypatch)
+
+
+@pytest.fixture
+def launched(monkeypatch: pytest.MonkeyPatch) -> List[str]:
+    """The names of the CUDA kernels fetched for launching during the test (on a GPU, or on
+    the emulation when the ``emulation`` fixture came first)."""
+    from qarray.backends import cupy_kernels
+
+    names: List[str] = []
+    original = cupy_kernels.kernel
+
+    def recording(name: str) -> Any:
+        names.append(name)
+        return original(name)
+
+    monkeypatch.setattr(cupy_kernels, "kernel", recording)
+    return names
+
+
+@pytest.fixture(scope="module")
+def fused() -> Any:
+    """The CuPy backend, whose fused kernels the GPU tests check (GPU test modules only: they
+    have skipped where CuPy finds no GPU)."""
+    from qarray.backends import get_backend
+    from qarray.backends.cupy_backend import CupyBackend
+
+    backend = get_backend("cupy")
+    assert isinstance(backend, CupyBackend)
+    return backend
+
+
+@pytest.fixture(scope="module")
+def busy() -> Callable[[float], None]:
+    """``busy(seconds)``: enqueue a one-thread kernel that spins for about ``seconds`` on the
+    current stream (GPU test modules only, see ``gpu_sync.busy_launcher``)."""
+    from gpu_sync import busy_launcher
+
+    return busy_launcher()

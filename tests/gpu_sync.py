@@ -1,15 +1,18 @@
-"""Helpers for the GPU tests that prove a call returns before the GPU is done (no hidden sync).
+"""Helpers for the GPU tests: skip where no GPU is usable, and prove a call returns before the
+GPU is done (no hidden sync).
 
-Only the GPU test modules import this, after they have skipped where CuPy finds no GPU.
+Only the GPU test modules import this. CuPy is imported by :func:`require_gpu` and in the
+functions that need it, never at import time.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Tuple
 
 import numpy
+import pytest
 
-__all__ = ["assert_returned_while_busy", "busy_launcher"]
+__all__ = ["assert_returned_while_busy", "busy_launcher", "require_gpu"]
 
 _BUSY_SOURCE = r"""
 extern "C" __global__ void qarray_test_busy_wait(long long cycles) {
@@ -18,6 +21,19 @@ extern "C" __global__ void qarray_test_busy_wait(long long cycles) {
     }
 }
 """
+
+
+def require_gpu() -> Tuple[Any, int]:
+    """Return ``(cupy, number of devices)``; called at the top of a GPU test module, it skips the
+    whole module, with the reason, where CuPy or a usable CUDA GPU is missing."""
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed: the GPU tests need CuPy and an NVIDIA GPU")
+    try:
+        n_devices = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as error:  # CuPy raises CUDA errors when there is no driver or GPU
+        pytest.skip(f"CuPy found no usable CUDA GPU: {error}", allow_module_level=True)
+    if n_devices < 1:
+        pytest.skip("CuPy found no CUDA GPU", allow_module_level=True)
+    return cupy, n_devices
 
 
 def busy_launcher() -> Callable[[float], None]:

@@ -35,7 +35,7 @@ from qarray.core.granularity import block_extent
 
 from cuda_emulation.backend import EmulatedKernel, Emulation, on_device, poisoned
 from cuda_emulation.build import EmulatedModule
-from cuda_emulation.inputs import float32_subnormals
+from cuda_emulation.inputs import clip_for, defined_casts, float32_subnormals
 
 BLOCK = cupy_kernels.BLOCK_THREADS
 FLOATS = tuple(cupy_kernels.FLOAT_TYPES)
@@ -66,13 +66,6 @@ def rounded_values(values: numpy.ndarray, spec: QuantSpec) -> numpy.ndarray:
         low, high = (spread(p, values.shape, spec.extent) for p in (spec.low, spec.high))
         rounded = numpy.where(rounded < low, low, numpy.where(rounded > high, high, rounded))
     return rounded
-
-
-def defined_casts(rounded: numpy.ndarray, dtype: str) -> numpy.ndarray:
-    """Where the float64 ``rounded`` casts to ``dtype`` without overflow (a defined cast)."""
-    info = numpy.iinfo(dtype)
-    with numpy.errstate(invalid="ignore"):
-        return numpy.isfinite(rounded) & (rounded >= float(info.min)) & (rounded < float(info.max) + 1.0)
 
 
 def check_quant(
@@ -146,21 +139,15 @@ def mixed_values(shape: Tuple[int, ...], dtype: str, seed: int, span: float = 30
     return values.astype(dtype).reshape(shape)
 
 
-def clip_for(dtype: str) -> Tuple[int, int]:
-    """A clipping range inside ``dtype`` (at most 53 bits wide, as qarray produces)."""
-    info = numpy.iinfo(dtype)
-    bits = min(info.bits, 53)
-    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if info.min < 0 else (0, 2**bits - 1)
-
-
 # ---- the kernels are there ------------------------------------------------------------------
 
 
 def test_every_grid_kernel_has_an_emulated_launcher(emulated: EmulatedModule) -> None:
     names = cupy_kernels.kernel_names()
-    # per dtype pair: quant (its fast and exact passes), dequant, and their grid forms; per
-    # float dtype: the min/max pair, the per-block min/max pair, and the histogram's scan, plan and bin
-    assert len(names) == len(set(names)) == 6 * len(FLOATS) * len(INTEGERS) + 7 * len(FLOATS) == 110
+    # per dtype pair: quant (its fast and exact passes), dequant, and their grid forms, and the
+    # profiles' float32 quant and dequant and their grid forms; per float dtype: the min/max pair,
+    # the per-block min/max pair, and the histogram's scan, plan and bin
+    assert len(names) == len(set(names)) == 10 * len(FLOATS) * len(INTEGERS) + 7 * len(FLOATS) == 174
     for float_name in FLOATS:
         for int_name in INTEGERS:
             for name in (

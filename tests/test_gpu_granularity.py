@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy
 import pytest
@@ -31,7 +31,7 @@ except Exception as error:  # CuPy raises CUDA errors when there is no driver or
 if _N_DEVICES < 1:
     pytest.skip("CuPy found no CUDA GPU", allow_module_level=True)
 
-from gpu_sync import assert_returned_while_busy, busy_launcher  # noqa: E402
+from gpu_sync import assert_returned_while_busy  # noqa: E402
 
 from qarray import (  # noqa: E402  # noqa: E402
     HistogramQuantizationStats,
@@ -41,12 +41,7 @@ from qarray import (  # noqa: E402  # noqa: E402
     UniformQuantizationParameters,
     UniformQuantizer,
 )
-from qarray.backends import (  # noqa: E402
-    NumpyBackend,
-    cupy_kernels,  # noqa: E402
-    get_backend,
-)
-from qarray.backends.cupy_backend import CupyBackend  # noqa: E402
+from qarray.backends import NumpyBackend, cupy_kernels  # noqa: E402
 from qarray.backends.spec import QuantSpec  # noqa: E402
 from qarray.core.dtypes import exact_float_bounds  # noqa: E402
 from qarray.core.granularity import block_extent  # noqa: E402
@@ -56,27 +51,6 @@ pytestmark = pytest.mark.gpu
 
 INTEGER_DTYPES = tuple(cupy_kernels.INTEGER_TYPES)
 FLOAT_DTYPES = tuple(cupy_kernels.FLOAT_TYPES)
-
-
-@pytest.fixture(scope="module")
-def fused() -> CupyBackend:
-    backend = get_backend("cupy")
-    assert isinstance(backend, CupyBackend)
-    return backend
-
-
-@pytest.fixture
-def launched(monkeypatch: pytest.MonkeyPatch) -> List[str]:
-    """The names of the kernels fetched for launching during the test."""
-    names: List[str] = []
-    original = cupy_kernels.kernel
-
-    def recording(name: str) -> Any:
-        names.append(name)
-        return original(name)
-
-    monkeypatch.setattr(cupy_kernels, "kernel", recording)
-    return names
 
 
 def _seed(*parts: Any) -> int:
@@ -236,12 +210,6 @@ def test_per_block_parameters_and_results_on_a_second_gpu_stay_there():
 
 
 # -- synchronisation -------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def busy() -> Callable[[float], None]:
-    """Enqueue a one-thread kernel that spins for about ``seconds`` on the current stream."""
-    return busy_launcher()
-
 
 
 def test_per_block_quant_and_dequant_return_before_the_gpu_is_done(busy):

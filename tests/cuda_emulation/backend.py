@@ -23,7 +23,9 @@ from qarray.backends.spec import QuantSpec
 
 from .build import EmulatedModule
 
-__all__ = ["BLOCK", "DeviceArray", "EmulatedKernel", "Emulation", "FakeCupy", "on_device", "poisoned"]
+__all__ = [
+    "BLOCK", "DeviceArray", "EmulatedKernel", "Emulation", "FakeCupy", "launched_kinds", "on_device", "poisoned",
+]
 
 BLOCK = cupy_kernels.BLOCK_THREADS
 
@@ -76,6 +78,19 @@ def poisoned(shape: Any, dtype: Any) -> numpy.ndarray:
     buffer = numpy.empty(shape, dtype=dtype)
     buffer.reshape(-1).view(numpy.uint8)[...] = 0xA5
     return buffer
+
+
+def launched_kinds(spec: QuantSpec, quant: bool) -> Tuple[str, ...]:
+    """The kernel kinds the backend launches for ``spec``, in order: float64 quant's fast and
+    exact passes, or one float32 (``spec.in_float32``) quant; one dequant; grid forms for a grid."""
+    if quant:
+        kinds: Tuple[str, ...] = ("quant32",) if spec.in_float32 else ("quant", "quant_rest")
+    else:
+        kinds = ("dequant32",) if spec.in_float32 else ("dequant",)
+    if spec.extent is None:
+        return kinds
+    return tuple(kind.replace("quant_rest", "quant_grid_rest") if kind.endswith("_rest") else f"{kind}_grid"
+                 for kind in kinds)
 
 
 class FakeCupy:
@@ -173,13 +188,13 @@ class Emulation:
     def quantize(self, values: numpy.ndarray, spec: QuantSpec, check_finite: bool) -> Tuple[numpy.ndarray, Any]:
         before = len(self.launches)
         q, problems = self.backend.quantize(on_device(values), spec, check_finite=check_finite)
-        self._check_launch(before, ("quant_grid", "quant_grid_rest"), values.size)
+        self._check_launch(before, launched_kinds(spec, quant=True), values.size)
         return numpy.asarray(q), None if problems is None else numpy.asarray(problems.counts)
 
     def dequantize(self, qvalues: numpy.ndarray, spec: QuantSpec, dtype: str) -> numpy.ndarray:
         before = len(self.launches)
         restored = self.backend.dequantize(on_device(qvalues), spec, dtype=dtype)
-        self._check_launch(before, ("dequant_grid",), qvalues.size)
+        self._check_launch(before, launched_kinds(spec, quant=False), qvalues.size)
         return numpy.asarray(restored)
 
     def _check_launch(self, before: int, kinds: Tuple[str, ...], count: int) -> None:

@@ -125,6 +125,18 @@ extern "C" __global__ void qarray_emulation_probe_early_return(int* out) {
     __syncthreads();
     out[threadIdx.x] = 1;
 }
+
+// The numerics profiles' float32 helpers, on their own: quotient[i] = a[i] / b[i] and
+// product[i] = a[i] * b[i] as the kernels compute them (IEEE float32 despite -ftz=true).
+extern "C" __global__ void qarray_emulation_probe_float32_arithmetic(
+    const float* a, const float* b, float* quotient, float* product, long long n)
+{
+    auto one = [&](long long i) {
+        quotient[i] = qarray_div32(a[i], b[i]);
+        product[i] = qarray_mul32(a[i], b[i]);
+    };
+    qarray_each_index(0, n, one);
+}
 """
 
 _HOST_HELPERS = r"""
