@@ -9,7 +9,9 @@ no byte straddles two chunks; every bad argument gets an error that names it.
 
 from __future__ import annotations
 
+import doctest
 import importlib.util
+import pathlib
 from typing import Any, List, Tuple
 
 import array_api_compat
@@ -71,6 +73,12 @@ def test_the_first_value_goes_to_the_least_significant_bits(xb: Any, values: lis
     packed = qarray.pack(q, n_bits)
     same_library(packed, q)
     assert_same_bits(to_numpy(packed), numpy.array(expected, dtype=numpy.uint8))
+
+
+def test_the_documented_example_runs() -> None:
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "packing.md"
+    result = doctest.testfile(str(page), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 3 and result.failed == 0
 
 
 def test_each_row_ends_in_its_own_padded_byte() -> None:
