@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy
 
-from qarray.core.packing import PACK_BITS, pack_range, packed_length, values_per_byte
+from qarray.core.packing import PACK_BITS, pack_bounds, packed_length, values_per_byte
 
 from .cupy_kernels import BLOCK_THREADS, COMPILE_OPTIONS, INTEGER_TYPES
 
@@ -206,13 +206,10 @@ def pack_bits(cupy: Any, q: Any, n_bits: int, blocks: Blocks) -> Tuple[Any, Any]
     outside = cupy.zeros((), dtype=cupy.int64)
     if packed.size:
         n_rows = _rows(tuple(q.shape), bool(q.flags.c_contiguous), per)
-        low, high = pack_range(n_bits)
-        info = numpy.iinfo(dtype)
-        bounds = dtype.type(max(low, int(info.min))), dtype.type(min(high, int(info.max)))
         name = kernel_name("pack", n_bits, dtype.name)
         function = kernel(name)
         arguments = (cupy.ascontiguousarray(q), packed, numpy.int64(n_rows), numpy.int64(q.size // n_rows),
-                     numpy.int64(packed.size // n_rows), *bounds, outside)
+                     numpy.int64(packed.size // n_rows), *pack_bounds(n_bits, dtype), outside)
         function((blocks(function, name, int(packed.size)),), (BLOCK_THREADS,), arguments)
     return packed, outside
 

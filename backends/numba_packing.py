@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy
 
-from qarray.core.packing import pack_range, packed_length, values_per_byte
+from qarray.core.packing import pack_bounds, packed_length, values_per_byte
 
 from . import numba_kernels
 
@@ -189,12 +189,9 @@ def pack_bits(q: numpy.ndarray, n_bits: int) -> Tuple[numpy.ndarray, bool]:
     per = values_per_byte(n_bits)
     packed = numpy.empty(q.shape[:-1] + (packed_length(q.shape[-1], n_bits),), dtype=numpy.uint8)
     values, target = _matrices(q, packed, per)
-    info = numpy.iinfo(q.dtype)
-    low, high = pack_range(n_bits)
-    low_, high_ = q.dtype.type(max(low, int(info.min))), q.dtype.type(min(high, int(info.max)))
+    low, high = pack_bounds(n_bits, q.dtype)
     flags = numba_kernels._grid_parts(  # rows, or for few rows the bytes of every row, on the pool
-        target.shape[0], target.shape[1], per,
-        lambda r0, r1, b0, b1: kernel(values, target, low_, high_, r0, r1, b0, b1),
+        target.shape[0], target.shape[1], per, lambda r0, r1, b0, b1: kernel(values, target, low, high, r0, r1, b0, b1)
     )
     return packed, any(flags)
 

@@ -21,7 +21,7 @@ import numpy
 
 from .checks import describe
 
-__all__ = ["PACK_BITS", "check_pack_bits", "pack_range", "packed_length", "values_per_byte"]
+__all__ = ["PACK_BITS", "check_pack_bits", "pack_bounds", "pack_range", "packed_length", "values_per_byte"]
 
 PACK_BITS: Tuple[int, ...] = (1, 2, 4)
 """The widths values can be packed at: each divides a byte."""
@@ -54,3 +54,17 @@ def packed_length(length: int, n_bits: int) -> int:
 def pack_range(n_bits: int) -> Tuple[int, int]:
     """The inclusive range of values that pack at ``n_bits``: the signed and unsigned ranges together."""
     return -(1 << (n_bits - 1)), (1 << n_bits) - 1
+
+
+def pack_bounds(n_bits: int, dtype: Any) -> Tuple[Any, Any]:
+    """:func:`pack_range` cut to the range of the integer ``dtype``, as two scalars of it (what a
+    kernel compares values of that dtype with: no bound overflows it).
+
+    Example:
+        >>> pack_bounds(4, numpy.dtype("uint8"))
+        (np.uint8(0), np.uint8(15))
+    """
+    dtype = numpy.dtype(dtype)
+    info = numpy.iinfo(dtype)
+    low, high = pack_range(n_bits)
+    return dtype.type(max(low, int(info.min))), dtype.type(min(high, int(info.max)))
