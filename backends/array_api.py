@@ -19,6 +19,7 @@ import numpy
 from qarray.core.granularity import expand_to_values, grid_shape, reduce_blocks
 from qarray.core.namespace import array_namespace, device_of, library_name, to_numpy
 from qarray.core.profiles import reciprocal32
+from qarray.core.packing import pack_range, packed_length, values_per_byte
 
 from .spec import Problems, QuantSpec, check_extent, check_out
 
@@ -360,6 +361,83 @@ class ArrayAPIBackend:
         if isinstance(parameter, (int, float)):
             return xp.asarray(parameter, dtype=xp.float32, device=self.device(like))
         return xp.astype(parameter, xp.float32)
+
+    def pack_bits(self, q: Any, n_bits: int) -> Tuple[Any, Any]:
+        """Pack the low ``n_bits`` bits of each integer of ``q`` along its last axis into uint8.
+
+        The layout of :mod:`qarray.core.packing`: ``8 // n_bits`` values to a byte, the
+        first in the least significant bits, the last byte of each row padded with zero
+        bits. The reference: masks, shifts and ORs of the Array API alone.
+
+        Args:
+            q: an integer array of at least one axis.
+            n_bits: 1, 2 or 4 (checked by the caller).
+
+        Returns:
+            ``(packed, n_outside)``: uint8 of shape ``q.shape[:-1] + (ceil(L * n_bits / 8),)``,
+            and the number of values outside :func:`~qarray.core.packing.pack_range`
+            (a 0-d int64 array, not read back).
+
+        Example:
+            >>> import numpy, array_api_compat
+            >>> backend = ArrayAPIBackend(array_api_compat.array_namespace(numpy.zeros(1)))
+            >>> packed, n_outside = backend.pack_bits(numpy.array([1, 2, 3]), 4)
+            >>> [hex(byte) for byte in packed.tolist()], int(n_outside)
+            (['0x21', '0x3'], 0)
+        """
+        xp = self.xp
+        per = values_per_byte(n_bits)
+        shape = tuple(int(length) for length in q.shape)
+        leading, n_bytes = shape[:-1], packed_length(shape[-1], n_bits)
+        low_bits = xp.astype(q & ((1 << n_bits) - 1), xp.uint8)
+        padding = n_bytes * per - shape[-1]
+        if padding:
+            zeros = xp.zeros(leading + (padding,), dtype=xp.uint8, device=self.device(q))
+            low_bits = xp.concat([low_bits, zeros], axis=-1)
+        groups = xp.reshape(low_bits, leading + (n_bytes, per))
+        packed = groups[..., 0] | (groups[..., 1] << n_bits)
+        for j in range(2, per):
+            packed = packed | (groups[..., j] << (j * n_bits))
+        return packed, self.count_outside_pack(q, n_bits)
+
+    def count_outside_pack(self, q: Any, n_bits: int) -> Any:
+        """The number of integers of ``q`` that ``n_bits`` bits cannot hold (a 0-d int64 array).
+
+        Bounds beyond ``q``'s dtype are not compared (nothing lies beyond them).
+        """
+        xp = self.xp
+        low, high = pack_range(n_bits)
+        info = xp.iinfo(q.dtype)
+        outside = [q < low] if low > info.min else []
+        if high < info.max:
+            outside.append(q > high)
+        if not outside:
+            return xp.asarray(0, dtype=xp.int64, device=self.device(q))
+        mask = outside[0] if len(outside) == 1 else xp.logical_or(outside[0], outside[1])
+        return xp.sum(xp.astype(mask, xp.int64))
+
+    def unpack_bits(self, packed: Any, n_bits: int, length: int, signed: bool) -> Any:
+        """Unpack ``length`` values of ``n_bits`` bits from each row of uint8 ``packed``.
+
+        The inverse of :meth:`pack_bits` (the padding bits are ignored): int8 values
+        sign-extended from ``n_bits`` bits when ``signed``, else uint8 values. ``packed``'s
+        last axis holds ``ceil(length * n_bits / 8)`` bytes (checked by the caller).
+
+        Example:
+            >>> import numpy, array_api_compat
+            >>> backend = ArrayAPIBackend(array_api_compat.array_namespace(numpy.zeros(1)))
+            >>> backend.unpack_bits(numpy.array([0x21, 0x0F], dtype=numpy.uint8), 4, 3, True).tolist()
+            [1, 2, -1]
+        """
+        xp = self.xp
+        per, mask = values_per_byte(n_bits), (1 << n_bits) - 1
+        leading, n_bytes = tuple(packed.shape[:-1]), int(packed.shape[-1])
+        parts = [(packed >> (j * n_bits)) & mask for j in range(per)]
+        values = xp.reshape(xp.stack(parts, axis=-1), leading + (n_bytes * per,))[..., :length]
+        if not signed:
+            return values
+        sign = 1 << (n_bits - 1)
+        return xp.astype(values ^ sign, xp.int8) - sign
 
     def check_out(self, out: Any, like: Any, dtype: str) -> None:
         """Check that ``out`` can take a result of ``like``'s shape and ``dtype`` (before any write).

@@ -30,7 +30,7 @@ import numpy
 from qarray.core.dyadic import Histogram, bin_floor
 from qarray.core.granularity import grid_shape
 
-from . import cupy_kernels
+from . import cupy_kernels, cupy_packing
 from .array_api import ArrayAPIBackend
 from .spec import Problems, QuantSpec, check_extent, check_out, grid_layout
 
@@ -509,6 +509,23 @@ class CupyBackend(ArrayAPIBackend):
                 self._row_maps.popitem(last=False)
         return entry
 
+    def pack_bits(self, q: Any, n_bits: int) -> Tuple[Any, Any]:
+        """Pack in one fused kernel (:mod:`qarray.backends.cupy_packing`), on ``q``'s device; see
+        :meth:`ArrayAPIBackend.pack_bits`. The count of values outside is left on the device."""
+        if not cupy_packing.takes(q, self._cupy):
+            with self._on(q):
+                return super().pack_bits(q, n_bits)
+        with q.device:
+            return cupy_packing.pack_bits(self._cupy, q, n_bits, self._blocks(q))
+
+    def unpack_bits(self, packed: Any, n_bits: int, length: int, signed: bool) -> Any:
+        """Unpack in one fused kernel, on ``packed``'s device; see :meth:`ArrayAPIBackend.unpack_bits`."""
+        if not cupy_packing.takes(packed, self._cupy, {"uint8": "unsigned char"}):
+            with self._on(packed):
+                return super().unpack_bits(packed, n_bits, length, signed)
+        with packed.device:
+            return cupy_packing.unpack_bits(self._cupy, packed, n_bits, length, signed, self._blocks(packed))
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _fused_float(self, values: Any) -> Optional[str]:
@@ -576,6 +593,10 @@ class CupyBackend(ArrayAPIBackend):
             self._grids[key] = capacity
         needed = -(-count // cupy_kernels.BLOCK_THREADS)
         return max(1, min(needed, capacity))
+
+    def _blocks(self, like: Any) -> cupy_packing.Blocks:
+        """``blocks(function, name, count)``: :meth:`_grid` on ``like``'s device."""
+        return lambda function, name, count: self._grid(function, name, count, like.device.id)
 
     def _counting_grid(self, function: Any, name: str, count: int, device_id: int) -> int:
         """The grid of a kernel that counts into 32-bit shared counters: at most one wave,

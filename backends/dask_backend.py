@@ -19,13 +19,15 @@ This module imports Dask; it is only imported when a Dask array shows up (or
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any, List, Optional, Tuple
 
 import numpy
 
 from qarray.core.granularity import grid_shape
-from qarray.core.messages import raise_on_problems
+from qarray.core.messages import outside_pack_range, raise_on_problems
 from qarray.core.namespace import array_namespace, to_numpy
+from qarray.core.packing import values_per_byte
 
 from .array_api import ArrayAPIBackend
 from .registry import backend_for
@@ -190,6 +192,33 @@ class DaskBackend(ArrayAPIBackend):
             ndim=qvalues.ndim,
         )
 
+    def pack_bits(self, q: Any, n_bits: int) -> Tuple[Any, Optional[Any]]:
+        """Pack lazily, chunk by chunk (see :meth:`ArrayAPIBackend.pack_bits`).
+
+        The last axis is rechunked so that every chunk but the last holds whole bytes (its
+        ends moved to the nearest multiple of ``8 // n_bits``); each chunk is packed by its
+        own library's kernel. Returns ``(packed, None)``: the range check runs inside each
+        chunk and raises ``ValueError`` when ``packed`` is computed.
+        """
+        per = values_per_byte(n_bits)
+        aligned = q.rechunk({q.ndim - 1: _aligned_chunks(q.chunks[-1], per)})
+        chunks = aligned.chunks[:-1] + (tuple(-(-chunk // per) for chunk in aligned.chunks[-1]),)
+        packed = aligned.map_blocks(
+            _pack_block, n_bits=n_bits, chunks=chunks, dtype=numpy.uint8, meta=q._meta.astype(numpy.uint8)
+        )
+        return packed, None
+
+    def unpack_bits(self, packed: Any, n_bits: int, length: int, signed: bool) -> Any:
+        """Unpack lazily, chunk by chunk (see :meth:`ArrayAPIBackend.unpack_bits`): every byte
+        of a chunk, by the chunk's library, then the padding values cut off the end."""
+        per = values_per_byte(n_bits)
+        dtype = numpy.dtype(numpy.int8 if signed else numpy.uint8)
+        chunks = packed.chunks[:-1] + (tuple(chunk * per for chunk in packed.chunks[-1]),)
+        values = packed.map_blocks(
+            _unpack_block, n_bits=n_bits, signed=signed, chunks=chunks, dtype=dtype, meta=packed._meta.astype(dtype)
+        )
+        return values[..., :length]
+
 
 def make_dask_backend() -> DaskBackend:
     """Import Dask and return its backend.
@@ -264,13 +293,11 @@ def _axis_plan(chunks: Tuple[int, ...], length: int, size: int) -> Tuple[Tuple[i
     each chunk lies in one block, and ``counts`` says how many chunks each block spans
     (None when one each).
     """
+    if size < length and size <= max(chunks):
+        return _aligned_chunks(chunks, size), None
     ends = [0]
     for chunk in chunks:
         ends.append(ends[-1] + int(chunk))
-    if size < length and size <= max(chunks):
-        nearest = {(end + size // 2) // size * size for end in ends[1:-1]}
-        bounds = [0, *sorted(end for end in nearest if 0 < end < length), length]
-        return tuple(b - a for a, b in zip(bounds, bounds[1:])), None
     bounds = sorted(set(ends) | set(range(size, length, size)))
     aligned = tuple(b - a for a, b in zip(bounds, bounds[1:]))
     counts: List[int] = []
@@ -282,6 +309,16 @@ def _axis_plan(chunks: Tuple[int, ...], length: int, size: int) -> Tuple[Tuple[i
             counts.append(1)
             previous = start // size
     return aligned, (tuple(counts) if any(count > 1 for count in counts) else None)
+
+
+def _aligned_chunks(chunks: Tuple[int, ...], size: int) -> Tuple[int, ...]:
+    """The chunks of an axis with each end but the last moved to the nearest multiple of ``size``
+    (ends that meet are merged), so that every chunk but the last holds whole runs of ``size``."""
+    ends = list(itertools.accumulate(int(chunk) for chunk in chunks))
+    length = ends[-1] if ends else 0
+    nearest = {(end + size // 2) // size * size for end in ends[:-1]}
+    bounds = [0, *sorted(end for end in nearest if 0 < end < length), length]
+    return tuple(b - a for a, b in zip(bounds, bounds[1:]))
 
 
 def _block_zero_point(zero_point: Any, ndim: int, block_info: Optional[dict]) -> Any:
@@ -392,6 +429,21 @@ def _combine_pieces(stacked: Any, axis: int) -> Any:
     low = xp.min(stacked[0, ...], axis=axis, keepdims=True)
     high = xp.max(stacked[1, ...], axis=axis, keepdims=True)
     return xp.stack([low, high])
+
+
+def _pack_block(block: Any, n_bits: int) -> Any:
+    """Pack one chunk with its own library's backend; raise if it holds values ``n_bits`` cannot."""
+    backend = backend_for(block)
+    packed, n_outside = backend.pack_bits(block, n_bits)
+    count = int(backend.to_numpy(n_outside))
+    if count:
+        raise outside_pack_range(count, n_bits, f"in a block of {backend.size(block)}")
+    return packed
+
+
+def _unpack_block(block: Any, n_bits: int, signed: bool) -> Any:
+    """Unpack every byte of one chunk with its own library's backend."""
+    return backend_for(block).unpack_bits(block, n_bits, int(block.shape[-1]) * values_per_byte(n_bits), signed)
 
 
 def _unique_block(block: Any, omit_nonfinite: bool) -> Any:

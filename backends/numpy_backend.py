@@ -25,7 +25,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 import numpy
 from array_api_compat import numpy as compat_numpy
 
-from . import _parallel, numba_kernels, numba_profiles
+from . import _parallel, numba_kernels, numba_packing, numba_profiles
 from .array_api import ArrayAPIBackend, Bounds
 from .spec import Problems, QuantSpec, check_extent, check_out, grid_layout
 
@@ -267,6 +267,24 @@ class NumpyBackend(ArrayAPIBackend):
                 source.size, lambda start, stop: _fill_nan_range(source[start:stop], target[start:stop], fill)
             )
         return qvalues
+
+    def pack_bits(self, q: Any, n_bits: int) -> Tuple[Any, Any]:
+        """Pack with the compiled kernel of :mod:`qarray.backends.numba_packing` (large arrays, Numba
+        available), else the generic path; see :meth:`ArrayAPIBackend.pack_bits`. The values
+        outside the range are counted only when there are some."""
+        q = numpy.asarray(q)
+        if not numba_packing.takes(q):
+            return super().pack_bits(q, n_bits)
+        packed, outside = numba_packing.pack_bits(q, n_bits)
+        return packed, self.count_outside_pack(q, n_bits) if outside else numpy.asarray(0, dtype=numpy.int64)
+
+    def unpack_bits(self, packed: Any, n_bits: int, length: int, signed: bool) -> Any:
+        """Unpack with the compiled kernel (large arrays, Numba available), else the generic path;
+        see :meth:`ArrayAPIBackend.unpack_bits`."""
+        packed = numpy.asarray(packed)
+        if numba_packing.takes(packed):
+            return numba_packing.unpack_bits(packed, n_bits, length, signed)
+        return super().unpack_bits(packed, n_bits, length, signed)
 
 
 # -- the blocked NumPy kernels ----------------------------------------------------------------

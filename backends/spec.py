@@ -294,6 +294,15 @@ class Kernels(Protocol):
     def dequantize(self, qvalues: Any, spec: QuantSpec, *, dtype: str = "float64", out: Any = None) -> Any:
         """``scale * (qvalues - zero_point)`` in float64, written as ``dtype``."""
 
+    def pack_bits(self, q: Any, n_bits: int) -> Tuple[Any, Optional[Any]]:
+        """``(packed, n_outside)``: the low ``n_bits`` bits of each integer packed along the last
+        axis into uint8 (:mod:`qarray.core.packing`), and the 0-d int64 count of values outside
+        the packable range (None where the backend checks lazily and raises when computed)."""
+
+    def unpack_bits(self, packed: Any, n_bits: int, length: int, signed: bool) -> Any:
+        """``length`` values of ``n_bits`` bits from each row of uint8 ``packed``: int8 sign-extended
+        when ``signed``, else uint8."""
+
 
 @runtime_checkable
 class DeviceHistograms(Protocol):

@@ -1,7 +1,7 @@
 """The PyTorch backend: the generic Array API kernels, with a histogram count that never sorts.
 
-Everything but :meth:`TorchBackend.bin_counts` is the generic path over
-array-api-compat's torch namespace. The Array API has no bincount, so the generic
+Everything but :meth:`TorchBackend.bin_counts` and the packing of host tensors is the
+generic path over array-api-compat's torch namespace. The Array API has no bincount, so the generic
 histogram count sorts the bin indices of the whole input (hundreds of MiB and
 seconds for ten million values). Here a tensor in host memory is handed to the
 NumPy kernels through DLPack, which reads it where it lies (any strides, nothing
@@ -16,7 +16,7 @@ and reaches torch through its tensors' methods and the namespace it is given.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Tuple
 
 import numpy
 
@@ -71,6 +71,24 @@ class TorchBackend(ArrayAPIBackend):
         if total is None:  # no values
             return self.xp.zeros(max_bins, dtype=self.xp.int64, device=self.device(values))
         return total[:max_bins]
+
+    def pack_bits(self, q: Any, n_bits: int) -> Tuple[Any, Any]:
+        """Pack (see :meth:`ArrayAPIBackend.pack_bits`): a tensor in host memory by the NumPy kernels
+        on a zero-copy DLPack view (the compiled ones for large tensors; PyTorch lacks comparisons
+        and shifts of uint16, uint32 and uint64 on the CPU), others by the generic path."""
+        host = _host_view(q)
+        if host is None:
+            return super().pack_bits(q, n_bits)
+        packed, n_outside = _HOST.pack_bits(host, n_bits)
+        return self.xp.asarray(packed), self.xp.asarray(n_outside)
+
+    def unpack_bits(self, packed: Any, n_bits: int, length: int, signed: bool) -> Any:
+        """Unpack (see :meth:`ArrayAPIBackend.unpack_bits`): a tensor in host memory by the NumPy
+        kernels on a zero-copy DLPack view, others by the generic path."""
+        host = _host_view(packed)
+        if host is None:
+            return super().unpack_bits(packed, n_bits, length, signed)
+        return self.xp.asarray(_HOST.unpack_bits(host, n_bits, length, signed))
 
 
 def _host_view(values: Any) -> Optional[numpy.ndarray]:

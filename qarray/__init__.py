@@ -22,6 +22,7 @@ from .documents import FORMAT_VERSION, load, loads
 from .histogram_stats import HistogramQuantizationStats
 from .kwargs import fill_from_kwargs
 from .options import QuantizationOptions
+from .packing import pack, unpack
 from .params import STABILITY_CONST, UniformQuantizationParameters
 from .quantized_array import QuantizedArray
 from .quantizer import UniformQuantizer
@@ -73,5 +74,7 @@ __all__ = [
     "fill_from_kwargs",
     "load",
     "loads",
+    "pack",
     "plot",
+    "unpack",
 ]

@@ -95,13 +95,10 @@ def xb(request: pytest.FixtureRequest) -> ArrayLibrary:
     return library(request.param)
 
 
-@pytest.fixture(scope="session")
-def emulated(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The CUDA kernel module compiled for the CPU against ``tests/cuda_emulation``, once per
-    test session; skipped, with the reason, where it cannot be built."""
+def _emulated_module(source: str, factory: pytest.TempPathFactory) -> Any:
+    """``source`` compiled for the CPU against ``tests/cuda_emulation``; skips, with the reason,
+    where it cannot be built."""
     import sys
-
-    from qarray.backends import cupy_kernels
 
     from cuda_emulation.build import EmulatedModule, find_compiler
 
@@ -110,7 +107,25 @@ def emulated(tmp_path_factory: pytest.TempPathFactory) -> Any:
     compiler = find_compiler()
     if compiler is None:
         pytest.skip("no C++ compiler ($CXX, g++, clang++ or c++): the kernels' logic is not emulated")
-    return EmulatedModule.build(cupy_kernels.source(), tmp_path_factory.mktemp("cuda_emulation"), compiler)
+    return EmulatedModule.build(source, factory.mktemp("cuda_emulation"), compiler)
+
+
+@pytest.fixture(scope="session")
+def emulated(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The CUDA kernel module compiled for the CPU against ``tests/cuda_emulation``, once per
+    test session; skipped, with the reason, where it cannot be built."""
+    from qarray.backends import cupy_kernels
+
+    return _emulated_module(cupy_kernels.source(), tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def emulated_packing(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The CUDA packing module (:mod:`qarray.backends.cupy_packing`) compiled for the CPU, as
+    :func:`emulated` compiles the quantization kernels."""
+    from qarray.backends import cupy_packing
+
+    return _emulated_module(cupy_packing.source(), tmp_path_factory)
 
 
 @pytest.fixture

@@ -183,3 +183,28 @@ def test_ptx_has_no_fused_multiply_add_and_no_approximation(compiled: Dict[str, 
         if re.match(r"(add|sub|mul)(\.ftz)?(\.sat)?\.f(16|32|64)\b", line)
     ]
     assert fused == [] and approximate == [] and contractible == [], (fused + approximate + contractible)[:10]
+
+
+# -- the packing module (qarray.backends.cupy_packing), compiled the same way ----------------------
+
+
+@pytest.fixture(scope="module")
+def compiled_packing() -> Dict[str, Compiled]:
+    """The packing module compiled for every architecture of ARCHITECTURES."""
+    from qarray.backends import cupy_packing
+
+    assert cupy_packing.COMPILE_OPTIONS == cupy_kernels.COMPILE_OPTIONS  # the options compile_as_cupy_does passes
+    return {arch: compile_as_cupy_does(cupy_packing.source(), arch) for arch in ARCHITECTURES}
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_packing_module_compiles_with_every_kernel_and_no_float(compiled_packing: Dict[str, Compiled],
+                                                               arch: str) -> None:
+    from qarray.backends import cupy_packing
+
+    result = compiled_packing[arch]
+    assert result.binary[:4] == b"\x7fELF" and f".target sm_{arch}" in result.ptx
+    assert "warning" not in result.log.lower(), result.log
+    assert set(re.findall(r"\.entry\s+([A-Za-z_]\w*)\s*\(", result.ptx)) == set(cupy_packing.kernel_names())
+    floating = [line for line in instructions(result.ptx) if re.search(r"\.f(16|32|64)\b", line)]
+    assert floating == [], floating[:10]  # integer work only

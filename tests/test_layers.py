@@ -5,8 +5,8 @@ From the bottom:
 1. ``qarray.core`` (the rules: checks, dtypes, granularity, the parameter rule, dyadic
    histograms, the display registry): nothing of qarray outside ``qarray.core``;
 2. ``qarray.backends`` (the kernels): ``qarray.core`` only;
-3. ``qarray.io`` (the JSON codec, file writing, consistency checks), ``qarray.primitives``
-   and ``qarray.calibration`` (histograms and their range methods): the floors below, never
+3. ``qarray.io`` (the JSON codec, file writing, consistency checks), ``qarray.primitives``,
+   ``qarray.packing`` and ``qarray.calibration`` (histograms and their range methods): the floors below, never
    the classes, the documents or the display;
 4. the classes (``options``, ``stats``, ``histogram_stats``, ``params``, ``quantizer``,
    ``quantized_array``, ``kwargs``, ``streaming``) and the documents (``qarray.documents``):
@@ -43,6 +43,7 @@ CLASSES = {
     "qarray.streaming",
     "qarray.documents",
 }
+PRIMITIVES = {"qarray.primitives", "qarray.packing"}
 MIDDLE_PACKAGES = ("qarray.io", "qarray.calibration")
 MAX_IMPORTS_IN_FUNCTIONS = 5
 
@@ -73,7 +74,7 @@ def floor(name: str) -> int:
         return 1
     if name == "qarray.backends" or name.startswith("qarray.backends."):
         return 2
-    if name == "qarray.primitives" or any(name == p or name.startswith(p + ".") for p in MIDDLE_PACKAGES):
+    if name in PRIMITIVES or any(name == p or name.startswith(p + ".") for p in MIDDLE_PACKAGES):
         return 3
     if name in CLASSES:
         return 4
@@ -134,7 +135,7 @@ def test_no_module_imports_a_higher_floor(name: str) -> None:
 def test_the_middle_floor_never_imports_another_middle_package_upward(name: str) -> None:
     """Primitives, calibration and io sit side by side; the primitives import neither, io imports no calibration."""
     imported = {module for module, _ in _imports(name)}
-    if name == "qarray.primitives":
+    if name in PRIMITIVES:
         assert not {m for m in imported if m.startswith(("qarray.calibration", "qarray.io"))}
     if name.startswith("qarray.io"):
         assert not {m for m in imported if m.startswith(("qarray.calibration", "qarray.primitives"))}

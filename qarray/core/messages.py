@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .checks import describe
+from .packing import pack_range
 
 __all__ = [
     "NAN_POLICIES",
@@ -22,6 +23,7 @@ __all__ = [
     "no_finite_value",
     "nonfinite_values",
     "not_floating",
+    "outside_pack_range",
     "raise_on_problems",
 ]
 
@@ -74,6 +76,15 @@ def nonfinite_values(count: Optional[int] = None, total: Optional[int] = None, *
     return ValueError(
         f"{where} hold {held} (NaN or ±Inf){out_of}; clean them, or pass nan_policy='omit' to calibrate on "
         "the finite values only"
+    )
+
+
+def outside_pack_range(count: int, n_bits: int, where: str) -> ValueError:
+    """The error for values to pack that do not fit ``n_bits`` bits (``count`` of them, ``where``)."""
+    low, high = pack_range(n_bits)
+    return ValueError(
+        f"q holds {count} value(s) {where} outside [{low}, {high}], the values n_bits={n_bits} can pack "
+        f"(signed [{low}, {-low - 1}] or unsigned [0, {high}]); quantize to {n_bits} bits first"
     )
 
 

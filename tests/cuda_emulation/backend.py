@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Tuple
 import numpy
 import pytest
 
-from qarray.backends import cupy_backend, cupy_kernels
+from qarray.backends import cupy_backend, cupy_kernels, cupy_packing
 from qarray.backends.cupy_backend import CupyBackend
 from qarray.backends.spec import QuantSpec
 
@@ -158,7 +158,11 @@ class EmulatedKernel:
 
 
 class Emulation:
-    """A :class:`CupyBackend` whose CuPy is NumPy and whose kernels run on the emulation."""
+    """A :class:`CupyBackend` whose CuPy is NumPy and whose kernels run on the emulation.
+
+    ``module`` is the emulated build of :func:`cupy_kernels.source` or of
+    :func:`cupy_packing.source`: the launches of either module go to it.
+    """
 
     def __init__(self, module: EmulatedModule, capacity: int, monkeypatch: pytest.MonkeyPatch) -> None:
         self.launches: List[Tuple[str, int, int]] = []
@@ -172,7 +176,12 @@ class Emulation:
         backend._row_maps = OrderedDict()
         self.backend = backend
         self.capacity = capacity
-        monkeypatch.setattr(cupy_kernels, "kernel", lambda name: EmulatedKernel(module, name, self.launches))
+
+        def launch(name: str) -> EmulatedKernel:
+            return EmulatedKernel(module, name, self.launches)
+
+        monkeypatch.setattr(cupy_kernels, "kernel", launch)
+        monkeypatch.setattr(cupy_packing, "kernel", launch)  # each kernel is found in ``module``
         monkeypatch.setattr(cupy_backend, "_device_capacity", lambda cupy, function, device_id: capacity)
 
     def histogram(self, batches: List[numpy.ndarray], max_bins: int, omit: bool) -> Any:
