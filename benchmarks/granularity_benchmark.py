@@ -109,10 +109,11 @@ def make_weights(size: int, seed: int) -> numpy.ndarray:
 class Case:
     """One (bits, granularity): qarray's quantizer and its parameters as full grids."""
 
-    def __init__(self, weights: numpy.ndarray, n_bits: int, granularity: str) -> None:
+    def __init__(self, weights: numpy.ndarray, n_bits: int, granularity: str, profile: str = "concrete") -> None:
         self.n_bits = n_bits
         self.granularity = granularity
-        self.quantizer = qarray.calibrate([weights], n_bits, **GRANULARITIES[granularity])
+        self.profile = profile
+        self.quantizer = qarray.calibrate([weights], n_bits, profile=profile, **GRANULARITIES[granularity])
         rows, cols = weights.shape
         self.scale = numpy.asarray(self.quantizer.scale, dtype=numpy.float64)
         self.zero_point = numpy.asarray(self.quantizer.zero_point, dtype=numpy.int64)
