@@ -18,8 +18,8 @@ import numpy
 
 from qarray.core.granularity import expand_to_values, grid_shape, reduce_blocks
 from qarray.core.namespace import array_namespace, device_of, library_name, to_numpy
-from qarray.core.profiles import reciprocal32
 from qarray.core.packing import pack_range, packed_length, values_per_byte
+from qarray.core.profiles import reciprocal32
 
 from .spec import Problems, QuantSpec, check_extent, check_out
 
