@@ -125,7 +125,11 @@ extern "C" __global__ void qarray_emulation_probe_early_return(int* out) {
     __syncthreads();
     out[threadIdx.x] = 1;
 }
+"""
 
+# Appended only to a source that defines the profiles' float32 helpers (the quantization
+# kernels do; the packing module does not).
+_FLOAT32_PROBE = r"""
 // The numerics profiles' float32 helpers, on their own: quotient[i] = a[i] / b[i] and
 // product[i] = a[i] * b[i] as the kernels compute them (IEEE float32 despite -ftz=true).
 extern "C" __global__ void qarray_emulation_probe_float32_arithmetic(
@@ -153,10 +157,16 @@ QARRAY_EMULATION_EXPORT unsigned int qarray_emulation_narrow(double value) {
 """
 
 
+def _probes(source: str) -> str:
+    """Return the self-check kernels that ``source`` can host."""
+    return _PROBES + (_FLOAT32_PROBE if "qarray_div32(" in source else "")
+
+
 def translation_unit(source: str) -> str:
     """Return the C++ text that is compiled: the header, ``source``, probes and launchers."""
-    parts = ['#include "cuda_emulation.h"', "#line 1 \"qarray_kernels.cu\"", source, _PROBES]
-    for kernel in kernel_signatures(source + _PROBES):
+    probes = _probes(source)
+    parts = ['#include "cuda_emulation.h"', "#line 1 \"qarray_kernels.cu\"", source, probes]
+    for kernel in kernel_signatures(source + probes):
         parts.append(
             f"QARRAY_EMULATION_EXPORT int qarray_emulate_{kernel.name}(unsigned int grid, unsigned int block"
             + "".join(f", {p}" for p in kernel.parameters)
@@ -181,7 +191,7 @@ class EmulatedModule:
         self.path = library_path
         self.library = ctypes.CDLL(str(library_path))
         self.kernels: Dict[str, KernelSignature] = {
-            k.name: k for k in kernel_signatures(source + _PROBES)
+            k.name: k for k in kernel_signatures(source + _probes(source))
         }
         self.library.qarray_emulation_error.restype = ctypes.c_char_p
         self.library.qarray_emulation_widen.restype = ctypes.c_ulonglong
