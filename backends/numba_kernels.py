@@ -645,6 +645,10 @@ class _Kernels:
         numba.extending.register_jitable(_next_skip)
         numba.extending.register_jitable(inline="always")(_quantize_span)
         numba.extending.register_jitable(_row_candidates)
+        for helper in numba_profiles.HELPERS["inline"]:
+            numba.extending.register_jitable(inline="always")(helper)
+        for helper in numba_profiles.HELPERS["call"]:
+            numba.extending.register_jitable(helper)
         self.minmax_keys = jit(_minmax_keys)
         self.quantize_flat = jit(_quantize_flat)
         self.dequantize = jit(_dequantize)
