@@ -32,6 +32,7 @@ def test_there_are_notebooks():
         "03_gpu_batches.ipynb",
         "04_histogram_calibration.ipynb",
         "05_per_channel_weights.ipynb",
+        "06_which_runtime.ipynb",
     ]
 
 
