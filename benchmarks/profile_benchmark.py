@@ -19,6 +19,9 @@ the number of integers that differ from the profile's exact rule computed here i
 (``clip(rint(float32(x) / scale) + zero_point)`` for onnx, ``clip(rint(float32(x) *
 float32(1 / scale)) + zero_point)`` for torch). Every row must be exact, the runtimes'
 included (that is what the profiles promise); the script exits with status 1 otherwise.
+A row "uint8 cast (memory floor)" times a plain float32-to-uint8 cast on qarray's threads:
+reading the values and writing one byte each, no arithmetic, the least any of these tools
+can take on this machine.
 
 Targets (the issue's): onnx per tensor into ``out=`` >= 1.1x ONNX Runtime; onnx group-128
 >= 1.0x ONNX Runtime's blocked QuantizeLinear; torch >= 10x torchao.
@@ -86,14 +89,43 @@ def qarray_tools(case: ProfileCase, weights: numpy.ndarray, out: numpy.ndarray) 
     return {"qarray numba": (fresh, fresh), "qarray numba out=": (into, into)}
 
 
+def cast_floor(weights: numpy.ndarray, out: numpy.ndarray) -> Callable[[], Any]:
+    """The memory floor of any quantizer here: read the float32 values and write one byte each
+    (a plain cast, no arithmetic), on the same threads as qarray's kernels."""
+    from qarray.backends import _parallel
+
+    flat, target = weights.reshape(-1), out.reshape(-1)
+    if numba_kernels.available():
+        import numba
+
+        cast = numba.njit(nogil=True)(_cast_loop)
+    else:
+        def cast(source: numpy.ndarray, result: numpy.ndarray) -> None:
+            numpy.copyto(result, source, casting="unsafe")
+
+    def run() -> None:
+        _parallel.run(flat.size, lambda start, stop: cast(flat[start:stop], target[start:stop]))
+
+    return run
+
+
+def _cast_loop(source: Any, target: Any) -> None:
+    for i in range(numpy.uint64(source.size)):
+        target[i] = numpy.uint8(numpy.int32(source[i]))
+
+
 def run_size(size: int, bits: Sequence[int], repeats: int, seed: int, skipped: Dict[str, str]) -> Tuple[List, bool]:
     weights = make_weights(size, seed)
     n = weights.size
     out = numpy.ones(weights.shape, dtype=numpy.uint8)
     rows: List[Dict[str, Any]] = []
     ok = True
+    floor = cast_floor(weights, out)
+    floor()
+    floor_times = []
     for n_bits in bits:
-        entries = []
+        entries = [{"case": None, "profile": "-", "granularity": "-", "tool": "uint8 cast (memory floor)",
+                    "run": floor, "integers": None, "times": floor_times}] if n_bits == bits[0] else []
         for profile, peer in PEERS.items():
             for granularity in SHOWN:
                 case = ProfileCase(weights, n_bits, granularity, profile=profile)
@@ -111,6 +143,12 @@ def run_size(size: int, bits: Sequence[int], repeats: int, seed: int, skipped: D
                 entry["run"]()
                 entry["times"].append(time.perf_counter() - start)
         for entry in entries:
+            if entry["case"] is None:
+                seconds = statistics.median(entry["times"])
+                rows.append({"values": n, "bits": n_bits, "profile": "-", "granularity": "-", "tool": entry["tool"],
+                             "median_s": seconds, "gvalues_per_s": n / seconds / 1e9, "vs_runtime": None,
+                             "differ": None})
+                continue
             differ = count_differences(entry["integers"](), entry["case"].reference(weights))
             ok &= differ == 0
             seconds = statistics.median(entry["times"])
@@ -120,7 +158,7 @@ def run_size(size: int, bits: Sequence[int], repeats: int, seed: int, skipped: D
         print(f"  done: {size:.0e} values, {n_bits} bits", file=sys.stderr, flush=True)
     for row in rows:
         peer = next((r for r in rows if r["bits"] == row["bits"] and r["profile"] == row["profile"]
-                     and r["granularity"] == row["granularity"] and r["tool"] == PEERS[row["profile"]]), None)
+                     and r["granularity"] == row["granularity"] and r["tool"] == PEERS.get(row["profile"])), None)
         if peer is not None and row["tool"].startswith("qarray"):
             row["vs_runtime"] = peer["median_s"] / row["median_s"]
     return rows, ok
@@ -133,9 +171,13 @@ def format_table(rows: Sequence[Dict[str, Any]]) -> str:
         lines.append(
             f"| {row['values']:.0e} | {row['bits']} | {row['profile']} | {row['granularity']} | {row['tool']} "
             f"| {row['median_s'] * 1e3:.2f} | {row['gvalues_per_s']:.2f} | {_fmt(row['vs_runtime'], '.2f')} "
-            f"| {'exact' if row['differ'] == 0 else str(row['differ']) + ' differ'} |"
+            f"| {_integers(row['differ'])} |"
         )
     return "\n".join(lines)
+
+
+def _integers(differ: Optional[int]) -> str:
+    return "-" if differ is None else "exact" if differ == 0 else f"{differ} differ"
 
 
 def evaluate_targets(rows: Sequence[Dict[str, Any]]) -> List[str]:
