@@ -187,7 +187,22 @@ KERNELS = {
 
 def _narrow(*values: Any) -> bool:
     """Whether the zero points and bounds all lie inside ``±2**24`` (float32 add and clamp are exact enough)."""
-    return all(numpy.all(numpy.abs(value) < _FLOAT32_EXACT) for value in values)
+    grids = [_distinct(value) for value in values]
+    return all(grid.size == 0 or -_FLOAT32_EXACT < grid.min() and grid.max() < _FLOAT32_EXACT for grid in grids)
+
+
+def _distinct(grid: Any) -> Any:
+    """``grid`` itself, or its one number when it repeats one number for every block (a
+    broadcast view, as the clipping bounds mostly are)."""
+    grid = numpy.asarray(grid)
+    return grid.reshape(-1)[:1] if grid.size and not any(grid.strides) else grid
+
+
+def _grid_of(grid: numpy.ndarray, kind: Any) -> numpy.ndarray:
+    """``grid`` as a C-contiguous array of ``kind``; one repeated number stays a broadcast view."""
+    if grid.size and not any(grid.strides):
+        return numpy.broadcast_to(numpy.asarray(grid.reshape(-1)[0], dtype=kind), grid.shape)
+    return numpy.ascontiguousarray(grid, dtype=kind)
 
 
 def quantize32(kernels: Any, source: numpy.ndarray, target: numpy.ndarray, scale: float, zero_point: float,
@@ -227,7 +242,7 @@ def quantize32_grid(kernels: Any, run_parts: Any, source: numpy.ndarray, target:
     n_rows, length = source.shape
     scale = numpy.ascontiguousarray(parameters[0], dtype=numpy.float32)
     kind = numpy.float32 if _narrow(*parameters[1:]) else numpy.float64
-    zero, low, high = (numpy.ascontiguousarray(p, dtype=kind) for p in parameters[1:])
+    zero, low, high = (_grid_of(numpy.asarray(p), kind) for p in parameters[1:])
     flat_source, flat_target = source.reshape(-1), target.reshape(-1)
     reciprocal_wanted = None if divide else numpy.float32(1.0)
     kernel = kernels.quantize32_grid
