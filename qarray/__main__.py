@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from typing import Any, List, NoReturn, Optional, Sequence
 
@@ -114,12 +115,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Wrong arguments (an unknown or unusable backend included) print one line to
     stderr and exit with status 2 (``SystemExit``).
     """
-    parser = _Parser(prog="python -m qarray", description=__doc__.splitlines()[0])
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["quantize-onnx"]:
+        from .cli_onnx import main as quantize_onnx
+
+        return quantize_onnx(arguments[1:])
+    parser = _Parser(
+        prog="python -m qarray",
+        description=__doc__.splitlines()[0],
+        epilog="python -m qarray quantize-onnx --help: quantize the weights of an ONNX model",
+    )
     parser.add_argument("--size", type=_size, default=4_000_000, help="number of values, e.g. 1e5 (default 4e6)")
     parser.add_argument("--bits", type=_bits, nargs="+", default=[2, 4, 8, 16], help="bit widths (default 2 4 8 16)")
     parser.add_argument("--backend", default=None, help="backend name (default: cupy if a GPU is visible, else numpy)")
     parser.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
 
     try:
         backend = _best_backend(args.backend)
