@@ -1,4 +1,4 @@
-"""Every Python block of README.md runs as written.
+"""Every Python block of README.md and of the documentation pages (``docs/**/*.md``) runs as written.
 
 Each ```python block is run by itself, in a fresh namespace and a temporary
 working directory, so a reader can copy any one of them: a block defines what it
@@ -10,6 +10,7 @@ say why. Whatever blocks the README holds are run, new ones included.
 from __future__ import annotations
 
 import ast
+import doctest
 import importlib.util
 import io
 import os
@@ -23,19 +24,25 @@ from typing import List, Optional, Tuple
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+"""The README and every documentation page; ``docs/_build`` (a built site) aside."""
+PAGES = [page for page in PAGES if "_build" not in page.parts]
 
 _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 
 
 def _blocks() -> List[Tuple[str, int, str]]:
-    """Return ``(heading, line, code)`` for each ```python block of the README, in order."""
-    text = README.read_text(encoding="utf-8")
+    """Return ``(where, line, code)`` for each ```python block of every page, in order."""
     blocks = []
-    for match in _BLOCK.finditer(text):
-        line = text.count("\n", 0, match.start()) + 1
-        headings = re.findall(r"^#+ (.+)$", text[: match.start()], re.MULTILINE)
-        blocks.append((headings[-1] if headings else "top", line, match.group(1)))
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        name = page.relative_to(ROOT).as_posix()
+        for match in _BLOCK.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            headings = re.findall(r"^#+ (.+)$", text[: match.start()], re.MULTILINE)
+            blocks.append((f"{name}: {headings[-1] if headings else 'top'}", line, match.group(1)))
     return blocks
 
 
@@ -79,28 +86,43 @@ def _needs(code: str) -> List[str]:
     return ["matplotlib"] if re.search(r"\bqarray\.plot\b|\bplot_\w+\(", code) else []
 
 
+def _run_doctest(code: str, name: str) -> None:
+    """Run a ``>>>`` block as a doctest (NumPy's array reprs compared as printed)."""
+    test = doctest.DocTestParser().get_doctest(code, {"__name__": "__readme__"}, name, name, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    out: List[str] = []
+    runner.run(test, out=out.append)
+    assert runner.failures == 0, "".join(out)
+
+
 BLOCKS = _blocks()
 
 
 def test_the_readme_has_python_blocks():
-    assert len(BLOCKS) >= 5, f"expected the README's usage examples, found {len(BLOCKS)} python blocks"
+    in_readme = [block for block in BLOCKS if block[0].startswith("README.md")]
+    assert len(in_readme) >= 5, f"expected the README's usage examples, found {len(in_readme)} python blocks"
 
 
 @pytest.mark.parametrize("heading, line, code", BLOCKS, ids=[f"line{line}-{heading}" for heading, line, _ in BLOCKS])
 def test_readme_block_runs(heading, line, code, tmp_path, monkeypatch):
-    if _uses_cupy(code):
+    interactive = code.lstrip().startswith(">>>")  # an interactive session: its outputs are checked too
+    source = doctest.script_from_examples(code) if interactive else code
+    if _uses_cupy(source):
         reason = _gpu_missing()
         if reason:
-            pytest.skip(f"README block at line {line} ({heading}) needs a CUDA GPU with CuPy: {reason}")
-    missing = _missing_imports(code) + [name for name in _needs(code) if importlib.util.find_spec(name) is None]
+            pytest.skip(f"block at line {line} ({heading}) needs a CUDA GPU with CuPy: {reason}")
+    missing = _missing_imports(source) + [name for name in _needs(source) if importlib.util.find_spec(name) is None]
     if missing:
-        pytest.skip(f"README block at line {line} ({heading}) needs {', '.join(missing)}, not installed here")
+        pytest.skip(f"block at line {line} ({heading}) needs {', '.join(missing)}, not installed here")
     monkeypatch.chdir(tmp_path)
     if importlib.util.find_spec("matplotlib") is not None:
         import matplotlib
 
         matplotlib.use("Agg")  # no window, whatever the machine's default
-    compiled = compile(code, f"README.md (block at line {line}, {heading})", "exec")
+    if interactive:
+        _run_doctest(code, f"{heading} (block at line {line})")
+        return
+    compiled = compile(code, f"{heading} (block at line {line})", "exec")
     try:
         exec(compiled, {"__name__": "__readme__"})
     finally:
