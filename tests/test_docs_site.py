@@ -17,7 +17,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 PUBLIC_MODULES = ["qarray", "qarray.display", "qarray.plot", "qarray.backends", "qarray.primitives"]
 """The modules whose ``__all__`` is the public API (the package's submodules are listed in it)."""
 
-_DIRECTIVE = re.compile(r"^\.\. auto(?:class|function|data|module|exception)::\s+(\S+)", re.MULTILINE)
+_DIRECTIVE = re.compile(r"^\.\. (?:auto(?:class|function|data|module|exception)|py:data)::\s+(\S+)", re.MULTILINE)
+_VALUE = re.compile(r"^\.\. py:data::\s+(\S+)\n\s+:value: (.+)$", re.MULTILINE)
+"""A constant documented by hand (autodoc would show its type's docstring) with its value."""
 
 
 def documented() -> set:
@@ -40,6 +42,15 @@ def test_every_public_name_is_in_the_api_reference(module_name: str) -> None:
         elif full not in names:
             missing.append(full)
     assert not missing, f"docs/api.md lacks {', '.join(missing)}"
+
+
+def test_constants_are_documented_with_their_values() -> None:
+    text = (DOCS / "api.md").read_text(encoding="utf-8")
+    found = _VALUE.findall(text)
+    assert found, "docs/api.md documents no constant"
+    for name, value in found:
+        module_name, _, attribute = name.rpartition(".")
+        assert repr(getattr(importlib.import_module(module_name), attribute)) == value, name
 
 
 def test_every_page_is_in_a_toctree() -> None:
