@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tracemalloc
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -511,3 +512,23 @@ def test_read_qdq_reads_activation_pairs(n_bits: int, kwargs: Dict[str, Any]) ->
     integers = quantizer.quant(calibration * 1.5)
     numpy.testing.assert_array_equal(bits32(read.dequant(integers)), bits32(quantizer.dequant(integers)))
     numpy.testing.assert_array_equal(read.quant(calibration * 1.5), integers)
+
+
+def test_a_model_quantized_by_its_path_holds_one_weight_at_a_time(tmp_path: Any) -> None:
+    """The float values in memory are one weight's (and temporaries of its size), not the model's."""
+    count, size = 32, 256
+    model = _model(
+        [helper.make_node("MatMul", [f"h{i}", f"W{i}"], [f"h{i + 1}"]) for i in range(count)],
+        {"h0": (1, size)}, {f"h{count}": (1, size)}, {f"W{i}": _weights((size, size), i) for i in range(count)},
+    )
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0)
+    del model
+    weight_bytes, model_bytes = size * size * 4, count * size * size * 4
+    qarray.onnx.quantize_weights(tmp_path / "m.onnx")  # compiles what the first call compiles
+    tracemalloc.start()
+    try:
+        qarray.onnx.quantize_weights(tmp_path / "m.onnx")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * weight_bytes and peak < model_bytes / 2, (peak, weight_bytes, model_bytes)
