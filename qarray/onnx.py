@@ -370,8 +370,12 @@ def quantize_weights_report(
     Example:
         See the module's docstring.
     """
+    return _quantize(model, _check_settings(n_bits, axis, block_size, is_signed, is_symmetric, min_size, ops, progress))
+
+
+def _quantize(model: ModelLike, settings: _Settings) -> Tuple[Any, List[WeightReport]]:
+    """The one code path of :func:`quantize_weights` and :func:`quantize_weights_report`."""
     onnx = _onnx()
-    settings = _check_settings(n_bits, axis, block_size, is_signed, is_symmetric, min_size, ops, progress)
     result, base_dir = _load(model)
     graph = result.graph
     names = _weight_names(graph, settings.ops, settings.min_size)
@@ -518,18 +522,8 @@ def quantize_weights(
         >>> [tensor.name for tensor in quantized.graph.initializer]
         ['w_quantized', 'w_scale', 'w_zero_point']
     """
-    result, _ = quantize_weights_report(
-        model,
-        n_bits=n_bits,
-        axis=axis,
-        block_size=block_size,
-        is_signed=is_signed,
-        is_symmetric=is_symmetric,
-        min_size=min_size,
-        ops=ops,
-        progress=progress,
-    )
-    return result
+    settings = _check_settings(n_bits, axis, block_size, is_signed, is_symmetric, min_size, ops, progress)
+    return _quantize(model, settings)[0]
 
 
 # ---- activations -----------------------------------------------------------------------------
