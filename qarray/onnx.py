@@ -67,6 +67,9 @@ _INTEGER_TYPES: Dict[Tuple[int, bool], Tuple[str, Optional[str]]] = {
     (16, False): ("UINT16", "<u2"),
 }
 
+_FLOAT_TYPES = ("FLOAT", "FLOAT16", "BFLOAT16", "DOUBLE")
+"""The initializer types quantized; all but FLOAT get a Cast back to their type after DequantizeLinear."""
+
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _BLOCKED_OPSET = 21  # DequantizeLinear's block_size, and INT4/UINT4/INT16/UINT16
 _PER_AXIS_OPSET = 13  # DequantizeLinear's axis
@@ -93,9 +96,10 @@ class WeightReport:
         shape: the weight's shape as stored.
         n_bits: the integers' width.
         granularity: ``"per-tensor"``, ``"axis A"`` or ``"block B along axis A"``, in ONNX's terms.
-        float_bytes: the float32 weight's size in bytes.
+        float_bytes: the weight's size in bytes, in its stored type.
         quantized_bytes: the integers (packed at 4 bits), scales and zero points, in bytes.
-        max_abs_error: ``max |w - dequant(q)|`` over the weight, computed in float64.
+        max_abs_error: ``max |w - dequant(q)|`` over the weight, computed in float64 (``dequant``
+            cast to the stored type first, as the model's Cast node does for non-FLOAT weights).
         error_bound: ``max(scale) / 2``, the rounding error's nominal bound (float32
             rounding of the quotient and of the product can add a few units in the last place).
     """
@@ -276,8 +280,8 @@ def _load(model: ModelLike) -> Tuple[Any, Optional[str]]:
     return copy, None
 
 
-def _float_values(tensor: Any, base_dir: Optional[str]) -> numpy.ndarray:
-    """The values of a FLOAT initializer, reading external data (this tensor's bytes only) if needed."""
+def _stored_values(tensor: Any, base_dir: Optional[str]) -> numpy.ndarray:
+    """An initializer's values in its stored type, reading external data (this tensor's bytes only) if needed."""
     onnx = _onnx()
     if onnx.external_data_helper.uses_external_data(tensor):
         if base_dir is None:
@@ -288,8 +292,8 @@ def _float_values(tensor: Any, base_dir: Optional[str]) -> numpy.ndarray:
         loaded = onnx.TensorProto()
         loaded.CopyFrom(tensor)
         onnx.external_data_helper.load_external_data_for_tensor(loaded, base_dir)
-        return numpy.asarray(onnx.numpy_helper.to_array(loaded), dtype=numpy.float32)
-    return numpy.asarray(onnx.numpy_helper.to_array(tensor), dtype=numpy.float32)
+        return numpy.asarray(onnx.numpy_helper.to_array(loaded))
+    return numpy.asarray(onnx.numpy_helper.to_array(tensor))
 
 
 def _weight_names(graph: Any, ops: Tuple[str, ...], min_size: int) -> List[str]:
@@ -300,13 +304,14 @@ def _weight_names(graph: Any, ops: Tuple[str, ...], min_size: int) -> List[str]:
         index = WEIGHT_INPUTS.get(node.op_type)
         if node.op_type in ops and node.domain in _DEFAULT_DOMAINS and index is not None and len(node.input) > index:
             weights.add(node.input[index])
+    float_types = {getattr(onnx.TensorProto, name) for name in _FLOAT_TYPES}
     overridable = {info.name for info in graph.input}  # an initializer that is also an input may be fed at run time
     return [
         tensor.name
         for tensor in graph.initializer
         if tensor.name in weights
         and tensor.name not in overridable
-        and tensor.data_type == onnx.TensorProto.FLOAT
+        and tensor.data_type in float_types
         and len(tensor.dims) >= 1
         and math.prod(tensor.dims) >= max(min_size, 1)
     ]
@@ -373,9 +378,63 @@ def quantize_weights_report(
     return _quantize(model, _check_settings(n_bits, axis, block_size, is_signed, is_symmetric, min_size, ops, progress))
 
 
+def _quantize_one(
+    tensor: Any, base_dir: Optional[str], options: QuantizationOptions, layout: _Layout, fresh: _Names
+) -> Tuple[List[Any], List[Any], WeightReport]:
+    """One weight's initializers, its DequantizeLinear node (and Cast back to its type), and its report."""
+    onnx = _onnx()
+    name = tensor.name
+    stored = _stored_values(tensor, base_dir)
+    values = stored.astype(numpy.float32)  # exact from FLOAT16 and BFLOAT16; DOUBLE is rounded
+    quantized = QuantizedArray(
+        options.n_bits,
+        values,
+        is_signed=options.is_signed,
+        is_symmetric=options.is_symmetric,
+        axis=options.axis,
+        block_size=options.block_size,
+        profile="onnx",
+    )
+    quantizer = quantized.quantizer
+    integers = _integer_tensor(
+        fresh.new(f"{name}_quantized"), quantized.qvalues, options.n_bits, options.is_signed, values.shape
+    )
+    scale, zero = _parameter_tensors(quantizer, layout, fresh.new(f"{name}_scale"), fresh.new(f"{name}_zero_point"))
+    dequantized = numpy.asarray(quantized.dequant())
+    cast = tensor.data_type != onnx.TensorProto.FLOAT
+    dequantize_output = fresh.new(f"{name}_dequantized") if cast else name
+    nodes = [
+        onnx.helper.make_node(
+            "DequantizeLinear",
+            [integers.name, scale.name, zero.name],
+            [dequantize_output],
+            name=fresh.new(f"{name}_DequantizeLinear"),
+            **layout.attributes,
+        )
+    ]
+    if cast:  # DequantizeLinear gives float32 with a float32 scale; the consumers expect the stored type
+        nodes.append(
+            onnx.helper.make_node(
+                "Cast", [dequantize_output], [name], name=fresh.new(f"{name}_Cast"), to=tensor.data_type
+            )
+        )
+        dequantized = dequantized.astype(stored.dtype)
+    error = numpy.abs(stored.astype(numpy.float64) - dequantized.astype(numpy.float64))
+    report = WeightReport(
+        name=name,
+        shape=tuple(values.shape),
+        n_bits=options.n_bits,
+        granularity=layout.granularity,
+        float_bytes=int(stored.nbytes),
+        quantized_bytes=_raw_size(integers) + _raw_size(scale) + _raw_size(zero),
+        max_abs_error=float(error.max()) if error.size else 0.0,
+        error_bound=float(numpy.max(numpy.asarray(quantizer.scale, dtype=numpy.float32))) / 2.0,
+    )
+    return [integers, scale, zero], nodes, report
+
+
 def _quantize(model: ModelLike, settings: _Settings) -> Tuple[Any, List[WeightReport]]:
     """The one code path of :func:`quantize_weights` and :func:`quantize_weights_report`."""
-    onnx = _onnx()
     result, base_dir = _load(model)
     graph = result.graph
     names = _weight_names(graph, settings.ops, settings.min_size)
@@ -392,45 +451,9 @@ def _quantize(model: ModelLike, settings: _Settings) -> Tuple[Any, List[WeightRe
     dequantize_nodes = []
     reports = []
     for done, (name, layout) in enumerate(zip(names, layouts), start=1):
-        values = _float_values(initializers[name], base_dir)
-        quantized = QuantizedArray(
-            options.n_bits,
-            values,
-            is_signed=options.is_signed,
-            is_symmetric=options.is_symmetric,
-            axis=options.axis,
-            block_size=options.block_size,
-            profile="onnx",
-        )
-        quantizer = quantized.quantizer
-        integers = _integer_tensor(
-            fresh.new(f"{name}_quantized"), quantized.qvalues, options.n_bits, options.is_signed, values.shape
-        )
-        scale, zero = _parameter_tensors(quantizer, layout, fresh.new(f"{name}_scale"), fresh.new(f"{name}_zero_point"))
-        replaced[name] = [integers, scale, zero]
-        dequantize_nodes.append(
-            onnx.helper.make_node(
-                "DequantizeLinear",
-                [integers.name, scale.name, zero.name],
-                [name],
-                name=fresh.new(f"{name}_DequantizeLinear"),
-                **layout.attributes,
-            )
-        )
-        error = numpy.abs(values.astype(numpy.float64) - numpy.asarray(quantized.dequant(), dtype=numpy.float64))
-        reports.append(
-            WeightReport(
-                name=name,
-                shape=tuple(values.shape),
-                n_bits=options.n_bits,
-                granularity=layout.granularity,
-                float_bytes=int(values.size) * 4,
-                quantized_bytes=_raw_size(integers) + _raw_size(scale) + _raw_size(zero),
-                max_abs_error=float(error.max()) if error.size else 0.0,
-                error_bound=float(numpy.max(numpy.asarray(quantizer.scale, dtype=numpy.float32))) / 2.0,
-            )
-        )
-        del values, quantized, error  # one weight's floats at a time
+        replaced[name], nodes, report = _quantize_one(initializers[name], base_dir, options, layout, fresh)
+        dequantize_nodes.extend(nodes)
+        reports.append(report)
         if settings.progress is not None:
             settings.progress(done, len(names), name)
     kept = []
@@ -458,7 +481,7 @@ def quantize_weights(
 ) -> Any:
     """A new model whose large float weights are stored as integers and dequantized in the graph.
 
-    Each FLOAT initializer of at least ``min_size`` values that is the weight of a node of
+    Each float initializer of at least ``min_size`` values that is the weight of a node of
     ``ops`` (``MatMul``'s second input, ``Gemm``'s ``B``, ``Conv``'s ``W``) is replaced by
     three initializers, its integers (INT4/UINT4 packed two to a byte, INT8/UINT8,
     INT16/UINT16), a float32 scale and a zero point of the integer type, and a
@@ -470,9 +493,11 @@ def quantize_weights(
     ``DequantizeLinear`` nodes come first in the graph; every other node, input and output
     is kept as it was.
 
-    Left as they are: FLOAT16, BFLOAT16 and DOUBLE initializers (``DequantizeLinear`` would
-    give float32 where the consumer expects their type), initializers that are also graph
-    inputs (the caller may feed them), ``Constant`` nodes, and subgraphs.
+    FLOAT16, BFLOAT16 and DOUBLE weights are quantized as float32 values (exact from the
+    16-bit types, rounded from DOUBLE), and a ``Cast`` node after ``DequantizeLinear``
+    (whose output is then ``{name}_dequantized``) gives the consumers their type back.
+    Left as they are: initializers that are also graph inputs (the caller may feed them),
+    ``Constant`` nodes, and subgraphs.
 
     The default-domain opset is raised where the new nodes need it: 21 for ``block_size``
     and for 4- and 16-bit integers, 13 for ``axis`` (ONNX's version converter rewrites the
