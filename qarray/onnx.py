@@ -523,7 +523,9 @@ def quantize_weights(
         progress: called as ``progress(done, total, name)`` after each weight.
 
     Returns:
-        A new ``onnx.ModelProto`` that passes ``onnx.checker.check_model(full_check=True)``.
+        A new ``onnx.ModelProto`` that passes ``onnx.checker.check_model(full_check=True)``
+        (a result that still refers to external data passes once written with
+        :func:`save_model`: the checker reads the files the references name).
 
     Raises:
         TypeError: for a model that is neither a ModelProto nor a path, or an argument of

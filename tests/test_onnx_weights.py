@@ -148,6 +148,7 @@ MATMUL_CASES = [
     (8, {}),
     (8, {"axis": 1}),
     (8, {"axis": 0}),
+    (8, {"axis": -1}),
     (8, {"is_signed": False, "is_symmetric": False}),
     (8, {"block_size": (16, 1)}),
     (8, {"block_size": (24, 1)}),  # the last block along axis 0 is shorter (64 = 24 + 24 + 16)
