@@ -40,22 +40,27 @@ except ImportError as error:  # pragma: no cover - only in a checkout that is no
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> object:
-    """Import the submodule ``qarray.plot`` on first access.
+_LAZY_SUBMODULES = ("onnx", "plot")
+"""Submodules imported on first access, each importing its optional library only when used."""
 
-    ``qarray.plot`` works without ``import qarray.plot`` while ``import qarray``
-    stays light: the plot helpers import matplotlib only when one is called.
+
+def __getattr__(name: str) -> object:
+    """Import the submodules ``qarray.plot`` and ``qarray.onnx`` on first access.
+
+    ``qarray.plot`` and ``qarray.onnx`` work without importing them first while
+    ``import qarray`` stays light: the plot helpers import matplotlib, and the ONNX
+    functions import onnx, only when one is called.
     """
-    if name == "plot":
+    if name in _LAZY_SUBMODULES:
         import importlib
 
-        return importlib.import_module(f"{__name__}.plot")
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    """The module's names, with the lazily imported ``plot`` among them."""
-    return sorted(set(globals()) | {"plot"})
+    """The module's names, with the lazily imported submodules among them."""
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
 
 
 __all__ = [
@@ -74,6 +79,7 @@ __all__ = [
     "fill_from_kwargs",
     "load",
     "loads",
+    "onnx",
     "pack",
     "plot",
     "unpack",

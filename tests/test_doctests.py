@@ -32,7 +32,7 @@ def _module_names() -> List[str]:
 
 MODULES = _module_names()
 
-NEEDS = {"qarray.backends.torch_backend": "torch"}
+NEEDS = {"qarray.backends.torch_backend": "torch", "qarray.onnx": "onnx"}
 """Modules that import without their library (it loads lazily) but whose examples need it."""
 
 

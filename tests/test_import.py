@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 
-OPTIONAL_LIBRARIES = ("cupy", "torch", "array_api_strict", "dask")
+OPTIONAL_LIBRARIES = ("cupy", "torch", "array_api_strict", "dask", "onnx", "onnxruntime")
 
 
 def _modules_loaded_after(code: str) -> set:
@@ -30,7 +30,7 @@ def _modules_loaded_after(code: str) -> set:
 
 
 def test_import_qarray_imports_no_optional_library():
-    """`import qarray` leaves cupy, torch, array_api_strict and dask out of sys.modules."""
+    """`import qarray` leaves cupy, torch, array_api_strict, dask and onnx out of sys.modules."""
     assert _modules_loaded_after("import qarray") == set()
 
 
@@ -47,3 +47,29 @@ def test_numpy_quantized_array_imports_no_optional_library():
         """
     )
     assert loaded == set()
+
+
+def test_qarray_onnx_imports_onnx_only_when_used():
+    """`import qarray.onnx` (or reading the attribute `qarray.onnx`) does not import onnx."""
+    assert _modules_loaded_after("import qarray.onnx") == set()
+    assert _modules_loaded_after("import qarray\nqarray.onnx.quantize_weights") == set()
+
+
+def test_missing_onnx_is_an_import_error_with_the_install_hint():
+    """Without onnx, calling a qarray.onnx function says how to install it."""
+    completed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(
+            """
+            import sys
+            sys.modules["onnx"] = None  # as if it were not installed
+            import qarray.onnx
+            try:
+                qarray.onnx.quantize_weights(None)
+            except ImportError as error:
+                print(error)
+            """
+        )],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert 'pip install "qarray[onnx]"' in completed.stdout
