@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PUBLIC_MODULES = ["qarray", "qarray.display", "qarray.plot", "qarray.backends", "qarray.primitives"]
+PUBLIC_MODULES = ["qarray", "qarray.onnx", "qarray.display", "qarray.plot", "qarray.backends", "qarray.primitives"]
 """The modules whose ``__all__`` is the public API (the package's submodules are listed in it)."""
 
 _DIRECTIVE = re.compile(r"^\.\. (?:auto(?:class|function|data|module|exception)|py:data)::\s+(\S+)", re.MULTILINE)
