@@ -83,7 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     before = _model_bytes(args.input)
     after = _model_bytes(args.output)
     print(_table(reports))
-    print(f"{len(reports)} weights quantized to {args.bits} bits; model {_mib(before)} -> {_mib(after)} "
+    weights = "1 weight" if len(reports) == 1 else f"{len(reports)} weights"
+    print(f"{weights} quantized to {args.bits} bits; model {_mib(before)} -> {_mib(after)} "
           f"({after / max(1, before):.1%} of its size)")
     return 0 if all(report.max_abs_error <= report.error_bound for report in reports) else 1
 

@@ -33,6 +33,7 @@ def test_there_are_notebooks():
         "04_histogram_calibration.ipynb",
         "05_per_channel_weights.ipynb",
         "06_which_runtime.ipynb",
+        "07_onnx_weights.ipynb",
     ]
 
 
