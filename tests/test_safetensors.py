@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import array_api_compat
 import numpy
 import pytest
 import safetensors.numpy
@@ -163,6 +164,22 @@ def test_backend_places_the_arrays(tmp_path: Path) -> None:
     qarray.save_file({"w": saved}, tmp_path / "f.safetensors")
     with pytest.raises(ValueError, match="backend"):
         qarray.load_file(tmp_path / "f.safetensors", backend="no-such-library")
+
+
+def test_backend_places_every_array_in_that_library(tmp_path: Path, xb: Any) -> None:
+    """backend= puts qvalues, values, uvalues and per-block parameters there; the numbers are unchanged."""
+    objects = {"qat": QuantizedArray(3, numpy.array([-0.5, -0.25, 0.0, 0.25, 0.5]), is_qat=True),
+               "blocks": _quantized(4, True, "blocks")}
+    loaded = _round_trip(objects, tmp_path, backend=xb.name)
+    namespace = array_api_compat.array_namespace(xb.asarray(numpy.zeros(1)))
+    blocks = loaded["blocks"]
+    for array in (loaded["qat"].qvalues, loaded["qat"].values, loaded["qat"].quantizer.stats.uvalues,
+                  blocks.qvalues, blocks.values, blocks.quantizer.scale, blocks.quantizer.zero_point):
+        assert array_api_compat.array_namespace(array) is namespace
+    for name, saved in objects.items():
+        assert loaded[name].backend.name == xb.name
+        assert_same_bits(xb.to_numpy(loaded[name].qvalues), saved.qvalues)
+        assert_same_bits(xb.to_numpy(loaded[name].values), saved.quantizer.dequant(saved.qvalues))
 
 
 # -- what is stored ----------------------------------------------------------------------
