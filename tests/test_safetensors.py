@@ -427,6 +427,41 @@ def test_every_hostile_file_is_refused_with_a_clear_message(tmp_path: Path, good
     assert failures == []
 
 
+def test_loading_maps_the_file_and_reads_only_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import qarray.safetensors_file as module
+
+    path = tmp_path / "big.safetensors"
+    qarray.save_file({"w": QuantizedArray(8, numpy.linspace(-1.0, 1.0, 1 << 16))}, path)
+    maps: List[Any] = []
+    real_mmap = module.mmap.mmap
+
+    def mmap(*args: Any, **kwargs: Any) -> Any:
+        maps.append(args)
+        return real_mmap(*args, **kwargs)
+
+    reads: List[int] = []
+    real_open = open
+
+    def recording_open(*args: Any, **kwargs: Any) -> Any:
+        stream = real_open(*args, **kwargs)
+        real_read = stream.read
+
+        def read(size: int = -1) -> bytes:
+            data = real_read(size)
+            reads.append(len(data))
+            return data
+
+        stream.read = read
+        return stream
+
+    monkeypatch.setattr(module.mmap, "mmap", mmap)
+    monkeypatch.setattr(module, "open", recording_open, raising=False)
+    loaded = qarray.load_file(path)["w"]
+    assert len(maps) == 1
+    assert sum(reads) < 4096 < path.stat().st_size  # the 8 length bytes and the header, nothing more
+    assert loaded.qvalues.shape == (1 << 16,)
+
+
 def test_a_missing_file_is_an_os_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         qarray.load_file(tmp_path / "absent.safetensors")
@@ -434,6 +469,7 @@ def test_a_missing_file_is_an_os_error(tmp_path: Path) -> None:
         qarray.load_file(3)  # type: ignore[arg-type]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")
 @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_mutated_files_load_or_are_refused(tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
@@ -470,6 +506,51 @@ def test_mutated_files_load_or_are_refused(tmp_path_factory: pytest.TempPathFact
                 assert_same_bits(again[name].qvalues, obj.qvalues)
         else:
             assert again[name] == obj
+
+
+REPLACEMENTS: List[Any] = [
+    None, True, 0, -1, 3, 2**63, 10**400, 0.5, -0.0, 1e308, "", "int4", "b.qvalues", "w.scale", "float64",
+    "QuantizedArray", [], [1], [[[]]], {}, {"dtype": "int64", "shape": [], "tensor": "b.qvalues"},
+    {"type": "QuantizedArray"},
+]
+"""Values each metadata field is replaced by: wrong types, huge, negative, empty, null, and valid-looking."""
+
+
+def _field_paths(value: Any, path: tuple = ()) -> List[tuple]:
+    """Every path to a field of a JSON value, nested objects and lists included."""
+    paths = [path] if path else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        paths.extend(_field_paths(item, path + (key,)))
+    return paths
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")  # a huge scale dequantizes to inf, as it should
+def test_structurally_mutated_metadata_loads_or_is_refused(tmp_path: Path, good_raw: bytes) -> None:
+    """Every field of every document (tensor references included) replaced, deleted, or joined by a key."""
+    header, _ = _split(good_raw)
+    outcomes: Dict[str, int] = {}
+    for name in ("w", "b", "__qarray__"):
+        document = json.loads(header["__metadata__"][name])
+        for path in _field_paths(document):
+            for replacement in REPLACEMENTS + ["<delete>", "<extra key>"]:
+                def edit(d: Any, path: tuple = path, replacement: Any = replacement) -> None:
+                    for key in path[:-1]:
+                        d = d[key]
+                    if replacement == "<delete>":
+                        del d[path[-1]]
+                    elif replacement == "<extra key>":
+                        if isinstance(d[path[-1]], dict):
+                            d[path[-1]]["extra"] = 1
+                    else:
+                        d[path[-1]] = replacement
+
+                try:
+                    _load_bytes(tmp_path, _edit_metadata(good_raw, name, edit))
+                    outcomes["loaded"] = outcomes.get("loaded", 0) + 1
+                except (ValueError, TypeError):
+                    outcomes["refused"] = outcomes.get("refused", 0) + 1
+    assert outcomes["refused"] > 1000 and outcomes.get("loaded", 0) > 0
 
 
 # -- writing: the guarantees of dump(path) -------------------------------------------------
