@@ -145,6 +145,9 @@ def test_odd_shapes_round_trip(tmp_path: Path) -> None:
     for name, saved in objects.items():
         assert_same_bits(loaded[name].qvalues, saved.qvalues)
         assert loaded[name].quantizer == saved.quantizer
+    tensors = _tensors(tmp_path / "objects.safetensors")  # the format's reader takes 0-d and empty tensors
+    assert tensors["scalar.qvalues"].shape == () and tensors["empty.qvalues"].shape == (3, 0)
+    assert tensors["odd.qvalues"].shape == (2,)  # 13 one-bit values in two bytes
 
 
 def test_a_lazy_array_is_written_block_by_block(tmp_path: Path) -> None:
