@@ -26,6 +26,7 @@ from .packing import pack, unpack
 from .params import STABILITY_CONST, UniformQuantizationParameters
 from .quantized_array import QuantizedArray
 from .quantizer import UniformQuantizer
+from .safetensors_file import load_file, save_file
 from .stats import MinMaxQuantizationStats
 from .streaming import calibrate
 
@@ -78,9 +79,11 @@ __all__ = [
     "calibrate",
     "fill_from_kwargs",
     "load",
+    "load_file",
     "loads",
     "onnx",
     "pack",
     "plot",
+    "save_file",
     "unpack",
 ]

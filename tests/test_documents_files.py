@@ -34,6 +34,7 @@ from qarray import (
 from qarray.io.codec import ARRAY_DTYPES, decode_array, encode_array
 
 from bits import assert_same_bits
+from disk_faults import DISK_FULL, make_step_fail
 
 OLD = QuantizedArray(4, numpy.linspace(-1.0, 1.0, 7))
 NEW = QuantizedArray(8, numpy.linspace(-3.0, 5.0, 1000))
@@ -97,30 +98,8 @@ def test_the_write_goes_through_a_synced_temporary_file_in_the_same_folder(
     ["write", "flush", "fsync", "replace", "chmod"],
 )
 def test_a_failed_write_leaves_the_old_file_intact(target: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
-    def fail(*args: Any, **kwargs: Any) -> None:
-        raise OSError(28, "No space left on device")
-
-    if failing in ("write", "flush"):
-        real_fdopen = os.fdopen
-
-        def fdopen(*args: Any, **kwargs: Any) -> Any:
-            stream = real_fdopen(*args, **kwargs)
-            if failing == "write":
-                real_write = stream.write
-
-                def write(text: str) -> int:
-                    real_write(text[: len(text) // 2])  # half of it reaches the temporary file
-                    raise OSError(28, "No space left on device")
-
-                stream.write = write  # type: ignore[method-assign]
-            else:
-                stream.flush = fail  # type: ignore[method-assign]
-            return stream
-
-        monkeypatch.setattr(os, "fdopen", fdopen)
-    else:
-        monkeypatch.setattr(os, failing, fail)
-    with pytest.raises(OSError, match="No space"):
+    make_step_fail(monkeypatch, failing)
+    with pytest.raises(OSError, match=DISK_FULL):
         NEW.dump(target)
     monkeypatch.undo()
     _assert_old_file_intact(target)

@@ -42,6 +42,7 @@ CLASSES = {
     "qarray.kwargs",
     "qarray.streaming",
     "qarray.documents",
+    "qarray.safetensors_file",
 }
 PRIMITIVES = {"qarray.primitives", "qarray.packing"}
 MIDDLE_PACKAGES = ("qarray.io", "qarray.calibration")

@@ -47,12 +47,16 @@ __all__ = [
     "Serializable",
     "check_array_headers",
     "check_fields",
+    "check_keys",
+    "check_shape",
     "decode_array",
+    "decode_wire",
     "decode_float",
     "decode_int",
     "encode_array",
     "encoded_dtype",
     "parse_document",
+    "write_binary",
     "write_document",
     "write_text",
 ]
@@ -345,8 +349,25 @@ def write_document(pieces: Iterable[str], file: Union[IO[str], IO[bytes], str, o
         write(piece.encode("utf-8") if binary else piece)
 
 
-def _write_path(pieces: Iterable[str], path: str) -> None:
-    """Write the pieces atomically to ``path`` (see :func:`write_document`)."""
+def write_binary(pieces: Iterable[Union[bytes, memoryview]], path: Union[str, os.PathLike[str]]) -> None:
+    """Write a binary file given in pieces atomically to a path, as :func:`write_document` does.
+
+    The same guarantees: a temporary file in the target's folder renamed over it, symlinks
+    written through, the umask for a new file and the permission bits of an existing one
+    kept, nothing left behind when writing fails. The pieces are written as they come.
+
+    Raises:
+        TypeError: if ``path`` is not a str or ``os.PathLike`` path.
+        ValueError: if ``path`` names something other than a regular file.
+        OSError: if the file system refuses the write.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise TypeError(f"path must be a str or os.PathLike path, got {type(path).__name__}")
+    _write_path(pieces, os.fspath(path))
+
+
+def _write_path(pieces: Iterable[Union[str, bytes, memoryview]], path: str) -> None:
+    """Write the pieces (text, UTF-8 encoded, or bytes) atomically to ``path`` (see :func:`write_document`)."""
     target = os.path.realpath(path)  # through symlinks, so the link itself is kept
     try:
         existing: Optional[os.stat_result] = os.stat(target)
@@ -366,7 +387,7 @@ def _write_path(pieces: Iterable[str], path: str) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             for piece in pieces:
-                stream.write(piece.encode("utf-8"))
+                stream.write(piece.encode("utf-8") if isinstance(piece, str) else piece)
             stream.flush()
             os.fsync(stream.fileno())
         if existing is not None:
@@ -657,7 +678,18 @@ def _to_wire(host: numpy.ndarray, name: str) -> numpy.ndarray:
     return host.astype(_wire_dtype(name), copy=False)
 
 
-def _from_wire(raw: bytes, name: str, shape: List[int]) -> numpy.ndarray:
+def decode_wire(raw: Any, name: str, shape: List[int]) -> numpy.ndarray:
+    """Return a fresh host array of the little-endian bytes ``raw`` holds for dtype ``name`` and ``shape``.
+
+    The bytes are those a document's base64 data holds (bfloat16 as its 2-byte patterns,
+    returned as float32, every value exact); ``raw`` is any buffer (bytes, a memoryview of
+    a memory-mapped file) of exactly that many bytes. The caller has checked ``name``
+    (one of :data:`ARRAY_DTYPES`) and the length.
+    """
+    return _from_wire(raw, name, shape)
+
+
+def _from_wire(raw: Any, name: str, shape: List[int]) -> numpy.ndarray:
     """Return a fresh, writeable host array in native byte order of a document's bytes for ``name``."""
     decoded = numpy.frombuffer(raw, dtype=_wire_dtype(name)).reshape(shape)
     if name != _BFLOAT16:
@@ -721,6 +753,8 @@ def decode_array(
         return None
     shape, n_bytes = _array_header(value, argument, dtypes)
     data = value["data"]
+    if isinstance(data, numpy.ndarray):  # already decoded from a binary file (see _array_header)
+        return data
     try:
         raw = base64.b64decode(data.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
@@ -735,30 +769,39 @@ def encoded_dtype(value: Any) -> Optional[str]:
     return value["dtype"] if isinstance(value, dict) else None
 
 
-def _array_header(value: Any, argument: str, dtypes: Iterable[str]) -> Tuple[List[int], int]:
-    """Check an encoded array's keys, dtype, shape and data length; return shape and bytes.
+def check_keys(value: Any, keys: Tuple[str, ...], argument: str, what: str) -> Dict[str, Any]:
+    """Return ``value`` if it is a JSON object with exactly the keys ``keys``.
 
-    Nothing is decoded or allocated: the data is only measured.
+    Raises:
+        TypeError: if it is not a dict (``what`` names what was expected).
+        ValueError: if its keys differ.
     """
     if not isinstance(value, dict):
-        raise TypeError(f"{argument} must be an encoded array (a JSON object), got {describe(value)}")
-    if set(value) != {"dtype", "shape", "data"}:
+        raise TypeError(f"{argument} must be {what} (a JSON object), got {describe(value)}")
+    if set(value) != set(keys):
         raise ValueError(
-            f"{argument} must have exactly the keys dtype, shape and data, got {describe(sorted(value))}"
+            f"{argument} must have exactly the keys {', '.join(keys[:-1])} and {keys[-1]}, "
+            f"got {describe(sorted(value))}"
         )
-    dtype_name, shape, data = value["dtype"], value["shape"], value["data"]
-    allowed = tuple(name for name in dtypes if name in ARRAY_DTYPES)
-    if not isinstance(dtype_name, str):
-        raise TypeError(f"{argument}: dtype must be a string, got {describe(dtype_name)}")
-    if dtype_name not in allowed:
-        raise ValueError(f"{argument}: dtype must be one of {', '.join(allowed)}, got {describe(dtype_name)}")
+    return value
+
+
+def check_shape(shape: Any, argument: str, itemsize: int) -> int:
+    """Check a JSON shape (a list of at most :data:`MAX_ARRAY_DIMENSIONS` ints >= 0); return its bytes.
+
+    Nothing is allocated: a shape claiming more than :data:`MAX_ARRAY_BYTES` (its empty
+    axes left out) is refused as absurd.
+
+    Raises:
+        TypeError: if it is not a list of ints.
+        ValueError: if it has too many entries, a negative one, or claims too many bytes.
+    """
     if not isinstance(shape, list):
         raise TypeError(f"{argument}: shape must be a list of ints, got {describe(shape)}")
     if len(shape) > MAX_ARRAY_DIMENSIONS:
         raise ValueError(
             f"{argument}: shape must have at most {MAX_ARRAY_DIMENSIONS} dimensions, got {len(shape)}"
         )
-    itemsize = _wire_dtype(dtype_name).itemsize
     count = 1
     claimed = itemsize  # bytes of the shape with its empty axes left out
     for extent in shape:
@@ -772,9 +815,34 @@ def _array_header(value: Any, argument: str, dtypes: Iterable[str]) -> Tuple[Lis
             raise ValueError(
                 f"{argument}: shape {describe(shape)} claims more than {MAX_ARRAY_BYTES} bytes"
             )
+    return count * itemsize
+
+
+def _array_header(value: Any, argument: str, dtypes: Iterable[str]) -> Tuple[List[int], int]:
+    """Check an encoded array's keys, dtype, shape and data length; return shape and bytes.
+
+    Nothing is decoded or allocated: the data is only measured.
+    """
+    check_keys(value, ("dtype", "shape", "data"), argument, "an encoded array")
+    dtype_name, shape, data = value["dtype"], value["shape"], value["data"]
+    allowed = tuple(name for name in dtypes if name in ARRAY_DTYPES)
+    if not isinstance(dtype_name, str):
+        raise TypeError(f"{argument}: dtype must be a string, got {describe(dtype_name)}")
+    if dtype_name not in allowed:
+        raise ValueError(f"{argument}: dtype must be one of {', '.join(allowed)}, got {describe(dtype_name)}")
+    n_bytes = check_shape(shape, argument, _wire_dtype(dtype_name).itemsize)
+    if isinstance(data, numpy.ndarray):
+        # An array a binary file's reader decoded (a safetensors tensor): parsed JSON never
+        # holds one. It must be what decode_wire gives for this dtype and shape.
+        expected_dtype = numpy.dtype(numpy.float32) if dtype_name == _BFLOAT16 else numpy.dtype(dtype_name)
+        if data.dtype != expected_dtype or list(data.shape) != shape:
+            raise ValueError(
+                f"{argument}: the array read is {data.dtype} of shape {list(data.shape)}, expected "
+                f"{dtype_name} of shape {describe(shape)}"
+            )
+        return shape, n_bytes
     if not isinstance(data, str):
         raise TypeError(f"{argument}: data must be a base64 string, got {type(data).__name__}")
-    n_bytes = count * itemsize
     expected_chars = 4 * ((n_bytes + 2) // 3)
     if len(data) != expected_chars:
         raise ValueError(

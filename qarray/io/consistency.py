@@ -22,7 +22,7 @@ from ..core.granularity import expand_to_values, is_grid
 from ..core.namespace import array_namespace, is_lazy, to_numpy
 from ..core.rule import ranges_ordered
 
-__all__ = ["StreamChecks", "check_consistent", "register_consistency_check"]
+__all__ = ["StreamChecks", "check_consistent", "clip_bounds", "register_consistency_check"]
 
 StreamChecks = Dict[int, Callable[[numpy.ndarray], None]]
 """Checks for lazy arrays, keyed by ``id(array)``, run on each host piece as it is written."""
@@ -215,7 +215,7 @@ def _check_quantized_array(array: Any, stream_checks: StreamChecks) -> None:
         extent = quantizer.block_extent(tuple(values.shape))  # the values give the parameters' grid
     elif isinstance(zero_point, numpy.ndarray):
         check_broadcastable(zero_point, values)
-    bounds = _clip_bounds(quantizer)
+    bounds = clip_bounds(quantizer)
     if bounds is None:
         return
     if is_grid(bounds[0]):  # one clipping range per block, each block checked against its own
@@ -232,7 +232,7 @@ def _check_quantized_array(array: Any, stream_checks: StreamChecks) -> None:
     _check_range(int(xp.min(qvalues)), int(xp.max(qvalues)), bounds)
 
 
-def _clip_bounds(quantizer: Any) -> Optional[Tuple[Any, Any]]:
+def clip_bounds(quantizer: Any) -> Optional[Tuple[Any, Any]]:
     """The clipping range the qvalues must lie in (arrays of the grid when every block has its
     own offset), or None when quant does not clip."""
     params = quantizer.params
