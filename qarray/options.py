@@ -227,7 +227,11 @@ class QuantizationOptions(Serializable):
         )
 
     def dump_dict(self) -> Dict[str, Any]:
-        """Dump itself to a JSON-ready dict (with a type tag and format version)."""
+        """Dump itself to a JSON-ready dict (with a type tag and format version).
+
+        Returns:
+            The dict (see :func:`qarray.loads`).
+        """
         return self._tagged(
             {
                 "n_bits": self.n_bits,
@@ -241,6 +245,12 @@ class QuantizationOptions(Serializable):
     @classmethod
     def load_dict(cls, metadata: Dict[str, Any]) -> QuantizationOptions:
         """Load options from a dict made by :meth:`dump_dict`.
+
+        Args:
+            metadata: the dict.
+
+        Returns:
+            The options.
 
         Raises:
             ValueError, TypeError: if the dict is malformed or the options invalid.
