@@ -187,6 +187,9 @@ class QuantizationOptions(Serializable):
 
         Args:
             opts (QuantizationOptions): structure to copy parameters from.
+
+        Raises:
+            TypeError: if ``opts`` is not a QuantizationOptions.
         """
         if not isinstance(opts, QuantizationOptions):
             raise TypeError(f"opts must be QuantizationOptions, got {type(opts).__name__}")
@@ -215,6 +218,9 @@ class QuantizationOptions(Serializable):
 
         Returns:
             bool: whether the two quantization options compared are equivalent
+
+        Raises:
+            TypeError: if ``opts`` is not a QuantizationOptions.
         """
         if not isinstance(opts, QuantizationOptions):
             raise TypeError(f"opts must be QuantizationOptions, got {type(opts).__name__}")

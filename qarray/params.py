@@ -242,6 +242,9 @@ class UniformQuantizationParameters(Serializable):
 
         Args:
             params (UniformQuantizationParameters): parameter structure to copy
+
+        Raises:
+            TypeError: if ``params`` is not a UniformQuantizationParameters.
         """
         if not isinstance(params, UniformQuantizationParameters):
             raise TypeError(

@@ -58,6 +58,9 @@ class UniformQuantizer(Serializable):
             (scale, zero-point)
         no_clipping (bool): never clip the quantized values to the n_bits range.
 
+    Raises:
+        TypeError: if a part is not of its class, or ``no_clipping`` is not a bool.
+
     Example:
         >>> import numpy
         >>> from qarray import QuantizationOptions, UniformQuantizationParameters

@@ -462,6 +462,9 @@ class MinMaxQuantizationStats(Serializable):
 
         Args:
             stats (MinMaxQuantizationStats): structure to copy statistics from.
+
+        Raises:
+            TypeError: if ``stats`` is not a MinMaxQuantizationStats.
         """
         if not isinstance(stats, MinMaxQuantizationStats):
             raise TypeError(f"stats must be MinMaxQuantizationStats, got {type(stats).__name__}")
