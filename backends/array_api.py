@@ -83,7 +83,7 @@ class ArrayAPIBackend:
                 Not used for arrays of this backend's library, returned as they are.
 
         Returns:
-            An array of this backend's library: ``values`` itself, or a copy.
+            An array of this backend's library (``values`` itself, or a copy).
         """
         if self.owns(values):
             return values
@@ -258,7 +258,7 @@ class ArrayAPIBackend:
                 numbers do not depend on the order). Empty ``values`` give empty grids.
 
         Returns:
-            ``(min, max)``: 0-d arrays, or grids of arrays with ``extent``.
+            ``(min, max)`` as 0-d arrays, or as grids with ``extent``.
 
         Raises:
             TypeError, ValueError: if ``extent`` is not one int >= 1 per axis of ``values``.
@@ -443,7 +443,7 @@ class ArrayAPIBackend:
                 before anything is written).
 
         Returns:
-            The floats: a new array, or ``out``.
+            The floats, in a new array or in ``out``.
 
         Raises:
             TypeError, ValueError: if ``out`` is given and cannot take the result

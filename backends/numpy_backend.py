@@ -69,7 +69,7 @@ class NumpyBackend(ArrayAPIBackend):
             device: not used (NumPy arrays live on the host); see :meth:`ArrayAPIBackend.asarray`.
 
         Returns:
-            A NumPy array: ``values`` itself, or a host copy.
+            A NumPy array (``values`` itself, or a host copy).
         """
         if isinstance(values, numpy.ndarray):
             return values
@@ -121,7 +121,7 @@ class NumpyBackend(ArrayAPIBackend):
                 (see :meth:`ArrayAPIBackend.minmax`).
 
         Returns:
-            ``(min, max)``: 0-d arrays, or grids of arrays with ``extent``.
+            ``(min, max)`` as 0-d arrays, or as grids with ``extent``.
 
         Raises:
             TypeError, ValueError: if ``extent`` is not one int >= 1 per axis of ``values``.
@@ -283,7 +283,7 @@ class NumpyBackend(ArrayAPIBackend):
                 :meth:`ArrayAPIBackend.dequantize` for all four.
 
         Returns:
-            The floats: a new array, or ``out``.
+            The floats, in a new array or in ``out``.
 
         Raises:
             TypeError: if ``out`` is not a NumPy array.

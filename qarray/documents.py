@@ -70,7 +70,7 @@ def loads(text: Union[str, bytes], backend: Optional[str] = None) -> Any:
         backend: a backend name (``"cupy"``) to place the arrays with; NumPy by default.
 
     Returns:
-        The object the document describes: one of qarray's six classes.
+        The object the document describes (of one of qarray's six classes).
 
     Raises:
         TypeError, ValueError: for text that is not a JSON document (not str or bytes,
@@ -94,7 +94,7 @@ def load(file: Union[IO[str], str, os.PathLike[str]], backend: Optional[str] = N
         backend: a backend name (``"cupy"``) to place the arrays with; NumPy by default.
 
     Returns:
-        The object the document describes: one of qarray's six classes.
+        The object the document describes (of one of qarray's six classes).
 
     Raises:
         TypeError: if ``file`` is neither a path nor a readable file.

@@ -76,7 +76,7 @@ def minmax(values: Any, *, omit_nonfinite: bool = False, backend: Any = None) ->
         backend: the backend to use (the one of ``values`` by default).
 
     Returns:
-        ``(min, max)``: two 0-d arrays of ``values``' library, dtype and device.
+        ``(min, max)`` as two 0-d arrays of ``values``' library, dtype and device.
 
     Raises:
         TypeError: if ``values`` is not an array of real numbers, or ``omit_nonfinite``
@@ -157,7 +157,7 @@ def block_minmax(
     not depend on which library computed them.
 
     Returns:
-        ``(min, max)``: two arrays of the parameter grid's shape, of ``values``' library,
+        ``(min, max)`` as two arrays of the parameter grid's shape, of ``values``' library,
         dtype and device.
 
     Raises:
@@ -203,7 +203,7 @@ def choose_parameters(
         previous_scale: with ``options.is_precomputed_qat``, the scale(s) to keep.
 
     Returns:
-        ``(scale, zero_point, offset)``: host numbers for host-number ranges, else arrays
+        ``(scale, zero_point, offset)`` as host numbers for host-number ranges, else as arrays
         of the ranges' shape on their device.
 
     Raises:
@@ -241,8 +241,8 @@ def choose_block_parameters(
             (of the ranges' shape).
 
     Returns:
-        ``(scale, zero_point, offset, check)``: arrays of the ranges' shape on their
-        device, and the :class:`BlockCheck` of the blocks.
+        ``(scale, zero_point, offset, check)``, the first three arrays of the ranges' shape
+        on their device, and the :class:`BlockCheck` of the blocks.
 
     Raises:
         TypeError: if ``rmin`` or ``rmax`` is not an array.
@@ -505,7 +505,7 @@ def quantize(
         backend: the backend to use (the one of ``values`` by default).
 
     Returns:
-        ``(qvalues, problems)``: the integers (a new array, or ``out``) and the counts.
+        ``(qvalues, problems)``, the integers (a new array, or ``out``) and the counts.
 
     Raises:
         TypeError: if ``values`` is not a floating-point array, ``spec`` is not a
@@ -535,7 +535,7 @@ def dequantize(qvalues: Any, spec: Any, *, dtype: str = "float64", out: Any = No
         backend: the backend to use (the one of ``qvalues`` by default).
 
     Returns:
-        The floats: a new array of ``qvalues``' library, or ``out``.
+        The floats, in a new array of ``qvalues``' library or in ``out``.
 
     Raises:
         TypeError: if ``qvalues`` is not an integer array, ``dtype`` is neither float32
