@@ -17,16 +17,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import registry
 from .array_api import ArrayAPIBackend
 from .numpy_backend import NumpyBackend
 from .registry import (
-    BackendFactory,
     available_backends,
     backend_for,
     get_backend,
     register_backend,
 )
 from .torch_backend import TorchBackend
+
+#: The type of a backend factory, a callable with no arguments that imports a library
+#: and returns its backend (an :class:`ArrayAPIBackend`). :func:`register_backend` takes
+#: one per name and calls it on the first :func:`get_backend` of that name.
+BackendFactory = registry.BackendFactory
 
 __all__ = [
     "ArrayAPIBackend",

@@ -59,7 +59,14 @@ class ArrayAPIBackend:
     # -- moving data -----------------------------------------------------------------------
 
     def owns(self, array: Any) -> bool:
-        """Return True if ``array`` already belongs to this backend's library."""
+        """Return True if ``array`` already belongs to this backend's library.
+
+        Args:
+            array: any object; one that is not an array of any library gives False.
+
+        Returns:
+            Whether ``array`` is an array of this backend's library.
+        """
         try:
             return library_name(array_namespace(array)) == library_name(self.xp)
         except TypeError:
@@ -69,6 +76,14 @@ class ArrayAPIBackend:
         """Return ``values`` as an array of this backend, copying across libraries via the host.
 
         Arrays of this backend's library are returned as they are (no copy).
+
+        Args:
+            values: an array of any library (or anything NumPy can make an array of).
+            device: the device to put the new array on; None for the library's default.
+                Not used for arrays of this backend's library, returned as they are.
+
+        Returns:
+            An array of this backend's library (``values`` itself, or a copy).
         """
         if self.owns(values):
             return values
@@ -83,15 +98,36 @@ class ArrayAPIBackend:
         return self.xp.asarray(host, device=device, copy=copy)
 
     def to_numpy(self, array: Any) -> numpy.ndarray:
-        """Return a host NumPy copy of ``array`` (the one named place data leaves the device)."""
+        """Return a host NumPy copy of ``array`` (the one named place data leaves the device).
+
+        Args:
+            array: an array of this backend's library.
+
+        Returns:
+            A NumPy array with ``array``'s values.
+        """
         return to_numpy(array)
 
     def copy(self, array: Any) -> Any:
-        """Return a copy of ``array`` that shares no memory with it, on the same device."""
+        """Return a copy of ``array`` that shares no memory with it, on the same device.
+
+        Args:
+            array: an array of this backend's library.
+
+        Returns:
+            The copy.
+        """
         return self.xp.asarray(array, copy=True)
 
     def device(self, array: Any) -> Any:
-        """Return the device ``array`` lives on."""
+        """Return the device ``array`` lives on.
+
+        Args:
+            array: an array of this backend's library.
+
+        Returns:
+            The device object of ``array``'s library.
+        """
         return device_of(array)
 
     def parameter(self, host_value: Any, like: Any) -> Any:
@@ -99,6 +135,13 @@ class ArrayAPIBackend:
 
         Scalars become Python floats; arrays (per-channel zero points) become float64
         arrays of this namespace on ``like``'s device.
+
+        Args:
+            host_value: the parameter on the host: a number or a NumPy array.
+            like: an array of this namespace whose device the parameter goes to.
+
+        Returns:
+            A Python float, or a float64 array of this namespace.
         """
         if numpy.ndim(host_value) == 0:
             return float(host_value)
@@ -114,19 +157,50 @@ class ArrayAPIBackend:
     # -- dtypes ----------------------------------------------------------------------------
 
     def is_floating(self, array: Any) -> bool:
-        """Return True if ``array`` holds real floating-point numbers."""
+        """Return True if ``array`` holds real floating-point numbers.
+
+        Args:
+            array: an array of this backend's library.
+
+        Returns:
+            Whether ``array``'s dtype is a real floating-point one.
+        """
         return bool(self.xp.isdtype(array.dtype, "real floating"))
 
     def is_integer(self, array: Any) -> bool:
-        """Return True if ``array`` holds (signed or unsigned) integers."""
+        """Return True if ``array`` holds (signed or unsigned) integers.
+
+        Args:
+            array: an array of this backend's library.
+
+        Returns:
+            Whether ``array``'s dtype is an integer one.
+        """
         return bool(self.xp.isdtype(array.dtype, "integral"))
 
     def dtype(self, name: str) -> Any:
-        """Return this namespace's dtype called ``name`` (``"int8"``, ``"float64"``, ...)."""
+        """Return this namespace's dtype called ``name`` (``"int8"``, ``"float64"``, ...).
+
+        Args:
+            name: the dtype's name in the Array API standard.
+
+        Returns:
+            The dtype object of this namespace.
+
+        Raises:
+            AttributeError: if the namespace has no dtype of that name.
+        """
         return getattr(self.xp, name)
 
     def size(self, array: Any) -> Optional[int]:
-        """Return the number of elements, or None when a lazy array does not know it yet."""
+        """Return the number of elements, or None when a lazy array does not know it yet.
+
+        Args:
+            array: an array of this backend's library.
+
+        Returns:
+            The number of elements, or None if an extent of the shape is unknown.
+        """
         size = 1
         for extent in array.shape:
             if extent is None or extent != extent:  # unknown (None or NaN) extents
@@ -139,6 +213,13 @@ class ArrayAPIBackend:
 
         Per-block parameters and documents need the shape; a lazy array whose shape
         depends on its data (Dask's ``x[x > 0]``) has it learnt by :meth:`_learn_shape`.
+
+        Args:
+            array: an array of this backend's library.
+            argument: the name of the caller's argument, shown in the error.
+
+        Returns:
+            ``array``, or an array of the same values whose shape is known.
 
         Raises:
             ValueError: if an extent is unknown and the backend cannot learn it, naming ``argument``.
@@ -175,6 +256,9 @@ class ArrayAPIBackend:
                 for that block alone. They are of ``values``' library, dtype and device.
                 The blocks are reduced axis by axis (the min of mins is the min, so the
                 numbers do not depend on the order). Empty ``values`` give empty grids.
+
+        Returns:
+            ``(min, max)`` as 0-d arrays, or as grids with ``extent``.
 
         Raises:
             TypeError, ValueError: if ``extent`` is not one int >= 1 per axis of ``values``.
@@ -213,7 +297,14 @@ class ArrayAPIBackend:
         return reduce_blocks(low_source, extent, xp.min, xp=xp), reduce_blocks(high_source, extent, xp.max, xp=xp)
 
     def count_nonfinite(self, values: Any) -> Any:
-        """Return the number of NaN and ±Inf in ``values`` as a 0-d integer array."""
+        """Return the number of NaN and ±Inf in ``values`` as a 0-d integer array.
+
+        Args:
+            values: a real array of this backend's library.
+
+        Returns:
+            A 0-d int64 array on ``values``' device (not read back).
+        """
         xp = self.xp
         return xp.sum(xp.astype(xp.logical_not(xp.isfinite(values)), xp.int64))
 
@@ -222,6 +313,13 @@ class ArrayAPIBackend:
 
         Rounding follows NumPy's ``round(values, 2)``: multiply by 100, round half to
         even, divide by 100, all in float64. Negative zero is folded into zero.
+
+        Args:
+            values: a real array of this backend's library.
+            omit_nonfinite: leave NaN and ±Inf out.
+
+        Returns:
+            A 1-d float64 array of this backend's library.
         """
         xp = self.xp
         as_float64 = xp.astype(xp.reshape(values, (-1,)), xp.float64)
@@ -238,6 +336,13 @@ class ArrayAPIBackend:
         the range, and (with ``omit_nan``) NaN and ±Inf, are not counted. The Array API has
         no bincount, so the indices are sorted and each bin's count is the distance between
         its two ``searchsorted`` positions. Nothing is read back.
+
+        Args:
+            values: a real array of this backend's library.
+            k: the bin width is ``2**k``.
+            j_lo: the index of the first bin (bin ``j`` holds ``[j * 2**k, (j + 1) * 2**k)``).
+            max_bins: the number of bins counted.
+            omit_nan: leave NaN and ±Inf out (they fall outside every bin anyway).
 
         Returns:
             An int64 array of ``max_bins`` counts on ``values``' device.
@@ -290,6 +395,10 @@ class ArrayAPIBackend:
         Returns:
             ``(qvalues, problems)``: problems is None when nothing was checked (no
             ``check_finite``, and saturating or no bounds), else the device counts.
+
+        Raises:
+            TypeError, ValueError: if ``out`` is given and cannot take the result
+                (see :meth:`check_out`).
         """
         xp = self.xp
         if out is not None:
@@ -325,6 +434,20 @@ class ArrayAPIBackend:
         """De-quantize: ``scale * (qvalues - zero_point)`` in float64, cast to ``dtype``.
 
         Only ``spec``'s scale, zero point and extent are used.
+
+        Args:
+            qvalues: an integer array of this backend's library.
+            spec: the quantization (see :class:`~qarray.backends.spec.QuantSpec`).
+            dtype: the name of the floating-point dtype of the result.
+            out: an array of ``dtype`` and ``qvalues``' shape to write into (checked
+                before anything is written).
+
+        Returns:
+            The floats, in a new array or in ``out``.
+
+        Raises:
+            TypeError, ValueError: if ``out`` is given and cannot take the result
+                (see :meth:`check_out`).
         """
         xp = self.xp
         if out is not None:
@@ -404,6 +527,13 @@ class ArrayAPIBackend:
         """The number of integers of ``q`` that ``n_bits`` bits cannot hold (a 0-d int64 array).
 
         Bounds beyond ``q``'s dtype are not compared (nothing lies beyond them).
+
+        Args:
+            q: an integer array of this backend's library.
+            n_bits: 1, 2 or 4 (see :func:`~qarray.core.packing.pack_range`).
+
+        Returns:
+            A 0-d int64 array on ``q``'s device (not read back).
         """
         xp = self.xp
         low, high = pack_range(n_bits)
@@ -423,6 +553,15 @@ class ArrayAPIBackend:
         sign-extended from ``n_bits`` bits when ``signed``, else uint8 values. ``packed``'s
         last axis holds ``ceil(length * n_bits / 8)`` bytes (checked by the caller).
 
+        Args:
+            packed: a uint8 array of at least one axis.
+            n_bits: 1, 2 or 4 (checked by the caller).
+            length: the number of values in each row.
+            signed: sign-extend the values to int8 (else they are uint8).
+
+        Returns:
+            An array of shape ``packed.shape[:-1] + (length,)``.
+
         Example:
             >>> import numpy, array_api_compat
             >>> backend = ArrayAPIBackend(array_api_compat.array_namespace(numpy.zeros(1)))
@@ -441,6 +580,11 @@ class ArrayAPIBackend:
 
     def check_out(self, out: Any, like: Any, dtype: str) -> None:
         """Check that ``out`` can take a result of ``like``'s shape and ``dtype`` (before any write).
+
+        Args:
+            out: the array the caller means to write into.
+            like: an array of the result's shape and device.
+            dtype: the name of the result's dtype.
 
         Raises:
             TypeError: if ``out`` is not an array of this backend's library.

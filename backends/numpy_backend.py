@@ -62,7 +62,15 @@ class NumpyBackend(ArrayAPIBackend):
         super().__init__(compat_numpy, name="numpy")
 
     def asarray(self, values: Any, device: Any = None) -> Any:
-        """Return ``values`` as a NumPy array, copying other libraries' arrays to the host."""
+        """Return ``values`` as a NumPy array, copying other libraries' arrays to the host.
+
+        Args:
+            values: an array of any library; a NumPy array is returned as it is.
+            device: not used (NumPy arrays live on the host); see :meth:`ArrayAPIBackend.asarray`.
+
+        Returns:
+            A NumPy array (``values`` itself, or a host copy).
+        """
         if isinstance(values, numpy.ndarray):
             return values
         return self.to_numpy(values)
@@ -72,6 +80,12 @@ class NumpyBackend(ArrayAPIBackend):
 
         Large arrays are copied in chunks on several threads (first touching a new
         array's pages costs as much as copying into it).
+
+        Args:
+            array: a NumPy array.
+
+        Returns:
+            The copy (see :meth:`ArrayAPIBackend.copy`).
         """
         array = numpy.asarray(array)
         if array.dtype.hasobject:
@@ -100,8 +114,18 @@ class NumpyBackend(ArrayAPIBackend):
         one-pass kernel (:func:`numba_kernels.minmax_grid`) when Numba is available, other
         input the generic path.
 
+        Args:
+            values: a real NumPy array.
+            omit_nonfinite: leave NaN and ±Inf out (see :meth:`ArrayAPIBackend.minmax`).
+            extent: None for the whole array, else the block extent along each axis
+                (see :meth:`ArrayAPIBackend.minmax`).
+
+        Returns:
+            ``(min, max)`` as 0-d arrays, or as grids with ``extent``.
+
         Raises:
             TypeError, ValueError: if ``extent`` is not one int >= 1 per axis of ``values``.
+            ValueError: if ``values`` is empty and there is no ``extent``.
         """
         values = numpy.asarray(values)
         if extent is not None:
@@ -117,7 +141,14 @@ class NumpyBackend(ArrayAPIBackend):
         return _minmax_blocked(values, omit_nonfinite)
 
     def count_nonfinite(self, values: Any) -> Any:
-        """Return the number of NaN and ±Inf in ``values`` as a 0-d int64 array (blockwise)."""
+        """Return the number of NaN and ±Inf in ``values`` as a 0-d int64 array (blockwise).
+
+        Args:
+            values: a real NumPy array (integers have none).
+
+        Returns:
+            A 0-d int64 NumPy array (see :meth:`ArrayAPIBackend.count_nonfinite`).
+        """
         values = numpy.asarray(values)
         if values.dtype.kind != "f" or values.size == 0:
             return numpy.asarray(0, dtype=numpy.int64)
@@ -135,6 +166,17 @@ class NumpyBackend(ArrayAPIBackend):
         quotient, then ``bincount``) give the counts of :meth:`ArrayAPIBackend.bin_counts`
         exactly, without sorting and without full-size temporaries. NaN and ±Inf are
         never counted.
+
+        Args:
+            values: a real NumPy array.
+            k: the bin width is ``2**k``.
+            j_lo: the index of the first bin.
+            max_bins: the number of bins counted.
+            omit_nan: leave NaN and ±Inf out (never counted here either way); see
+                :meth:`ArrayAPIBackend.bin_counts` for all four.
+
+        Returns:
+            An int64 NumPy array of ``max_bins`` counts.
         """
         values = numpy.asarray(values)
         if values.size and _use_numba(values):
@@ -156,6 +198,13 @@ class NumpyBackend(ArrayAPIBackend):
         rounded in a small buffer and reduced to its unique values, and those are merged
         as they come. Memory then grows with the number of unique values, not with the
         input (data rounded to 2 decimals rarely has many).
+
+        Args:
+            values: a real NumPy array.
+            omit_nonfinite: leave NaN and ±Inf out (see :meth:`ArrayAPIBackend.unique_rounded`).
+
+        Returns:
+            A 1-d float64 NumPy array.
         """
         values = numpy.asarray(values)
         flat = _flat(values)
@@ -174,6 +223,15 @@ class NumpyBackend(ArrayAPIBackend):
         ``out`` must be a writeable NumPy array of ``spec.out_dtype`` and ``values``' shape
         (any layout; it may even be ``values``' own memory). Parameter grids (per channel,
         per group) take the fused grid kernel, or a blocked NumPy path without Numba.
+
+        Args:
+            values: a real floating-point NumPy array.
+            spec: the quantization (see :class:`~qarray.backends.spec.QuantSpec`).
+            check_finite: also count the non-finite values.
+            out: an array to write into, or None; see :meth:`ArrayAPIBackend.quantize` for all four.
+
+        Returns:
+            ``(qvalues, problems)``, as :meth:`ArrayAPIBackend.quantize` returns them.
 
         Raises:
             TypeError: if ``out`` is not a NumPy array.
@@ -217,6 +275,16 @@ class NumpyBackend(ArrayAPIBackend):
     def dequantize(self, qvalues: Any, spec: QuantSpec, *, dtype: str = "float64", out: Any = None) -> Any:
         """De-quantize block by block, or with the compiled kernels (see :meth:`ArrayAPIBackend.dequantize`).
 
+        Args:
+            qvalues: an integer NumPy array.
+            spec: the quantization (see :class:`~qarray.backends.spec.QuantSpec`).
+            dtype: the name of the floating-point dtype of the result.
+            out: a writeable NumPy array of ``dtype`` and ``qvalues``' shape, or None; see
+                :meth:`ArrayAPIBackend.dequantize` for all four.
+
+        Returns:
+            The floats, in a new array or in ``out``.
+
         Raises:
             TypeError: if ``out`` is not a NumPy array.
             ValueError: if ``out`` has the wrong shape or dtype, or is read-only.
@@ -252,6 +320,15 @@ class NumpyBackend(ArrayAPIBackend):
 
         A scalar ``fill`` goes block by block, so no full-size mask is made; a
         per-channel one (broadcast to ``values``) uses one boolean mask.
+
+        Args:
+            qvalues: integers of ``values``' shape, written in place.
+            values: the floats they were quantized from.
+            fill: a host integer array of ``qvalues``' dtype, 0-d or broadcastable to
+                ``values``; see :meth:`ArrayAPIBackend.fill_nan`.
+
+        Returns:
+            ``qvalues``, filled.
         """
         values = numpy.asarray(values)
         fill = numpy.asarray(fill, dtype=qvalues.dtype)
@@ -269,9 +346,19 @@ class NumpyBackend(ArrayAPIBackend):
         return qvalues
 
     def pack_bits(self, q: Any, n_bits: int) -> Tuple[Any, Any]:
-        """Pack with the compiled kernel of :mod:`qarray.backends.numba_packing` (large arrays, Numba
-        available), else the generic path; see :meth:`ArrayAPIBackend.pack_bits`. The values
-        outside the range are counted only when there are some."""
+        """Pack with the compiled kernel of :mod:`qarray.backends.numba_packing`, else the generic path.
+
+        The compiled kernel serves large arrays when Numba is available; see
+        :meth:`ArrayAPIBackend.pack_bits`. The values outside the range are counted only
+        when there are some.
+
+        Args:
+            q: an integer NumPy array of at least one axis.
+            n_bits: 1, 2 or 4 (checked by the caller).
+
+        Returns:
+            ``(packed, n_outside)``, as :meth:`ArrayAPIBackend.pack_bits` returns them.
+        """
         q = numpy.asarray(q)
         if not numba_packing.takes(q):
             return super().pack_bits(q, n_bits)
@@ -279,8 +366,17 @@ class NumpyBackend(ArrayAPIBackend):
         return packed, self.count_outside_pack(q, n_bits) if outside else numpy.asarray(0, dtype=numpy.int64)
 
     def unpack_bits(self, packed: Any, n_bits: int, length: int, signed: bool) -> Any:
-        """Unpack with the compiled kernel (large arrays, Numba available), else the generic path;
-        see :meth:`ArrayAPIBackend.unpack_bits`."""
+        """Unpack with the compiled kernel (large arrays, Numba available), else the generic path.
+
+        Args:
+            packed: a uint8 NumPy array of at least one axis.
+            n_bits: 1, 2 or 4 (checked by the caller).
+            length: the number of values in each row.
+            signed: sign-extend the values to int8; see :meth:`ArrayAPIBackend.unpack_bits`.
+
+        Returns:
+            An array of shape ``packed.shape[:-1] + (length,)``.
+        """
         packed = numpy.asarray(packed)
         if numba_packing.takes(packed):
             return numba_packing.unpack_bits(packed, n_bits, length, signed)

@@ -68,7 +68,16 @@ def register_backend(name: str, factory: BackendFactory, replace: bool = False) 
 def get_backend(name: str) -> ArrayAPIBackend:
     """Return the backend registered as ``name``, building it on first use.
 
+    Args:
+        name: the name the backend was registered under (see :func:`available_backends`);
+            a backend instance is returned as it is.
+
+    Returns:
+        The backend, the same instance on every call with that name.
+
     Raises:
+        TypeError: if ``name`` is neither a string nor a backend, or the registered factory
+            returns something that is not an :class:`ArrayAPIBackend`.
         ValueError: if no backend of that name is registered (the message lists them).
         ImportError: if the backend's library (or device) is not available here.
     """
@@ -98,8 +107,16 @@ def backend_for(array: Any) -> ArrayAPIBackend:
     A registered backend named after the library wins; otherwise the generic Array
     API backend over the array's namespace (one per namespace, cached).
 
+    Args:
+        array: an array of any Array API library.
+
+    Returns:
+        The backend for ``array``'s library.
+
     Raises:
         TypeError: if ``array`` is not an array of an Array API library.
+        ImportError: if the registered backend of that library cannot be built here
+            (see :func:`get_backend`).
     """
     xp = array_namespace(array)
     name = library_name(xp)
@@ -134,6 +151,9 @@ def available_backends() -> List[str]:
 
     This builds each backend (importing its library), so it is meant for humans
     and set-up code, not hot paths.
+
+    Returns:
+        The names, sorted; backends whose library cannot be imported are left out.
     """
     names = []
     for name in sorted(_factories):

@@ -56,6 +56,14 @@ class TorchBackend(ArrayAPIBackend):
         and counted with ``torch.bincount``. The counts are those of
         :meth:`ArrayAPIBackend.bin_counts`, bit for bit; NaN and ±Inf are never counted.
 
+        Args:
+            values: a real tensor.
+            k: the bin width is ``2**k``.
+            j_lo: the index of the first bin.
+            max_bins: the number of bins counted.
+            omit_nan: leave NaN and ±Inf out (never counted here either way); see
+                :meth:`ArrayAPIBackend.bin_counts` for all four.
+
         Returns:
             An int64 tensor of ``max_bins`` counts on ``values``' device.
         """
@@ -73,9 +81,19 @@ class TorchBackend(ArrayAPIBackend):
         return total[:max_bins]
 
     def pack_bits(self, q: Any, n_bits: int) -> Tuple[Any, Any]:
-        """Pack (see :meth:`ArrayAPIBackend.pack_bits`): a tensor in host memory by the NumPy kernels
-        on a zero-copy DLPack view (the compiled ones for large tensors; PyTorch lacks comparisons
-        and shifts of uint16, uint32 and uint64 on the CPU), others by the generic path."""
+        """Pack (see :meth:`ArrayAPIBackend.pack_bits`), on the host by the NumPy kernels.
+
+        A tensor in host memory is packed by the NumPy kernels on a zero-copy DLPack view
+        (the compiled ones for large tensors; PyTorch lacks comparisons and shifts of
+        uint16, uint32 and uint64 on the CPU), others by the generic path.
+
+        Args:
+            q: an integer tensor of at least one axis.
+            n_bits: 1, 2 or 4 (checked by the caller).
+
+        Returns:
+            ``(packed, n_outside)``, as :meth:`ArrayAPIBackend.pack_bits` returns them, as tensors.
+        """
         host = _host_view(q)
         if host is None:
             return super().pack_bits(q, n_bits)
@@ -83,8 +101,20 @@ class TorchBackend(ArrayAPIBackend):
         return self.xp.asarray(packed), self.xp.asarray(n_outside)
 
     def unpack_bits(self, packed: Any, n_bits: int, length: int, signed: bool) -> Any:
-        """Unpack (see :meth:`ArrayAPIBackend.unpack_bits`): a tensor in host memory by the NumPy
-        kernels on a zero-copy DLPack view, others by the generic path."""
+        """Unpack (see :meth:`ArrayAPIBackend.unpack_bits`), on the host by the NumPy kernels.
+
+        A tensor in host memory is unpacked by the NumPy kernels on a zero-copy DLPack
+        view, others by the generic path.
+
+        Args:
+            packed: a uint8 tensor of at least one axis.
+            n_bits: 1, 2 or 4 (checked by the caller).
+            length: the number of values in each row.
+            signed: sign-extend the values to int8 (else they are uint8).
+
+        Returns:
+            A tensor of shape ``packed.shape[:-1] + (length,)``.
+        """
         host = _host_view(packed)
         if host is None:
             return super().unpack_bits(packed, n_bits, length, signed)

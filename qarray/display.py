@@ -50,6 +50,13 @@ Row = Tuple[str, str]
 def granularity_name(options: Any) -> str:
     """Return which values share one set of parameters under ``options``, in words.
 
+    Args:
+        options: a :class:`~qarray.QuantizationOptions` (or an object with its ``axis``
+            and ``block_size`` fields), or None.
+
+    Returns:
+        The granularity in words; ``"unset"`` for None.
+
     Example:
         >>> from qarray import QuantizationOptions
         >>> granularity_name(QuantizationOptions(8))
@@ -80,6 +87,9 @@ def error_summary(array: Any) -> Dict[str, Any]:
     few numbers) and read back once. NaN and ±Inf values (kept under
     ``nan_policy="omit"``) are left out. With per-block parameters each value is
     compared with its own block's ``scale / 2``.
+
+    Args:
+        array: a :class:`~qarray.QuantizedArray` holding values and quantized values.
 
     Returns:
         A dict with ``max_abs_error`` (float, or None for an empty array), ``bound``
@@ -151,6 +161,15 @@ def _grid_error_summary(array: Any) -> Dict[str, Any]:
 def summary_rows(obj: Any) -> List[Row]:
     """Return the ``(label, text)`` rows that describe a qarray object.
 
+    Args:
+        obj: one of qarray's six classes: :class:`~qarray.QuantizationOptions`,
+            :class:`~qarray.MinMaxQuantizationStats`, :class:`~qarray.HistogramQuantizationStats`,
+            :class:`~qarray.UniformQuantizationParameters`, :class:`~qarray.UniformQuantizer`
+            or :class:`~qarray.QuantizedArray`.
+
+    Returns:
+        The rows, in display order.
+
     Raises:
         TypeError: if ``obj`` is not one of qarray's six classes.
 
@@ -164,6 +183,15 @@ def summary_rows(obj: Any) -> List[Row]:
 
 def summary(obj: Any) -> str:
     """Return a plain-text, multi-line summary of a qarray object (the rows of its display).
+
+    Args:
+        obj: one of qarray's six classes (see :func:`summary_rows`).
+
+    Returns:
+        The class name, then one indented ``label  text`` line per row.
+
+    Raises:
+        TypeError: if ``obj`` is not one of qarray's six classes.
 
     Example:
         >>> from qarray import QuantizationOptions
@@ -182,6 +210,15 @@ def summary(obj: Any) -> str:
 
 def html_repr(obj: Any) -> str:
     """Return the HTML that Jupyter shows for a qarray object (a titled two-column table).
+
+    Args:
+        obj: one of qarray's six classes (see :func:`summary_rows`).
+
+    Returns:
+        The HTML fragment.
+
+    Raises:
+        TypeError: if ``obj`` is not one of qarray's six classes.
 
     Example:
         >>> from qarray import QuantizationOptions

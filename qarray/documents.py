@@ -65,6 +65,19 @@ def load_dict(metadata: Any, backend: Optional[str] = None) -> Any:
 def loads(text: Union[str, bytes], backend: Optional[str] = None) -> Any:
     """Load any qarray object from a JSON string made by its ``dumps()``.
 
+    Args:
+        text: the JSON document, as str or UTF-8 bytes.
+        backend: a backend name (``"cupy"``) to place the arrays with; NumPy by default.
+
+    Returns:
+        The object the document describes (of one of qarray's six classes).
+
+    Raises:
+        TypeError, ValueError: for text that is not a JSON document (not str or bytes,
+            not UTF-8, not JSON, too large or too deeply nested), or a malformed, unknown
+            or inconsistent document.
+        ImportError: if ``backend`` names a backend whose library is not available here.
+
     Example:
         >>> import qarray
         >>> qarray.loads(qarray.QuantizationOptions(4).dumps())
@@ -74,7 +87,21 @@ def loads(text: Union[str, bytes], backend: Optional[str] = None) -> Any:
 
 
 def load(file: Union[IO[str], str, os.PathLike[str]], backend: Optional[str] = None) -> Any:
-    """Load any qarray object from a text file object or a path written by ``dump()``."""
+    """Load any qarray object from a text file object or a path written by ``dump()``.
+
+    Args:
+        file: a path (str or path-like), or a readable file object.
+        backend: a backend name (``"cupy"``) to place the arrays with; NumPy by default.
+
+    Returns:
+        The object the document describes (of one of qarray's six classes).
+
+    Raises:
+        TypeError: if ``file`` is neither a path nor a readable file.
+        OSError: if the path cannot be opened or read.
+        TypeError, ValueError: as :func:`loads`, for what the file holds.
+        ImportError: if ``backend`` names a backend whose library is not available here.
+    """
     if isinstance(file, (str, os.PathLike)):
         with open(file, "rb") as stream:
             return loads(stream.read(), backend=backend)

@@ -188,6 +188,12 @@ class HistogramQuantizationStats(Serializable):
         Exact: the result equals one update on all the data. Pending device or lazy
         work of either side is read back first (a histogram of ``max_bins`` counts).
 
+        Args:
+            other: the statistics to combine with these.
+
+        Returns:
+            The combined statistics, a new object.
+
         Raises:
             TypeError: if ``other`` is not a HistogramQuantizationStats.
             ValueError: if the two have different ``max_bins``.
@@ -241,6 +247,9 @@ class HistogramQuantizationStats(Serializable):
             is_qat, is_precomputed_qat: QAT with precomputed parameters, zero point 0
                 (``"mse"``); QAT scale inference (``is_qat`` alone) is refused.
 
+        Returns:
+            ``(rmin, rmax)`` as Python floats.
+
         Raises:
             TypeError: for a non-bool flag, a non-int ``n_bits`` or a non-number percentile.
             ValueError: if there is no data yet, or for a bad method, percentile, ``n_bits``
@@ -274,6 +283,12 @@ class HistogramQuantizationStats(Serializable):
         Args:
             method: as for :meth:`range`.
             options: the keyword options of :meth:`range`.
+
+        Returns:
+            New :class:`~qarray.MinMaxQuantizationStats` (without ``uvalues``).
+
+        Raises:
+            TypeError, ValueError: as :meth:`range`.
 
         Example:
             >>> import numpy
@@ -344,7 +359,11 @@ class HistogramQuantizationStats(Serializable):
     # -- documents -----------------------------------------------------------------------------
 
     def dump_dict(self) -> Dict[str, Any]:
-        """Dump itself to a JSON-ready dict (the exact histogram: k, j_lo, int64 counts, min, max)."""
+        """Dump itself to a JSON-ready dict (the exact histogram: k, j_lo, int64 counts, min, max).
+
+        Returns:
+            The dict, with a type tag and format version (see :func:`qarray.loads`).
+        """
         hist = self.histogram
         if hist is None:
             return self._tagged(
@@ -363,9 +382,17 @@ class HistogramQuantizationStats(Serializable):
 
     @classmethod
     def load_dict(cls, metadata: Dict[str, Any], backend: Optional[str] = None) -> HistogramQuantizationStats:
-        """Load statistics from a dict made by :meth:`dump_dict`, checking it is a histogram
-        that calibration can produce (``backend`` is accepted for symmetry; the histogram
-        lives on the host).
+        """Load statistics from a dict made by :meth:`dump_dict`.
+
+        It is checked to be a histogram that calibration can produce (``backend`` is
+        accepted for symmetry; the histogram lives on the host).
+
+        Args:
+            metadata: the dict.
+            backend: accepted for symmetry with the other classes, and not used.
+
+        Returns:
+            The statistics.
 
         Raises:
             TypeError, ValueError: for a malformed or inconsistent document.

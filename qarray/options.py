@@ -187,6 +187,9 @@ class QuantizationOptions(Serializable):
 
         Args:
             opts (QuantizationOptions): structure to copy parameters from.
+
+        Raises:
+            TypeError: if ``opts`` is not a QuantizationOptions.
         """
         if not isinstance(opts, QuantizationOptions):
             raise TypeError(f"opts must be QuantizationOptions, got {type(opts).__name__}")
@@ -215,6 +218,9 @@ class QuantizationOptions(Serializable):
 
         Returns:
             bool: whether the two quantization options compared are equivalent
+
+        Raises:
+            TypeError: if ``opts`` is not a QuantizationOptions.
         """
         if not isinstance(opts, QuantizationOptions):
             raise TypeError(f"opts must be QuantizationOptions, got {type(opts).__name__}")
@@ -227,7 +233,11 @@ class QuantizationOptions(Serializable):
         )
 
     def dump_dict(self) -> Dict[str, Any]:
-        """Dump itself to a JSON-ready dict (with a type tag and format version)."""
+        """Dump itself to a JSON-ready dict (with a type tag and format version).
+
+        Returns:
+            The dict (see :func:`qarray.loads`).
+        """
         return self._tagged(
             {
                 "n_bits": self.n_bits,
@@ -241,6 +251,12 @@ class QuantizationOptions(Serializable):
     @classmethod
     def load_dict(cls, metadata: Dict[str, Any]) -> QuantizationOptions:
         """Load options from a dict made by :meth:`dump_dict`.
+
+        Args:
+            metadata: the dict.
+
+        Returns:
+            The options.
 
         Raises:
             ValueError, TypeError: if the dict is malformed or the options invalid.

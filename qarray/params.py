@@ -242,6 +242,9 @@ class UniformQuantizationParameters(Serializable):
 
         Args:
             params (UniformQuantizationParameters): parameter structure to copy
+
+        Raises:
+            TypeError: if ``params`` is not a UniformQuantizationParameters.
         """
         if not isinstance(params, UniformQuantizationParameters):
             raise TypeError(
@@ -292,6 +295,9 @@ class UniformQuantizationParameters(Serializable):
     def dump_dict(self) -> Dict[str, Any]:
         """Dump itself to a JSON-ready dict.
 
+        Returns:
+            The dict, with a type tag and format version (see :func:`qarray.loads`).
+
         Raises:
             ValueError: if per-block parameters computed on a GPU fail their check (see
                 :meth:`settle`): a document is never written that loading would refuse.
@@ -308,7 +314,18 @@ class UniformQuantizationParameters(Serializable):
 
     @classmethod
     def load_dict(cls, metadata: Dict[str, Any]) -> UniformQuantizationParameters:
-        """Load parameters from a dict made by :meth:`dump_dict`."""
+        """Load parameters from a dict made by :meth:`dump_dict`.
+
+        Args:
+            metadata: the dict.
+
+        Returns:
+            The parameters.
+
+        Raises:
+            TypeError, ValueError: for a malformed document (a scale, zero point or offset
+                of the wrong type, shape or range).
+        """
         fields = check_fields(metadata, cls._type_tag, ("scale", "zero_point", "offset"))
         zero_point = fields["zero_point"]
         if isinstance(zero_point, dict):

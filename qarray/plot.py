@@ -204,8 +204,19 @@ def plot_error_vs_bits(
     Each width gets its own :class:`~qarray.QuantizedArray` on ``values`` (with the
     given option fields, e.g. ``is_signed=True, is_symmetric=True``).
 
+    Args:
+        values: the values to quantize (an array of any Array API library; copied to the host).
+        n_bits: the widths to try.
+        ax: matplotlib axes to draw on (new ones when None).
+        **option_kwargs: further option fields for each :class:`~qarray.QuantizedArray`.
+
     Returns:
         The matplotlib axes (log scale; the errors halve with each extra bit).
+
+    Raises:
+        ImportError: if matplotlib is not installed (and no ``ax`` is given).
+        TypeError, ValueError: if ``values`` or an option field is refused by
+            :class:`~qarray.QuantizedArray`.
     """
     host = _host(values, "values")
     widths: Sequence[int] = list(n_bits)

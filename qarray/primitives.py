@@ -70,6 +70,19 @@ def minmax(values: Any, *, omit_nonfinite: bool = False, backend: Any = None) ->
     bound is ``+0.0``, whatever the signs of the zeros in ``values`` (see
     :func:`block_minmax`).
 
+    Args:
+        values: a non-empty real array of any Array API library.
+        omit_nonfinite: leave NaN and ±Inf out.
+        backend: the backend to use (the one of ``values`` by default).
+
+    Returns:
+        ``(min, max)`` as two 0-d arrays of ``values``' library, dtype and device.
+
+    Raises:
+        TypeError: if ``values`` is not an array of real numbers, or ``omit_nonfinite``
+            is not a bool.
+        ValueError: if ``values`` is empty.
+
     Example:
         >>> import numpy
         >>> [float(bound) for bound in minmax(numpy.array([2.0, -1.0, 5.0]))]
@@ -83,6 +96,19 @@ def minmax(values: Any, *, omit_nonfinite: bool = False, backend: Any = None) ->
 def unique_rounded(values: Any, *, omit_nonfinite: bool = False, backend: Any = None) -> Any:
     """Return the sorted unique values of ``values`` rounded to 2 decimals (QAT scale inference).
 
+    Args:
+        values: a real array of any Array API library.
+        omit_nonfinite: leave NaN and ±Inf out.
+        backend: the backend to use (the one of ``values`` by default).
+
+    Returns:
+        A 1-d float64 array of ``values``' library (see :meth:`ArrayAPIBackend.unique_rounded
+        <qarray.backends.ArrayAPIBackend.unique_rounded>` for the rounding).
+
+    Raises:
+        TypeError: if ``values`` is not an array of real numbers, or ``omit_nonfinite``
+            is not a bool.
+
     Example:
         >>> import numpy
         >>> unique_rounded(numpy.array([0.504, 0.5, 0.25])).tolist()
@@ -94,7 +120,19 @@ def unique_rounded(values: Any, *, omit_nonfinite: bool = False, backend: Any = 
 
 
 def count_nonfinite(values: Any, *, backend: Any = None) -> int:
-    """Return how many NaN and ±Inf ``values`` holds (one read-back: an error path)."""
+    """Return how many NaN and ±Inf ``values`` holds (one read-back: an error path).
+
+    Args:
+        values: a real array of any Array API library.
+        backend: the backend to use (the one of ``values`` by default).
+
+    Returns:
+        The count, read back to the host.
+
+    Raises:
+        TypeError: if ``values`` is not an array of an Array API library (and no
+            ``backend`` is given).
+    """
     backend = backend or backend_for(values)
     return int(backend.to_numpy(backend.count_nonfinite(values)))
 
@@ -118,7 +156,13 @@ def block_minmax(
     and ``0.0`` occur (they compare equal), and statistics, hence documents, must
     not depend on which library computed them.
 
+    Returns:
+        ``(min, max)`` as two arrays of the parameter grid's shape, of ``values``' library,
+        dtype and device.
+
     Raises:
+        TypeError: if ``values`` is not an array of real numbers, or ``omit_nonfinite``
+            is not a bool.
         TypeError, ValueError: if ``extent`` is not one int >= 1 per axis of ``values``.
 
     Example:
@@ -158,7 +202,12 @@ def choose_parameters(
         options: the :class:`~qarray.QuantizationOptions`.
         previous_scale: with ``options.is_precomputed_qat``, the scale(s) to keep.
 
+    Returns:
+        ``(scale, zero_point, offset)`` as host numbers for host-number ranges, else as arrays
+        of the ranges' shape on their device.
+
     Raises:
+        TypeError: if ``rmin`` or ``rmax`` is not a real number or array.
         ValueError: if a range is not finite, has rmin > rmax, is wider than float64
             holds (asymmetric), or gives a zero point beyond int64; and for QAT scale
             inference from unique values, which needs one tensor's values (not supported
@@ -185,8 +234,20 @@ def choose_block_parameters(
     reads synchronise (a GPU), nothing is read back: ``check.read()`` raises later, when
     first called (see :class:`BlockCheck`).
 
+    Args:
+        rmin, rmax: real arrays of one shape, the blocks' ranges.
+        options: the :class:`~qarray.QuantizationOptions`.
+        previous_scale: with ``options.is_precomputed_qat``, the scale grid to keep
+            (of the ranges' shape).
+
+    Returns:
+        ``(scale, zero_point, offset, check)``, the first three arrays of the ranges' shape
+        on their device, and the :class:`BlockCheck` of the blocks.
+
     Raises:
-        ValueError: as :func:`choose_parameters` (at once on the host).
+        TypeError: if ``rmin`` or ``rmax`` is not an array.
+        ValueError: as :func:`choose_parameters` (at once on the host), and if ``rmin``,
+            ``rmax`` (and a ``previous_scale`` array) differ in shape.
     """
     check_combination(options)
     rmin, rmax = as_array(rmin, "rmin"), as_array(rmax, "rmax")
@@ -234,9 +295,15 @@ def quant_spec(
             union of the blocks' ranges does not fit ``out_dtype``); by default the
             offset grid is read back.
 
+    Returns:
+        The spec, ready for :func:`quantize`.
+
     Raises:
+        TypeError: if ``out_dtype`` is not the name of an integer dtype, or an option
+            field, ``no_clipping`` or a parameter has the wrong type.
         ValueError: if ``out_dtype`` cannot hold the clipped range, or a per-tensor zero
-            point array does not broadcast to ``like``.
+            point array does not broadcast to ``like``, or per-block parameters do not
+            match the grid ``extent`` gives.
 
     Example:
         >>> import numpy
@@ -310,9 +377,22 @@ def dequant_spec(
     Per-block grids (``extent`` given) are placed in ``like``'s library and on its device.
     With a runtime ``profile`` (``"onnx"``, ``"torch"``) the kernels compute in float32.
 
+    Args:
+        scale: the scale (a host number, or a grid with ``extent``).
+        zero_point: the zero point (a host number or array, or a grid with ``extent``).
+        like: the integers to de-quantize (their library, device and shape).
+        backend: their backend (found from ``like`` by default).
+        extent: the block extent of per-block parameters; None per tensor.
+        profile: ``"concrete"`` (float64 arithmetic) or a runtime's, ``"onnx"`` or ``"torch"``.
+
+    Returns:
+        The spec, ready for :func:`dequantize`.
+
     Raises:
+        TypeError: if ``profile`` is not a string, or a parameter has the wrong type.
         ValueError: if a per-tensor zero point array does not broadcast to ``like``, or
-            ``profile`` is unknown.
+            ``profile`` is unknown, or per-block parameters do not match the grid
+            ``extent`` gives.
     """
     backend = backend or backend_for(like)
     arithmetic = ARITHMETIC[check_profile(profile)]
@@ -412,8 +492,27 @@ def quantize(
     """Quantize ``values`` as ``spec`` says, with the backend's kernels: ``(qvalues, problems)``.
 
     ``problems`` is None when nothing was checked, else a :class:`~qarray.backends.spec.Problems`
-    of 0-d arrays left on the device (read them to raise, as :meth:`UniformQuantizer.quant` does).
+    of 0-d arrays left on the device (read them to raise, as :meth:`UniformQuantizer.quant
+    <qarray.UniformQuantizer.quant>` does).
     A grid spec's parameter arrays must be in ``values``' library and on its device.
+
+    Args:
+        values: a real floating-point array of any Array API library.
+        spec: the spec from :func:`quant_spec`.
+        check_finite: also count the non-finite values.
+        out: an array of ``spec.out_dtype`` and ``values``' shape to write into (checked
+            before anything is written), or None.
+        backend: the backend to use (the one of ``values`` by default).
+
+    Returns:
+        ``(qvalues, problems)``, the integers (a new array, or ``out``) and the counts.
+
+    Raises:
+        TypeError: if ``values`` is not a floating-point array, ``spec`` is not a
+            :class:`~qarray.backends.spec.QuantSpec`, ``check_finite`` is not a bool, or
+            ``out`` is not an array of ``values``' library.
+        ValueError: if a per-block ``spec`` was made for another parameter grid, or
+            ``out`` has the wrong shape, dtype or device, or is read-only.
     """
     backend = backend or backend_for(values)
     if not backend.is_floating(values):
@@ -423,8 +522,28 @@ def quantize(
 
 
 def dequantize(qvalues: Any, spec: Any, *, dtype: str = "float64", out: Any = None, backend: Any = None) -> Any:
-    """De-quantize: ``scale * (qvalues - zero_point)`` in float64 (in float32 with a runtime
-    profile's spec), written as ``dtype``."""
+    """De-quantize: ``scale * (qvalues - zero_point)`` in float64, written as ``dtype``.
+
+    With a runtime profile's spec the arithmetic is in float32.
+
+    Args:
+        qvalues: an integer array of any Array API library.
+        spec: the spec from :func:`dequant_spec`.
+        dtype: ``"float32"`` or ``"float64"``.
+        out: an array of ``dtype`` and ``qvalues``' shape to write into (checked before
+            anything is written), or None.
+        backend: the backend to use (the one of ``qvalues`` by default).
+
+    Returns:
+        The floats, in a new array of ``qvalues``' library or in ``out``.
+
+    Raises:
+        TypeError: if ``qvalues`` is not an integer array, ``dtype`` is neither float32
+            nor float64, ``spec`` is not a :class:`~qarray.backends.spec.QuantSpec`, or
+            ``out`` is not an array of ``qvalues``' library.
+        ValueError: if a per-block ``spec`` was made for another parameter grid, or
+            ``out`` has the wrong shape, dtype or device, or is read-only.
+    """
     backend = backend or backend_for(qvalues)
     if not backend.xp.isdtype(qvalues.dtype, "integral"):
         raise TypeError(f"qvalues must be an integer array, got dtype {qvalues.dtype}")

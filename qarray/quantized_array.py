@@ -261,6 +261,13 @@ class QuantizedArray(Serializable):
 
         Under ``nan_policy="omit"`` NaN values become the integer that represents 0.0
         (the clipped zero point), so the result is the same on every backend.
+
+        Returns:
+            The quantized values (also set as ``self.qvalues``).
+
+        Raises:
+            TypeError, ValueError: as :meth:`UniformQuantizer.quant`, e.g. values holding
+                NaN/±Inf under ``nan_policy="raise"``.
         """
         if self._nan_policy == "raise":
             self.qvalues = self.quantizer.quant(self.values)
@@ -280,7 +287,14 @@ class QuantizedArray(Serializable):
         return self.qvalues
 
     def dequant(self) -> Any:
-        """De-quantize self.qvalues (into self.values, float64) and return them."""
+        """De-quantize self.qvalues (into self.values, float64) and return them.
+
+        Returns:
+            The de-quantized values (also set as ``self.values``).
+
+        Raises:
+            TypeError, ValueError: as :meth:`UniformQuantizer.dequant`.
+        """
         self.values = self.quantizer.dequant(self.qvalues)
         return self.values
 
@@ -364,7 +378,11 @@ class QuantizedArray(Serializable):
         return super()._deferred_document()
 
     def dump_dict(self) -> Dict[str, Any]:
-        """Dump itself to a JSON-ready dict (values and qvalues copied to the host)."""
+        """Dump itself to a JSON-ready dict (values and qvalues copied to the host).
+
+        Returns:
+            The dict, with a type tag and format version (see :func:`qarray.loads`).
+        """
         return self._tagged(
             {
                 "n_bits": self.n_bits,
@@ -381,6 +399,9 @@ class QuantizedArray(Serializable):
         Args:
             metadata: the dict.
             backend: the name of a backend to place the arrays with (default: NumPy).
+
+        Returns:
+            The QuantizedArray.
 
         Raises:
             ValueError, TypeError: if the document is malformed or inconsistent.

@@ -58,6 +58,9 @@ class UniformQuantizer(Serializable):
             (scale, zero-point)
         no_clipping (bool): never clip the quantized values to the n_bits range.
 
+    Raises:
+        TypeError: if a part is not of its class, or ``no_clipping`` is not a bool.
+
     Example:
         >>> import numpy
         >>> from qarray import QuantizationOptions, UniformQuantizationParameters
@@ -104,17 +107,38 @@ class UniformQuantizer(Serializable):
     # -- the parts -------------------------------------------------------------------------
 
     def copy_opts(self, opts: QuantizationOptions) -> None:
-        """Copy the options from a different structure."""
+        """Copy the options from a different structure.
+
+        Args:
+            opts: the options to copy (the quantizer keeps a copy of its own).
+
+        Raises:
+            TypeError: if ``opts`` is not a :class:`QuantizationOptions`.
+        """
         if not isinstance(opts, QuantizationOptions):
             raise TypeError(f"options must be QuantizationOptions, got {type(opts).__name__}")
         self.options = opts.quant_options
 
     def copy_stats(self, stats: MinMaxQuantizationStats) -> None:
-        """Copy the statistics from a different structure."""
+        """Copy the statistics from a different structure.
+
+        Args:
+            stats: the statistics to copy (see :meth:`MinMaxQuantizationStats.copy_stats`).
+
+        Raises:
+            TypeError: if ``stats`` is not a :class:`MinMaxQuantizationStats`.
+        """
         self.stats.copy_stats(stats)
 
     def copy_params(self, params: UniformQuantizationParameters) -> None:
-        """Copy the parameters from a different structure."""
+        """Copy the parameters from a different structure.
+
+        Args:
+            params: the parameters to copy (see :meth:`UniformQuantizationParameters.copy_params`).
+
+        Raises:
+            TypeError: if ``params`` is not a :class:`UniformQuantizationParameters`.
+        """
         self.params.copy_params(params)
 
     @property
@@ -154,7 +178,19 @@ class UniformQuantizer(Serializable):
         return self.params.is_per_block
 
     def is_equal(self, opts: QuantizationOptions, ignore_sign_qat: bool = False) -> bool:
-        """Compare the options with ``opts`` (see :meth:`QuantizationOptions.is_equal`)."""
+        """Compare the options with ``opts`` (see :meth:`QuantizationOptions.is_equal`).
+
+        Args:
+            opts: the options to compare with.
+            ignore_sign_qat: ignore the sign when ``opts`` are QAT options.
+
+        Returns:
+            Whether the options are equivalent.
+
+        Raises:
+            TypeError: if ``opts`` is not a :class:`QuantizationOptions`.
+            ValueError: if this quantizer has no options.
+        """
         return self._require_options().is_equal(opts, ignore_sign_qat)
 
     def compute_quantization_stats(
@@ -166,19 +202,55 @@ class UniformQuantizer(Serializable):
         axis: Any = None,
         block_size: Any = None,
     ) -> None:
-        """Calibrate on ``values`` (see :meth:`MinMaxQuantizationStats.compute_quantization_stats`)."""
+        """Calibrate on ``values`` (see :meth:`MinMaxQuantizationStats.compute_quantization_stats`).
+
+        Args:
+            values: floating-point calibration data of any array library.
+            nan_policy: ``"raise"`` refuses NaN and ±Inf; ``"omit"`` leaves them out.
+            with_uvalues: compute ``uvalues`` too (only QAT uses them).
+            axis: the axis of per-channel ranges, or None.
+            block_size: the block size of per-group or per-block ranges, or None; see
+                :meth:`MinMaxQuantizationStats.compute_quantization_stats` for all five.
+
+        Raises:
+            TypeError: if ``values`` is not a floating-point array.
+            ValueError: if it is empty, holds NaN/±Inf under ``"raise"``, or holds no
+                finite value under ``"omit"``; for a bad granularity.
+        """
         self.stats.compute_quantization_stats(
             values, nan_policy=nan_policy, with_uvalues=with_uvalues, axis=axis, block_size=block_size
         )
 
     def check_is_uniform_quantized(self, options: QuantizationOptions) -> bool:
-        """Check whether the statistics look uniformly quantized (QAT scale inference)."""
+        """Check whether the statistics look uniformly quantized (QAT scale inference).
+
+        Args:
+            options: the options whose ``n_bits`` bounds the number of unique values
+                (see :meth:`MinMaxQuantizationStats.check_is_uniform_quantized`).
+
+        Returns:
+            Whether the unique calibration values lie on one uniform grid.
+
+        Raises:
+            TypeError: if ``options`` is not a :class:`QuantizationOptions`.
+            ValueError: if the statistics have no ``uvalues``.
+        """
         return self.stats.check_is_uniform_quantized(options)
 
     def compute_quantization_parameters(
         self, options: QuantizationOptions, stats: MinMaxQuantizationStats
     ) -> None:
-        """Compute scale, zero point and offset from ``options`` and ``stats``."""
+        """Compute scale, zero point and offset from ``options`` and ``stats``.
+
+        Args:
+            options: the quantization options.
+            stats: calibrated statistics (see
+                :meth:`UniformQuantizationParameters.compute_quantization_parameters`).
+
+        Raises:
+            TypeError: if ``options`` or ``stats`` is of the wrong class.
+            ValueError: if the statistics are not calibrated or the options invalid.
+        """
         self.params.compute_quantization_parameters(options, stats)
 
     # -- quantization ----------------------------------------------------------------------
@@ -190,6 +262,12 @@ class UniformQuantizer(Serializable):
         signedness cannot be known); otherwise ``[-offset (+1 if narrow), 2**n - 1 - offset]``.
         With per-block parameters the bounds are arrays of the grid (each block clips
         with its own offset).
+
+        Returns:
+            ``(low, high)``, or None when quant does not clip.
+
+        Raises:
+            ValueError: if the quantizer has no options, or (when it clips) no parameters.
         """
         options = self._require_options()
         if self.no_clipping or (options.is_qat and not options.is_precomputed_qat):
@@ -293,7 +371,15 @@ class UniformQuantizer(Serializable):
 
         ``argument`` names the array in the error message (``"qvalues"`` for dequant).
 
+        Args:
+            shape: the shape of the values.
+            argument: the name of the values in the error message.
+
+        Returns:
+            The block extent along each axis of ``shape``.
+
         Raises:
+            ValueError: if the quantizer has no options or parameters.
             ValueError: if the options have no granularity, or ``shape`` does not give
                 the grid of every parameter array (a quantizer fitted per block applies
                 only to arrays whose shape gives the same grid; a zero point or offset
@@ -378,7 +464,11 @@ class UniformQuantizer(Serializable):
         return render_html(self)
 
     def dump_dict(self) -> Dict[str, Any]:
-        """Dump itself to a JSON-ready dict (its three parts nested)."""
+        """Dump itself to a JSON-ready dict (its three parts nested).
+
+        Returns:
+            The dict, with a type tag and format version (see :func:`qarray.loads`).
+        """
         return self._tagged(
             {
                 "options": None if self.options is None else self.options.dump_dict(),
@@ -396,6 +486,13 @@ class UniformQuantizer(Serializable):
             metadata: the dict.
             backend: the name of a backend to place ``uvalues`` (and per-block ranges and
                 parameters) with (default: NumPy).
+
+        Returns:
+            The quantizer.
+
+        Raises:
+            TypeError, ValueError: if the dict is malformed, or its parts are invalid or
+                inconsistent (parameters without options, an offset the options cannot give).
         """
         fields = check_fields(metadata, cls._type_tag, ("options", "stats", "params", "no_clipping"))
         quantizer = cls(no_clipping=_loaded_bool(fields["no_clipping"], "no_clipping"))

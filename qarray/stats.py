@@ -356,6 +356,12 @@ class MinMaxQuantizationStats(Serializable):
         ``uvalues`` when both sides have them (else None). Pending device values of the
         same library stay pending (nothing is read back).
 
+        Args:
+            other: the statistics to combine with these.
+
+        Returns:
+            The combined statistics, a new object.
+
         Raises:
             TypeError: if ``other`` is not a MinMaxQuantizationStats.
 
@@ -456,6 +462,9 @@ class MinMaxQuantizationStats(Serializable):
 
         Args:
             stats (MinMaxQuantizationStats): structure to copy statistics from.
+
+        Raises:
+            TypeError: if ``stats`` is not a MinMaxQuantizationStats.
         """
         if not isinstance(stats, MinMaxQuantizationStats):
             raise TypeError(f"stats must be MinMaxQuantizationStats, got {type(stats).__name__}")
@@ -508,7 +517,14 @@ class MinMaxQuantizationStats(Serializable):
         return bool(xp.all(close))
 
     def smallest_step(self) -> numpy.float64:
-        """Return the smallest difference between consecutive unique values (QAT scale)."""
+        """Return the smallest difference between consecutive unique values (QAT scale).
+
+        Returns:
+            The smallest step, as a host float64.
+
+        Raises:
+            ValueError: if there are no ``uvalues``, or fewer than two.
+        """
         if self.uvalues is None or int(self.uvalues.shape[0]) < 2:
             raise ValueError("the QAT scale needs at least two unique calibration values")
         uvalues = to_numpy(self.uvalues) if is_lazy(self.uvalues) else self.uvalues
@@ -541,7 +557,11 @@ class MinMaxQuantizationStats(Serializable):
         return render_html(self)
 
     def dump_dict(self) -> Dict[str, Any]:
-        """Dump itself to a JSON-ready dict (uvalues copied to the host)."""
+        """Dump itself to a JSON-ready dict (uvalues copied to the host).
+
+        Returns:
+            The dict, with a type tag and format version (see :func:`qarray.loads`).
+        """
         with self._guard():  # the three fields of one moment, even while others update
             rmax, rmin, uvalues = self.rmax, self.rmin, self.uvalues
         return self._tagged(
@@ -559,6 +579,13 @@ class MinMaxQuantizationStats(Serializable):
         Args:
             metadata: the dict.
             backend: the name of a backend to place ``uvalues`` with (default: NumPy).
+
+        Returns:
+            The statistics.
+
+        Raises:
+            TypeError, ValueError: for a malformed or inconsistent document (``rmin``
+                above ``rmax``, ``uvalues`` not sorted, unique and finite, ...).
         """
         fields = check_fields(metadata, cls._type_tag, ("rmax", "rmin", "uvalues"))
         rmax, rmin = (_decode_range(fields[name], name) for name in ("rmax", "rmin"))

@@ -35,6 +35,14 @@ def render_html(obj: Any) -> str:
 def mode_name(options: Any) -> str:
     """Return a short name for the kind of quantization ``options`` ask for.
 
+    Args:
+        options: a :class:`~qarray.QuantizationOptions` (or an object with its fields),
+            or None.
+
+    Returns:
+        The name (signed or unsigned, symmetric, QAT, narrow, a runtime profile);
+        ``"unset"`` for None.
+
     Example:
         >>> from qarray import QuantizationOptions
         >>> mode_name(QuantizationOptions(8, is_signed=True, is_symmetric=True))

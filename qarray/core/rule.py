@@ -241,6 +241,13 @@ class BlockCheck:
         >>> *_, check = parameter_rule(numpy.array([0.0, 1.0]), numpy.array([0.0, 3.0]), options)
         >>> sorted(check.read())
         [0, 128]
+
+    Args:
+        counts: the three counts (non-finite ranges, ranges without valid parameters,
+            single-value ranges) as one integer array where the ranges are (not read yet).
+        blocks: the number of blocks (ranges), for the messages.
+        signed_offset: the offset of the blocks that are not single-value ones
+            (``2**(n_bits - 1)`` for signed options, else ``0``).
     """
 
     def __init__(self, counts: Any, blocks: int, signed_offset: int) -> None:
@@ -256,6 +263,9 @@ class BlockCheck:
 
     def read(self) -> FrozenSet[int]:
         """Read the counts back (the first call only), raise on a bad block, return the offsets.
+
+        Returns:
+            The offsets that occur among the blocks (see :attr:`offsets`).
 
         Raises:
             ValueError: if a block range is not finite (NaN or ±Inf in the calibration
