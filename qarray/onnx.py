@@ -368,6 +368,18 @@ def quantize_weights_report(
 
     Takes the same arguments and raises the same errors as :func:`quantize_weights`.
 
+    Args:
+        model: an ``onnx.ModelProto``, or the path of a model file (external data read
+            one initializer at a time).
+        n_bits: 4, 8 or 16.
+        axis: one scale per slice along this axis of each weight, as stored.
+        block_size: one scale per block of this many values (qarray's meaning).
+        is_signed: signed integers (INT4/INT8/INT16), else unsigned.
+        is_symmetric: the symmetric range of the ``"onnx"`` profile.
+        min_size: the fewest values a weight must have to be quantized.
+        ops: the node types whose weight input is quantized.
+        progress: called as ``progress(done, total, name)`` after each weight.
+
     Returns:
         ``(model, reports)``: the new ``onnx.ModelProto`` and one report per quantized
         weight, in the graph's initializer order.

@@ -27,6 +27,7 @@ documented with a ``#:`` comment or a string after its assignment in the module 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import inspect
 import re
@@ -35,7 +36,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-PUBLIC_MODULES = ["qarray", "qarray.display", "qarray.plot", "qarray.backends", "qarray.primitives"]
+PUBLIC_MODULES = ["qarray", "qarray.onnx", "qarray.display", "qarray.plot", "qarray.backends", "qarray.primitives"]
 """The modules whose ``__all__`` is the public API (as in tests/test_docs_site.py)."""
 
 _SECTION = re.compile(r"^(\s*)([A-Z][A-Za-z ]*):\s*$")
@@ -64,11 +65,11 @@ def _sections(doc: str) -> Dict[str, List[str]]:
     return sections
 
 
-def _documented_args(doc: str) -> List[str]:
+def _documented_args(doc: str, headings: frozenset = frozenset(_ARGS_HEADINGS)) -> List[str]:
     """The parameter names the ``Args:`` (and alike) sections of ``doc`` list."""
     names = []
     for heading, lines in _sections(doc).items():
-        if heading not in _ARGS_HEADINGS:
+        if heading not in headings:
             continue
         body = [line for line in lines if line.strip()]
         if not body:
@@ -165,7 +166,9 @@ def _problems(full: str, target: Any, kind: str) -> List[str]:
             optional.add(parameter.name)
         else:
             required.append(parameter.name)
-    documented = _documented_args(doc)
+    # a dataclass's fields are its constructor's arguments: its Attributes section documents them
+    headings = _ARGS_HEADINGS | ({"Attributes"} if dataclasses.is_dataclass(target) else set())
+    documented = _documented_args(doc, frozenset(headings))
     problems = []
     missing = [name for name in required if name not in documented]
     if missing:
