@@ -131,7 +131,10 @@ class HistogramQuantizationStats(Serializable):
         ``"raise"`` then raise ``ValueError`` when the histogram is next read. On Dask
         each chunk gets its own histogram and they merge in a lazy tree reduction,
         computed when the histogram is next read. Other backends count the batch at
-        once (two passes: min/max, then the fused bin-and-count) and merge it in.
+        once and merge it in: NumPy with Numba in one pass once there is a histogram (the
+        bins around its range, min and max found on the way; see
+        :func:`~qarray.calibration.histogram.histogram`), else in two (min/max, then the
+        fused bin-and-count).
         Empty batches add nothing.
 
         Args:
@@ -178,7 +181,10 @@ class HistogramQuantizationStats(Serializable):
                 self._pending = ("device", counter)
                 counter.update(values, omit_nan=omit)
                 return
-        batch_hist = histogram(values, self._max_bins, nan_policy=nan_policy, backend=backend)
+            # Counted around the histogram so far (one pass where the backend can): exact for
+            # any histogram it is merged into whose k is at least this one's, as every later one is.
+            near = self._hist if pending is None else None
+        batch_hist = histogram(values, self._max_bins, nan_policy=nan_policy, backend=backend, near=near)
         with self._lock:
             self._hist = merge(self._hist, batch_hist)
 

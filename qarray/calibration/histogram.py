@@ -41,7 +41,7 @@ import numpy
 
 from .. import primitives
 from ..backends import backend_for, get_backend
-from ..backends.spec import DeviceHistograms
+from ..backends.spec import DeviceHistograms, WindowCounting
 from ..core.checks import check_bool, check_finite_real, check_int, describe
 from ..core.dyadic import (
     DEFAULT_MAX_BINS,
@@ -178,12 +178,28 @@ def bin_counts(
 
 
 def histogram(
-    values: Any, max_bins: int = DEFAULT_MAX_BINS, *, nan_policy: str = "raise", backend: Any = None
+    values: Any,
+    max_bins: int = DEFAULT_MAX_BINS,
+    *,
+    nan_policy: str = "raise",
+    backend: Any = None,
+    near: Optional[Histogram] = None,
 ) -> Optional[Histogram]:
     """Return the dyadic histogram of ``values`` (None when there is nothing to count).
 
     Two passes over ``values`` on its device: min/max (read back, to choose ``k``),
     then the fused bin-and-count; the ``max_bins`` counts are read back once.
+
+    With ``near``, the histogram the result is to be merged into (or any it grew from), a
+    backend that can count into given bins while it finds min and max
+    (:class:`~qarray.backends.spec.WindowCounting`: NumPy with Numba) makes one pass: it
+    counts ``values`` into ``max_bins`` bins of ``near``'s width around ``near``'s range,
+    keeping the few values outside them, and the result is that count at width
+    ``2**max(near.k, k)`` (``k`` the batch's own). Then ``merge(h, result) == merge(h,
+    histogram(values))`` bit for bit for every ``h`` with ``h.k >= near.k`` (``merge`` never
+    needs a narrower bin than either side's, and coarsening adds counts exactly). Where
+    more values than the kernel keeps fall outside, the batch is counted again at its own
+    width (two passes, as without ``near``).
 
     Args:
         values: a floating-point array of any library (Dask arrays: see
@@ -191,6 +207,7 @@ def histogram(
         max_bins: the most bins the histogram may use.
         nan_policy: ``"raise"`` refuses NaN and ±Inf; ``"omit"`` leaves them out.
         backend: the backend (or its name); default the values' own.
+        near: a histogram of the same ``max_bins`` to count around, or None.
 
     Returns:
         A :class:`Histogram`, or None for empty input (or, under ``"omit"``, input
@@ -211,6 +228,10 @@ def histogram(
     backend = backend_for(values) if backend is None else get_backend(backend)
     if not check_calibration_values(values, backend, allow_empty=True):
         return None
+    if near is not None and isinstance(backend, WindowCounting):
+        found = _histogram_near(values, check_histogram(near), max_bins, omit, backend)
+        if found is not _RECOUNT:
+            return found
     low, high = backend.minmax(values, omit_nonfinite=omit)
     xp = backend.xp
     both = backend.to_numpy(xp.stack([xp.astype(low, xp.float64), xp.astype(high, xp.float64)]))
@@ -225,6 +246,42 @@ def histogram(
     counts = backend.bin_counts(values, k=k, j_lo=j_lo, max_bins=max_bins, omit_nan=omit)
     host = numpy.asarray(backend.to_numpy(counts), dtype=numpy.int64)[: j_hi - j_lo + 1].copy()
     return Histogram(k, j_lo, host, vmin, vmax, max_bins)
+
+
+_RECOUNT: Any = object()
+"""What :func:`_histogram_near` returns when the batch must be counted again at its own width."""
+
+
+def _histogram_near(values: Any, near: Histogram, max_bins: int, omit: bool, backend: Any) -> Any:
+    """The one-pass count of :func:`histogram` with ``near`` (a Histogram, None, or :data:`_RECOUNT`)."""
+    if near.max_bins != max_bins:
+        raise ValueError(f"near must have max_bins {max_bins}, got {near.max_bins}")
+    spare = max_bins - near.counts.shape[0]
+    start = near.j_lo - spare // 2  # the window: max_bins bins, near's range in the middle
+    if not abs(start) < 2**53:  # bin indices stay exact integers in float64
+        start = near.j_lo
+    found = backend.window_counts(values, k=near.k, j_lo=start, n_bins=max_bins)
+    if found is None:
+        return _RECOUNT
+    counts, nonfinite, low, high, outliers = found
+    if nonfinite and not omit:
+        raise nonfinite_values(int(nonfinite), backend.size(values))
+    if low is None:
+        return None  # nothing finite to count
+    vmin, vmax = numpy.float64(low) + 0.0, numpy.float64(high) + 0.0  # one zero, as in histogram()
+    if outliers is None:
+        return _RECOUNT
+    k = max(near.k, choose_k(vmin, vmax, max_bins))
+    j_lo, j_hi = bin_floor(vmin, k), bin_floor(vmax, k)
+    total = numpy.zeros(j_hi - j_lo + 1, dtype=numpy.int64)
+    filled = numpy.flatnonzero(counts)
+    if filled.size:  # the window's bins, coarsened to 2**k as coarsen() does (sorted: add runs)
+        bins = ((filled + start) >> min(k - near.k, 63)) - j_lo
+        first = numpy.flatnonzero(numpy.diff(bins, prepend=-1))
+        total[bins[first]] += numpy.add.reduceat(counts[filled], first)
+    if outliers.size:
+        total += get_backend("numpy").bin_counts(outliers, k=k, j_lo=j_lo, max_bins=total.size, omit_nan=False)
+    return Histogram(k, j_lo, total, vmin, vmax, max_bins)
 
 
 # -- coarsening and merging -----------------------------------------------------------------------
