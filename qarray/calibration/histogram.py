@@ -228,19 +228,23 @@ def histogram(
     backend = backend_for(values) if backend is None else get_backend(backend)
     if not check_calibration_values(values, backend, allow_empty=True):
         return None
+    found: Any = False
     if near is not None and isinstance(backend, WindowCounting):
         found = _histogram_near(values, check_histogram(near), max_bins, omit, backend)
-        if found is not _RECOUNT:
+        if found is None or isinstance(found, Histogram):
             return found
-    low, high = backend.minmax(values, omit_nonfinite=omit)
-    xp = backend.xp
-    both = backend.to_numpy(xp.stack([xp.astype(low, xp.float64), xp.astype(high, xp.float64)]))
-    vmin, vmax = numpy.float64(both[0]), numpy.float64(both[1])
-    if not (math.isfinite(vmin) and math.isfinite(vmax)):
-        if omit:
-            return None  # nothing finite to count
-        raise nonfinite_values(int(backend.to_numpy(backend.count_nonfinite(values))), backend.size(values))
-    vmin, vmax = vmin + 0.0, vmax + 0.0  # -0.0 and 0.0 are one value: keep the bounds canonical
+    if not found:  # no one-pass count: min/max first
+        low, high = backend.minmax(values, omit_nonfinite=omit)
+        xp = backend.xp
+        both = backend.to_numpy(xp.stack([xp.astype(low, xp.float64), xp.astype(high, xp.float64)]))
+        vmin, vmax = numpy.float64(both[0]), numpy.float64(both[1])
+        if not (math.isfinite(vmin) and math.isfinite(vmax)):
+            if omit:
+                return None  # nothing finite to count
+            raise nonfinite_values(int(backend.to_numpy(backend.count_nonfinite(values))), backend.size(values))
+        vmin, vmax = vmin + 0.0, vmax + 0.0  # -0.0 and 0.0 are one value: keep the bounds canonical
+    else:  # too many values outside the bins: count again at the batch's own width
+        vmin, vmax = found
     k = choose_k(vmin, vmax, max_bins)
     j_lo, j_hi = bin_floor(vmin, k), bin_floor(vmax, k)
     counts = backend.bin_counts(values, k=k, j_lo=j_lo, max_bins=max_bins, omit_nan=omit)
@@ -248,29 +252,27 @@ def histogram(
     return Histogram(k, j_lo, host, vmin, vmax, max_bins)
 
 
-_RECOUNT: Any = object()
-"""What :func:`_histogram_near` returns when the batch must be counted again at its own width."""
-
-
 def _histogram_near(values: Any, near: Histogram, max_bins: int, omit: bool, backend: Any) -> Any:
-    """The one-pass count of :func:`histogram` with ``near`` (a Histogram, None, or :data:`_RECOUNT`)."""
+    """The one-pass count of :func:`histogram` with ``near``: a Histogram, None (nothing finite),
+    ``(vmin, vmax)`` when too many values fell outside the bins, or False when this input
+    takes the two passes."""
     if near.max_bins != max_bins:
         raise ValueError(f"near must have max_bins {max_bins}, got {near.max_bins}")
     spare = max_bins - near.counts.shape[0]
     start = near.j_lo - spare // 2  # the window: max_bins bins, near's range in the middle
     if not abs(start) < 2**53:  # bin indices stay exact integers in float64
         start = near.j_lo
-    found = backend.window_counts(values, k=near.k, j_lo=start, n_bins=max_bins)
-    if found is None:
-        return _RECOUNT
-    counts, nonfinite, low, high, outliers = found
+    counted = backend.window_counts(values, k=near.k, j_lo=start, n_bins=max_bins)
+    if counted is None:
+        return False
+    counts, nonfinite, low, high, outliers = counted
     if nonfinite and not omit:
         raise nonfinite_values(int(nonfinite), backend.size(values))
     if low is None:
         return None  # nothing finite to count
     vmin, vmax = numpy.float64(low) + 0.0, numpy.float64(high) + 0.0  # one zero, as in histogram()
     if outliers is None:
-        return _RECOUNT
+        return vmin, vmax
     k = max(near.k, choose_k(vmin, vmax, max_bins))
     j_lo, j_hi = bin_floor(vmin, k), bin_floor(vmax, k)
     total = numpy.zeros(j_hi - j_lo + 1, dtype=numpy.int64)
@@ -352,6 +354,11 @@ def coarsen(hist: Histogram, k: int) -> Histogram:
     k = check_int(k, "k")
     if not hist.k <= k <= MAX_K:
         raise ValueError(f"k must be between the histogram's k ({hist.k}) and {MAX_K}, got {k}")
+    return _coarsen(hist, k)
+
+
+def _coarsen(hist: Histogram, k: int) -> Histogram:
+    """:func:`coarsen` of a checked histogram to a checked ``k``."""
     if k == hist.k:
         return hist
     shift = min(k - hist.k, 63)  # |j| < 2**53: a shift by 63 already gives 0 or -1
@@ -392,7 +399,7 @@ def merge(first: Optional[Histogram], second: Optional[Histogram]) -> Optional[H
     vmin = min(first.vmin, second.vmin)
     vmax = max(first.vmax, second.vmax)
     k = max(choose_k(vmin, vmax, first.max_bins), first.k, second.k)
-    a, b = coarsen(first, k), coarsen(second, k)
+    a, b = _coarsen(first, k), _coarsen(second, k)  # both checked above
     j_lo = min(a.j_lo, b.j_lo)
     j_hi = max(a.j_hi, b.j_hi)
     counts = numpy.zeros(j_hi - j_lo + 1, dtype=numpy.int64)
