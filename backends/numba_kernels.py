@@ -626,6 +626,7 @@ def _window_counts(
     n_bins: Any,
     lanes: int,
     keys: Any,
+    edges: Any,
     outliers: Any,
 ) -> Tuple[int, int, int, int]:
     """Add each finite value's bin, ``floor(x / 2**k) - j_lo``, into ``counts`` where it lies in
@@ -644,19 +645,24 @@ def _window_counts(
     ``counts`` is 1-d: ``lanes`` (a power of two) rows of ``n_bins + 1`` counters, the last
     of each row for what is not counted; element ``i`` of a block counts into row
     ``i % lanes``, so that runs of values in one bin (the bulk of a peaked distribution) do
-    not wait on one counter. Each block of :data:`COUNT_BLOCK` elements goes through three
-    loops: the order keys of its finite min and max (as :func:`_minmax_keys`; only when
-    ``keys``, which holds ``flip``, the magnitude mask and the bits of infinity in ``bits``'
-    type, is not empty), its bins, then the counting. The first two are vectorised by the
-    compiler only as separate, simple loops (the row offsets come from a table for the same
-    reason). Only a block holding a non-finite value or one outside the bins is read a
-    fourth time: the finite values outside go to ``outliers`` (as many as it holds).
+    not wait on one counter. Each block of :data:`COUNT_BLOCK` elements goes through two
+    loops, its bins, then the counting; the first is vectorised by the compiler only as a
+    simple loop (the row offsets come from a table for the same reason).
+
+    Min and max: where ``keys`` (``flip``, the magnitude mask and the bits of infinity in
+    ``bits``' type) is not empty, a third loop finds the order keys of the finite min and
+    max (as :func:`_minmax_keys`) of each block holding a value whose bin (as a column)
+    is at most ``edges[0]`` or at least ``edges[1]``, or one outside the bins or not finite;
+    ``edges = (n_bins, -1)`` takes every block. Only such a block, still in cache, is read
+    again: the finite values outside go to ``outliers`` (as many as it holds).
 
     Returns:
-        ``(non-finite count, count of finite values outside, smallest key, largest key)``;
-        without a finite value (or without ``keys``) the smallest key is above the largest.
+        ``(non-finite count, count of finite values outside, smallest key, largest key)``
+        (the keys over the blocks read again); the smallest key is above the largest when
+        those blocks hold no finite value, or without ``keys``.
     """
     track = keys.shape[0] != 0
+    low_edge, high_edge = edges[0], edges[1]
     flip, magnitude, infinity = (keys[0], keys[1], keys[2]) if track else (0, 0, 0)
     sign = bits.itemsize * 8 - 1  # a constant of each compiled dtype: a variable shift would not vectorise
     stride = numpy.uint32(counts.shape[0] // lanes)
@@ -673,14 +679,8 @@ def _window_counts(
     for start in range(0, size, COUNT_BLOCK):
         count = min(COUNT_BLOCK, size - start)
         first = numpy.uint64(start)  # unsigned indices: no negative-index wrap-around to vectorise
-        if track:
-            for i in range(count):
-                word = bits[first + numpy.uint64(i)]
-                key = word ^ ((word >> sign) & flip)
-                finite = (word & magnitude) < infinity
-                low = min(low, key if finite else magnitude)
-                high = max(high, key if finite else ~magnitude)
         missed = numpy.uint32(0)
+        edge = numpy.uint32(0)
         for i in range(count):
             value = values[first + numpy.uint64(i)]
             quotient = value / factor if divide else value * factor
@@ -689,10 +689,18 @@ def _window_counts(
             column = floor - j_lo
             inside = (column >= 0.0) & (column < n_bins)
             missed |= numpy.uint32(not inside)
+            edge |= numpy.uint32(column <= low_edge) | numpy.uint32(column >= high_edge)
             slot = numpy.uint32(numpy.int32(column)) if inside else dump
             index[numpy.uint64(i)] = slot + offsets[numpy.uint64(i)]
         for i in range(count):
             counts[index[numpy.uint64(i)]] += 1
+        if track and (edge | missed):
+            for i in range(count):
+                word = bits[first + numpy.uint64(i)]
+                key = word ^ ((word >> sign) & flip)
+                finite = (word & magnitude) < infinity
+                low = min(low, key if finite else magnitude)
+                high = max(high, key if finite else ~magnitude)
         if missed:
             for i in range(count):
                 j = first + numpy.uint64(i)
@@ -954,7 +962,7 @@ def bin_counts(values: numpy.ndarray, k: int, j_lo: int, max_bins: int) -> numpy
         >>> bin_counts(numpy.array([0.1, 0.6, 0.7, 1.9]), -1, 0, 4).tolist()  # doctest: +SKIP
         [1, 2, 0, 1]
     """
-    return _count_window(values, k, j_lo, max_bins, 0, False).counts
+    return _count_window(values, k, j_lo, max_bins, 0, False, (max_bins, -1)).counts
 
 
 class WindowCounts(NamedTuple):
@@ -965,21 +973,29 @@ class WindowCounts(NamedTuple):
     nonfinite: int
     """The number of NaN and ±Inf."""
     low: Optional[float]
-    """The smallest finite value (None when there is none)."""
+    """The smallest finite value (None when there is none); with ``edges``, the smallest in
+    the blocks that were read again (see :func:`window_counts`)."""
     high: Optional[float]
-    """The largest finite value (None when there is none)."""
+    """The largest finite value, as ``low``."""
     outliers: Optional[numpy.ndarray]
     """The finite values outside the bins (float64, in no particular order), or None when
     more of them than :data:`OUTLIER_CAPACITY` fell in one chunk of the input."""
 
 
-def window_counts(values: numpy.ndarray, k: int, j_lo: int, n_bins: int) -> WindowCounts:
+def window_counts(
+    values: numpy.ndarray, k: int, j_lo: int, n_bins: int, edges: Optional[Tuple[int, int]] = None
+) -> WindowCounts:
     """One pass over a 1-d float32/float64 array: its counts in ``n_bins`` bins of width ``2**k``
     from ``j_lo`` (as :func:`bin_counts`), its finite min and max, its non-finite count, and the
     finite values outside those bins.
 
     With bins around a histogram's range, a batch's histogram then needs no other pass
-    (see :func:`qarray.calibration.histogram.histogram`).
+    (see :func:`qarray.calibration.histogram.update`). With ``edges = (low, high)``, two
+    bins (counted from ``j_lo``), min and max come only from the blocks of
+    :data:`COUNT_BLOCK` values holding a value in a bin up to ``low`` or from ``high`` on, or
+    outside the bins, or not finite: any other value lies strictly between the bins ``low``
+    and ``high``, so when these are the bins of a histogram's min and max, it changes
+    neither.
 
     Raises:
         TypeError, ValueError: for arrays the kernels cannot take.
@@ -989,10 +1005,12 @@ def window_counts(values: numpy.ndarray, k: int, j_lo: int, n_bins: int) -> Wind
         >>> found.counts.tolist(), found.nonfinite, found.low, found.high, found.outliers.tolist()  # doctest: +SKIP
         ([1, 1, 0, 0], 1, 0.1, 9.0, [9.0])
     """
-    return _count_window(values, k, j_lo, n_bins, OUTLIER_CAPACITY, True)
+    return _count_window(values, k, j_lo, n_bins, OUTLIER_CAPACITY, True, edges or (n_bins, -1))
 
 
-def _count_window(values: numpy.ndarray, k: int, j_lo: int, n_bins: int, capacity: int, track: bool) -> WindowCounts:
+def _count_window(
+    values: numpy.ndarray, k: int, j_lo: int, n_bins: int, capacity: int, track: bool, edges: Tuple[int, int]
+) -> WindowCounts:
     """:func:`window_counts`, keeping at most ``capacity`` outliers per chunk (min and max only with ``track``)."""
     _check_flat(values, "values", _FLOAT_DTYPES)
     kernel = _kernels().window_counts
@@ -1006,6 +1024,7 @@ def _count_window(values: numpy.ndarray, k: int, j_lo: int, n_bins: int, capacit
     divide = k < -1023  # 2**-k is not a float64 there: divide by 2**k instead
     factor = arithmetic(math.ldexp(1.0, k) if divide else math.ldexp(1.0, -k))
     j_lo_float, n_bins_float = arithmetic(j_lo), arithmetic(n_bins)
+    edge_columns = numpy.array([min(max(edge, -1), n_bins) for edge in edges], dtype=arithmetic)  # exact
     integer, flip, infinity, _ = _GRID_KEYS[values.dtype]
     bits = values.view(integer)
     keys = numpy.array([flip, flip, infinity] if track else [], dtype=integer)
@@ -1017,7 +1036,7 @@ def _count_window(values: numpy.ndarray, k: int, j_lo: int, n_bins: int, capacit
         outliers = numpy.empty(capacity, dtype=numpy.float64)
         nonfinite, outside, low, high = kernel(
             values[start:stop], bits[start:stop], counts, factor, divide, j_lo_float, n_bins_float, _LANES, keys,
-            outliers,
+            edge_columns, outliers,
         )
         summed = counts.reshape(_LANES, n_bins + 1)[:, :n_bins].sum(axis=0, dtype=numpy.int64)
         return summed, int(nonfinite), int(outside), int(low), int(high), outliers[: min(outside, capacity)].copy()

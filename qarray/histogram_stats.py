@@ -32,6 +32,7 @@ from .calibration.histogram import (
     histogram,
     merge,
     range_for,
+    update,
 )
 from .core.messages import check_calibration_values, check_nan_policy
 from .core.namespace import as_array, is_lazy
@@ -133,8 +134,8 @@ class HistogramQuantizationStats(Serializable):
         computed when the histogram is next read. Other backends count the batch at
         once and merge it in: NumPy with Numba in one pass once there is a histogram (the
         bins around its range, min and max found on the way; see
-        :func:`~qarray.calibration.histogram.histogram`), else in two (min/max, then the
-        fused bin-and-count).
+        :func:`~qarray.calibration.histogram.update`; that pass holds the lock), else in
+        two (min/max, then the fused bin-and-count).
         Empty batches add nothing.
 
         Args:
@@ -181,10 +182,11 @@ class HistogramQuantizationStats(Serializable):
                 self._pending = ("device", counter)
                 counter.update(values, omit_nan=omit)
                 return
-            # Counted around the histogram so far (one pass where the backend can): exact for
-            # any histogram it is merged into whose k is at least this one's, as every later one is.
-            near = self._hist if pending is None else None
-        batch_hist = histogram(values, self._max_bins, nan_policy=nan_policy, backend=backend, near=near)
+            if pending is None and self._hist is not None:
+                # counted around the histogram so far, in one pass where the backend can
+                self._hist = update(self._hist, values, self._max_bins, nan_policy=nan_policy, backend=backend)
+                return
+        batch_hist = histogram(values, self._max_bins, nan_policy=nan_policy, backend=backend)
         with self._lock:
             self._hist = merge(self._hist, batch_hist)
 

@@ -235,6 +235,18 @@ def test_numba_window_counts_equal_the_generic_reference(monkeypatch, name, thre
             outside = numpy.sort(finite_values[(bins < 0) | (bins >= n_bins)].astype(numpy.float64))
             numpy.testing.assert_array_equal(numpy.sort(found.outliers), outside)
         numpy.testing.assert_array_equal(numba_kernels.bin_counts(values, hist.k, j_lo, n_bins), expected)
+        bins = numpy.asarray([H.bin_floor(float(value), hist.k) - j_lo for value in finite_values])
+        for edges in ((5, 20), (-3, n_bins + 3), (n_bins // 2, n_bins // 2)):
+            # min and max from the blocks reaching the edge bins: exact where the extreme is there
+            edged = numba_kernels.window_counts(values, hist.k, j_lo, n_bins, edges)
+            numpy.testing.assert_array_equal(edged.counts, expected)
+            low, high = float(finite_values.min()), float(finite_values.max())
+            if bins.min() <= edges[0]:
+                assert edged.low == low
+            if bins.max() >= edges[1]:
+                assert edged.high == high
+            assert edged.low is None or edged.low >= low
+            assert edged.high is None or edged.high <= high
 
 
 def test_numba_window_counts_report_too_many_outliers_and_no_finite_value(monkeypatch):

@@ -195,18 +195,21 @@ def test_one_pass_updates_equal_min_max_then_count(one_pass, dtype, max_bins):
     assert one_pass["window"] >= 2 * (len(batches) - 1)
 
 
-def test_one_pass_near_any_later_histogram_merges_exactly(one_pass):
-    """histogram(values, near=h) merged into any histogram whose k is at least h's gives what the
-    two-pass histogram gives, also when the batch needs a wider bin than h or none of its own."""
+def test_one_pass_update_equals_merging_the_two_pass_histogram(one_pass):
+    """update(h, values) == merge(h, histogram(values)) for histograms h narrower, wider, far
+    away, of one value, and for batches whose min or max falls in h's first or last bin."""
     rng = numpy.random.default_rng(22)
     values = rng.standard_t(3, size=5000)
     own = H.histogram(values, 64, backend=GENERIC)
-    for near_values in (values[:100], values * 1e-3, values * 1e6, numpy.array([5.0])):
-        near = H.histogram(near_values, 64)
-        result = H.histogram(values, 64, near=near)
-        assert result.k >= near.k
-        for later in (near, H.merge(near, H.histogram(values * 7.0, 64))):
-            assert H.merge(later, result) == H.merge(later, own)
+    inner = values[numpy.abs(values) < 1.0]
+    for before in (values[:100], values * 1e-3, values * 1e6, values + 1e4, numpy.array([5.0]), values):
+        hist = H.histogram(before, 64)
+        assert H.update(hist, values, 64) == H.merge(hist, own)
+        for batch in (inner, numpy.concatenate([inner, [before.min(), before.max()]])):
+            expected = H.merge(hist, H.histogram(batch, 64, backend=GENERIC))
+            assert H.update(hist, batch, 64) == expected
+    assert H.update(None, values, 64) == own
+    assert H.update(own, numpy.zeros(0), 64) == own
 
 
 def test_one_pass_recounts_when_too_many_values_fall_outside(one_pass, monkeypatch):
@@ -216,7 +219,7 @@ def test_one_pass_recounts_when_too_many_values_fall_outside(one_pass, monkeypat
     values = heavy(6000, seed=4)
     stats = filled(values[:100])
     stats.update(values[100:])
-    assert one_pass["window"] == 1 and one_pass["minmax"] == 1  # the second: its min/max from the window pass
+    assert one_pass["window"] == 1 and one_pass["minmax"] == 2  # the second batch: window, then two passes
     assert stats == filled(values)
 
 

@@ -81,6 +81,7 @@ __all__ = [
     "percentile_range",
     "quantization_mse",
     "range_for",
+    "update",
 ]
 
 DEFAULT_PERCENTILE = 99.99
@@ -178,28 +179,12 @@ def bin_counts(
 
 
 def histogram(
-    values: Any,
-    max_bins: int = DEFAULT_MAX_BINS,
-    *,
-    nan_policy: str = "raise",
-    backend: Any = None,
-    near: Optional[Histogram] = None,
+    values: Any, max_bins: int = DEFAULT_MAX_BINS, *, nan_policy: str = "raise", backend: Any = None
 ) -> Optional[Histogram]:
     """Return the dyadic histogram of ``values`` (None when there is nothing to count).
 
     Two passes over ``values`` on its device: min/max (read back, to choose ``k``),
     then the fused bin-and-count; the ``max_bins`` counts are read back once.
-
-    With ``near``, the histogram the result is to be merged into (or any it grew from), a
-    backend that can count into given bins while it finds min and max
-    (:class:`~qarray.backends.spec.WindowCounting`: NumPy with Numba) makes one pass: it
-    counts ``values`` into ``max_bins`` bins of ``near``'s width around ``near``'s range,
-    keeping the few values outside them, and the result is that count at width
-    ``2**max(near.k, k)`` (``k`` the batch's own). Then ``merge(h, result) == merge(h,
-    histogram(values))`` bit for bit for every ``h`` with ``h.k >= near.k`` (``merge`` never
-    needs a narrower bin than either side's, and coarsening adds counts exactly). Where
-    more values than the kernel keeps fall outside, the batch is counted again at its own
-    width (two passes, as without ``near``).
 
     Args:
         values: a floating-point array of any library (Dask arrays: see
@@ -207,7 +192,6 @@ def histogram(
         max_bins: the most bins the histogram may use.
         nan_policy: ``"raise"`` refuses NaN and ±Inf; ``"omit"`` leaves them out.
         backend: the backend (or its name); default the values' own.
-        near: a histogram of the same ``max_bins`` to count around, or None.
 
     Returns:
         A :class:`Histogram`, or None for empty input (or, under ``"omit"``, input
@@ -228,23 +212,15 @@ def histogram(
     backend = backend_for(values) if backend is None else get_backend(backend)
     if not check_calibration_values(values, backend, allow_empty=True):
         return None
-    found: Any = False
-    if near is not None and isinstance(backend, WindowCounting):
-        found = _histogram_near(values, check_histogram(near), max_bins, omit, backend)
-        if found is None or isinstance(found, Histogram):
-            return found
-    if not found:  # no one-pass count: min/max first
-        low, high = backend.minmax(values, omit_nonfinite=omit)
-        xp = backend.xp
-        both = backend.to_numpy(xp.stack([xp.astype(low, xp.float64), xp.astype(high, xp.float64)]))
-        vmin, vmax = numpy.float64(both[0]), numpy.float64(both[1])
-        if not (math.isfinite(vmin) and math.isfinite(vmax)):
-            if omit:
-                return None  # nothing finite to count
-            raise nonfinite_values(int(backend.to_numpy(backend.count_nonfinite(values))), backend.size(values))
-        vmin, vmax = vmin + 0.0, vmax + 0.0  # -0.0 and 0.0 are one value: keep the bounds canonical
-    else:  # too many values outside the bins: count again at the batch's own width
-        vmin, vmax = found
+    low, high = backend.minmax(values, omit_nonfinite=omit)
+    xp = backend.xp
+    both = backend.to_numpy(xp.stack([xp.astype(low, xp.float64), xp.astype(high, xp.float64)]))
+    vmin, vmax = numpy.float64(both[0]), numpy.float64(both[1])
+    if not (math.isfinite(vmin) and math.isfinite(vmax)):
+        if omit:
+            return None  # nothing finite to count
+        raise nonfinite_values(int(backend.to_numpy(backend.count_nonfinite(values))), backend.size(values))
+    vmin, vmax = vmin + 0.0, vmax + 0.0  # -0.0 and 0.0 are one value: keep the bounds canonical
     k = choose_k(vmin, vmax, max_bins)
     j_lo, j_hi = bin_floor(vmin, k), bin_floor(vmax, k)
     counts = backend.bin_counts(values, k=k, j_lo=j_lo, max_bins=max_bins, omit_nan=omit)
@@ -252,38 +228,88 @@ def histogram(
     return Histogram(k, j_lo, host, vmin, vmax, max_bins)
 
 
-def _histogram_near(values: Any, near: Histogram, max_bins: int, omit: bool, backend: Any) -> Any:
-    """The one-pass count of :func:`histogram` with ``near``: a Histogram, None (nothing finite),
-    ``(vmin, vmax)`` when too many values fell outside the bins, or False when this input
-    takes the two passes."""
-    if near.max_bins != max_bins:
-        raise ValueError(f"near must have max_bins {max_bins}, got {near.max_bins}")
-    spare = max_bins - near.counts.shape[0]
-    start = near.j_lo - spare // 2  # the window: max_bins bins, near's range in the middle
+def update(
+    hist: Optional[Histogram],
+    values: Any,
+    max_bins: int = DEFAULT_MAX_BINS,
+    *,
+    nan_policy: str = "raise",
+    backend: Any = None,
+) -> Optional[Histogram]:
+    """Return ``merge(hist, histogram(values, max_bins, ...))``, bit for bit, in one pass where the backend can.
+
+    A backend that counts into given bins while it finds min and max
+    (:class:`~qarray.backends.spec.WindowCounting`: NumPy with Numba) counts ``values``
+    into ``max_bins`` bins of ``hist``'s width around ``hist``'s range, keeping the few
+    values outside them; min and max are read only from the blocks of values that reach
+    the bins of ``hist``'s min or max (any other value lies strictly between them, so it
+    changes neither). The merged histogram needs a width of at least ``hist``'s (``merge``
+    never narrows a bin), so the count is coarsened to it exactly and the kept values are
+    binned there. Otherwise, and when more values fall outside than the kernel keeps, the
+    batch is counted by :func:`histogram` (two passes) and merged.
+
+    Raises:
+        TypeError, ValueError: as :func:`histogram` and :func:`merge`.
+
+    Example:
+        >>> import numpy
+        >>> first = histogram(numpy.array([0.0, 1.0]), max_bins=4)
+        >>> update(first, numpy.array([7.0]), max_bins=4) == merge(first, histogram(numpy.array([7.0]), max_bins=4))
+        True
+    """
+    omit = check_nan_policy(nan_policy)
+    max_bins = check_max_bins(max_bins)
+    values = as_array(values, "values", kind="float")
+    backend = backend_for(values) if backend is None else get_backend(backend)
+    if hist is not None and isinstance(backend, WindowCounting) and check_calibration_values(
+        values, backend, allow_empty=True
+    ):
+        merged = _update_in_window(check_histogram(hist), values, max_bins, omit, backend)
+        if merged is not None:
+            return merged
+    return merge(hist, histogram(values, max_bins, nan_policy=nan_policy, backend=backend))
+
+
+def _update_in_window(hist: Histogram, values: Any, max_bins: int, omit: bool, backend: Any) -> Optional[Histogram]:
+    """The one-pass :func:`update` of non-empty ``values``, or None where it takes two passes."""
+    if hist.max_bins != max_bins:
+        raise ValueError(f"histograms with different max_bins cannot merge: {hist.max_bins} and {max_bins}")
+    spare = max_bins - hist.counts.shape[0]
+    start = hist.j_lo - spare // 2  # the window: max_bins bins, hist's range in the middle
     if not abs(start) < 2**53:  # bin indices stay exact integers in float64
-        start = near.j_lo
-    counted = backend.window_counts(values, k=near.k, j_lo=start, n_bins=max_bins)
+        start = hist.j_lo
+    edges = (hist.j_lo - start, hist.j_hi - start)
+    counted = backend.window_counts(values, k=hist.k, j_lo=start, n_bins=max_bins, edges=edges)
     if counted is None:
-        return False
+        return None
     counts, nonfinite, low, high, outliers = counted
     if nonfinite and not omit:
         raise nonfinite_values(int(nonfinite), backend.size(values))
-    if low is None:
-        return None  # nothing finite to count
-    vmin, vmax = numpy.float64(low) + 0.0, numpy.float64(high) + 0.0  # one zero, as in histogram()
     if outliers is None:
-        return vmin, vmax
-    k = max(near.k, choose_k(vmin, vmax, max_bins))
-    j_lo, j_hi = bin_floor(vmin, k), bin_floor(vmax, k)
+        return None
+    # -0.0 and 0.0 are one value: keep the bounds canonical, as histogram() does
+    vmin = hist.vmin if low is None else min(hist.vmin, numpy.float64(low) + 0.0)
+    vmax = hist.vmax if high is None else max(hist.vmax, numpy.float64(high) + 0.0)
+    if vmin == hist.vmin and vmax == hist.vmax:  # the range stays: so do k (hist.k >= choose_k) and the bins
+        k, j_lo, j_hi = hist.k, hist.j_lo, hist.j_hi
+    else:
+        k = max(hist.k, choose_k(vmin, vmax, max_bins))
+        j_lo, j_hi = bin_floor(vmin, k), bin_floor(vmax, k)
+    before = _coarsen(hist, k)
     total = numpy.zeros(j_hi - j_lo + 1, dtype=numpy.int64)
-    filled = numpy.flatnonzero(counts)
-    if filled.size:  # the window's bins, coarsened to 2**k as coarsen() does (sorted: add runs)
-        bins = ((filled + start) >> min(k - near.k, 63)) - j_lo
-        first = numpy.flatnonzero(numpy.diff(bins, prepend=-1))
-        total[bins[first]] += numpy.add.reduceat(counts[filled], first)
+    total[before.j_lo - j_lo : before.j_hi - j_lo + 1] += before.counts
+    if k == hist.k:  # every value counted lies in the bins j_lo..j_hi: add the overlap
+        first, last = max(start, j_lo), min(start + max_bins, j_hi + 1)
+        if first < last:
+            total[first - j_lo : last - j_lo] += counts[first - start : last - start]
+    elif counts.any():
+        filled = numpy.flatnonzero(counts)  # the window's bins, coarsened as coarsen() does (sorted: add runs)
+        bins = ((filled + start) >> min(k - hist.k, 63)) - j_lo
+        runs = numpy.flatnonzero(numpy.diff(bins, prepend=-1))
+        total[bins[runs]] += numpy.add.reduceat(counts[filled], runs)
     if outliers.size:
         total += get_backend("numpy").bin_counts(outliers, k=k, j_lo=j_lo, max_bins=total.size, omit_nan=False)
-    return Histogram(k, j_lo, total, vmin, vmax, max_bins)
+    return Histogram(k, j_lo, total, numpy.float64(vmin), numpy.float64(vmax), max_bins)
 
 
 # -- coarsening and merging -----------------------------------------------------------------------
