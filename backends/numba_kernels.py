@@ -642,7 +642,7 @@ def _window_counts(
     a number of the type, ``n_bins`` at most ``2**24``); rounding is monotone, so the test
     against ``[0, n_bins)`` is exact. NaN fails it.
 
-    ``counts`` is 1-d: ``lanes`` (a power of two) rows of ``n_bins + 1`` counters, the last
+    ``counts`` is 1-d: ``lanes`` rows of ``n_bins + 1`` counters (at most ``2**24`` in all), the last
     of each row for what is not counted; element ``i`` of a block counts into row
     ``i % lanes``, so that runs of values in one bin (the bulk of a peaked distribution) do
     not wait on one counter. Each block of :data:`COUNT_BLOCK` elements goes through two
@@ -667,10 +667,10 @@ def _window_counts(
     sign = bits.itemsize * 8 - 1  # a constant of each compiled dtype: a variable shift would not vectorise
     stride = numpy.uint32(counts.shape[0] // lanes)
     dump = stride - numpy.uint32(1)
-    offsets = numpy.empty(COUNT_BLOCK, dtype=numpy.uint32)
+    offsets = numpy.empty(COUNT_BLOCK, dtype=numpy.float32)  # exact: lanes * stride <= 2**24
     for i in range(COUNT_BLOCK):
-        offsets[i] = numpy.uint32(i % lanes) * stride
-    index = numpy.empty(COUNT_BLOCK, dtype=numpy.uint32)
+        offsets[i] = (i % lanes) * (counts.shape[0] // lanes)
+    index = numpy.empty(COUNT_BLOCK, dtype=numpy.int32)
     low = bits.dtype.type(magnitude)
     high = ~low
     nonfinite = 0
@@ -679,8 +679,8 @@ def _window_counts(
     for start in range(0, size, COUNT_BLOCK):
         count = min(COUNT_BLOCK, size - start)
         first = numpy.uint64(start)  # unsigned indices: no negative-index wrap-around to vectorise
-        missed = numpy.uint32(0)
-        edge = numpy.uint32(0)
+        missed = False  # flags as bools and the row offsets as floats: integer arithmetic in the
+        edge = False  # loop would be widened to int64, halving the values per vector
         for i in range(count):
             value = values[first + numpy.uint64(i)]
             quotient = value / factor if divide else value * factor
@@ -688,12 +688,11 @@ def _window_counts(
             floor = floor - numpy.float32((floor == 0.0) & (value < 0.0))  # underflowed to -0.0: bin -1
             column = floor - j_lo
             inside = (column >= 0.0) & (column < n_bins)
-            missed |= numpy.uint32(not inside)
-            edge |= numpy.uint32(column <= low_edge) | numpy.uint32(column >= high_edge)
-            slot = numpy.uint32(numpy.int32(column)) if inside else dump
-            index[numpy.uint64(i)] = slot + offsets[numpy.uint64(i)]
+            missed = missed | (not inside)
+            edge = edge | (column <= low_edge) | (column >= high_edge)
+            index[numpy.uint64(i)] = numpy.int32((column if inside else n_bins) + offsets[numpy.uint64(i)])
         for i in range(count):
-            counts[index[numpy.uint64(i)]] += 1
+            counts[numpy.uint32(index[numpy.uint64(i)])] += 1
         if track and (edge | missed):
             for i in range(count):
                 word = bits[first + numpy.uint64(i)]
@@ -707,7 +706,7 @@ def _window_counts(
                 value = values[j]
                 if not abs(value) < numpy.inf:
                     nonfinite += 1
-                elif index[numpy.uint64(i)] - offsets[numpy.uint64(i)] == dump:
+                elif numpy.uint32(index[numpy.uint64(i)]) - numpy.uint32(offsets[numpy.uint64(i)]) == dump:
                     if outside < outliers.shape[0]:
                         outliers[outside] = value
                     outside += 1
@@ -1029,16 +1028,18 @@ def _count_window(
     bits = values.view(integer)
     keys = numpy.array([flip, flip, infinity] if track else [], dtype=integer)
 
+    lanes = _LANES if _LANES * (n_bins + 1) <= 2**24 else 1  # the kernel's row offsets are float32
+
     def count(start: int, stop: int) -> Tuple[numpy.ndarray, int, int, int, int, numpy.ndarray]:
         # 32-bit counters hold a chunk's counts (chunks are far below 2**32 elements)
         dtype = numpy.uint32 if stop - start < 2**32 else numpy.int64
-        counts = numpy.zeros(_LANES * (n_bins + 1), dtype=dtype)
+        counts = numpy.zeros(lanes * (n_bins + 1), dtype=dtype)
         outliers = numpy.empty(capacity, dtype=numpy.float64)
         nonfinite, outside, low, high = kernel(
-            values[start:stop], bits[start:stop], counts, factor, divide, j_lo_float, n_bins_float, _LANES, keys,
+            values[start:stop], bits[start:stop], counts, factor, divide, j_lo_float, n_bins_float, lanes, keys,
             edge_columns, outliers,
         )
-        summed = counts.reshape(_LANES, n_bins + 1)[:, :n_bins].sum(axis=0, dtype=numpy.int64)
+        summed = counts.reshape(lanes, n_bins + 1)[:, :n_bins].sum(axis=0, dtype=numpy.int64)
         return summed, int(nonfinite), int(outside), int(low), int(high), outliers[: min(outside, capacity)].copy()
 
     parts = _parallel.run(values.size, count)

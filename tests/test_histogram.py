@@ -249,6 +249,18 @@ def test_numba_window_counts_equal_the_generic_reference(monkeypatch, name, thre
             assert edged.high is None or edged.high <= high
 
 
+def test_numba_counts_of_many_bins_take_one_row_of_counters():
+    """Beyond 2**24 counters in all the kernel counts into one row (its row offsets are float32)."""
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed")
+    values = _kernel_cases()["heavy float32"]
+    hist = H.histogram(values)
+    for n_bins in (2**22 - 2, 2**22):
+        j_lo = hist.j_lo - n_bins // 2
+        expected = GENERIC.bin_counts(values, k=hist.k - 8, j_lo=j_lo, max_bins=n_bins, omit_nan=True)
+        numpy.testing.assert_array_equal(numba_kernels.bin_counts(values, hist.k - 8, j_lo, n_bins), expected)
+
+
 def test_numba_window_counts_report_too_many_outliers_and_no_finite_value(monkeypatch):
     if not numba_kernels.available():
         pytest.skip("numba is not installed")
