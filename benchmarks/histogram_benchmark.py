@@ -183,7 +183,9 @@ def child(tool: str, size: int, repeats: int) -> Dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=float, default=[1e7, 1e8])
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per tool (the median is shown)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed passes per tool (the median is shown; at most 3 above 1e7 values)"
+    )
     parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=list(TOOLS))
     parser.add_argument("--child", nargs=3, metavar=("TOOL", "SIZE", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -194,7 +196,7 @@ def main() -> None:
     print(", ".join(f"{key} {value}" for key, value in info.items()))
     results = []
     for size in (int(size) for size in args.sizes):
-        repeats = args.repeats if size <= 10**7 else 1
+        repeats = args.repeats if size <= 10**7 else min(args.repeats, 3)
         for tool in args.tools:
             output = subprocess.run(
                 [sys.executable, __file__, "--child", tool, str(size), str(repeats)],
