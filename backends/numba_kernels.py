@@ -654,7 +654,9 @@ def _window_counts(
     max (as :func:`_minmax_keys`) of each block holding a value whose bin (as a column)
     is at most ``edges[0]`` or at least ``edges[1]``, or one outside the bins or not finite;
     ``edges = (n_bins, -1)`` takes every block. Only such a block, still in cache, is read
-    again: the finite values outside go to ``outliers`` (as many as it holds).
+    again: the finite values outside go to ``outliers`` (as many as it holds). A non-empty
+    ``outliers`` that overflows ends the pass at the end of that block: the counts and
+    the other results are then partial.
 
     Returns:
         ``(non-finite count, count of finite values outside, smallest key, largest key)``
@@ -710,6 +712,8 @@ def _window_counts(
                     if outside < outliers.shape[0]:
                         outliers[outside] = value
                     outside += 1
+            if 0 < outliers.shape[0] < outside:  # the caller counts these values again: stop here
+                break
     return nonfinite, outside, low, high
 
 
@@ -978,7 +982,8 @@ class WindowCounts(NamedTuple):
     """The largest finite value, as ``low``."""
     outliers: Optional[numpy.ndarray]
     """The finite values outside the bins (float64, in no particular order), or None when
-    more of them than :data:`OUTLIER_CAPACITY` fell in one chunk of the input."""
+    more of them than :data:`OUTLIER_CAPACITY` fell in one chunk of the input: that chunk
+    was then left part counted, and every other field is partial too."""
 
 
 def window_counts(

@@ -221,6 +221,7 @@ def test_numba_window_counts_equal_the_generic_reference(monkeypatch, name, thre
         pytest.skip("numba is not installed")
     _small_chunks(monkeypatch, threads)
     monkeypatch.setattr(numba_kernels, "_LANES", lanes)
+    monkeypatch.setattr(numba_kernels, "OUTLIER_CAPACITY", 60_000)  # room for every value: nothing stops early
     values = _kernel_cases()[name]
     finite_values = values[numpy.isfinite(values)]
     hist = H.histogram(finite_values)
@@ -230,12 +231,10 @@ def test_numba_window_counts_equal_the_generic_reference(monkeypatch, name, thre
         numpy.testing.assert_array_equal(found.counts, expected)
         assert found.nonfinite == values.size - finite_values.size
         assert (found.low, found.high) == (float(finite_values.min()), float(finite_values.max()))
-        if found.outliers is not None:
-            bins = numpy.asarray([H.bin_floor(float(value), hist.k) - j_lo for value in finite_values])
-            outside = numpy.sort(finite_values[(bins < 0) | (bins >= n_bins)].astype(numpy.float64))
-            numpy.testing.assert_array_equal(numpy.sort(found.outliers), outside)
-        numpy.testing.assert_array_equal(numba_kernels.bin_counts(values, hist.k, j_lo, n_bins), expected)
         bins = numpy.asarray([H.bin_floor(float(value), hist.k) - j_lo for value in finite_values])
+        outside = numpy.sort(finite_values[(bins < 0) | (bins >= n_bins)].astype(numpy.float64))
+        numpy.testing.assert_array_equal(numpy.sort(found.outliers), outside)
+        numpy.testing.assert_array_equal(numba_kernels.bin_counts(values, hist.k, j_lo, n_bins), expected)
         for edges in ((5, 20), (-3, n_bins + 3), (n_bins // 2, n_bins // 2)):
             # min and max from the blocks reaching the edge bins: exact where the extreme is there
             edged = numba_kernels.window_counts(values, hist.k, j_lo, n_bins, edges)
@@ -267,7 +266,7 @@ def test_numba_window_counts_report_too_many_outliers_and_no_finite_value(monkey
     monkeypatch.setattr(numba_kernels, "OUTLIER_CAPACITY", 5)
     values = numpy.arange(100, dtype=numpy.float32)
     found = numba_kernels.window_counts(values, 0, 0, 90)
-    assert found.outliers is None and int(found.counts.sum()) == 90 and (found.low, found.high) == (0.0, 99.0)
+    assert found.outliers is None  # the pass stopped there: the other fields are partial
     found = numba_kernels.window_counts(values, 0, 0, 95)
     assert sorted(found.outliers.tolist()) == [95.0, 96.0, 97.0, 98.0, 99.0]
     empty = numba_kernels.window_counts(numpy.array([numpy.nan, numpy.inf, -numpy.inf]), 0, 0, 4)

@@ -223,6 +223,20 @@ def test_one_pass_recounts_when_too_many_values_fall_outside(one_pass, monkeypat
     assert stats == filled(values)
 
 
+def test_one_pass_of_batches_beyond_the_range_stops_early_and_counts_them_again(one_pass):
+    """Batches far beyond the range so far (sorted data): the pass stops once the values outside
+    overflow, and the batch is counted in two passes, with the non-finite count of that path."""
+    values = numpy.sort(heavy(20_000, seed=6))
+    stats = filled(values[:100])
+    for batch in numpy.array_split(values[100:], 4):
+        stats.update(batch)
+    assert stats == filled(values)
+    bad = values[-5000:] * 10.0
+    bad[[0, 4000]] = numpy.nan
+    with pytest.raises(ValueError, match="2 non-finite value"):
+        stats.update(bad)
+
+
 def test_one_pass_non_finite_values(one_pass):
     """NaN/±Inf: refused with the count of the two-pass path, or left out under "omit"; a batch
     of nothing finite adds nothing."""

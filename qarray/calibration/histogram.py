@@ -283,10 +283,10 @@ def _update_in_window(hist: Histogram, values: Any, max_bins: int, omit: bool, b
     if counted is None:
         return None
     counts, nonfinite, low, high, outliers = counted
+    if outliers is None:  # too many values outside: the kernel stopped early, every count is partial
+        return None
     if nonfinite and not omit:
         raise nonfinite_values(int(nonfinite), backend.size(values))
-    if outliers is None:
-        return None
     # -0.0 and 0.0 are one value: keep the bounds canonical, as histogram() does
     vmin = hist.vmin if low is None else min(hist.vmin, numpy.float64(low) + 0.0)
     vmax = hist.vmax if high is None else max(hist.vmax, numpy.float64(high) + 0.0)
