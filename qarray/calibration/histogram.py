@@ -12,7 +12,8 @@ give the histogram of one pass over all the data, bit for bit.
 The ranges (:func:`percentile_range`, :func:`mse_range`, :func:`entropy_range`)
 read nothing but a host histogram. :func:`bin_counts` and :func:`histogram`
 count an array of any library with its backend's kernel (fused on NumPy/Numba
-and CuPy; the generic Array API path is the reference).
+and CuPy; the generic Array API path is the reference); :func:`update` merges
+a batch into a histogram, in one pass over it on NumPy with Numba.
 
 Bin indices are exact floors: ``x / w`` is exact in float64 wherever the
 quotient is a normal number; where it underflows (a tiny ``|x|`` against a wide
