@@ -91,7 +91,7 @@ import math
 import os
 import threading
 import warnings
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy
 
@@ -132,7 +132,15 @@ The compiled kernels take its value when they are built.
 """
 
 _LANES = 4
-"""Rows of counters the bin-and-count kernel spreads consecutive elements over (``i & 3``)."""
+"""Rows of counters the bin-and-count kernel spreads consecutive elements over (``i % 4``).
+
+Measured on 2-core AMD EPYC: 8 rows count no faster than 4, also when every value falls in one bin."""
+
+COUNT_BLOCK = 1024
+"""Elements whose bins the bin-and-count kernel computes (vectorised) before counting them."""
+
+OUTLIER_CAPACITY = 1024
+"""Finite values outside the counted bins that :func:`window_counts` keeps per chunk of the input."""
 
 _MAX_SKIP = 64
 """Sub-blocks divided straight away, at most, after consecutive failed checks."""
@@ -608,26 +616,105 @@ def _decode_keys(keys: Any, flip: int, nan_key: int, nan_bits: int) -> None:
         keys[i] = nan_bits if key == nan_key else key ^ ((key >> 63) & flip)
 
 
-def _bin_counts(values: Any, counts: Any, factor: float, divide: bool, j_lo: int) -> None:
-    """Add each finite value's bin, ``floor(x / 2**k) - j_lo``, into ``counts`` (in range only).
+def _window_counts(
+    values: Any,
+    bits: Any,
+    counts: Any,
+    factor: Any,
+    divide: bool,
+    j_lo: Any,
+    n_bins: Any,
+    lanes: int,
+    keys: Any,
+    edges: Any,
+    outliers: Any,
+) -> Tuple[int, int, int, int]:
+    """Add each finite value's bin, ``floor(x / 2**k) - j_lo``, into ``counts`` where it lies in
+    ``[0, n_bins)``; keep the finite values outside, and the order keys of the finite min and max.
 
     ``x * 2**-k`` (``factor = 2**-k``) equals ``x / 2**k`` (``factor = 2**k``, ``divide``)
-    bit for bit whenever ``2**-k`` is a float64: both round the same exact quotient once.
-    A negative value whose quotient underflows to ``-0.0`` belongs to bin -1.
+    bit for bit whenever ``2**-k`` is a number of the arithmetic's type (``factor``'s: float32
+    for float32 input where the caller allows it, else float64) and the product is normal:
+    both round the same exact quotient once. A product that underflows is below 1 in
+    magnitude, so its floor is still 0 for ``x >= 0`` and -1 for ``x < 0`` (the ``-0.0`` of an
+    underflowed negative is moved to -1); one that overflows is outside the bins. The floor
+    is an integer of that type, and so is ``floor - j_lo`` inside the bins (``j_lo`` must be
+    a number of the type, ``n_bins`` at most ``2**24``); rounding is monotone, so the test
+    against ``[0, n_bins)`` is exact. NaN fails it.
+
+    ``counts`` is 1-d: ``lanes`` rows of ``n_bins + 1`` counters (at most ``2**24`` in all), the last
+    of each row for what is not counted; element ``i`` of a block counts into row
+    ``i % lanes``, so that runs of values in one bin (the bulk of a peaked distribution) do
+    not wait on one counter. Each block of :data:`COUNT_BLOCK` elements goes through two
+    loops, its bins, then the counting; the first is vectorised by the compiler only as a
+    simple loop (the row offsets come from a table for the same reason).
+
+    Min and max: where ``keys`` (``flip``, the magnitude mask and the bits of infinity in
+    ``bits``' type) is not empty, a third loop finds the order keys of the finite min and
+    max (as :func:`_minmax_keys`) of each block holding a value whose bin (as a column)
+    is at most ``edges[0]`` or at least ``edges[1]``, or one outside the bins or not finite;
+    ``edges = (n_bins, -1)`` takes every block. Only such a block, still in cache, is read
+    again: the finite values outside go to ``outliers`` (as many as it holds). A non-empty
+    ``outliers`` that overflows ends the pass at the end of that block: the counts and
+    the other results are then partial.
+
+    Returns:
+        ``(non-finite count, count of finite values outside, smallest key, largest key)``
+        (the keys over the blocks read again); the smallest key is above the largest when
+        those blocks hold no finite value, or without ``keys``.
     """
-    # ``counts`` has 4 rows: element i counts into row i & 3, so that runs of values in one
-    # bin (the bulk of a peaked distribution) do not wait on each other's increments.
-    n_bins = counts.shape[1]
-    for i in range(values.shape[0]):
-        value = numpy.float64(values[i])
-        if not (abs(value) < numpy.inf):
-            continue
-        quotient = value / factor if divide else value * factor
-        index = numpy.int64(numpy.floor(quotient)) - j_lo
-        if quotient == 0.0 and value < 0.0:  # underflowed to -0.0: bin -1
-            index = numpy.int64(-1) - j_lo
-        if index >= 0 and index < n_bins:
-            counts[i & 3, index] += 1
+    track = keys.shape[0] != 0
+    low_edge, high_edge = edges[0], edges[1]
+    flip, magnitude, infinity = (keys[0], keys[1], keys[2]) if track else (0, 0, 0)
+    sign = bits.itemsize * 8 - 1  # a constant of each compiled dtype: a variable shift would not vectorise
+    stride = numpy.uint32(counts.shape[0] // lanes)
+    dump = stride - numpy.uint32(1)
+    offsets = numpy.empty(COUNT_BLOCK, dtype=numpy.float32)  # exact: lanes * stride <= 2**24
+    for i in range(COUNT_BLOCK):
+        offsets[i] = (i % lanes) * (counts.shape[0] // lanes)
+    index = numpy.empty(COUNT_BLOCK, dtype=numpy.int32)
+    low = bits.dtype.type(magnitude)
+    high = ~low
+    nonfinite = 0
+    outside = 0
+    size = values.shape[0]
+    for start in range(0, size, COUNT_BLOCK):
+        count = min(COUNT_BLOCK, size - start)
+        first = numpy.uint64(start)  # unsigned indices: no negative-index wrap-around to vectorise
+        missed = False  # flags as bools and the row offsets as floats: integer arithmetic in the
+        edge = False  # loop would be widened to int64, halving the values per vector
+        for i in range(count):
+            value = values[first + numpy.uint64(i)]
+            quotient = value / factor if divide else value * factor
+            floor = numpy.floor(quotient)
+            floor = floor - numpy.float32((floor == 0.0) & (value < 0.0))  # underflowed to -0.0: bin -1
+            column = floor - j_lo
+            inside = (column >= 0.0) & (column < n_bins)
+            missed = missed | (not inside)
+            edge = edge | (column <= low_edge) | (column >= high_edge)
+            index[numpy.uint64(i)] = numpy.int32((column if inside else n_bins) + offsets[numpy.uint64(i)])
+        for i in range(count):
+            counts[numpy.uint32(index[numpy.uint64(i)])] += 1
+        if track and (edge | missed):
+            for i in range(count):
+                word = bits[first + numpy.uint64(i)]
+                key = word ^ ((word >> sign) & flip)
+                finite = (word & magnitude) < infinity
+                low = min(low, key if finite else magnitude)
+                high = max(high, key if finite else ~magnitude)
+        if missed:
+            for i in range(count):
+                j = first + numpy.uint64(i)
+                value = values[j]
+                if not abs(value) < numpy.inf:
+                    nonfinite += 1
+                elif numpy.uint32(index[numpy.uint64(i)]) - numpy.uint32(offsets[numpy.uint64(i)]) == dump:
+                    if outside < outliers.shape[0]:
+                        outliers[outside] = value
+                    outside += 1
+            if 0 < outliers.shape[0] < outside:  # the caller counts these values again: stop here
+                break
+    return nonfinite, outside, low, high
 
 
 class _Kernels:
@@ -652,7 +739,7 @@ class _Kernels:
         self.minmax_keys = jit(_minmax_keys)
         self.quantize_flat = jit(_quantize_flat)
         self.dequantize = jit(_dequantize)
-        self.bin_counts = jit(_bin_counts)
+        self.window_counts = jit(_window_counts)
         self.quantize_grid = jit(_quantize_grid)
         self.dequantize_grid = jit(_dequantize_grid)
         self.minmax_grid = jit(_minmax_grid)
@@ -746,11 +833,8 @@ def minmax(values: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]:
     if values.size == 0:
         raise ValueError("values must not be empty: min and max of nothing are undefined")
     kernels = _kernels()
-    if values.dtype == numpy.float32:
-        bits, flip, infinity, width = values.view(numpy.int32), 0x7FFFFFFF, 0x7F800000, numpy.int32
-    else:
-        bits, flip, infinity = values.view(numpy.int64), 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000
-        width = numpy.int64
+    integer, flip, infinity, _ = _GRID_KEYS[values.dtype]
+    bits = values.view(integer)
     flip64 = numpy.int64(flip)
     parts = _parallel.run(bits.size, lambda start, stop: kernels.minmax_keys(bits[start:stop], flip64, flip64))
     low = min(part[0] for part in parts)
@@ -758,12 +842,14 @@ def minmax(values: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]:
     if max(part[2] for part in parts) > infinity:
         nan = numpy.asarray(numpy.nan, dtype=values.dtype)
         return nan, nan.copy()
+    return _decode_key(low, values.dtype), _decode_key(high, values.dtype)
 
-    def decode(key: int) -> numpy.ndarray:
-        word = numpy.int64(key) ^ ((numpy.int64(key) >> numpy.int64(63)) & flip64)
-        return numpy.asarray(word).astype(width).view(values.dtype).reshape(())
 
-    return decode(low), decode(high)
+def _decode_key(key: int, dtype: numpy.dtype) -> numpy.ndarray:
+    """The 0-d array of ``dtype`` whose order key (see :func:`_minmax_keys`) is ``key``."""
+    integer, flip, _, _ = _GRID_KEYS[numpy.dtype(dtype)]
+    word = numpy.int64(key) ^ ((numpy.int64(key) >> numpy.int64(63)) & numpy.int64(flip))
+    return numpy.asarray(word).astype(integer).view(dtype).reshape(())
 
 
 def quantize(
@@ -867,7 +953,7 @@ def bin_counts(values: numpy.ndarray, k: int, j_lo: int, max_bins: int) -> numpy
     Bin ``j = floor(x / 2**k)`` (exact; see :func:`qarray.calibration.histogram.bin_floor`) is counted
     at ``j - j_lo`` when that lies in ``[0, max_bins)``; NaN, ±Inf and values outside
     are left out. One pass, no sort: each chunk of the array counts into its own
-    ``max_bins`` int64 counters on the thread pool, and the chunks' counts are added.
+    counters on the thread pool, and the chunks' counts are added.
 
     Returns:
         An int64 array of ``max_bins`` counts.
@@ -879,25 +965,102 @@ def bin_counts(values: numpy.ndarray, k: int, j_lo: int, max_bins: int) -> numpy
         >>> bin_counts(numpy.array([0.1, 0.6, 0.7, 1.9]), -1, 0, 4).tolist()  # doctest: +SKIP
         [1, 2, 0, 1]
     """
-    _check_flat(values, "values", _FLOAT_DTYPES)
-    kernels = _kernels()
-    k, j_lo, max_bins = int(k), int(j_lo), int(max_bins)
-    divide = k < -1023  # 2**-k is not a float64 there: divide by 2**k instead
-    factor = math.ldexp(1.0, k) if divide else math.ldexp(1.0, -k)
-    kernel = kernels.bin_counts
+    return _count_window(values, k, j_lo, max_bins, 0, False, (max_bins, -1)).counts
 
-    def count(start: int, stop: int) -> numpy.ndarray:
+
+class WindowCounts(NamedTuple):
+    """What :func:`window_counts` returns."""
+
+    counts: numpy.ndarray
+    """int64 counts of the ``n_bins`` bins from ``j_lo``."""
+    nonfinite: int
+    """The number of NaN and ±Inf."""
+    low: Optional[float]
+    """The smallest finite value (None when there is none); with ``edges``, the smallest in
+    the blocks that were read again (see :func:`window_counts`)."""
+    high: Optional[float]
+    """The largest finite value, as ``low``."""
+    outliers: Optional[numpy.ndarray]
+    """The finite values outside the bins (float64, in no particular order), or None when
+    more of them than :data:`OUTLIER_CAPACITY` fell in one chunk of the input: that chunk
+    was then left part counted, and every other field is partial too."""
+
+
+def window_counts(
+    values: numpy.ndarray, k: int, j_lo: int, n_bins: int, edges: Optional[Tuple[int, int]] = None
+) -> WindowCounts:
+    """One pass over a 1-d float32/float64 array: its counts in ``n_bins`` bins of width ``2**k``
+    from ``j_lo`` (as :func:`bin_counts`), its finite min and max, its non-finite count, and the
+    finite values outside those bins.
+
+    With bins around a histogram's range, a batch's histogram then needs no other pass
+    (see :func:`qarray.calibration.histogram.update`). With ``edges = (low, high)``, two
+    bins (counted from ``j_lo``), min and max come only from the blocks of
+    :data:`COUNT_BLOCK` values holding a value in a bin up to ``low`` or from ``high`` on, or
+    outside the bins, or not finite: any other value lies strictly between the bins ``low``
+    and ``high``, so when these are the bins of a histogram's min and max, it changes
+    neither.
+
+    Raises:
+        TypeError, ValueError: for arrays the kernels cannot take.
+
+    Example:
+        >>> found = window_counts(numpy.array([0.1, 0.6, 9.0, numpy.nan]), -1, 0, 4)  # doctest: +SKIP
+        >>> found.counts.tolist(), found.nonfinite, found.low, found.high, found.outliers.tolist()  # doctest: +SKIP
+        ([1, 1, 0, 0], 1, 0.1, 9.0, [9.0])
+    """
+    return _count_window(values, k, j_lo, n_bins, OUTLIER_CAPACITY, True, edges or (n_bins, -1))
+
+
+def _count_window(
+    values: numpy.ndarray, k: int, j_lo: int, n_bins: int, capacity: int, track: bool, edges: Tuple[int, int]
+) -> WindowCounts:
+    """:func:`window_counts`, keeping at most ``capacity`` outliers per chunk (min and max only with ``track``)."""
+    _check_flat(values, "values", _FLOAT_DTYPES)
+    kernel = _kernels().window_counts
+    k, j_lo, n_bins = int(k), int(j_lo), int(n_bins)
+    if values.dtype == numpy.float32 and -127 <= k <= 126 and abs(j_lo) <= 2**24 and n_bins <= 2**24:
+        # float32 arithmetic (twice the values per vector): 2**-k is a float32, and so are
+        # j_lo and every bin index inside the bins
+        arithmetic: Any = numpy.float32
+    else:
+        arithmetic = numpy.float64
+    divide = k < -1023  # 2**-k is not a float64 there: divide by 2**k instead
+    factor = arithmetic(math.ldexp(1.0, k) if divide else math.ldexp(1.0, -k))
+    j_lo_float, n_bins_float = arithmetic(j_lo), arithmetic(n_bins)
+    edge_columns = numpy.array([min(max(edge, -1), n_bins) for edge in edges], dtype=arithmetic)  # exact
+    integer, flip, infinity, _ = _GRID_KEYS[values.dtype]
+    bits = values.view(integer)
+    keys = numpy.array([flip, flip, infinity] if track else [], dtype=integer)
+
+    lanes = _LANES if _LANES * (n_bins + 1) <= 2**24 else 1  # the kernel's row offsets are float32
+
+    def count(start: int, stop: int) -> Tuple[numpy.ndarray, int, int, int, int, numpy.ndarray]:
         # 32-bit counters hold a chunk's counts (chunks are far below 2**32 elements)
         dtype = numpy.uint32 if stop - start < 2**32 else numpy.int64
-        counts = numpy.zeros((_LANES, max_bins), dtype=dtype)
-        kernel(values[start:stop], counts, factor, divide, numpy.int64(j_lo))
-        return counts.sum(axis=0, dtype=numpy.int64)
+        counts = numpy.zeros(lanes * (n_bins + 1), dtype=dtype)
+        outliers = numpy.empty(capacity, dtype=numpy.float64)
+        nonfinite, outside, low, high = kernel(
+            values[start:stop], bits[start:stop], counts, factor, divide, j_lo_float, n_bins_float, lanes, keys,
+            edge_columns, outliers,
+        )
+        summed = counts.reshape(lanes, n_bins + 1)[:, :n_bins].sum(axis=0, dtype=numpy.int64)
+        return summed, int(nonfinite), int(outside), int(low), int(high), outliers[: min(outside, capacity)].copy()
 
     parts = _parallel.run(values.size, count)
-    total = parts[0]
+    total = parts[0][0]
     for part in parts[1:]:
-        total += part
-    return total
+        total += part[0]
+    low, high = min(part[3] for part in parts), max(part[4] for part in parts)
+    found = low <= high
+    overflow = any(part[2] > capacity for part in parts)
+    return WindowCounts(
+        total,
+        sum(part[1] for part in parts),
+        float(_decode_key(low, values.dtype)) if found else None,
+        float(_decode_key(high, values.dtype)) if found else None,
+        None if overflow else numpy.concatenate([part[5] for part in parts]),
+    )
 
 
 def dequantize(source: numpy.ndarray, target: numpy.ndarray, scale: float, zero_point: float) -> None:

@@ -190,6 +190,17 @@ class NumpyBackend(ArrayAPIBackend):
             total += part
         return total
 
+    def window_counts(
+        self, values: Any, *, k: int, j_lo: int, n_bins: int, edges: Optional[Tuple[int, int]] = None
+    ) -> Optional[Any]:
+        """One pass: counts in ``n_bins`` bins from ``j_lo``, non-finite count, finite min and max,
+        and the finite values outside the bins (:func:`numba_kernels.window_counts`, ``edges``
+        included), for large float32/float64 input with Numba; None for any other input."""
+        values = numpy.asarray(values)
+        if not _use_numba(values):
+            return None
+        return numba_kernels.window_counts(values.reshape(-1), k, j_lo, n_bins, edges)
+
     def unique_rounded(self, values: Any, omit_nonfinite: bool = False) -> numpy.ndarray:
         """Return the sorted unique values rounded to 2 decimals in float64, block by block.
 

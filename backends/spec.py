@@ -34,6 +34,7 @@ __all__ = [
     "Kernels",
     "Problems",
     "QuantSpec",
+    "WindowCounting",
     "check_extent",
     "check_out",
     "grid_layout",
@@ -324,3 +325,22 @@ class DeviceHistograms(Protocol):
 
     def histogram_read(self, state: Any) -> Tuple[Any, bool]:
         """``(host Histogram or None, whether non-finite values were counted under "raise")``."""
+
+
+@runtime_checkable
+class WindowCounting(Protocol):
+    """An optional capability: one pass that counts a batch into given bins and also finds its
+    min, max and non-finite count, keeping the few values outside those bins (NumPy with Numba).
+
+    With the bins of the histogram the batch is merged into, a batch whose values mostly
+    fall inside them needs no min/max pass first (see :func:`qarray.calibration.histogram.update`).
+    """
+
+    def window_counts(
+        self, values: Any, *, k: int, j_lo: int, n_bins: int, edges: Optional[Tuple[int, int]] = None
+    ) -> Optional[Any]:
+        """``(counts, nonfinite, low, high, outliers)`` as ``numba_kernels.WindowCounts``: int64
+        counts of the ``n_bins`` bins of width ``2**k`` from ``j_lo``, the number of NaN/±Inf, the
+        finite min and max (None without a finite value; with ``edges``, over the blocks that
+        reach those two bins only) and the float64 finite values outside the bins (None when
+        there were too many to keep); None when this input takes another path."""

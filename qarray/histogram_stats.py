@@ -32,6 +32,7 @@ from .calibration.histogram import (
     histogram,
     merge,
     range_for,
+    update,
 )
 from .core.messages import check_calibration_values, check_nan_policy
 from .core.namespace import as_array, is_lazy
@@ -131,7 +132,10 @@ class HistogramQuantizationStats(Serializable):
         ``"raise"`` then raise ``ValueError`` when the histogram is next read. On Dask
         each chunk gets its own histogram and they merge in a lazy tree reduction,
         computed when the histogram is next read. Other backends count the batch at
-        once (two passes: min/max, then the fused bin-and-count) and merge it in.
+        once and merge it in: NumPy with Numba in one pass once there is a histogram (the
+        bins around its range, min and max found on the way; see
+        :func:`~qarray.calibration.histogram.update`; that pass holds the lock), else in
+        two (min/max, then the fused bin-and-count).
         Empty batches add nothing.
 
         Args:
@@ -177,6 +181,10 @@ class HistogramQuantizationStats(Serializable):
                 self._resolve()
                 self._pending = ("device", counter)
                 counter.update(values, omit_nan=omit)
+                return
+            if pending is None and self._hist is not None:
+                # counted around the histogram so far, in one pass where the backend can
+                self._hist = update(self._hist, values, self._max_bins, nan_policy=nan_policy, backend=backend)
                 return
         batch_hist = histogram(values, self._max_bins, nan_policy=nan_policy, backend=backend)
         with self._lock:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import qarray
-from qarray.backends import ArrayAPIBackend, NumpyBackend, numba_kernels, numpy_backend
+from qarray.backends import ArrayAPIBackend, NumpyBackend, _parallel, numba_kernels, numpy_backend
 from qarray.calibration import histogram as H
 
 PROPERTY = settings(
@@ -202,6 +202,91 @@ def test_numba_kernel_divides_where_two_to_the_minus_k_is_not_a_float():
         expected = GENERIC.bin_counts(values, k=k, j_lo=-8, max_bins=64, omit_nan=False)
         numpy.testing.assert_array_equal(numba_kernels.bin_counts(values, k, -8, 64), expected)
         assert int(expected.sum()) == 5
+
+
+def _small_chunks(monkeypatch, threads):
+    """Many chunks on ``threads`` threads, and blocks of the compiled kernel that end inside them."""
+    monkeypatch.setattr(_parallel, "MIN_CHUNK", 64)
+    monkeypatch.setattr(_parallel, "CHUNK_ALIGN", 8)
+    monkeypatch.setattr(_parallel, "thread_count", lambda: threads)
+
+
+@pytest.mark.parametrize("name", sorted(_kernel_cases()))
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("lanes", [1, 4, 8])
+def test_numba_window_counts_equal_the_generic_reference(monkeypatch, name, threads, lanes):
+    """Counts, non-finite count, min, max and the values outside the bins, with any number of
+    chunks, threads and rows of counters, for windows on and beside the data."""
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed")
+    _small_chunks(monkeypatch, threads)
+    monkeypatch.setattr(numba_kernels, "_LANES", lanes)
+    monkeypatch.setattr(numba_kernels, "OUTLIER_CAPACITY", 60_000)  # room for every value: nothing stops early
+    values = _kernel_cases()[name]
+    finite_values = values[numpy.isfinite(values)]
+    hist = H.histogram(finite_values)
+    for j_lo, n_bins in ((hist.j_lo, 4096), (hist.j_lo + 7, 64), (hist.j_lo - 9, 100)):
+        found = numba_kernels.window_counts(values, hist.k, j_lo, n_bins)
+        expected = GENERIC.bin_counts(values, k=hist.k, j_lo=j_lo, max_bins=n_bins, omit_nan=True)
+        numpy.testing.assert_array_equal(found.counts, expected)
+        assert found.nonfinite == values.size - finite_values.size
+        assert (found.low, found.high) == (float(finite_values.min()), float(finite_values.max()))
+        bins = numpy.asarray([H.bin_floor(float(value), hist.k) - j_lo for value in finite_values])
+        outside = numpy.sort(finite_values[(bins < 0) | (bins >= n_bins)].astype(numpy.float64))
+        numpy.testing.assert_array_equal(numpy.sort(found.outliers), outside)
+        numpy.testing.assert_array_equal(numba_kernels.bin_counts(values, hist.k, j_lo, n_bins), expected)
+        for edges in ((5, 20), (-3, n_bins + 3), (n_bins // 2, n_bins // 2)):
+            # min and max from the blocks reaching the edge bins: exact where the extreme is there
+            edged = numba_kernels.window_counts(values, hist.k, j_lo, n_bins, edges)
+            numpy.testing.assert_array_equal(edged.counts, expected)
+            low, high = float(finite_values.min()), float(finite_values.max())
+            if bins.min() <= edges[0]:
+                assert edged.low == low
+            if bins.max() >= edges[1]:
+                assert edged.high == high
+            assert edged.low is None or edged.low >= low
+            assert edged.high is None or edged.high <= high
+
+
+def test_numba_counts_of_many_bins_take_one_row_of_counters():
+    """Beyond 2**24 counters in all the kernel counts into one row (its row offsets are float32)."""
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed")
+    values = _kernel_cases()["heavy float32"]
+    hist = H.histogram(values)
+    for n_bins in (2**22 - 2, 2**22):
+        j_lo = hist.j_lo - n_bins // 2
+        expected = GENERIC.bin_counts(values, k=hist.k - 8, j_lo=j_lo, max_bins=n_bins, omit_nan=True)
+        numpy.testing.assert_array_equal(numba_kernels.bin_counts(values, hist.k - 8, j_lo, n_bins), expected)
+
+
+def test_numba_window_counts_report_too_many_outliers_and_no_finite_value(monkeypatch):
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(numba_kernels, "OUTLIER_CAPACITY", 5)
+    values = numpy.arange(100, dtype=numpy.float32)
+    found = numba_kernels.window_counts(values, 0, 0, 90)
+    assert found.outliers is None  # the pass stopped there: the other fields are partial
+    found = numba_kernels.window_counts(values, 0, 0, 95)
+    assert sorted(found.outliers.tolist()) == [95.0, 96.0, 97.0, 98.0, 99.0]
+    empty = numba_kernels.window_counts(numpy.array([numpy.nan, numpy.inf, -numpy.inf]), 0, 0, 4)
+    assert empty.nonfinite == 3 and empty.low is None and empty.high is None and empty.outliers.size == 0
+
+
+def test_numba_float32_arithmetic_equals_the_float64_one():
+    """float32 input is binned in float32 where 2**-k and the bin indices are float32 numbers;
+    the edges of that domain (k = -127 and 126, |j_lo| = 2**24, underflow, overflow) count as in
+    float64."""
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed")
+    rng = numpy.random.default_rng(5)
+    tiny = (rng.standard_normal(5000) * 1e-38).astype(numpy.float32)
+    huge = rng.uniform(-3e38, 3e38, 5000).astype(numpy.float32)
+    values = numpy.concatenate([tiny, huge, [-0.0, 0.0, 1e-45, -1e-45], rng.standard_t(2, 5000)]).astype(numpy.float32)
+    for k in (-150, -128, -127, -126, -20, 0, 20, 125, 126, 127, 128):
+        for j_lo in (-(2**24) - 1, -(2**24), -2048, -1, 0, 2**24 - 64, 2**24):
+            expected = GENERIC.bin_counts(values, k=k, j_lo=j_lo, max_bins=4096, omit_nan=True)
+            numpy.testing.assert_array_equal(numba_kernels.bin_counts(values, k, j_lo, 4096), expected, f"{k} {j_lo}")
 
 
 def test_every_library_counts_like_numpy(xb):

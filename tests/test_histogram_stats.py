@@ -10,14 +10,19 @@ import threading
 
 import numpy
 import pytest
+from array_api_compat import numpy as compat_numpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import qarray
 from qarray import HistogramQuantizationStats, QuantizedArray
+from qarray.backends import ArrayAPIBackend
 from qarray.calibration import histogram as H
 from qarray.documents import load_dict
+
+GENERIC = ArrayAPIBackend(compat_numpy)
+"""The generic Array API path: the reference the one-pass update is compared with."""
 
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -124,6 +129,129 @@ def test_updates_from_many_threads_count_every_value():
     for thread in threads:
         thread.join()
     assert stats == filled(values)
+
+
+# -- the one-pass update (NumPy with Numba) ---------------------------------------------------------
+
+
+@pytest.fixture
+def one_pass(monkeypatch):
+    """Small arrays take the compiled kernels, in many chunks and blocks; yields the calls seen."""
+    from qarray.backends import _parallel, numba_kernels
+
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(numba_kernels, "MIN_ELEMENTS", 16)
+    monkeypatch.setattr(_parallel, "MIN_CHUNK", 64)
+    monkeypatch.setattr(_parallel, "CHUNK_ALIGN", 8)
+    monkeypatch.setattr(_parallel, "thread_count", lambda: 3)
+    seen = {"window": 0, "minmax": 0}
+    window, minmax = numba_kernels.window_counts, numba_kernels.minmax
+
+    def window_spy(*args):
+        seen["window"] += 1
+        return window(*args)
+
+    def minmax_spy(*args):
+        seen["minmax"] += 1
+        return minmax(*args)
+
+    monkeypatch.setattr(numba_kernels, "window_counts", window_spy)
+    monkeypatch.setattr(numba_kernels, "minmax", minmax_spy)
+    return seen
+
+
+def _batches():
+    """Batches that stay inside the range, widen it on either side a little or a lot (a new k),
+    hold tiny values, signed zeros, or one value."""
+    rng = numpy.random.default_rng(21)
+    core = rng.standard_t(2, size=6000)
+    return [
+        core,
+        core[:3000] * 0.5,
+        numpy.concatenate([core[:2000], [core.max() * 1.01]]),
+        numpy.concatenate([core[:2000], [core.min() * 3.0, 1e-300, -1e-300, -0.0, 0.0]]),
+        core[:4000] * 1e3,
+        numpy.full(100, core.max() * 1e3),
+        rng.uniform(-1e-5, 1e-5, 3000),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+@pytest.mark.parametrize("max_bins", [16, 4096])
+def test_one_pass_updates_equal_min_max_then_count(one_pass, dtype, max_bins):
+    """Every batch after the first is counted in one pass (no min/max pass), and the histogram
+    equals the two-pass one after each batch, in either order of the batches."""
+    batches = [batch.astype(dtype) for batch in _batches()]
+    for order in (batches, batches[::-1]):
+        stats = HistogramQuantizationStats(max_bins)
+        expected = None
+        for batch in order:
+            one_pass["minmax"] = 0
+            stats.update(batch)
+            expected = H.merge(expected, H.histogram(batch.astype(numpy.float64), max_bins, backend=GENERIC))
+            assert stats.histogram == expected
+        assert stats == filled(numpy.concatenate(order).astype(numpy.float64), max_bins)
+    assert one_pass["window"] >= 2 * (len(batches) - 1)
+
+
+def test_one_pass_update_equals_merging_the_two_pass_histogram(one_pass):
+    """update(h, values) == merge(h, histogram(values)) for histograms h narrower, wider, far
+    away, of one value, and for batches whose min or max falls in h's first or last bin."""
+    rng = numpy.random.default_rng(22)
+    values = rng.standard_t(3, size=5000)
+    own = H.histogram(values, 64, backend=GENERIC)
+    inner = values[numpy.abs(values) < 1.0]
+    for before in (values[:100], values * 1e-3, values * 1e6, values + 1e4, numpy.array([5.0]), values):
+        hist = H.histogram(before, 64)
+        assert H.update(hist, values, 64) == H.merge(hist, own)
+        for batch in (inner, numpy.concatenate([inner, [before.min(), before.max()]])):
+            expected = H.merge(hist, H.histogram(batch, 64, backend=GENERIC))
+            assert H.update(hist, batch, 64) == expected
+    assert H.update(None, values, 64) == own
+    assert H.update(own, numpy.zeros(0), 64) == own
+
+
+def test_one_pass_recounts_when_too_many_values_fall_outside(one_pass, monkeypatch):
+    from qarray.backends import numba_kernels
+
+    monkeypatch.setattr(numba_kernels, "OUTLIER_CAPACITY", 3)
+    values = heavy(6000, seed=4)
+    stats = filled(values[:100])
+    stats.update(values[100:])
+    assert one_pass["window"] == 1 and one_pass["minmax"] == 2  # the second batch: window, then two passes
+    assert stats == filled(values)
+
+
+def test_one_pass_of_batches_beyond_the_range_stops_early_and_counts_them_again(one_pass):
+    """Batches far beyond the range so far (sorted data): the pass stops once the values outside
+    overflow, and the batch is counted in two passes, with the non-finite count of that path."""
+    values = numpy.sort(heavy(20_000, seed=6))
+    stats = filled(values[:100])
+    for batch in numpy.array_split(values[100:], 4):
+        stats.update(batch)
+    assert stats == filled(values)
+    bad = values[-5000:] * 10.0
+    bad[[0, 4000]] = numpy.nan
+    with pytest.raises(ValueError, match="2 non-finite value"):
+        stats.update(bad)
+
+
+def test_one_pass_non_finite_values(one_pass):
+    """NaN/±Inf: refused with the count of the two-pass path, or left out under "omit"; a batch
+    of nothing finite adds nothing."""
+    values = heavy(3000, seed=5)
+    stats = filled(values)
+    bad = values.copy()
+    bad[[5, 700, 2999]] = [numpy.nan, numpy.inf, -numpy.inf]
+    with pytest.raises(ValueError, match="3 non-finite value"):
+        stats.update(bad)
+    with pytest.raises(ValueError, match="3 non-finite value"):
+        H.histogram(bad)
+    stats.update(bad, nan_policy="omit")
+    stats.update(numpy.full(500, numpy.nan), nan_policy="omit")
+    assert one_pass["window"] == 3
+    assert stats == filled(numpy.concatenate([values, bad[numpy.isfinite(bad)]]))
 
 
 # -- ranges and the quantizer ---------------------------------------------------------------------

@@ -12,7 +12,8 @@ give the histogram of one pass over all the data, bit for bit.
 The ranges (:func:`percentile_range`, :func:`mse_range`, :func:`entropy_range`)
 read nothing but a host histogram. :func:`bin_counts` and :func:`histogram`
 count an array of any library with its backend's kernel (fused on NumPy/Numba
-and CuPy; the generic Array API path is the reference).
+and CuPy; the generic Array API path is the reference); :func:`update` merges
+a batch into a histogram, in one pass over it on NumPy with Numba.
 
 Bin indices are exact floors: ``x / w`` is exact in float64 wherever the
 quotient is a normal number; where it underflows (a tiny ``|x|`` against a wide
@@ -41,7 +42,7 @@ import numpy
 
 from .. import primitives
 from ..backends import backend_for, get_backend
-from ..backends.spec import DeviceHistograms
+from ..backends.spec import DeviceHistograms, WindowCounting
 from ..core.checks import check_bool, check_finite_real, check_int, describe
 from ..core.dyadic import (
     DEFAULT_MAX_BINS,
@@ -81,6 +82,7 @@ __all__ = [
     "percentile_range",
     "quantization_mse",
     "range_for",
+    "update",
 ]
 
 DEFAULT_PERCENTILE = 99.99
@@ -227,6 +229,90 @@ def histogram(
     return Histogram(k, j_lo, host, vmin, vmax, max_bins)
 
 
+def update(
+    hist: Optional[Histogram],
+    values: Any,
+    max_bins: int = DEFAULT_MAX_BINS,
+    *,
+    nan_policy: str = "raise",
+    backend: Any = None,
+) -> Optional[Histogram]:
+    """Return ``merge(hist, histogram(values, max_bins, ...))``, bit for bit, in one pass where the backend can.
+
+    A backend that counts into given bins while it finds min and max
+    (:class:`~qarray.backends.spec.WindowCounting`: NumPy with Numba) counts ``values``
+    into ``max_bins`` bins of ``hist``'s width around ``hist``'s range, keeping the few
+    values outside them; min and max are read only from the blocks of values that reach
+    the bins of ``hist``'s min or max (any other value lies strictly between them, so it
+    changes neither). The merged histogram needs a width of at least ``hist``'s (``merge``
+    never narrows a bin), so the count is coarsened to it exactly and the kept values are
+    binned there. Otherwise, and when more values fall outside than the kernel keeps, the
+    batch is counted by :func:`histogram` (two passes) and merged.
+
+    Raises:
+        TypeError, ValueError: as :func:`histogram` and :func:`merge`.
+
+    Example:
+        >>> import numpy
+        >>> first = histogram(numpy.array([0.0, 1.0]), max_bins=4)
+        >>> update(first, numpy.array([7.0]), max_bins=4) == merge(first, histogram(numpy.array([7.0]), max_bins=4))
+        True
+    """
+    omit = check_nan_policy(nan_policy)
+    max_bins = check_max_bins(max_bins)
+    values = as_array(values, "values", kind="float")
+    backend = backend_for(values) if backend is None else get_backend(backend)
+    if hist is not None and isinstance(backend, WindowCounting) and check_calibration_values(
+        values, backend, allow_empty=True
+    ):
+        merged = _update_in_window(check_histogram(hist), values, max_bins, omit, backend)
+        if merged is not None:
+            return merged
+    return merge(hist, histogram(values, max_bins, nan_policy=nan_policy, backend=backend))
+
+
+def _update_in_window(hist: Histogram, values: Any, max_bins: int, omit: bool, backend: Any) -> Optional[Histogram]:
+    """The one-pass :func:`update` of non-empty ``values``, or None where it takes two passes."""
+    if hist.max_bins != max_bins:
+        raise ValueError(f"histograms with different max_bins cannot merge: {hist.max_bins} and {max_bins}")
+    spare = max_bins - hist.counts.shape[0]
+    start = hist.j_lo - spare // 2  # the window: max_bins bins, hist's range in the middle
+    if not abs(start) < 2**53:  # bin indices stay exact integers in float64
+        start = hist.j_lo
+    edges = (hist.j_lo - start, hist.j_hi - start)
+    counted = backend.window_counts(values, k=hist.k, j_lo=start, n_bins=max_bins, edges=edges)
+    if counted is None:
+        return None
+    counts, nonfinite, low, high, outliers = counted
+    if outliers is None:  # too many values outside: the kernel stopped early, every count is partial
+        return None
+    if nonfinite and not omit:
+        raise nonfinite_values(int(nonfinite), backend.size(values))
+    # -0.0 and 0.0 are one value: keep the bounds canonical, as histogram() does
+    vmin = hist.vmin if low is None else min(hist.vmin, numpy.float64(low) + 0.0)
+    vmax = hist.vmax if high is None else max(hist.vmax, numpy.float64(high) + 0.0)
+    if vmin == hist.vmin and vmax == hist.vmax:  # the range stays: so do k (hist.k >= choose_k) and the bins
+        k, j_lo, j_hi = hist.k, hist.j_lo, hist.j_hi
+    else:
+        k = max(hist.k, choose_k(vmin, vmax, max_bins))
+        j_lo, j_hi = bin_floor(vmin, k), bin_floor(vmax, k)
+    before = _coarsen(hist, k)
+    total = numpy.zeros(j_hi - j_lo + 1, dtype=numpy.int64)
+    total[before.j_lo - j_lo : before.j_hi - j_lo + 1] += before.counts
+    if k == hist.k:  # every value counted lies in the bins j_lo..j_hi: add the overlap
+        first, last = max(start, j_lo), min(start + max_bins, j_hi + 1)
+        if first < last:
+            total[first - j_lo : last - j_lo] += counts[first - start : last - start]
+    elif counts.any():
+        filled = numpy.flatnonzero(counts)  # the window's bins, coarsened as coarsen() does (sorted: add runs)
+        bins = ((filled + start) >> min(k - hist.k, 63)) - j_lo
+        runs = numpy.flatnonzero(numpy.diff(bins, prepend=-1))
+        total[bins[runs]] += numpy.add.reduceat(counts[filled], runs)
+    if outliers.size:
+        total += get_backend("numpy").bin_counts(outliers, k=k, j_lo=j_lo, max_bins=total.size, omit_nan=False)
+    return Histogram(k, j_lo, total, numpy.float64(vmin), numpy.float64(vmax), max_bins)
+
+
 # -- coarsening and merging -----------------------------------------------------------------------
 
 
@@ -295,6 +381,11 @@ def coarsen(hist: Histogram, k: int) -> Histogram:
     k = check_int(k, "k")
     if not hist.k <= k <= MAX_K:
         raise ValueError(f"k must be between the histogram's k ({hist.k}) and {MAX_K}, got {k}")
+    return _coarsen(hist, k)
+
+
+def _coarsen(hist: Histogram, k: int) -> Histogram:
+    """:func:`coarsen` of a checked histogram to a checked ``k``."""
     if k == hist.k:
         return hist
     shift = min(k - hist.k, 63)  # |j| < 2**53: a shift by 63 already gives 0 or -1
@@ -335,7 +426,7 @@ def merge(first: Optional[Histogram], second: Optional[Histogram]) -> Optional[H
     vmin = min(first.vmin, second.vmin)
     vmax = max(first.vmax, second.vmax)
     k = max(choose_k(vmin, vmax, first.max_bins), first.k, second.k)
-    a, b = coarsen(first, k), coarsen(second, k)
+    a, b = _coarsen(first, k), _coarsen(second, k)  # both checked above
     j_lo = min(a.j_lo, b.j_lo)
     j_hi = max(a.j_hi, b.j_hi)
     counts = numpy.zeros(j_hi - j_lo + 1, dtype=numpy.int64)

@@ -210,11 +210,15 @@ def bin_floor(value: float, k: int) -> int:
         raise ValueError(f"k must be between {MIN_K} and {MAX_K}, got {k}")
     if not _fits(value, k):
         raise ValueError(f"value {value!r} has no exact bin index at width 2**{k} (|value| / 2**k >= 2**53)")
-    quotient = float(value) / math.ldexp(1.0, k)
-    index = math.floor(quotient)
+    return _floor_index(float(value), k)
+
+
+def _floor_index(value: float, k: int) -> int:
+    """:func:`bin_floor` without its checks (the callers have made them)."""
+    quotient = value / math.ldexp(1.0, k)
     if quotient == 0.0 and value < 0.0:  # underflowed to -0.0: the true floor is -1
         return -1
-    return int(index)
+    return math.floor(quotient)
 
 
 def choose_k(vmin: float, vmax: float, max_bins: int = DEFAULT_MAX_BINS) -> int:
@@ -243,9 +247,9 @@ def choose_k(vmin: float, vmax: float, max_bins: int = DEFAULT_MAX_BINS) -> int:
     if largest > 0.0:
         low = max(low, math.frexp(largest)[1] - 53)
     high = MAX_K
-    while low < high:  # the smallest k in [low, high] whose span fits
+    while low < high:  # the smallest k in [low, high] whose span fits (every k >= low fits 2**53)
         middle = (low + high) // 2
-        if bin_floor(vmax, middle) - bin_floor(vmin, middle) + 1 <= max_bins:
+        if _floor_index(vmax, middle) - _floor_index(vmin, middle) + 1 <= max_bins:
             high = middle
         else:
             low = middle + 1
