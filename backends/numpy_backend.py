@@ -194,8 +194,20 @@ class NumpyBackend(ArrayAPIBackend):
         self, values: Any, *, k: int, j_lo: int, n_bins: int, edges: Optional[Tuple[int, int]] = None
     ) -> Optional[Any]:
         """One pass: counts in ``n_bins`` bins from ``j_lo``, non-finite count, finite min and max,
-        and the finite values outside the bins (:func:`numba_kernels.window_counts`, ``edges``
-        included), for large float32/float64 input with Numba; None for any other input."""
+        and the finite values outside the bins, for large float32/float64 input with Numba.
+
+        Args:
+            values: a real NumPy array.
+            k: the bins' width is ``2**k``.
+            j_lo: the index of the first bin.
+            n_bins: how many bins to count into.
+            edges: the bins of the current min and max, to read min and max only from the
+                blocks that reach them (see :func:`numba_kernels.window_counts`), or None.
+
+        Returns:
+            What :func:`numba_kernels.window_counts` returns, or None for input the kernel
+            does not take (the caller then makes two passes).
+        """
         values = numpy.asarray(values)
         if not _use_numba(values):
             return None
