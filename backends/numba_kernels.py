@@ -1083,14 +1083,17 @@ def dequantize(source: numpy.ndarray, target: numpy.ndarray, scale: float, zero_
     _parallel.run(source.size, lambda start, stop: kernel(source[start:stop], target[start:stop], scale, zero_point))
 
 
-def _grid_parts(n_rows: int, n_groups: int, group: int, task: Any) -> List[Any]:
+def _grid_parts(n_rows: int, n_groups: int, group: int, task: Any,
+                per_thread: int = _parallel.CHUNKS_PER_THREAD) -> List[Any]:
     """Run ``task(first_row, last_row, first_group, last_group)`` over parts of the rows (or,
-    for few rows, of the groups), sized by elements so that every core gets work."""
+    for few rows, of the groups), sized by elements so that every core gets work
+    (``per_thread`` parts per thread, as :func:`_parallel.chunks` splits)."""
     length = n_groups * group
     if n_rows >= 4 * _parallel.thread_count() or n_groups == 1:
-        return _parallel.run(n_rows * length, lambda start, stop: task(start // length, stop // length, 0, n_groups))
+        return _parallel.run(n_rows * length, lambda start, stop: task(start // length, stop // length, 0, n_groups),
+                             per_thread)
     unit = n_rows * group
-    return _parallel.run(n_groups * unit, lambda start, stop: task(0, n_rows, start // unit, stop // unit))
+    return _parallel.run(n_groups * unit, lambda start, stop: task(0, n_rows, start // unit, stop // unit), per_thread)
 
 
 def quantize_grid(

@@ -13,8 +13,8 @@ compiles one specialisation per signature:
 - ``reciprocal=None`` divides (ONNX Runtime); a float32 ``reciprocal`` multiplies (torchao).
   Numba prunes the ``is None`` branch at compile time, so each loop holds one operation.
 - The zero point and bounds as float64 add and clamp in float64, as the generic path
-  does. Where every bound and zero point lies inside ``±2**24`` the host passes them as
-  float32 and the kernels add and clamp in float32 instead, which gives the same
+  does. Where a tensor's (or a block's) bounds and zero point lie inside ``±2**24`` they
+  are passed as float32 and the loop adds and clamps in float32 instead, which gives the same
   integers (a float32 sum that is not exact lies beyond ``2**24``, on the same side of
   the bounds as the exact sum, because rounding is monotonic) at twice the vector width.
 
@@ -67,9 +67,9 @@ def _quantize32_span(source: Any, target: Any, first: Any, count: int, scale: An
     or stored as they are. Return whether the span needs :func:`_count_span` (a non-finite
     input, or a result outside the bounds without saturation)."""
     largest = numpy.int32(0)
+    end = first + numpy.uint64(count)  # unsigned indices: no negative-index wrap-around to vectorise
     if saturate:
-        for i in range(count):
-            j = first + numpy.uint64(i)  # unsigned indices: no negative-index wrap-around to vectorise
+        for j in range(first, end):
             x = numpy.float32(source[j])
             value = _rounded32(x, scale, reciprocal) + zero
             value = value if value > low else low  # NaN takes low: an unspecified but defined integer
@@ -78,8 +78,7 @@ def _quantize32_span(source: Any, target: Any, first: Any, count: int, scale: An
             target[j] = value
         return largest >= _NONFINITE_BITS
     outside = numpy.int32(0)
-    for i in range(count):
-        j = first + numpy.uint64(i)
+    for j in range(first, end):
         x = numpy.float32(source[j])
         value = _rounded32(x, scale, reciprocal) + zero
         largest = max(largest, numpy.float32(abs(x)).view(numpy.int32))
@@ -119,29 +118,49 @@ def _quantize32(source: Any, target: Any, scale: Any, reciprocal: Any, zero: Any
     return n_nonfinite, n_outside
 
 
+def _narrow_block(zero: Any, low: Any, high: Any) -> bool:
+    """Whether a block's zero point and bounds all lie inside ``±2**24`` (see the module's notes)."""
+    return (-_FLOAT32_EXACT < zero < _FLOAT32_EXACT and -_FLOAT32_EXACT < low < _FLOAT32_EXACT
+            and -_FLOAT32_EXACT < high < _FLOAT32_EXACT)
+
+
+def _quantize32_block(source: Any, target: Any, first: Any, count: int, scale: Any, reciprocal: Any, zero: Any,
+                      low: Any, high: Any, saturate: bool) -> Tuple[int, int]:
+    """One block, as :func:`_quantize32` quantizes a chunk: ``(non-finite, outside)``."""
+    if _quantize32_span(source, target, first, count, scale, reciprocal, zero, low, high, saturate):
+        return _count_span(source, first, count, scale, reciprocal, zero, low, high, saturate)
+    return 0, 0
+
+
 def _quantize32_grid(source: Any, target: Any, rows: Any, length: int, group: int, scale: Any, zero: Any, low: Any,
                      high: Any, reciprocal_wanted: Any, saturate: bool, r0: int, r1: int, g0: int,
                      g1: int) -> Tuple[int, int]:
     """Rows ``[r0, r1)`` and groups ``[g0, g1)`` of a flat ``(rows, length)`` array, each block
-    with its own parameters (grids of ``(grid rows, groups)``: float32 scales, zero points
-    and bounds as float32 or float64); ``reciprocal_wanted`` as :func:`_block_reciprocal`."""
+    with its own parameters (grids of ``(grid rows, groups)``, any strides: float32-valued
+    scales, zero points and bounds, as float64 or float32); ``reciprocal_wanted`` as
+    :func:`_block_reciprocal`. A block whose zero point and bounds lie inside ``±2**24``
+    adds and clamps in float32, any other in float64 (the same integers, see the module)."""
     n_nonfinite = 0
     n_outside = 0
     for r in range(r0, r1):
         g_row = rows[r]
         base = r * length
         for g in range(g0, g1):
-            block_scale = scale[g_row, g]
+            block_scale = numpy.float32(scale[g_row, g])
             reciprocal = _block_reciprocal(block_scale, reciprocal_wanted)
             first = numpy.uint64(base + g * group)
             count = min(length, (g + 1) * group) - g * group
             block_zero, block_low, block_high = zero[g_row, g], low[g_row, g], high[g_row, g]
-            if _quantize32_span(source, target, first, count, block_scale, reciprocal, block_zero, block_low,
-                                block_high, saturate):
-                counts = _count_span(source, first, count, block_scale, reciprocal, block_zero, block_low, block_high,
-                                     saturate)
-                n_nonfinite += counts[0]
-                n_outside += counts[1]
+            if _narrow_block(block_zero, block_low, block_high):
+                counts = _quantize32_block(source, target, first, count, block_scale, reciprocal,
+                                           numpy.float32(block_zero), numpy.float32(block_low),
+                                           numpy.float32(block_high), saturate)
+            else:
+                counts = _quantize32_block(source, target, first, count, block_scale, reciprocal,
+                                           numpy.float64(block_zero), numpy.float64(block_low),
+                                           numpy.float64(block_high), saturate)
+            n_nonfinite += counts[0]
+            n_outside += counts[1]
     return n_nonfinite, n_outside
 
 
@@ -159,19 +178,20 @@ def _dequantize32(source: Any, target: Any, scale: Any, zero: float) -> None:
 
 def _dequantize32_grid(source: Any, target: Any, rows: Any, length: int, group: int, scale: Any, zero: Any,
                        r0: int, r1: int, g0: int, g1: int) -> None:
-    """:func:`_dequantize32_span` block by block over rows ``[r0, r1)`` and groups ``[g0, g1)``."""
+    """:func:`_dequantize32_span` block by block over rows ``[r0, r1)`` and groups ``[g0, g1)``
+    (grids of any strides, float32-valued scales)."""
     for r in range(r0, r1):
         g_row = rows[r]
         base = r * length
         for g in range(g0, g1):
             count = min(length, (g + 1) * group) - g * group
-            _dequantize32_span(source, target, numpy.uint64(base + g * group), count, scale[g_row, g],
-                               zero[g_row, g])
+            _dequantize32_span(source, target, numpy.uint64(base + g * group), count, numpy.float32(scale[g_row, g]),
+                               numpy.float64(zero[g_row, g]))
 
 
 HELPERS = {
-    "inline": (_quantize32_span, _dequantize32_span),
-    "call": (_rounded32, _block_reciprocal, _count_span),
+    "inline": (_quantize32_span, _quantize32_block, _dequantize32_span),
+    "call": (_rounded32, _block_reciprocal, _count_span, _narrow_block),
 }
 """The helpers :mod:`qarray.backends.numba_kernels` registers before compiling :data:`KERNELS`:
 ``"inline"`` ones are inlined into their callers (a call per block of a grid would cost)."""
@@ -183,26 +203,6 @@ KERNELS = {
     "dequantize32_grid": _dequantize32_grid,
 }
 """The kernels :mod:`qarray.backends.numba_kernels` compiles, by name."""
-
-
-def _narrow(*values: Any) -> bool:
-    """Whether the zero points and bounds all lie inside ``±2**24`` (float32 add and clamp are exact enough)."""
-    grids = [_distinct(value) for value in values]
-    return all(grid.size == 0 or -_FLOAT32_EXACT < grid.min() and grid.max() < _FLOAT32_EXACT for grid in grids)
-
-
-def _distinct(grid: Any) -> Any:
-    """``grid`` itself, or its one number when it repeats one number for every block (a
-    broadcast view, as the clipping bounds mostly are)."""
-    grid = numpy.asarray(grid)
-    return grid.reshape(-1)[:1] if grid.size and not any(grid.strides) else grid
-
-
-def _grid_of(grid: numpy.ndarray, kind: Any) -> numpy.ndarray:
-    """``grid`` as a C-contiguous array of ``kind``; one repeated number stays a broadcast view."""
-    if grid.size and not any(grid.strides):
-        return numpy.broadcast_to(numpy.asarray(grid.reshape(-1)[0], dtype=kind), grid.shape)
-    return numpy.ascontiguousarray(grid, dtype=kind)
 
 
 def quantize32(kernels: Any, source: numpy.ndarray, target: numpy.ndarray, scale: float, zero_point: float,
@@ -222,7 +222,7 @@ def quantize32(kernels: Any, source: numpy.ndarray, target: numpy.ndarray, scale
     """
     scale32 = numpy.float32(scale)
     reciprocal: Optional[numpy.float32] = None if divide else numpy.float32(1.0) / scale32
-    kind = numpy.float32 if _narrow(zero_point, low, high) else numpy.float64
+    kind = numpy.float32 if _narrow_block(zero_point, low, high) else numpy.float64
     zero, low_k, high_k = kind(zero_point), kind(low), kind(high)
     kernel = kernels.quantize32
     counts = _parallel.run(
@@ -230,6 +230,7 @@ def quantize32(kernels: Any, source: numpy.ndarray, target: numpy.ndarray, scale
         lambda start, stop: kernel(
             source[start:stop], target[start:stop], scale32, reciprocal, zero, low_k, high_k, saturate
         ),
+        _parallel.STREAMING_CHUNKS_PER_THREAD,
     )
     return int(sum(part[0] for part in counts)), int(sum(part[1] for part in counts))
 
@@ -237,12 +238,12 @@ def quantize32(kernels: Any, source: numpy.ndarray, target: numpy.ndarray, scale
 def quantize32_grid(kernels: Any, run_parts: Any, source: numpy.ndarray, target: numpy.ndarray, rows: numpy.ndarray,
                     parameters: Tuple[numpy.ndarray, ...], group: int, divide: bool, saturate: bool) -> Tuple[int, int]:
     """Quantize a 2-d C-contiguous ``(rows, length)`` array block by block (grids
-    ``(scale, zero, low, high)`` of ``(grid rows, groups)``); ``run_parts`` splits the work
-    over threads as ``numba_kernels._grid_parts`` does. Returns ``(n_nonfinite, n_outside)``."""
+    ``(scale, zero, low, high)`` of ``(grid rows, groups)``, float64 or float32, any strides:
+    the kernel reads them as they are, block by block, so nothing of the grid's size is
+    converted per call); ``run_parts`` splits the work over threads as
+    ``numba_kernels._grid_parts`` does. Returns ``(n_nonfinite, n_outside)``."""
     n_rows, length = source.shape
-    scale = numpy.ascontiguousarray(parameters[0], dtype=numpy.float32)
-    kind = numpy.float32 if _narrow(*parameters[1:]) else numpy.float64
-    zero, low, high = (_grid_of(numpy.asarray(p), kind) for p in parameters[1:])
+    scale, zero, low, high = (numpy.asarray(parameter) for parameter in parameters)
     flat_source, flat_target = source.reshape(-1), target.reshape(-1)
     reciprocal_wanted = None if divide else numpy.float32(1.0)
     kernel = kernels.quantize32_grid
@@ -254,6 +255,7 @@ def quantize32_grid(kernels: Any, run_parts: Any, source: numpy.ndarray, target:
             flat_source, flat_target, rows, length, group, scale, zero, low, high, reciprocal_wanted, saturate,
             r0, r1, g0, g1,
         ),
+        _parallel.STREAMING_CHUNKS_PER_THREAD,
     )
     return int(sum(part[0] for part in parts)), int(sum(part[1] for part in parts))
 
@@ -263,15 +265,15 @@ def dequantize32(kernels: Any, source: numpy.ndarray, target: numpy.ndarray, sca
     scale32 = numpy.float32(scale)
     kernel = kernels.dequantize32
     zero = float(zero_point)
-    _parallel.run(source.size, lambda start, stop: kernel(source[start:stop], target[start:stop], scale32, zero))
+    _parallel.run(source.size, lambda start, stop: kernel(source[start:stop], target[start:stop], scale32, zero),
+                  _parallel.STREAMING_CHUNKS_PER_THREAD)
 
 
 def dequantize32_grid(kernels: Any, run_parts: Any, source: numpy.ndarray, target: numpy.ndarray, rows: numpy.ndarray,
                       parameters: Tuple[numpy.ndarray, numpy.ndarray], group: int) -> None:
     """De-quantize a 2-d C-contiguous ``(rows, length)`` array block by block."""
     n_rows, length = source.shape
-    scale = numpy.ascontiguousarray(parameters[0], dtype=numpy.float32)
-    zero = numpy.ascontiguousarray(parameters[1], dtype=numpy.float64)
+    scale, zero = (numpy.asarray(parameter) for parameter in parameters)
     flat_source, flat_target = source.reshape(-1), target.reshape(-1)
     kernel = kernels.dequantize32_grid
     run_parts(
@@ -279,4 +281,5 @@ def dequantize32_grid(kernels: Any, run_parts: Any, source: numpy.ndarray, targe
         scale.shape[1],
         group,
         lambda r0, r1, g0, g1: kernel(flat_source, flat_target, rows, length, group, scale, zero, r0, r1, g0, g1),
+        _parallel.STREAMING_CHUNKS_PER_THREAD,
     )

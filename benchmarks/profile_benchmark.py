@@ -13,7 +13,8 @@ every tool then quantizes the same data with those float32 scales and zero point
                        (uint4 is packed two to a byte there)
     torchao            ``quantize_affine`` with ``block_size`` (rows, cols) or (1, 128)
 
-Each row gives the median wall time over ``--repeats`` interleaved runs after a warm-up,
+Each row gives the median wall time per call over ``--repeats`` interleaved runs after a
+warm-up (a run is a burst of back-to-back calls on :data:`BURST_VALUES` values),
 the throughput, the ratios to the runtime of the profile (its time / the row's time), and
 the number of integers that differ from the profile's exact rule computed here in NumPy
 (``clip(rint(float32(x) / scale) + zero_point)`` for onnx, ``clip(rint(float32(x) *
@@ -57,6 +58,11 @@ from qarray.backends import numba_kernels
 
 PEERS = {"onnx": "onnxruntime", "torch": "torchao"}
 SHOWN = ("per-tensor", "group-128")
+BURST_VALUES = 5 * 10**7
+"""Each timing runs a tool back to back on at least this many values (5 calls at 1e7, 1 at
+1e8) and divides: a single call of a few milliseconds is at the mercy of the tool timed
+before it (thread pools that spin after their work, OpenMP's under torch, take the cores
+for a while) and of the other jobs of a shared machine."""
 
 
 class ProfileCase(Case):
@@ -137,11 +143,13 @@ def run_size(size: int, bits: Sequence[int], repeats: int, seed: int, skipped: D
                     run()  # warm-up: compilation, session set-up
                     entries.append({"case": case, "profile": profile, "granularity": granularity, "tool": name,
                                     "run": run, "integers": integers, "times": []})
+        burst = max(1, BURST_VALUES // n)
         for _ in range(repeats):
             for entry in entries:
                 start = time.perf_counter()
-                entry["run"]()
-                entry["times"].append(time.perf_counter() - start)
+                for _ in range(burst):
+                    entry["run"]()
+                entry["times"].append((time.perf_counter() - start) / burst)
         for entry in entries:
             if entry["case"] is None:
                 seconds = statistics.median(entry["times"])

@@ -88,3 +88,52 @@ def test_grid_kernel_matches_float32_arithmetic(divide: bool, saturate: bool, wi
     assert counts == (n_nonfinite, n_outside)
     finite = numpy.isfinite(values)
     numpy.testing.assert_array_equal(target[finite], expected[finite])
+
+
+@pytest.mark.parametrize("divide", [True, False], ids=["quotient", "product"])
+@pytest.mark.parametrize("saturate", [True, False], ids=["saturate", "count"])
+@pytest.mark.parametrize("grid_dtype", [numpy.float64, numpy.float32])
+def test_grid_kernel_chooses_float32_block_by_block(divide: bool, saturate: bool, grid_dtype: type) -> None:
+    # Blocks whose zero point and bounds lie inside ±2**24 add and clamp in float32, the
+    # others in float64; side by side in one grid, every block must give its exact integers.
+    n_rows, length, group = 24, 1000, 128
+    values = (spiked(n_rows * length, seed=4) * 1000.0).reshape(n_rows, length)
+    rng = numpy.random.default_rng(6)
+    n_groups = -(-length // group)
+    scale = rng.uniform(0.001, 0.01, (n_rows, n_groups)).astype(numpy.float32).astype(grid_dtype)
+    wide = rng.random((n_rows, n_groups)) < 0.5
+    zero = numpy.where(wide, 2.0**25 + rng.integers(0, 1000, (n_rows, n_groups)) * 2.0,
+                       rng.integers(0, 255, (n_rows, n_groups)).astype(numpy.float64))
+    lows = numpy.where(wide, 2.0**25 - 2.0**20, 0.0)
+    highs = numpy.where(wide, 2.0**25 + 2.0**20, 255.0)
+    target = numpy.zeros(values.shape, dtype=numpy.float64)
+    rows = numpy.arange(n_rows, dtype=numpy.int64)
+    grids = tuple(grid.astype(grid_dtype) if grid_dtype is numpy.float32 and grid is not zero else grid
+                  for grid in (scale, zero, lows, highs))
+    counts = numba_profiles.quantize32_grid(numba_kernels._kernels(), numba_kernels._grid_parts, values, target, rows,
+                                            grids, group, divide, saturate)
+    columns = numpy.arange(length) // group
+    expected, n_nonfinite, n_outside = reference(values, scale[:, columns], zero[:, columns], lows[:, columns],
+                                                 highs[:, columns], divide, saturate)
+    assert counts == (n_nonfinite, n_outside)
+    finite = numpy.isfinite(values)
+    numpy.testing.assert_array_equal(target[finite], expected[finite])
+
+
+def test_grid_kernel_reads_broadcast_bounds() -> None:
+    # The clipping bounds are mostly one number for every block: a view with zero strides,
+    # read in place by the kernel.
+    n_rows, length, group = 16, 512, 64
+    values = spiked(n_rows * length, seed=7).reshape(n_rows, length)
+    n_groups = length // group
+    scale = numpy.full((n_rows, n_groups), numpy.float32(0.05), dtype=numpy.float64)
+    zero = numpy.full((n_rows, n_groups), 7.0)
+    low, high = (numpy.broadcast_to(numpy.float64(bound), (n_rows, n_groups)) for bound in (-8.0, 7.0))
+    target = numpy.zeros(values.shape, dtype=numpy.int8)
+    rows = numpy.arange(n_rows, dtype=numpy.int64)
+    counts = numba_profiles.quantize32_grid(numba_kernels._kernels(), numba_kernels._grid_parts, values, target, rows,
+                                            (scale, zero, low, high), group, True, True)
+    expected, n_nonfinite, _ = reference(values, scale[:, :1], zero[:, :1], -8.0, 7.0, True, True)
+    assert counts == (n_nonfinite, 0)
+    finite = numpy.isfinite(values)
+    numpy.testing.assert_array_equal(target[finite], expected[finite])
