@@ -92,7 +92,8 @@ class WeightReport:
     """What :func:`quantize_weights_report` did to one weight.
 
     Attributes:
-        name: the initializer's name (the ``DequantizeLinear`` output keeps it).
+        name: the weight's name, an initializer's or a ``Constant`` node's output (the
+            ``DequantizeLinear`` output keeps it).
         shape: the weight's shape as stored.
         n_bits: the integers' width.
         granularity: ``"per-tensor"``, ``"axis A"`` or ``"block B along axis A"``, in ONNX's terms.
@@ -296,24 +297,72 @@ def _stored_values(tensor: Any, base_dir: Optional[str]) -> numpy.ndarray:
     return numpy.asarray(onnx.numpy_helper.to_array(tensor))
 
 
-def _weight_names(graph: Any, ops: Tuple[str, ...], min_size: int) -> List[str]:
-    """The initializers to quantize, in the graph's initializer order."""
-    onnx = _onnx()
+def _weight_inputs(graph: Any, ops: Tuple[str, ...]) -> Set[str]:
+    """The names the main graph's nodes of ``ops`` read as their weight."""
     weights = set()
     for node in graph.node:
         index = WEIGHT_INPUTS.get(node.op_type)
         if node.op_type in ops and node.domain in _DEFAULT_DOMAINS and index is not None and len(node.input) > index:
             weights.add(node.input[index])
+    return weights
+
+
+def _quantizable(tensor: Any, min_size: int) -> bool:
+    """Whether a weight's tensor is of a float type quantized, of rank 1 or more, with ``min_size`` values."""
+    onnx = _onnx()
     float_types = {getattr(onnx.TensorProto, name) for name in _FLOAT_TYPES}
+    return tensor.data_type in float_types and len(tensor.dims) >= 1 and math.prod(tensor.dims) >= max(min_size, 1)
+
+
+def _constant_value(node: Any) -> Optional[Any]:
+    """The tensor of a default-domain ``Constant`` node holding its one output in ``value``, else None."""
+    onnx = _onnx()
+    if node.op_type != "Constant" or node.domain not in _DEFAULT_DOMAINS or len(node.output) != 1:
+        return None
+    if len(node.attribute) != 1:
+        return None
+    attribute = node.attribute[0]
+    if attribute.name != "value" or attribute.type != onnx.AttributeProto.TENSOR or not attribute.HasField("t"):
+        return None
+    return attribute.t
+
+
+def _constants_to_initializers(graph: Any, ops: Tuple[str, ...], min_size: int) -> None:
+    """Turn the ``Constant`` nodes that hold a weight to quantize into initializers, in place.
+
+    A ``Constant`` node of the main graph whose ``value`` tensor is the weight input of a
+    node of ``ops`` and passes the same type and size checks as an initializer becomes an
+    initializer of its output's name (appended after the others, in node order) and is
+    removed, so the rest of :func:`quantize_weights` treats it as any other initializer.
+    A ``Constant`` whose output is a graph output, a graph input or an initializer's name
+    stays a node, as do those holding anything else (``value_float``, ``sparse_value``, ...).
+    """
+    weights = _weight_inputs(graph, ops)
+    left = {info.name for info in (*graph.input, *graph.output)}
+    left.update(tensor.name for tensor in graph.initializer)
+    moved = []
+    for index, node in enumerate(graph.node):
+        tensor = _constant_value(node)
+        name = node.output[0] if tensor is not None else ""
+        if tensor is None or name not in weights or name in left or not _quantizable(tensor, min_size):
+            continue
+        initializer = graph.initializer.add()
+        initializer.CopyFrom(tensor)
+        initializer.name = name
+        left.add(name)
+        moved.append(index)
+    for index in reversed(moved):
+        del graph.node[index]
+
+
+def _weight_names(graph: Any, ops: Tuple[str, ...], min_size: int) -> List[str]:
+    """The initializers to quantize, in the graph's initializer order."""
+    weights = _weight_inputs(graph, ops)
     overridable = {info.name for info in graph.input}  # an initializer that is also an input may be fed at run time
     return [
         tensor.name
         for tensor in graph.initializer
-        if tensor.name in weights
-        and tensor.name not in overridable
-        and tensor.data_type in float_types
-        and len(tensor.dims) >= 1
-        and math.prod(tensor.dims) >= max(min_size, 1)
+        if tensor.name in weights and tensor.name not in overridable and _quantizable(tensor, min_size)
     ]
 
 
@@ -382,7 +431,7 @@ def quantize_weights_report(
 
     Returns:
         ``(model, reports)``: the new ``onnx.ModelProto`` and one report per quantized
-        weight, in the graph's initializer order.
+        weight, in the graph's initializer order, then the ``Constant`` weights in node order.
 
     Example:
         See the module's docstring.
@@ -449,6 +498,7 @@ def _quantize(model: ModelLike, settings: _Settings) -> Tuple[Any, List[WeightRe
     """The one code path of :func:`quantize_weights` and :func:`quantize_weights_report`."""
     result, base_dir = _load(model)
     graph = result.graph
+    _constants_to_initializers(graph, settings.ops, settings.min_size)
     names = _weight_names(graph, settings.ops, settings.min_size)
     if not names:
         return result, []
@@ -502,14 +552,22 @@ def quantize_weights(
     ``QuantizedArray(n_bits, weight, is_signed=..., is_symmetric=..., axis=..., block_size=...,
     profile="onnx")``, and ONNX Runtime's ``DequantizeLinear`` gives that array's
     ``dequant()`` bit for bit. A weight used by several nodes gets one node. The
-    ``DequantizeLinear`` nodes come first in the graph; every other node, input and output
-    is kept as it was.
+    ``DequantizeLinear`` nodes come first in the graph; every other node (but the
+    ``Constant`` nodes of quantized weights), input and output is kept as it was.
+
+    A weight held in a ``Constant`` node of the main graph (its ``value`` attribute a
+    tensor, as some exporters write weights) is quantized the same way when its tensor
+    passes the same checks: the ``Constant`` node is removed and the ``DequantizeLinear``
+    node (or the ``Cast`` after it) produces its output's name instead, with the same
+    initializers as for an initializer of that name. Other ``Constant`` nodes stay as they are: those
+    holding ``value_float``, ``sparse_value`` or another attribute, a tensor of another type
+    or with too few values, and those whose output is a graph output.
 
     FLOAT16, BFLOAT16 and DOUBLE weights are quantized as float32 values (exact from the
     16-bit types, rounded from DOUBLE), and a ``Cast`` node after ``DequantizeLinear``
     (whose output is then ``{name}_dequantized``) gives the consumers their type back.
     Left as they are: initializers that are also graph inputs (the caller may feed them),
-    ``Constant`` nodes, and subgraphs.
+    and subgraphs (their initializers and ``Constant`` nodes included).
 
     The default-domain opset is raised where the new nodes need it: 21 for ``block_size``
     and for 4- and 16-bit integers, 13 for ``axis`` (ONNX's version converter rewrites the

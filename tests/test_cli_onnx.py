@@ -24,8 +24,11 @@ import qarray  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def classifier(path: Path) -> None:
-    """Conv (8 filters 3x3 over 3 channels) -> Relu -> Flatten -> Gemm (transB) -> Softmax."""
+def classifier(path: Path, dense_in_a_constant: bool = False) -> None:
+    """Conv (8 filters 3x3 over 3 channels) -> Relu -> Flatten -> Gemm (transB) -> Softmax.
+
+    With ``dense_in_a_constant``, the Gemm's weight is a ``Constant`` node rather than an initializer.
+    """
     rng = numpy.random.default_rng(11)
     conv = (rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(numpy.float32)
     dense = (rng.standard_normal((10, 8 * 14 * 14)) * 0.02).astype(numpy.float32)
@@ -37,13 +40,16 @@ def classifier(path: Path) -> None:
         helper.make_node("Gemm", ["f", "dense_w", "dense_b"], ["logits"], transB=1),
         helper.make_node("Softmax", ["logits"], ["probabilities"]),
     ]
+    initializers = [numpy_helper.from_array(conv, "conv_w"), numpy_helper.from_array(dense, "dense_w"),
+                    numpy_helper.from_array(bias, "dense_b")]
+    if dense_in_a_constant:
+        nodes.insert(0, helper.make_node("Constant", [], ["dense_w"], value=initializers.pop(1)))
     graph = helper.make_graph(
         nodes,
         "classifier",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3, 16, 16])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])],
-        initializer=[numpy_helper.from_array(conv, "conv_w"), numpy_helper.from_array(dense, "dense_w"),
-                     numpy_helper.from_array(bias, "dense_b")],
+        initializer=initializers,
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
@@ -79,6 +85,22 @@ def test_quantizes_a_model_it_has_not_seen(tmp_path: Path, arguments: List[str])
     # its weights are those of the onnx profile
     quantizers = qarray.onnx.read_qdq(onnx.load(str(target)))
     assert len(quantizers) == 2
+
+
+def test_quantizes_a_weight_held_in_a_constant_node(tmp_path: Path) -> None:
+    source, target = tmp_path / "classifier.onnx", tmp_path / "quantized.onnx"
+    classifier(source, dense_in_a_constant=True)
+    result = run_cli([str(source), str(target), "--min-size", "64", "--bits", "8", "--axis", "0"])
+    assert result.returncode == 0, result.stderr
+    assert "2/2" in result.stderr and "2 weights quantized" in result.stdout
+    rows = [line.split()[0] for line in result.stdout.splitlines() if line.startswith(("conv_w", "dense_w"))]
+    assert rows == ["conv_w", "dense_w"]  # the initializers first, then the Constant weights
+    quantized = onnx.load(str(target))
+    onnx.checker.check_model(quantized, full_check=True)
+    assert "Constant" not in [node.op_type for node in quantized.graph.node]
+    assert [node.op_type for node in quantized.graph.node if "dense_w" in node.output] == ["DequantizeLinear"]
+    images = numpy.random.default_rng(5).standard_normal((4, 3, 16, 16)).astype(numpy.float32)
+    numpy.testing.assert_allclose(outputs(target, images), outputs(source, images), atol=0.05)
 
 
 def test_draws_a_progress_bar_on_stderr(tmp_path: Path) -> None:

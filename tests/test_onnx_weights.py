@@ -12,7 +12,7 @@ import dataclasses
 import os
 import tracemalloc
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy
 import pytest
@@ -411,6 +411,177 @@ def test_bad_arguments_are_refused(kwargs: Dict[str, Any], error: type, words: s
 def test_a_model_that_is_not_one_is_refused() -> None:
     with pytest.raises(TypeError, match="model"):
         qarray.onnx.quantize_weights(42)
+
+
+# ---- weights held in Constant nodes ------------------------------------------------------------
+
+
+def as_constants(model: Any, *names: str) -> Any:
+    """``model`` with the initializers ``names`` written as ``Constant`` nodes at the start of the graph."""
+    moved = onnx.ModelProto()
+    moved.CopyFrom(model)
+    graph = moved.graph
+    tensors = {tensor.name: tensor for tensor in graph.initializer}
+    constants = [helper.make_node("Constant", [], [name], name=f"{name}_Constant", value=tensors[name])
+                 for name in names]
+    kept = [tensor for tensor in model.graph.initializer if tensor.name not in names]
+    graph.ClearField("initializer")
+    graph.initializer.extend(kept)
+    graph.ClearField("node")
+    graph.node.extend([*constants, *model.graph.node])
+    onnx.checker.check_model(moved, full_check=True)
+    return moved
+
+
+def _producers(model: Any, name: str) -> List[str]:
+    return [node.op_type for node in model.graph.node if name in node.output]
+
+
+CONSTANT_CASES = [
+    (matmul_model, "W", 8, {}),
+    (matmul_model, "W", 4, {"block_size": (32, 1)}),
+    (matmul_model, "W", 16, {"axis": 1, "is_signed": False, "is_symmetric": False}),
+    (lambda: gemm_model(True), "B", 8, {"axis": 0}),
+    (conv_model, "W", 4, {"axis": 0}),
+]
+
+
+@pytest.mark.parametrize("make, name, n_bits, kwargs", CONSTANT_CASES,
+                         ids=["matmul-8", "matmul-4-blocks", "matmul-16-axis", "gemm-8-axis", "conv-4-axis"])
+def test_a_constant_weight_is_quantized_as_its_initializer_would_be(
+    make: Callable[[], Any], name: str, n_bits: int, kwargs: Dict[str, Any]
+) -> None:
+    model = make()
+    constant = as_constants(model, name)
+    assert _producers(constant, name) == ["Constant"]
+    serialized = constant.SerializeToString()
+    quantized, reports = qarray.onnx.quantize_weights_report(constant, n_bits=n_bits, min_size=64, **kwargs)
+    assert constant.SerializeToString() == serialized  # the model given is not modified
+    onnx.checker.check_model(quantized, full_check=True)
+    # the Constant is gone; one DequantizeLinear gives its name, first in the graph
+    assert "Constant" not in [node.op_type for node in quantized.graph.node]
+    assert _producers(quantized, name) == ["DequantizeLinear"]
+    assert quantized.graph.node[0].output == [name]
+    assert [node.op_type for node in quantized.graph.node[1:]] == [node.op_type for node in model.graph.node]
+    # the same integers, parameters, node and report as for the initializer
+    from_initializer, expected_reports = qarray.onnx.quantize_weights_report(
+        model, n_bits=n_bits, min_size=64, **kwargs
+    )
+    assert reports == expected_reports and [r.name for r in reports] == [name]
+    tensors = {tensor.name: tensor for tensor in quantized.graph.initializer}
+    for tensor in from_initializer.graph.initializer:
+        assert tensors[tensor.name] == tensor
+    assert quantized.graph.node[0] == from_initializer.graph.node[0]
+    # ONNX Runtime dequantizes it to QuantizedArray.dequant() bit for bit
+    feeds = _feeds(model)
+    after = run(quantized, feeds, extra_outputs=[name])
+    _check_dequantized(model, quantized, after, name, n_bits, kwargs)
+    # and the model computes what the initializer's model computes (with and without the weight as an output,
+    # which decides whether ONNX Runtime may fuse DequantizeLinear into the MatMul)
+    for extra in ([name], []):
+        got, expected_outputs = run(quantized, feeds, extra), run(from_initializer, feeds, extra)
+        for output, values in expected_outputs.items():
+            numpy.testing.assert_array_equal(bits32(got[output]), bits32(values))
+
+
+def test_initializer_and_constant_weights_in_one_model_are_both_quantized() -> None:
+    first, second = _weights((64, 96), 12), _weights((96, 32), 13)
+    model = _model(
+        [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("MatMul", ["h", "W2"], ["y"])],
+        {"x": (4, 64)}, {"y": (4, 32)}, {"W1": first, "W2": second},
+    )
+    mixed = as_constants(model, "W2")
+    quantized, reports = qarray.onnx.quantize_weights_report(mixed, n_bits=8, axis=1)
+    onnx.checker.check_model(quantized, full_check=True)
+    assert [r.name for r in reports] == ["W1", "W2"]
+    assert [node.op_type for node in quantized.graph.node] == ["DequantizeLinear"] * 2 + ["MatMul"] * 2
+    assert _producers(quantized, "W1") == _producers(quantized, "W2") == ["DequantizeLinear"]
+    assert [tensor.name for tensor in quantized.graph.initializer] == [
+        f"{name}_{part}" for name in ("W1", "W2") for part in ("quantized", "scale", "zero_point")
+    ]
+    outputs = run(quantized, _feeds(model), extra_outputs=["W1", "W2"])
+    for name in ("W1", "W2"):
+        _check_dequantized(model, quantized, outputs, name, 8, {"axis": 1})
+
+
+def test_a_constant_weight_read_by_other_nodes_too_gets_one_dequantize_node() -> None:
+    model = _model(
+        [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "W"], ["y"])],
+        {"x": (64, 64)}, {"y": (64, 64)}, {"W": _weights((64, 64), 14)},
+    )
+    quantized = qarray.onnx.quantize_weights(as_constants(model, "W"), n_bits=8)
+    onnx.checker.check_model(quantized, full_check=True)
+    assert [node.op_type for node in quantized.graph.node] == ["DequantizeLinear", "MatMul", "Add"]
+    outputs = run(quantized, _feeds(model), extra_outputs=["W"])
+    _check_dequantized(model, quantized, outputs, "W", 8, {})
+
+
+def test_a_float16_constant_weight_is_cast_back() -> None:
+    weight = _weights((64, 128), 1).astype(numpy.float16)
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["W"], value=numpy_helper.from_array(weight, "W")),
+         helper.make_node("MatMul", ["x", "W"], ["y"])], "model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [4, 128])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    quantized = qarray.onnx.quantize_weights(model, n_bits=8, axis=1)
+    onnx.checker.check_model(quantized, full_check=True)
+    assert [node.op_type for node in quantized.graph.node] == ["DequantizeLinear", "Cast", "MatMul"]
+    assert _producers(quantized, "W") == ["Cast"]
+    runnable = onnx.ModelProto()
+    runnable.CopyFrom(quantized)
+    runnable.graph.output.extend([helper.make_tensor_value_info("W_dequantized", TensorProto.FLOAT, None),
+                                  helper.make_tensor_value_info("W", TensorProto.FLOAT16, None)])
+    session = onnxruntime.InferenceSession(runnable.SerializeToString(), providers=["CPUExecutionProvider"])
+    _, dequantized, cast = session.run(None, {"x": numpy.ones((4, 64), numpy.float16)})
+    expected = qarray.QuantizedArray(8, weight.astype(numpy.float32), profile="onnx", **_options({"axis": 1}))
+    expected = expected.dequant()
+    numpy.testing.assert_array_equal(bits32(dequantized), bits32(expected))
+    numpy.testing.assert_array_equal(cast, numpy.asarray(expected).astype(numpy.float16))
+
+
+def _constant_model(constant: Any, weight_shape: Sequence[int], also_an_output: bool = False) -> Any:
+    """``y = x[4, 64] @ w``, ``w`` given by the node ``constant`` (not checked: some are not valid weights)."""
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if also_an_output:
+        outputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, list(weight_shape)))
+    graph = helper.make_graph(
+        [constant, helper.make_node("MatMul", ["x", "w"], ["y"])], "model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])], outputs,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    return model
+
+
+def _constant_of(values: numpy.ndarray) -> Any:
+    return helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(values, "w"))
+
+
+@pytest.mark.parametrize("model, min_size", [
+    (_constant_model(_constant_of(numpy.ones((64, 32), numpy.int32)), (64, 32)), 1),  # not a float type
+    (_constant_model(_constant_of(_weights((64, 32), 15)), (64, 32)), 64 * 32 + 1),  # below min_size
+    (_constant_model(_constant_of(_weights((64, 32), 15)), (64, 32), also_an_output=True), 1),  # a graph output
+    (_constant_model(helper.make_node("Constant", [], ["w"], value_floats=[0.5] * 64), (64,)), 1),
+    (_constant_model(helper.make_node("Constant", [], ["w"], value_float=0.5), ()), 1),
+], ids=["int32", "below-min-size", "graph-output", "value_floats", "value_float"])
+def test_other_constants_are_left_as_they_are(model: Any, min_size: int) -> None:
+    quantized, reports = qarray.onnx.quantize_weights_report(model, min_size=min_size)
+    assert reports == []
+    assert quantized.SerializeToString() == model.SerializeToString()
+    assert _producers(quantized, "w") == ["Constant"]
+
+
+def test_a_constant_in_another_domain_or_for_another_op_is_left_as_it_is() -> None:
+    model = as_constants(matmul_model(), "W")
+    assert qarray.onnx.quantize_weights_report(model, ops=("Gemm",))[1] == []
+    unknown = onnx.ModelProto()
+    unknown.CopyFrom(model)
+    unknown.graph.node[0].domain = "custom"
+    quantized, reports = qarray.onnx.quantize_weights_report(unknown)
+    assert reports == [] and quantized.SerializeToString() == unknown.SerializeToString()
 
 
 # ---- models with external data -----------------------------------------------------------------
