@@ -6,7 +6,11 @@ bit, in one pass: each output byte is made from its ``8 // n_bits`` values (and 
 byte read gives them back) in registers, with the range check of the values folded
 into the same loop as one flag. The width is a constant of each compiled kernel
 (one per ``n_bits``), so the inner loop over a byte's values unrolls and the outer
-loop vectorises.
+loop vectorises. One-byte values (int8, uint8: what quantization gives for packing) in
+one contiguous row of whole bytes take a faster kernel on little-endian machines: the
+``8 // n_bits`` values of an output byte are read as one 16-, 32- or 64-bit word and
+their low bits gathered into its low byte by two to four shifts, and the range is
+checked per block as a minimum and a maximum (a per-value flag does not vectorise).
 
 The values are read as a ``(rows, length)`` matrix (any strides; a layout that has
 no such view is copied once): a C-contiguous array whose rows fill whole bytes is
@@ -23,6 +27,7 @@ backend takes the generic path otherwise, and for arrays below
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -30,14 +35,14 @@ import numpy
 
 from qarray.core.packing import pack_bounds, packed_length, values_per_byte
 
-from . import numba_kernels
+from . import _parallel, numba_kernels
 
 __all__ = ["pack_bits", "takes", "unpack_bits"]
 
 _INTEGER_KINDS = "iu"
 
 _lock = threading.Lock()
-_compiled: Dict[Tuple[int, Optional[bool]], Any] = {}
+_compiled: Dict[Tuple[int, Optional[Any]], Any] = {}
 
 
 def takes(array: Any) -> bool:
@@ -121,9 +126,63 @@ def _unpack_kernel(n_bits: int, signed: bool) -> Callable[..., None]:
     return unpack
 
 
-def _kernel(n_bits: int, signed: Optional[bool] = None) -> Any:
-    """The compiled kernel of width ``n_bits``: packing (``signed`` None) or unpacking, compiled
-    once (under a lock) on first use.
+_WORDS = {
+    4: (numpy.uint16, 0x0F0F, (4,)),
+    2: (numpy.uint32, 0x03030303, (6, 12)),
+    1: (numpy.uint64, 0x0101010101010101, (7, 14, 28)),
+}
+"""Per width: the word holding one output byte's values (one byte each), the mask of their
+low bits, and the shifts that gather those bits into the word's low byte (first value in
+the least significant bits; on a little-endian machine the first byte is the word's lowest)."""
+
+_WORDS_PER_BLOCK = 2048
+"""Words whose bytes are range-checked, then packed, while they are in L1 cache."""
+
+
+def _word_pack_kernel(n_bits: int) -> Callable[..., bool]:
+    """The packing kernel of one-byte values read ``8 // n_bits`` at a time as one word.
+
+    Each word's low bits are gathered by shifts into its low byte (a few operations per
+    output byte, in wide vector lanes); the values' range is checked block by block as a
+    minimum and a maximum, which vectorise where a per-value flag does not.
+    """
+    word, mask_value, shifts = _WORDS[n_bits]
+    per = values_per_byte(n_bits)
+    mask = word(mask_value)
+    shift_a = word(shifts[0])
+    shift_b = word(shifts[1] if len(shifts) > 1 else 0)
+    shift_c = word(shifts[2] if len(shifts) > 2 else 0)
+    n_shifts = len(shifts)
+    low_byte = word(0xFF)
+
+    def pack(values: Any, words: Any, packed: Any, low: Any, high: Any, first: int, last: int) -> bool:
+        """Pack words ``[first, last)`` (the bytes of ``values`` they hold); return whether a
+        value is outside ``[low, high]``."""
+        smallest, largest = high, low
+        for start in range(first, last, _WORDS_PER_BLOCK):
+            stop = min(last, start + _WORDS_PER_BLOCK)
+            block = values[start * per : stop * per]
+            for k in range(block.shape[0]):
+                smallest = min(smallest, block[k])
+                largest = max(largest, block[k])
+            source = words[start:stop]
+            target = packed[start:stop]
+            for i in range(source.shape[0]):
+                bits = source[i] & mask
+                bits |= bits >> shift_a
+                if n_shifts > 1:
+                    bits |= bits >> shift_b
+                if n_shifts > 2:
+                    bits |= bits >> shift_c
+                target[i] = numpy.uint8(bits & low_byte)
+        return smallest < low or largest > high
+
+    return pack
+
+
+def _kernel(n_bits: int, signed: Optional[Any] = None) -> Any:
+    """The compiled kernel of width ``n_bits``: packing (``signed`` None), packing one-byte
+    values word by word (``signed="word"``) or unpacking, compiled once (under a lock) on first use.
 
     Raises:
         ImportError: if Numba is not available (or disabled).
@@ -141,7 +200,14 @@ def _kernel(n_bits: int, signed: Optional[bool] = None) -> Any:
 
             # error_model="numpy": no division checks; fastmath is irrelevant (integers only)
             jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-            found = _compiled[key] = jit(_pack_kernel(n_bits) if signed is None else _unpack_kernel(n_bits, signed))
+            function: Callable[..., Any]
+            if signed is None:
+                function = _pack_kernel(n_bits)
+            elif signed == "word":
+                function = _word_pack_kernel(n_bits)
+            else:
+                function = _unpack_kernel(n_bits, signed)
+            found = _compiled[key] = jit(function)
         return found
 
 
@@ -166,6 +232,19 @@ def _matrices(values: numpy.ndarray, packed: numpy.ndarray, per: int) -> Tuple[n
     return values.reshape(-1, length), packed.reshape(-1, packed.shape[-1])
 
 
+def _as_words(values: numpy.ndarray, n_bits: int) -> Optional[numpy.ndarray]:
+    """One-byte values as the words of :data:`_WORDS` (a view), when the word kernel can take
+    them: one C-contiguous row of whole bytes, aligned for the word, on a little-endian machine."""
+    word = _WORDS[n_bits][0]
+    if values.dtype.itemsize != 1 or values.shape[0] != 1 or sys.byteorder != "little":
+        return None
+    flat = values.reshape(-1)
+    aligned = flat.ctypes.data % numpy.dtype(word).itemsize == 0
+    if not (flat.flags.c_contiguous and aligned) or flat.size % values_per_byte(n_bits):
+        return None
+    return flat.view(word)
+
+
 def pack_bits(q: numpy.ndarray, n_bits: int) -> Tuple[numpy.ndarray, bool]:
     """Pack the low ``n_bits`` bits of each integer of ``q`` along its last axis.
 
@@ -185,11 +264,19 @@ def pack_bits(q: numpy.ndarray, n_bits: int) -> Tuple[numpy.ndarray, bool]:
         >>> pack_bits(numpy.array([1, 2, 3], dtype=numpy.int8), 4)  # doctest: +SKIP
         (array([33,  3], dtype=uint8), False)
     """
-    kernel = _kernel(n_bits)
     per = values_per_byte(n_bits)
     packed = numpy.empty(q.shape[:-1] + (packed_length(q.shape[-1], n_bits),), dtype=numpy.uint8)
     values, target = _matrices(q, packed, per)
     low, high = pack_bounds(n_bits, q.dtype)
+    words = _as_words(values, n_bits)
+    if words is not None:
+        word_kernel = _kernel(n_bits, "word")
+        flat, flat_packed = values.reshape(-1), target.reshape(-1)
+        flags = _parallel.run(
+            words.size, lambda start, stop: word_kernel(flat, words, flat_packed, low, high, start, stop)
+        )
+        return packed, any(flags)
+    kernel = _kernel(n_bits)
     flags = numba_kernels._grid_parts(  # rows, or for few rows the bytes of every row, on the pool
         target.shape[0], target.shape[1], per, lambda r0, r1, b0, b1: kernel(values, target, low, high, r0, r1, b0, b1)
     )

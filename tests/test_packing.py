@@ -299,6 +299,32 @@ def test_compiled_kernels_count_what_is_outside_as_the_generic_path(compiled: No
     assert int(n_outside) == int(expected_outside) > 0
 
 
+@pytest.mark.parametrize("n_bits", WIDTHS)
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_one_byte_values_packed_word_by_word_give_the_generic_bytes(compiled: None, n_bits: int, dtype: str) -> None:
+    # One-byte values in one contiguous row of whole bytes are packed 8 // n_bits at a time
+    # as one word, and range-checked block by block: across blocks and thread chunks, the
+    # bytes and the refusals are the generic path's, wherever an outside value falls.
+    per = 8 // n_bits
+    n_words = 3 * numba_packing._WORDS_PER_BLOCK + 17
+    host = random_values((n_words * per,), n_bits, dtype.startswith("i"), dtype, seed=3)
+    assert numba_packing._as_words(host.reshape(1, -1), n_bits) is not None
+    packed, n_outside = NumpyBackend().pack_bits(host, n_bits)
+    assert_same_bits(packed, GENERIC.pack_bits(host, n_bits)[0])
+    assert int(n_outside) == 0
+    low, high = pack_range(n_bits)
+    outside = low - 1 if dtype == "int8" else high + 1
+    for place in (0, per * numba_packing._WORDS_PER_BLOCK - 1, per * numba_packing._WORDS_PER_BLOCK, host.size - 1):
+        bad = host.copy()
+        bad[place] = outside
+        packed, n_outside = NumpyBackend().pack_bits(bad, n_bits)
+        assert int(n_outside) == int(GENERIC.pack_bits(bad, n_bits)[1]) == 1
+    shifted = numpy.empty(host.size + 1, dtype=dtype)[1:]  # not aligned for the word: the generic kernel
+    shifted[...] = host
+    assert numba_packing._as_words(shifted.reshape(1, -1), n_bits) is None
+    assert_same_bits(NumpyBackend().pack_bits(shifted, n_bits)[0], GENERIC.pack_bits(host, n_bits)[0])
+
+
 def test_large_arrays_take_the_compiled_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     if not HAS_NUMBA:
         pytest.skip("numba is not installed (pip install 'qarray[fast]')")
