@@ -102,6 +102,14 @@ def _count_span(source: Any, first: Any, count: int, scale: Any, reciprocal: Any
     return n_nonfinite, n_outside
 
 
+def _quantize32_block(source: Any, target: Any, first: Any, count: int, scale: Any, reciprocal: Any, zero: Any,
+                      low: Any, high: Any, saturate: bool) -> Tuple[int, int]:
+    """Quantize one span or block; return its ``(non-finite, outside)`` counts, counted only when flagged."""
+    if _quantize32_span(source, target, first, count, scale, reciprocal, zero, low, high, saturate):
+        return _count_span(source, first, count, scale, reciprocal, zero, low, high, saturate)
+    return 0, 0
+
+
 def _quantize32(source: Any, target: Any, scale: Any, reciprocal: Any, zero: Any, low: Any, high: Any,
                 saturate: bool) -> Tuple[int, int]:
     """Per-tensor quantization of a flat chunk, span by span; returns ``(non-finite, outside)``."""
@@ -111,10 +119,9 @@ def _quantize32(source: Any, target: Any, scale: Any, reciprocal: Any, zero: Any
     for start in range(0, size, _SPAN):
         first = numpy.uint64(start)
         count = min(_SPAN, size - start)
-        if _quantize32_span(source, target, first, count, scale, reciprocal, zero, low, high, saturate):
-            counts = _count_span(source, first, count, scale, reciprocal, zero, low, high, saturate)
-            n_nonfinite += counts[0]
-            n_outside += counts[1]
+        counts = _quantize32_block(source, target, first, count, scale, reciprocal, zero, low, high, saturate)
+        n_nonfinite += counts[0]
+        n_outside += counts[1]
     return n_nonfinite, n_outside
 
 
@@ -122,14 +129,6 @@ def _narrow_block(zero: Any, low: Any, high: Any) -> bool:
     """Whether a block's zero point and bounds all lie inside ``±2**24`` (see the module's notes)."""
     return (-_FLOAT32_EXACT < zero < _FLOAT32_EXACT and -_FLOAT32_EXACT < low < _FLOAT32_EXACT
             and -_FLOAT32_EXACT < high < _FLOAT32_EXACT)
-
-
-def _quantize32_block(source: Any, target: Any, first: Any, count: int, scale: Any, reciprocal: Any, zero: Any,
-                      low: Any, high: Any, saturate: bool) -> Tuple[int, int]:
-    """One block, as :func:`_quantize32` quantizes a chunk: ``(non-finite, outside)``."""
-    if _quantize32_span(source, target, first, count, scale, reciprocal, zero, low, high, saturate):
-        return _count_span(source, first, count, scale, reciprocal, zero, low, high, saturate)
-    return 0, 0
 
 
 def _quantize32_grid(source: Any, target: Any, rows: Any, length: int, group: int, scale: Any, zero: Any, low: Any,
